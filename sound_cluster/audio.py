@@ -1,0 +1,219 @@
+"""Ingest: find audio files under a folder and decode them to mono float32 at one sample rate.
+
+Decoding goes through soundfile (libsndfile: wav, flac, ogg, mp3). Each file is read into
+memory once, so that hashing it for the feature cache and decoding it cost one read, and
+so that file names which are not valid UTF-8 still open (libsndfile is given bytes, not a name).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AudioError
+from .failures import Failure
+
+log = logging.getLogger(__name__)
+
+# libsndfile logs "data : 32000 (should be 15979)" when a WAV's data chunk is cut short.
+_TRUNCATED_RE = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
+
+
+def discover(
+    root: Path,
+    *,
+    extensions: tuple[str, ...],
+    follow_symlinks: bool = True,
+) -> tuple[list[Path], list[Failure]]:
+    """Find audio files under ``root``, recursively.
+
+    Parameters
+    ----------
+    root : Path
+        Folder to search (or a single audio file).
+    extensions : tuple of str
+        Allowed extensions without the dot, matched case-insensitively.
+    follow_symlinks : bool
+        Follow symlinked folders. A folder already visited (a symlink loop) is skipped.
+
+    Returns
+    -------
+    files : list of Path
+        Absolute paths, sorted, each real file once even when reachable by several links.
+    failures : list of Failure
+        Folders that could not be listed and symlink loops, with stage ``discover``.
+
+    Raises
+    ------
+    AudioError
+        ``root`` does not exist.
+    """
+    root = Path(os.path.abspath(root))
+    allowed = {e.lower().lstrip(".") for e in extensions}
+    if not root.exists():
+        raise AudioError(f"data.path does not exist: {root}", stage="discover")
+    if root.is_file():
+        return [root], []
+
+    files: list[Path] = []
+    failures: list[Failure] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+
+    def on_error(err: OSError) -> None:
+        failures.append(Failure(Path(err.filename or root), "discover", f"cannot list folder: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=follow_symlinks):
+        try:
+            st = os.stat(dirpath)
+        except OSError as err:
+            on_error(err)
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            failures.append(Failure(Path(dirpath), "discover", "symlink loop: folder already visited, skipped"))
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.rsplit(".", 1)[-1].lower() not in allowed or "." not in name:
+                continue
+            path = Path(dirpath) / name
+            try:
+                fst = os.stat(path)
+            except OSError:
+                failures.append(Failure(path, "discover", "broken symlink or unreadable entry"))
+                continue
+            if (fst.st_dev, fst.st_ino) in seen_files:
+                continue  # same file reached through another link
+            seen_files.add((fst.st_dev, fst.st_ino))
+            files.append(path)
+    return sorted(files), failures
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a whole file, turning OS errors into :class:`AudioError` with a readable reason."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise AudioError("file does not exist") from None
+    except IsADirectoryError:
+        raise AudioError("is a folder, not a file") from None
+    except OSError as err:
+        raise AudioError(f"cannot read file: {err.strerror}") from None
+    if not data:
+        raise AudioError("empty file (0 bytes)")
+    return data
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says about a file. ``duration_s`` is in seconds."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    duration_s: float
+    format: str
+    subtype: str
+
+
+def probe(data: bytes) -> AudioInfo:
+    """Parse the header of an encoded file and check it is complete.
+
+    Raises
+    ------
+    AudioError
+        Not an audio format libsndfile reads, or a WAV whose data is cut short.
+    """
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            info = AudioInfo(f.samplerate, f.channels, f.frames, f.frames / f.samplerate, f.format, f.subtype)
+            extra = f.extra_info
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(f"not a readable audio file ({_sf_message(err)})") from None
+    m = _TRUNCATED_RE.search(extra or "")
+    if m and int(m.group(2)) < int(m.group(1)):
+        declared, held = int(m.group(1)), int(m.group(2))
+        raise AudioError(f"truncated file: header declares {declared} bytes of audio but only {held} are present")
+    if info.sample_rate <= 0 or info.channels <= 0:
+        raise AudioError(f"invalid header: sample rate {info.sample_rate}, {info.channels} channels")
+    return info
+
+
+def decode(data: bytes, *, sample_rate: int, min_samples: int = 1, info: AudioInfo | None = None) -> np.ndarray:
+    """Decode an encoded file to mono float32 at ``sample_rate``.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole encoded file.
+    sample_rate : int
+        Target rate in Hz; other rates are resampled (soxr, high quality).
+    min_samples : int
+        Fewest samples (at ``sample_rate``) accepted, e.g. one analysis window.
+    info : AudioInfo, optional
+        The result of :func:`probe` on ``data``, when the caller already has it.
+
+    Returns
+    -------
+    y : np.ndarray [shape=(n_samples,), dtype=float32]
+        Mono waveform, channels averaged.
+
+    Raises
+    ------
+    AudioError
+        Unreadable, empty, non-finite or too short audio; the reason says which.
+    """
+    info = info or probe(data)
+    if info.frames == 0:
+        raise AudioError("no audio samples (0 frames)")
+    try:
+        y, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)  # (n_samples, channels)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise AudioError(f"decoding failed ({_sf_message(err)})") from None
+    if y.shape[0] == 0:
+        raise AudioError("no audio samples (0 frames)")
+    if not np.isfinite(y).all():
+        bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
+        raise AudioError(f"{bad} of {y.size} samples are NaN or infinite")
+    # Downmix: (n_samples, channels) -> (n_samples,); a mono file needs no arithmetic.
+    y = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
+    if sr != sample_rate:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
+    if y.shape[0] < min_samples:
+        raise AudioError(
+            f"too short: {y.shape[0]} samples at {sample_rate} Hz ({y.shape[0] / sample_rate * 1000:.1f} ms), "
+            f"shorter than one analysis frame ({min_samples} samples)"
+        )
+    return np.ascontiguousarray(y)
+
+
+def load(path: Path, *, sample_rate: int, min_samples: int = 1) -> np.ndarray:
+    """Read and decode one file: ``path -> (n_samples,) float32`` mono at ``sample_rate`` Hz.
+
+    See :func:`decode` for the checks made and the errors raised.
+    """
+    return decode(read_bytes(path), sample_rate=sample_rate, min_samples=min_samples)
+
+
+def _sf_message(err: Exception) -> str:
+    msg = str(err).strip()
+    # soundfile prefixes "Error opening <_io.BytesIO object at 0x...>: "; the object name helps nobody.
+    msg = re.sub(r"^Error opening <[^>]*>:\s*", "", msg)
+    # We hand libsndfile bytes, so its "does not exist ... (possibly a pipe?)" means it found no
+    # format it knows in them; its decoder notes that follow only confuse.
+    if "not a regular file" in msg:
+        msg = "unrecognised or corrupt data"
+    return msg.split("\n")[0].strip() or type(err).__name__

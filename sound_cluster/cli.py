@@ -1,0 +1,69 @@
+"""The command line: the only place that knows about Hydra.
+
+``sound-cluster [key=value ...]`` composes ``conf/config.yaml`` with the overrides, checks the
+values (:mod:`sound_cluster.config`) and runs :func:`sound_cluster.pipeline.run` in Hydra's
+run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import SoundClusterError
+
+log = logging.getLogger("sound_cluster")
+
+
+def config_dir() -> Path:
+    """The folder holding ``config.yaml``.
+
+    An installed wheel carries the configs inside the package (``sound_cluster/conf``); a
+    source checkout (editable install) uses the top-level ``conf/``, the source of truth.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"sound_cluster configs not found next to {here}")
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM -> same clean-up path as Ctrl-C
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _app(cfg: DictConfig) -> None:
+    from .config import params_from_config
+    from .pipeline import run
+
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        params = params_from_config(container)
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        run(params, output_dir=output_dir, config=container)
+    except SoundClusterError as err:
+        log.error("%s", err)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Entry point of the ``sound-cluster`` console script."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        _app()
+    except KeyboardInterrupt:
+        log.error("interrupted; finished files are cached and the next run picks up from there")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

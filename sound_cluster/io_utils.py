@@ -1,0 +1,62 @@
+"""Atomic file writes: a reader (or a run interrupted midway) never sees a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w", *, fsync: bool = True, **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    The temporary name starts with :data:`TMP_PREFIX` so leftovers of a killed process
+    (SIGKILL gives no chance to clean up) can be recognised and removed later.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            if fsync:  # durable across a power cut, not only across a crash of this process
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
+    with atomic_open(path, "w", fsync=fsync, encoding="utf-8", newline="") as fh:
+        fh.write(text)
+
+
+def atomic_write_json(path: Path, obj: Any, *, fsync: bool = True) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n", fsync=fsync)
+
+
+def remove_stale_temps(folder: Path, *, older_than_s: float = 600.0) -> int:
+    """Delete temporary files left in ``folder`` by a killed process; returns how many.
+
+    Only files untouched for ``older_than_s`` seconds go, so a run writing into the same
+    folder at the same time keeps its temporary files.
+    """
+    n = 0
+    if folder.is_dir():
+        now = time.time()
+        for p in folder.glob(TMP_PREFIX + "*"):
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+                    n += 1
+    return n

@@ -1,0 +1,90 @@
+"""Shared fixtures: audio synthesized into tmp_path, and the real Hydra config composed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sound_cluster.cli import config_dir
+from sound_cluster.config import params_from_config
+
+SR = 16000
+
+
+def tone(freq_hz: float = 440.0, seconds: float = 0.5, sr: int = SR, *, seed: int = 0) -> np.ndarray:
+    """A sine with a little seeded noise, float32 in [-1, 1]."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(seed)
+    return (0.5 * np.sin(2 * np.pi * freq_hz * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def compose_cfg(*overrides: str) -> dict:
+    """The real config, composed with the Hydra compose API and resolved to a dict."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def make_params(*overrides: str, base_dir: Path | None = None):
+    return params_from_config(compose_cfg(*overrides), base_dir=base_dir)
+
+
+GOOD = {  # relative path -> (samples, sample rate, subtype)
+    "tone.wav": lambda: (tone(440), SR, "PCM_16"),
+    "sub/UPPER.WAV": lambda: (tone(660), SR, "PCM_16"),
+    "sub/deep/chirp.flac": lambda: (tone(880, 0.7), SR, "PCM_16"),
+    "vorbis.ogg": lambda: (tone(330, 0.6), SR, "VORBIS"),
+    "stereo48k.wav": lambda: (np.stack([tone(440, 0.5, 48000), tone(550, 0.5, 48000)], axis=1), 48000, "PCM_24"),
+    "eightbit.wav": lambda: (tone(500, 0.5, 8000), 8000, "PCM_U8"),
+}
+
+BAD = {  # relative path -> expected words in the reason
+    "empty.wav": "empty file",
+    "text.wav": "not a readable audio file",
+    "random.mp3": "not a readable audio file",
+    "truncated.wav": "truncated",
+    "zero_frames.wav": "0 frames",
+    "nan.wav": "NaN or infinite",
+    "too_short.wav": "too short",
+}
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A folder of good audio and of every kind of bad input the ingest stage must survive."""
+    root = tmp_path / "corpus"
+    for rel, make in GOOD.items():
+        y, sr, subtype = make()
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        fmt = {"ogg": "OGG", "flac": "FLAC"}.get(rel.rsplit(".", 1)[-1].lower(), "WAV")
+        sf.write(root / rel, y, sr, format=fmt, subtype=subtype)
+    # Non-UTF-8 file name (Latin-1 'café.wav'), good audio.
+    sf.write(bytes(root) + b"/caf\xe9.wav", tone(300), SR)
+
+    (root / "empty.wav").write_bytes(b"")
+    (root / "text.wav").write_text("this is not audio, just text renamed to .wav\n" * 20)
+    (root / "random.mp3").write_bytes(np.random.default_rng(1).bytes(20000))
+    sf.write(root / "full.tmp", tone(440, 1.0), SR, format="WAV", subtype="PCM_16")
+    data = (root / "full.tmp").read_bytes()
+    (root / "full.tmp").unlink()
+    (root / "truncated.wav").write_bytes(data[: len(data) // 2 + 1])
+    sf.write(root / "zero_frames.wav", np.zeros(0, dtype=np.float32), SR)
+    y = tone(440)
+    y[100] = np.nan
+    y[200] = np.inf
+    sf.write(root / "nan.wav", y, SR, subtype="FLOAT")
+    sf.write(root / "too_short.wav", tone(440)[:100], SR)
+    (root / "notes.txt").write_text("not audio and not an audio extension: ignored")
+    # A symlink loop: sub/deep/loop -> sub
+    os.symlink(root / "sub", root / "sub" / "deep" / "loop")
+    return root
+
+
+def good_names() -> set[str]:
+    return set(GOOD) | {"caf\\xe9.wav"}

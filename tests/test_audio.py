@@ -1,0 +1,72 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sound_cluster.audio import discover, load
+from sound_cluster.errors import AudioError
+from sound_cluster.failures import display_path
+
+from .conftest import BAD, SR, good_names, tone
+
+EXTS = ("wav", "flac", "ogg", "mp3")
+
+
+def test_discover_is_recursive_case_insensitive_and_survives_symlink_loops(corpus):
+    files, failures = discover(corpus, extensions=EXTS)
+    names = {display_path(f, corpus) for f in files}
+    assert good_names() <= names
+    assert set(BAD) <= names
+    assert "notes.txt" not in names
+    # The loop sub/deep/loop -> sub is reported once and not followed again.
+    assert any("symlink loop" in f.reason for f in failures)
+    assert len(files) == len(set(files))
+
+
+def test_discover_extension_allow_list(corpus):
+    files, _ = discover(corpus, extensions=("flac",))
+    assert [display_path(f, corpus) for f in files] == ["sub/deep/chirp.flac"]
+
+
+def test_discover_missing_folder_names_it(tmp_path):
+    with pytest.raises(AudioError, match=str(tmp_path / "nope")):
+        discover(tmp_path / "nope", extensions=EXTS)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: folder permissions do not apply")
+def test_unlistable_folder_is_a_failure_not_a_crash(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    sf.write(tmp_path / "ok.wav", tone(), SR)
+    locked.chmod(0)
+    try:
+        files, failures = discover(tmp_path, extensions=EXTS)
+    finally:
+        locked.chmod(0o755)
+    assert [f.name for f in files] == ["ok.wav"]
+    assert any("cannot list folder" in f.reason for f in failures)
+
+
+def test_load_downmixes_and_resamples(corpus):
+    y = load(corpus / "stereo48k.wav", sample_rate=SR)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(len(y) - SR // 2) <= 1  # 0.5 s at 16 kHz
+    y8 = load(corpus / "eightbit.wav", sample_rate=SR)
+    assert abs(len(y8) - SR // 2) <= 1
+    # The 500 Hz tone survives 8-bit storage and resampling: its spectral peak is still at 500 Hz.
+    spec = np.abs(np.fft.rfft(y8))
+    assert abs(np.argmax(spec) * SR / len(y8) - 500) < 5
+
+
+@pytest.mark.parametrize("name, words", sorted(BAD.items()))
+def test_each_bad_file_has_a_readable_reason(corpus, name, words):
+    with pytest.raises(AudioError, match=words):
+        load(corpus / name, sample_rate=SR, min_samples=512)
+
+
+def test_non_utf8_name_loads_and_displays(corpus):
+    path = Path(os.fsdecode(bytes(corpus) + b"/caf\xe9.wav"))
+    assert load(path, sample_rate=SR).size == SR // 2
+    assert display_path(path, corpus) == "caf\\xe9.wav"

@@ -1,0 +1,142 @@
+"""The installed console script, end to end, as a user runs it."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sound_cluster.io_utils import TMP_PREFIX
+
+from .conftest import BAD, SR, good_names, tone
+
+EXE = shutil.which("sound-cluster") or str(Path(sys.executable).parent / "sound-cluster")
+
+
+def run_cli(*args, cwd, timeout=300, check=True):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def read_failures(run_dir):
+    with open(run_dir / "failures.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_console_script_is_installed():
+    assert Path(EXE).exists(), "pip install -e . installs the sound-cluster console script"
+
+
+def test_end_to_end_on_bad_input_corpus(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(f"data.path={corpus}", f"features.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}",
+            "executor.kind=process", cwd=tmp_path)
+    rows = read_failures(run_dir)
+    by_path = {r["path"]: r for r in rows}
+    for name, words in BAD.items():
+        assert words in by_path[name]["reason"], by_path[name]
+        assert by_path[name]["stage"] == "ingest"
+    assert any("symlink loop" in r["reason"] and r["stage"] == "discover" for r in rows)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["files_processed"] == len(good_names())
+    assert summary["files_failed"] == len(rows)
+    assert summary["cache"]["misses"] == len(good_names())
+    assert summary["audio_seconds"] == pytest.approx(0.5 * 5 + 0.7 + 0.6, abs=0.01)
+    assert summary["frames"] > 0 and summary["config"]["data"]["path"] == str(corpus)
+    for key in ("features", "discover"):
+        assert key in summary["stage_seconds"]
+    assert "librosa" in summary["versions"]
+
+    # Second run with the same settings: all cache hits.
+    run2 = tmp_path / "run2"
+    run_cli(f"data.path={corpus}", f"features.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run2}",
+            cwd=tmp_path)
+    s2 = json.loads((run2 / "summary.json").read_text())
+    assert s2["cache"]["hits"] == len(good_names()) and s2["cache"]["misses"] == 0
+
+
+def test_clean_folder_writes_header_only_failures(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "a.wav", tone(), SR)
+    run_cli(f"data.path={audio}", f"features.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'r'}",
+            cwd=tmp_path)
+    assert (tmp_path / "r" / "failures.csv").read_text() == "path,stage,reason\n"
+
+
+def test_missing_path_and_empty_folder_are_clear_errors(tmp_path):
+    proc = run_cli(f"data.path={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path,
+                   check=False)
+    assert proc.returncode != 0
+    assert f"data.path does not exist: {tmp_path / 'nowhere'}" in proc.stdout + proc.stderr
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no audio here")
+    proc = run_cli(f"data.path={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'r2'}", cwd=tmp_path,
+                   check=False)
+    assert proc.returncode != 0
+    assert f"no audio files (wav, flac, ogg, mp3) found under {tmp_path / 'empty'}" in proc.stdout + proc.stderr
+
+
+def test_bad_config_fails_before_any_work(tmp_path):
+    proc = run_cli("features.n_mels=0", f"features.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'r'}",
+                   cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "features.n_mels must be a positive integer, got 0" in proc.stdout + proc.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_strict_stops_at_first_bad_file(corpus, tmp_path):
+    proc = run_cli(f"data.path={corpus}", "data.strict=true", "executor.kind=serial",
+                   f"features.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path,
+                   check=False)
+    assert proc.returncode == 2
+    assert "data.strict=true" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_no_half_written_file_and_resumes(tmp_path, sig):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        sf.write(audio / f"f{i:03d}.wav", (0.1 * rng.standard_normal(SR * 3)).astype(np.float32), SR)
+    cache = tmp_path / "cache"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([EXE, f"data.path={audio}", f"features.cache_dir={cache}", "executor.kind=process",
+                             f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # Wait until some entries are cached, then interrupt the whole process group (as Ctrl-C does).
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cache.rglob("*.npy"))) < 5:
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    done = list(cache.rglob("*.npy"))
+    assert 0 < len(done) < 120, "interrupt too late or too early for this test to mean anything"
+    assert not [p for p in cache.rglob("*") if p.name.startswith(TMP_PREFIX)]
+    for p in done:
+        assert np.load(p, allow_pickle=False).shape[1] == 64
+    assert not (tmp_path / "r" / "summary.json").exists()
+    # The next run picks up from the cache.
+    run_cli(f"data.path={audio}", f"features.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'r2'}", cwd=tmp_path)
+    s = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    assert s["cache"]["hits"] >= len(done) and s["files_processed"] == 120
+
+
+def test_default_runs_on_bundled_demo(tmp_path):
+    run_cli(f"features.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["files_processed"] == 34 and s["files_failed"] == 0
+    assert s["data_path"].endswith(os.path.join("sound_cluster", "demo"))

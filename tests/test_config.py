@@ -1,0 +1,55 @@
+import pytest
+
+from sound_cluster.config import params_from_config
+from sound_cluster.errors import ConfigError
+
+from .conftest import compose_cfg, make_params
+
+
+def test_defaults_compose_and_check(tmp_path):
+    p = make_params()
+    assert p.features.n_mels == 64
+    assert p.data.path is None  # the bundled demo
+    assert p.executor.kind in ("serial", "process")
+    assert p.features.frame_rate_hz == pytest.approx(100.0)
+
+
+def test_overrides_reach_params(tmp_path):
+    p = make_params("features.n_mels=40", "data.path=audio", "executor.kind=serial", "data.extensions=[wav]",
+                    base_dir=tmp_path)
+    assert p.features.n_mels == 40
+    assert p.data.path == tmp_path / "audio"  # relative paths are made absolute against the user's folder
+    assert p.executor.kind == "serial"
+    assert p.data.extensions == ("wav",)
+
+
+def test_debug_tiny_overlay():
+    p = make_params("debug=tiny")
+    assert p.executor.kind == "serial" and p.features.n_mels == 32
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("features.n_mels=0", r"features\.n_mels must be a positive integer, got 0"),
+        ("features.hop_length=-5", r"features\.hop_length .* got -5"),
+        ("features.fmax=20000", r"features\.fmax .* got 20000"),
+        ("features.hop_length=1024", r"features\.hop_length .* got 1024"),
+        ("features.log_offset=0", r"features\.log_offset .* got 0"),
+        ("executor.kind=threads", r"executor\.kind must be one of serial, process, got 'threads'"),
+        ("executor.n_workers=0", r"executor\.n_workers .* got 0"),
+        ("task=train", r"task must be one of fit, apply, got 'train'"),
+        ("data.strict=maybe", r"data\.strict must be true or false, got 'maybe'"),
+        ("data.extensions=[]", r"data\.extensions .* got \[\]"),
+    ],
+)
+def test_out_of_range_values_name_key_and_value(override, match):
+    with pytest.raises(ConfigError, match=match):
+        params_from_config(compose_cfg(override))
+
+
+def test_unknown_key_is_an_error():
+    cfg = compose_cfg()
+    cfg["features"]["n_melz"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key features\.n_melz"):
+        params_from_config(cfg)

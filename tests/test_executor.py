@@ -1,0 +1,51 @@
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from sound_cluster.config import ExecutorParams, FeatureParams
+from sound_cluster.audio import discover
+from sound_cluster.executor import map_files
+from sound_cluster.failures import Failure
+from sound_cluster.features import FeatureCache
+from sound_cluster.pipeline import FileFeatures, extract_features
+
+from .conftest import BAD
+
+
+def _run(corpus, cache_dir, kind):
+    files, _ = discover(corpus, extensions=("wav", "flac", "ogg", "mp3"))
+    cache = FeatureCache(cache_dir, params=FeatureParams())
+    cache.prepare()
+    fn = functools.partial(extract_features, cache=cache)
+    return files, map_files(fn, files, params=ExecutorParams(kind=kind, n_workers=2), stage="features")
+
+
+def test_serial_and_process_give_identical_results(corpus, tmp_path):
+    files, serial = _run(corpus, tmp_path / "c1", "serial")
+    _, process = _run(corpus, tmp_path / "c2", "process")
+    assert len(serial) == len(process) == len(files)
+    for s, p in zip(serial, process):
+        assert type(s) is type(p)
+        if isinstance(s, FileFeatures):
+            assert not s.cache_hit and not p.cache_hit
+            assert np.array_equal(np.load(s.cache_path), np.load(p.cache_path))
+            assert s.duration_s == p.duration_s
+        else:
+            assert s == p
+    failed = {Path(r.path).name for r in serial if isinstance(r, Failure)}
+    assert failed == set(BAD)
+
+
+def _explode(path: Path) -> str:
+    if path.name == "b":
+        raise RuntimeError("boom")
+    return path.name
+
+
+def test_one_failure_stays_with_its_file():
+    items = [Path("a"), Path("b"), Path("c")]
+    for kind in ("serial", "process"):
+        out = map_files(_explode, items, params=ExecutorParams(kind=kind, n_workers=2), stage="x")
+        assert out[0] == "a" and out[2] == "c"
+        assert out[1] == Failure(Path("b"), "x", "RuntimeError: boom")

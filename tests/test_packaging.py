@@ -1,0 +1,56 @@
+"""The wheel carries the configs and the demo, and an installed copy finds them."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(proc.stdout + proc.stderr)
+    (whl,) = out.glob("sound_cluster-*.whl")
+    return whl
+
+
+def test_wheel_contains_configs_and_demo(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for conf in sorted((ROOT / "conf").rglob("*.yaml")):
+        assert f"sound_cluster/conf/{conf.relative_to(ROOT / 'conf').as_posix()}" in names
+    assert "sound_cluster/demo/clips/0_george_0.wav" in names
+    assert "sound_cluster/demo/README.md" in names
+
+
+def test_installed_wheel_composes_its_own_config(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    code = (
+        "from hydra import compose, initialize_config_dir\n"
+        "import sound_cluster.cli as c, sound_cluster.pipeline as p\n"
+        "d = c.config_dir()\n"
+        "assert str(d).startswith(%r), d\n"
+        "with initialize_config_dir(version_base='1.3', config_dir=str(d)):\n"
+        "    cfg = compose(config_name='config', overrides=['features.n_mels=40'])\n"
+        "assert cfg.features.n_mels == 40\n"
+        "assert (p.demo_path() / 'clips' / '0_george_0.wav').is_file()\n"
+        "assert str(p.demo_path()).startswith(%r)\n"
+    ) % (str(target), str(target))
+    env = dict(os.environ, PYTHONPATH=str(target))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_importing_the_package_does_not_import_tensorflow():
+    proc = subprocess.run([sys.executable, "-c", "import sound_cluster, sys; print('tensorflow' in sys.modules)"],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
