@@ -46,8 +46,11 @@ class DataParams:
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
     follow_symlinks: bool = True
     strict: bool = False
+    labels: Path | None = None
 
     def check(self, prefix: str = "data") -> None:
+        if self.labels is not None and not Path(self.labels).is_file():
+            _fail(f"{prefix}.labels", str(self.labels), "an existing CSV file (path,label) or null")
         if not self.extensions or not all(isinstance(e, str) and e.strip(".") for e in self.extensions):
             _fail(f"{prefix}.extensions", list(self.extensions), "a non-empty list of file extensions")
 
@@ -103,6 +106,129 @@ class FeatureParams:
 
 
 @dataclass(frozen=True)
+class ConvBlock:
+    """One row of the encoder's architecture table: Conv2D(filters, kernel) -> GELU -> MaxPool(pool).
+
+    ``kernel`` and ``pool`` are (time, frequency) sizes.
+    """
+
+    filters: int
+    kernel: tuple[int, int] = (3, 3)
+    pool: tuple[int, int] = (2, 2)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The encoder. ``blocks`` is the architecture table of ``conf/model/default.yaml``."""
+
+    n_clusters: int = 16
+    embedding_dim: int = 64
+    blocks: tuple[ConvBlock, ...] = (ConvBlock(16, (3, 3), (2, 2)), ConvBlock(32, (3, 3), (2, 2)),
+                                     ConvBlock(64, (3, 3), (1, 2)))
+    context_kernel: int = 5
+    standardize_by_std: bool = False
+
+    @property
+    def time_pool(self) -> int:
+        """Input frames per output step."""
+        out = 1
+        for b in self.blocks:
+            out *= b.pool[0]
+        return out
+
+    def check(self, prefix: str = "model") -> None:
+        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int) or self.n_clusters < 2:
+            _fail(f"{prefix}.n_clusters", self.n_clusters, "an integer >= 2")
+        _positive_int(f"{prefix}.embedding_dim", self.embedding_dim)
+        _positive_int(f"{prefix}.context_kernel", self.context_kernel)
+        if not self.blocks:
+            _fail(f"{prefix}.blocks", [], "a non-empty list of {filters, kernel, pool}")
+        for i, b in enumerate(self.blocks):
+            _positive_int(f"{prefix}.blocks[{i}].filters", b.filters)
+            for name in ("kernel", "pool"):
+                v = getattr(b, name)
+                if len(v) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in v):
+                    _fail(f"{prefix}.blocks[{i}].{name}", list(v), "two positive integers [time, frequency]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], prefix: str = "model") -> "ModelParams":
+        d = dict(d)
+        if "blocks" in d:
+            blocks = d["blocks"]
+            if not isinstance(blocks, (list, tuple)):
+                _fail(f"{prefix}.blocks", blocks, "a list of {filters, kernel, pool}")
+            out = []
+            for i, b in enumerate(blocks):
+                if not isinstance(b, Mapping):
+                    _fail(f"{prefix}.blocks[{i}]", b, "a mapping {filters, kernel, pool}")
+                blk = _build(ConvBlock, b, f"{prefix}.blocks[{i}]")
+                out.append(ConvBlock(blk.filters, tuple(blk.kernel), tuple(blk.pool)))
+            d["blocks"] = tuple(out)
+        return _build(cls, d, prefix)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Augmentation of each training view; sizes are upper bounds drawn uniformly per example.
+
+    view_max_shift_frames : frames between the starts of the two views of one example
+    mel_shift_bins : shift along the mel axis, up or down (edges repeat the last band)
+    time_mask_frames, freq_mask_bins : width of one time mask and one frequency mask (0: none)
+    eq_nats : largest amplitude of a random smooth curve added across the mel bands (a random
+        equaliser, in natural-log units: 1 nat is 4.3 dB), so a recording chain or a voice's
+        colour, which both views of a file share, cannot decide the cluster
+    """
+
+    view_max_shift_frames: int = 16
+    mel_shift_bins: int = 3
+    time_mask_frames: int = 4
+    freq_mask_bins: int = 8
+    eq_nats: float = 1.0
+
+    def check(self, prefix: str = "train.augment") -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "eq_nats":
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    _fail(f"{prefix}.{f.name}", v, "a number >= 0")
+            elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                _fail(f"{prefix}.{f.name}", v, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Training of the encoder (see :func:`sound_cluster.embedding.train_encoder`)."""
+
+    epochs: int = 12
+    steps_per_epoch: int = 40
+    batch_size: int = 128
+    crop_frames: int = 48
+    gamma: float = 1.5
+    consistency_weight: float = 1.0
+    learning_rate: float = 1e-3
+    patience: int = 4
+    min_delta: float = 1e-3
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+    def check(self, prefix: str = "train", *, n_clusters: int | None = None) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size", "crop_frames", "patience"):
+            _positive_int(f"{prefix}.{name}", getattr(self, name))
+        for name in ("gamma", "learning_rate"):
+            _positive_float(f"{prefix}.{name}", getattr(self, name))
+        for name in ("consistency_weight", "min_delta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                _fail(f"{prefix}.{name}", v, "a number >= 0")
+        if n_clusters is not None and self.batch_size < 2 * n_clusters:
+            # The marginal term needs many examples per cluster in each batch to mean anything.
+            _fail(f"{prefix}.batch_size", self.batch_size, f"at least 2 * model.n_clusters = {2 * n_clusters}")
+        self.augment.check(f"{prefix}.augment")
+
+
+@dataclass(frozen=True)
 class ExecutorParams:
     """How per-file work is spread: ``serial`` or ``process`` (``auto`` is resolved when built)."""
 
@@ -116,11 +242,49 @@ class ExecutorParams:
 
 
 @dataclass(frozen=True)
+class RaeParams:
+    """The merge autoencoder and the fold (see :mod:`sound_cluster.rae`, :mod:`sound_cluster.fold`)."""
+
+    input_dim: int = 64
+    pairing: str = "adjacent"
+    size_weighted: bool = True
+    epochs: int = 6
+    steps_per_epoch: int = 10
+    batch_sequences: int = 16
+    max_leaves: int = 48
+    learning_rate: float = 3e-3
+    max_any_leaves: int = 1500
+
+    def check(self, prefix: str = "rae", *, embedding_dim: int | None = None) -> None:
+        _one_of(f"{prefix}.pairing", self.pairing, ("adjacent", "any"))
+        for name in ("input_dim", "epochs", "steps_per_epoch", "batch_sequences", "max_any_leaves"):
+            _positive_int(f"{prefix}.{name}", getattr(self, name))
+        if isinstance(self.max_leaves, bool) or not isinstance(self.max_leaves, int) or self.max_leaves < 2:
+            _fail(f"{prefix}.max_leaves", self.max_leaves, "an integer >= 2")
+        _positive_float(f"{prefix}.learning_rate", self.learning_rate)
+        if embedding_dim is not None and self.input_dim != embedding_dim:
+            _fail(f"{prefix}.input_dim", self.input_dim, f"equal to model.embedding_dim={embedding_dim}")
+
+
+@dataclass(frozen=True)
 class OutputParams:
+    """What the run writes besides the tables: plots and how trees are written."""
+
     progress: bool = False
+    max_plots: int = 50
+    plot_cuts: tuple[int, ...] = (2, 4, 8)
+    min_segment_s: float = 0.0
+    max_tree_depth: int = 400
 
     def check(self, prefix: str = "output") -> None:
-        pass
+        if isinstance(self.max_plots, bool) or not isinstance(self.max_plots, int) or self.max_plots < 0:
+            _fail(f"{prefix}.max_plots", self.max_plots, "an integer >= 0")
+        if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in self.plot_cuts):
+            _fail(f"{prefix}.plot_cuts", list(self.plot_cuts), "a list of integers >= 2")
+        if isinstance(self.min_segment_s, bool) or not isinstance(self.min_segment_s, (int, float)) \
+                or self.min_segment_s < 0:
+            _fail(f"{prefix}.min_segment_s", self.min_segment_s, "a number of seconds >= 0")
+        _positive_int(f"{prefix}.max_tree_depth", self.max_tree_depth)
 
 
 @dataclass(frozen=True)
@@ -129,17 +293,29 @@ class Params:
 
     data: DataParams = field(default_factory=DataParams)
     features: FeatureParams = field(default_factory=FeatureParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    rae: RaeParams = field(default_factory=RaeParams)
     executor: ExecutorParams = field(default_factory=ExecutorParams)
     output: OutputParams = field(default_factory=OutputParams)
     task: str = "fit"
     seed: int = 0
+    models: Path | None = None
 
     def check(self) -> None:
         _one_of("task", self.task, ("fit", "apply"))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             _fail("seed", self.seed, "an integer >= 0")
-        for group in ("data", "features", "executor", "output"):
+        for group in ("data", "features", "model", "executor", "output"):
             getattr(self, group).check(group)
+        self.train.check("train", n_clusters=self.model.n_clusters)
+        self.rae.check("rae", embedding_dim=self.model.embedding_dim)
+        if self.task == "apply":
+            if self.models is None:
+                _fail("models", None, "a run's models/ folder when task=apply")
+            for name in ("embedding.keras", "rae.keras", "params.json"):
+                if not (Path(self.models) / name).is_file():
+                    _fail("models", str(self.models), f"a folder holding {name} (a run's models/ folder)")
 
 
 def usable_cores() -> int:
@@ -187,6 +363,7 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     data = dict(cfg.get("data") or {})
     data["path"] = _path_or_none("data.path", data.get("path"), base)
+    data["labels"] = _path_or_none("data.labels", data.get("labels"), base)
     exts = data.get("extensions", AUDIO_EXTENSIONS)
     if isinstance(exts, str) or not isinstance(exts, (list, tuple)):
         _fail("data.extensions", exts, "a list of file extensions")
@@ -211,14 +388,25 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
     elif not isinstance(progress, bool):
         _fail("output.progress", progress, "auto, true or false")
     out["progress"] = progress
+    if "plot_cuts" in out:
+        if not isinstance(out["plot_cuts"], (list, tuple)):
+            _fail("output.plot_cuts", out["plot_cuts"], "a list of integers >= 2")
+        out["plot_cuts"] = tuple(out["plot_cuts"])
+
+    train = dict(cfg.get("train") or {})
+    train["augment"] = _build(AugmentParams, train.get("augment"), "train.augment")
 
     params = Params(
         data=_build(DataParams, data, "data"),
         features=_build(FeatureParams, feats, "features"),
+        model=ModelParams.from_dict(cfg.get("model") or {}),
+        train=_build(TrainParams, train, "train"),
+        rae=_build(RaeParams, cfg.get("rae"), "rae"),
         executor=_build(ExecutorParams, ex, "executor"),
         output=_build(OutputParams, out, "output"),
         task=cfg.get("task", "fit"),
         seed=cfg.get("seed", 0),
+        models=_path_or_none("models", cfg.get("models"), base),
     )
     params.check()
     return params

@@ -25,7 +25,8 @@ from .failures import Failure
 log = logging.getLogger(__name__)
 
 # Modules imported once in the fork server, so each worker starts with them loaded.
-_PRELOAD = ["numpy", "soundfile", "librosa.feature", "sound_cluster.audio", "sound_cluster.features"]
+_PRELOAD = ["numpy", "soundfile", "librosa.feature", "sound_cluster.audio", "sound_cluster.features",
+            "sound_cluster.fold"]
 
 
 def _mp_context() -> mp.context.BaseContext:
@@ -61,13 +62,14 @@ def _init_worker() -> None:
 
 def _guarded(fn: Callable[[Path], Any], item: Path, stage: str) -> Any:
     """Run ``fn(item)``; a failure becomes a :class:`Failure` value instead of an exception."""
+    path = Path(getattr(item, "path", item))  # items are paths, or jobs that name their file
     try:
         return fn(item)
     except AudioError as err:
-        return Failure(Path(item), err.stage, err.reason)
+        return Failure(path, err.stage, err.reason)
     except (MemoryError, Exception) as err:  # noqa: BLE001 - one file must not end the run
         log.debug("unexpected error on %s", item, exc_info=True)
-        return Failure(Path(item), stage, f"{type(err).__name__}: {err}")
+        return Failure(path, stage, f"{type(err).__name__}: {err}")
 
 
 class StopOnFailure(AudioError):
@@ -164,13 +166,15 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                 try:
                     value = fut.result()
                 except BrokenProcessPool:
-                    value = Failure(Path(items[i]), stage, "worker process crashed while handling this file")
+                    value = Failure(Path(getattr(items[i], "path", items[i])), stage,
+                                    "worker process crashed while handling this file")
                 finish(i, value)
             try:
                 submit_more()
             except BrokenProcessPool:
                 # The pool died (a worker crashed hard): remaining files fail with that reason.
                 for i, item in it:
-                    finish(i, Failure(Path(item), stage, "worker process pool crashed before this file"))
+                    finish(i, Failure(Path(getattr(item, "path", item)), stage,
+                                      "worker process pool crashed before this file"))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

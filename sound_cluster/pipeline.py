@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
 import os
 import platform
@@ -13,14 +15,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from . import __version__
 from .audio import decode, discover, probe, read_bytes
-from .config import FeatureParams, Params
+from .clusters import Assignment, assign, write_clusters
+from .config import FeatureParams, ModelParams, Params
+from .crops import CropSampler
+from .evaluate import read_labels, score_assignments
 from .errors import AudioError
 from .executor import map_files
-from .failures import Failure, write_failures
+from .failures import Failure, display_path, write_failures
 from .features import FeatureCache, content_key, log_mel, warm_up
-from .io_utils import atomic_write_json
+from .io_utils import atomic_open, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +157,9 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     root = params.data.path or demo_path()
+    labels_path = params.data.labels or (demo_path() / "labels.csv" if params.data.path is None else None)
+    if params.task == "apply":
+        params = _with_model_features(params)
     timer = _Timer()
 
     with timer.stage("discover"):
@@ -181,7 +191,176 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     for f in failures:
         log.warning("skipped %s (%s): %s", f.path, f.stage, f.reason)
 
-    write_failures(failures, output_dir / "failures.csv", root=root if root.is_dir() else root.parent)
+    rel_root = root if root.is_dir() else root.parent
+    write_failures(failures, output_dir / "failures.csv", root=rel_root)
+    if not feats:
+        _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, {})
+        raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
+                         f"reasons in {output_dir / 'failures.csv'}", stage="features")
+
+    extra, rows = _embed_stage(feats, params=params, output_dir=output_dir, rel_root=rel_root, timer=timer,
+                               labels_path=labels_path)
+    fold_extra, fold_failures = _fold_stage(feats, rows, params=params, output_dir=output_dir, timer=timer)
+    extra.update(fold_extra)
+    if fold_failures:
+        failures += fold_failures
+        write_failures(failures, output_dir / "failures.csv", root=rel_root)
+    summary = _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra)
+    return RunResult(root, feats, failures, summary)
+
+
+def _with_model_features(params: Params) -> Params:
+    """Apply mode: features must be computed as they were for training; take them from the models."""
+    saved = json.loads((Path(params.models) / "params.json").read_text())
+    feats = FeatureParams(**{**saved["features"], "cache_dir": params.features.cache_dir})
+    if feats.key_fields() != params.features.key_fields():
+        log.warning("task=apply: using the feature settings the models were trained with: %s", feats.key_fields())
+    return dataclasses.replace(params, features=feats, model=ModelParams.from_dict(saved["model"]))
+
+
+def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, timer: "_Timer",
+                 labels_path: Path | None) -> dict[str, Any]:
+    """Train (fit) or load (apply) the encoder, then assign every file; writes clusters.csv."""
+    from . import embedding  # imports TensorFlow: only when this stage runs
+
+    models_dir = output_dir / "models"
+    extra: dict[str, Any] = {}
+    if params.task == "fit":
+        with timer.stage("train"):
+            sampler = CropSampler([f.cache_path for f in feats], crop_frames=params.train.crop_frames,
+                                  batch_size=params.train.batch_size, augment=params.train.augment,
+                                  seed=params.seed)
+            t = params.train
+            encoder, history = embedding.train_encoder(
+                sampler, model=params.model, n_mels=params.features.n_mels, gamma=t.gamma,
+                consistency_weight=t.consistency_weight, learning_rate=t.learning_rate, epochs=t.epochs,
+                steps_per_epoch=t.steps_per_epoch, patience=t.patience, min_delta=t.min_delta, seed=params.seed,
+                log_dir=str(output_dir / "tensorboard"), verbose=1 if params.output.progress else 2)
+        embedding.save_encoder(encoder, models_dir / "embedding.keras")
+        atomic_write_json(models_dir / "params.json", {
+            "features": params.features.key_fields(), "model": params.model.to_dict(),
+            "frame_rate_hz": params.features.frame_rate_hz,
+            "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
+        })
+        epochs = len(history.get("loss", []))
+        extra["training"] = {"epochs": epochs, "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3),
+                             "history": history}
+    else:
+        encoder = embedding.load_encoder(str(Path(params.models) / "embedding.keras"))
+        extra["models"] = str(params.models)
+
+    with timer.stage("assign"):
+        run_encoder = embedding.Posteriors(encoder)
+        rows = []
+        for f in feats:
+            emb, post = run_encoder(np.load(f.cache_path, allow_pickle=False))
+            rel = display_path(f.path, rel_root)
+            with atomic_open(output_dir / "posteriors" / f"{rel}.npz", "wb", fsync=False) as fh:
+                np.savez(fh, embedding=emb, posteriors=post)
+            k, conf = assign(post)
+            rows.append(Assignment(rel, k, conf, f.duration_s))
+    write_clusters(rows, output_dir / "clusters.csv")
+    sizes = np.bincount([r.cluster for r in rows], minlength=params.model.n_clusters)
+    extra["clusters"] = {"n_clusters": params.model.n_clusters, "used": int((sizes > 0).sum()),
+                         "sizes": sizes.tolist(),
+                         "mean_confidence": round(float(np.mean([r.confidence for r in rows])), 4),
+                         "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1)}
+    log.info("clusters: %d of %d used, sizes %s", extra["clusters"]["used"], params.model.n_clusters,
+             sizes.tolist())
+    if labels_path is not None:
+        scores = score_assignments(read_labels(labels_path), {r.path: r.cluster for r in rows})
+        if scores is None:
+            log.warning("no file in %s matches a processed file; no metrics", labels_path)
+        else:
+            extra["metrics"] = {"labels": str(labels_path), **scores}
+            log.info("against %s: NMI %.3f, ARI %.3f, accuracy %.3f (%d files)", labels_path, scores["nmi"],
+                     scores["ari"], scores["acc"], scores["n"])
+    return extra, rows
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One file's work in the fold stage (small, so it travels cheaply to a worker process)."""
+
+    path: Path
+    rel: str
+    npz: Path
+    frames: Path
+    duration_s: float
+    plot: bool
+
+
+def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path) -> dict[str, int]:
+    """Per-file job of the fold stage: tree JSON (and a plot) of one file.
+
+    Raises
+    ------
+    AudioError
+        With stage ``fold``: the file is too long for ``rae.pairing=any``.
+    """
+    from .fold import fold
+    from .tree import SegmentTree, write_tree_json
+
+    with np.load(job.npz, allow_pickle=False) as z:
+        emb, post = z["embedding"], z["posteriors"]
+    if params.rae.pairing == "any" and len(emb) > params.rae.max_any_leaves:
+        raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
+                         f"(rae.max_any_leaves={params.rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
+    tree = SegmentTree.from_merges(fold(emb, weights=weights, pairing=params.rae.pairing),
+                                   frame_rate_hz=step_rate_hz, duration_s=job.duration_s)
+    doc = tree.to_json(source=job.rel, posteriors=post, max_depth=params.output.max_tree_depth,
+                       min_segment_s=params.output.min_segment_s)
+    write_tree_json(doc, output_dir / "trees" / f"{job.rel}.json")
+    if job.plot:
+        from .report import plot_file
+
+        plot_file(np.load(job.frames, allow_pickle=False), post, tree, out_path=output_dir / "plots" / f"{job.rel}.png",
+                  title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
+                  sample_rate=params.features.sample_rate, hop_length=params.features.hop_length,
+                  cuts=params.output.plot_cuts)
+    return {"n_leaves": tree.n_leaves, "depth": tree.depth()}
+
+
+def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer") -> tuple[dict, list[Failure]]:
+    """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree."""
+    from . import rae as rae_mod
+    from .embedding import save_encoder
+
+    models_dir = output_dir / "models"
+    jobs = [FoldJob(f.path, r.path, output_dir / "posteriors" / f"{r.path}.npz", f.cache_path, f.duration_s,
+                    i < params.output.max_plots) for i, (f, r) in enumerate(zip(feats, rows))]
+    extra: dict[str, Any] = {}
+    if params.task == "fit":
+        with timer.stage("rae_train"):
+            seqs = []
+            for j in jobs:
+                with np.load(j.npz, allow_pickle=False) as z:
+                    seqs.append(z["embedding"])
+            r = params.rae
+            model, losses = rae_mod.train_rae(seqs, dim=r.input_dim, size_weighted=r.size_weighted, epochs=r.epochs,
+                                              steps_per_epoch=r.steps_per_epoch, batch_sequences=r.batch_sequences,
+                                              max_leaves=r.max_leaves, learning_rate=r.learning_rate, seed=params.seed)
+        save_encoder(model, models_dir / "rae.keras")
+        extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
+    else:
+        import keras
+
+        model = keras.saving.load_model(str(Path(params.models) / "rae.keras"), safe_mode=True, compile=False)
+    step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
+    with timer.stage("fold"):
+        results = map_files(
+            functools.partial(fold_file, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz,
+                              output_dir=output_dir),
+            jobs, params=params.executor, stage="fold", progress=params.output.progress)
+    done = [r for r in results if not isinstance(r, Failure)]
+    extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "leaf_rate_hz": step_rate_hz,
+                      "leaves": int(sum(d["n_leaves"] for d in done)),
+                      "max_depth": int(max((d["depth"] for d in done), default=0)),
+                      "plots": int(sum(j.plot for j, r in zip(jobs, results) if not isinstance(r, Failure)))}
+    return extra, [r for r in results if isinstance(r, Failure)]
+
+
+def _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra) -> dict:
     hits = sum(f.cache_hit for f in feats)
     summary: dict[str, Any] = {
         "sound_cluster_version": __version__,
@@ -195,6 +374,7 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
         "frame_rate_hz": params.features.frame_rate_hz,
         "cache": {"dir": str(cache.dir), "hits": hits, "misses": len(feats) - hits},
         "executor": {"kind": params.executor.kind, "n_workers": params.executor.n_workers},
+        **extra,
         "stage_seconds": timer.seconds,
         "versions": library_versions(),
         "config": config or {},
@@ -204,7 +384,4 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
         "processed %d of %d files (%.1f s of audio, %d cache hits); %d failed; outputs in %s",
         len(feats), len(files), summary["audio_seconds"], hits, len(failures), output_dir,
     )
-    if not feats:
-        raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
-                         f"reasons in {output_dir / 'failures.csv'}", stage="features")
-    return RunResult(root, feats, failures, summary)
+    return summary

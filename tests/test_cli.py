@@ -21,8 +21,10 @@ from .conftest import BAD, SR, good_names, tone
 EXE = shutil.which("sound-cluster") or str(Path(sys.executable).parent / "sound-cluster")
 
 
-def run_cli(*args, cwd, timeout=300, check=True):
+def run_cli(*args, cwd, timeout=300, check=True, tiny=True):
+    """Run the console script; ``tiny`` adds ``debug=tiny`` (a small model trained for a few steps)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    args = ("debug=tiny", *args) if tiny else args
     proc = subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
@@ -113,7 +115,7 @@ def test_interrupted_run_leaves_no_half_written_file_and_resumes(tmp_path, sig):
         sf.write(audio / f"f{i:03d}.wav", (0.1 * rng.standard_normal(SR * 3)).astype(np.float32), SR)
     cache = tmp_path / "cache"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([EXE, f"data.path={audio}", f"features.cache_dir={cache}", "executor.kind=process",
+    proc = subprocess.Popen([EXE, "debug=tiny", f"data.path={audio}", f"features.cache_dir={cache}", "executor.kind=process",
                              f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     # Wait until some entries are cached, then interrupt the whole process group (as Ctrl-C does).
@@ -135,8 +137,41 @@ def test_interrupted_run_leaves_no_half_written_file_and_resumes(tmp_path, sig):
     assert s["cache"]["hits"] >= len(done) and s["files_processed"] == 120
 
 
-def test_default_runs_on_bundled_demo(tmp_path):
+def read_clusters(run_dir):
+    with open(run_dir / "clusters.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_demo_fit_then_apply_reproduces_assignments(tmp_path):
     run_cli(f"features.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["files_processed"] == 34 and s["files_failed"] == 0
     assert s["data_path"].endswith(os.path.join("sound_cluster", "demo"))
+    rows = read_clusters(tmp_path / "r")
+    assert len(rows) == 34 and rows[0].keys() == {"path", "cluster", "confidence", "duration_s"}
+    assert {r["path"] for r in rows} >= {"clips/0_george_0.wav", "sequences/lucas_3141.wav"}
+    assert len({r["cluster"] for r in rows}) > 1
+    assert all(0.25 - 1e-6 <= float(r["confidence"]) <= 1.0 for r in rows)  # K = 4 in debug=tiny
+    assert s["clusters"]["sizes"] == [sum(r["cluster"] == str(k) for r in rows) for k in range(4)]
+    assert s["metrics"]["n"] == 30 and 0.0 <= s["metrics"]["nmi"] <= 1.0  # the demo's labels.csv
+    assert len(s["training"]["history"]["loss"]) == s["training"]["epochs"] >= 1
+    assert (tmp_path / "r" / "models" / "embedding.keras").is_file()
+    with np.load(tmp_path / "r" / "posteriors" / "clips" / "0_george_0.wav.npz") as z:
+        assert z["posteriors"].shape[1] == 4 and z["embedding"].shape[0] == z["posteriors"].shape[0]
+    assert list((tmp_path / "r" / "tensorboard").rglob("events.out.tfevents.*"))
+
+    # Apply: no training, the same assignments on the same files.
+    run_cli("task=apply", f"models={tmp_path / 'r' / 'models'}", f"features.cache_dir={tmp_path / 'c'}",
+            f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)
+    applied = read_clusters(tmp_path / "a")
+    assert [(r["path"], r["cluster"]) for r in applied] == [(r["path"], r["cluster"]) for r in rows]
+    sa = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert "training" not in sa and sa["task"] == "apply"
+
+
+def test_apply_without_models_is_a_config_error(tmp_path):
+    proc = run_cli("task=apply", f"models={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path,
+                   check=False)
+    assert proc.returncode == 2
+    assert f"models must be a folder holding embedding.keras (a run's models/ folder), got '{tmp_path / 'none'}'" \
+        in proc.stdout + proc.stderr

@@ -25,7 +25,7 @@ def test_overrides_reach_params(tmp_path):
 
 def test_debug_tiny_overlay():
     p = make_params("debug=tiny")
-    assert p.executor.kind == "serial" and p.features.n_mels == 32
+    assert p.executor.kind == "serial" and p.model.n_clusters == 4 and p.train.epochs == 2
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,336 @@
+"""Embed and categorize: a CNN over log-mel frames, trained with the entropy clustering loss.
+
+The encoder is convolutional in time: one call on a whole file's frames ``(T, n_mels)`` gives
+an embedding and cluster logits for each output step, ``T' = ceil(T / time_pool)`` steps at
+``frame_rate_hz / time_pool``. Training follows Jansen et al. (ICASSP 2020): the loss
+``mean_i H(p_i) - gamma * H(mean_i p_i)`` wants each example confident and the batch to use
+every cluster; two nearby, independently augmented crops of the same file must agree.
+
+Normalisation is per input (:class:`InputStandardize`), never across the batch: batch
+statistics let the marginal term be met in training mode only (all clips then fall into one
+cluster at inference).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .config import ModelParams
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "sound_cluster"
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss
+
+
+def entropy_terms(logits) -> tuple[Any, Any]:
+    """Mean per-example entropy and entropy of the mean posterior, in nats, from logits.
+
+    Parameters
+    ----------
+    logits : tensor [shape=(..., K)]
+        Every leading index is one example.
+
+    Returns
+    -------
+    h_cond : scalar tensor
+        ``mean_i H(p_i)``.
+    h_marg : scalar tensor
+        ``H(mean_i p_i)``; ``log(mean_i p_i)`` is computed as a log-sum-exp, so it stays finite
+        even where a cluster gets no mass at all.
+    """
+    k = ops.shape(logits)[-1]
+    logp = ops.log_softmax(ops.reshape(logits, (-1, k)), axis=-1)  # (N, K)
+    p = ops.exp(logp)
+    h_cond = -ops.mean(ops.sum(p * logp, axis=-1))
+    n = ops.cast(ops.shape(logp)[0], logp.dtype)
+    log_pbar = ops.logsumexp(logp, axis=0) - ops.log(n)  # (K,)
+    h_marg = -ops.sum(ops.exp(log_pbar) * log_pbar)
+    return h_cond, h_marg
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EntropyClusteringLoss(keras.losses.Loss):
+    """``mean_i H(p_i) - gamma * H(mean_i p_i)`` with ``p_i = softmax(logits_i)``.
+
+    ``y_true`` is ignored (the loss needs no labels). ``y_pred`` holds logits of shape
+    ``(..., K)``; all leading positions are examples of one batch. Closed forms: uniform
+    posteriors give ``(1 - gamma) log K``; confident posteriors spread evenly over the K
+    clusters give ``-gamma log K``, the minimum.
+    """
+
+    def __init__(self, gamma: float = 1.0, name: str = "entropy_clustering", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.gamma = float(gamma)
+
+    def call(self, y_true, y_pred):
+        h_cond, h_marg = entropy_terms(y_pred)
+        return h_cond - self.gamma * h_marg
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "gamma": self.gamma}
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class InputStandardize(layers.Layer):
+    """Per-input standardisation: subtract the input's mean and divide by its spread.
+
+    In the log domain a gain is an added constant, so after this no cluster can be decided by
+    loudness alone. Statistics are of each input on its own (never of the batch).
+    Input and output: ``(batch, time, n_mels)``.
+    """
+
+    def __init__(self, by_std: bool = True, scale: float = 0.2, epsilon: float = 1e-3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.by_std = bool(by_std)
+        self.scale = float(scale)
+        self.epsilon = float(epsilon)
+
+    def call(self, x):
+        x = x - ops.mean(x, axis=(1, 2), keepdims=True)
+        if self.by_std:
+            return x / (ops.std(x, axis=(1, 2), keepdims=True) + self.epsilon)
+        return x * self.scale  # keeps the input's contrast: a quiet crop stays flat
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "by_std": self.by_std, "scale": self.scale, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FlattenFrequency(layers.Layer):
+    """``(batch, time, freq, channels) -> (batch, time, freq * channels)``; ``freq`` must be static."""
+
+    def call(self, x):
+        s = ops.shape(x)
+        return ops.reshape(x, (s[0], s[1], x.shape[2] * x.shape[3]))
+
+    def compute_output_shape(self, input_shape):
+        b, t, f, c = input_shape
+        return (b, t, f * c)
+
+
+def build_encoder(params: ModelParams, *, n_mels: int) -> keras.Model:
+    """The encoder: ``(batch, time, n_mels)`` -> ``{"embedding": (batch, time', D), "logits": (batch, time', K)}``.
+
+    ``time' = ceil(time / params.time_pool)``; every layer pads 'same', so any length works.
+    """
+    x_in = keras.Input(shape=(None, n_mels), name="log_mel")
+    x = InputStandardize(by_std=params.standardize_by_std, name="standardize")(x_in)
+    x = layers.Reshape((-1, n_mels, 1), name="add_channel")(x)  # (B, T, F, 1)
+    for i, blk in enumerate(params.blocks):
+        x = layers.Conv2D(blk.filters, tuple(blk.kernel), padding="same", name=f"conv{i}")(x)
+        x = layers.Activation("gelu", name=f"gelu{i}")(x)
+        x = layers.MaxPooling2D(tuple(blk.pool), padding="same", name=f"pool{i}")(x)  # (B, T/pt, F/pf, C)
+    x = FlattenFrequency(name="flatten_freq")(x)  # (B, T', F' * C)
+    x = layers.Conv1D(params.embedding_dim * 2, params.context_kernel, padding="same", activation="gelu",
+                      name="context")(x)  # (B, T', 2D): context across neighbouring steps
+    emb = layers.Dense(params.embedding_dim, name="embedding")(x)  # (B, T', D)
+    logits = layers.Dense(params.n_clusters, name="logits")(layers.LayerNormalization(name="emb_norm")(emb))
+    return keras.Model(x_in, {"embedding": emb, "logits": logits}, name="sound_encoder")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ClusterTrainer(keras.Model):
+    """Trains an encoder on batches of view pairs (see :class:`sound_cluster.crops.CropSampler`).
+
+    Input ``(2B, T, n_mels)``: rows ``i`` and ``B + i`` are two views of one example. Loss:
+    the clustering loss over every output step of both views, plus ``consistency_weight`` times
+    the cross-entropy between the two views' mean posteriors (each view the other's target).
+    """
+
+    def __init__(self, encoder: keras.Model, gamma: float = 1.0, consistency_weight: float = 1.0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.gamma = float(gamma)
+        self.consistency_weight = float(consistency_weight)
+        self.cluster_loss = EntropyClusteringLoss(gamma=gamma)
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in ("h_cond", "h_marg", "consistency")}
+
+    def call(self, x, training=False):
+        return self.encoder(x, training=training)["logits"]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        b = ops.shape(y_pred)[0] // 2
+        logp = ops.log_softmax(y_pred, axis=-1)  # (2B, T', K)
+        steps = ops.cast(ops.shape(logp)[1], logp.dtype)
+        # Each crop is one example; its posterior is the mean over its steps, as a file's is at
+        # inference. log q is already normalised, so it serves as logits for the entropy terms.
+        log_q = ops.logsumexp(logp, axis=1) - ops.log(steps)  # (2B, K)
+        h_cond, h_marg = entropy_terms(log_q)
+        qa, qb = ops.exp(log_q[:b]), ops.exp(log_q[b:])
+        la, lb = log_q[:b], log_q[b:]
+        # Each view is the other's target: the two crops of one file must fall in one cluster.
+        consistency = -0.5 * ops.mean(ops.sum(ops.stop_gradient(qb) * la + ops.stop_gradient(qa) * lb, axis=-1))
+        self.trackers["h_cond"].update_state(h_cond)
+        self.trackers["h_marg"].update_state(h_marg)
+        self.trackers["consistency"].update_state(consistency)
+        return h_cond - self.gamma * h_marg + self.consistency_weight * consistency
+
+    @property
+    def metrics(self):
+        return [*super().metrics, *self.trackers.values()]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "gamma": self.gamma, "consistency_weight": self.consistency_weight}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ClusterTrainer":
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
+
+
+class ClusterUsage(keras.callbacks.Callback):
+    """At each epoch end, assign a fixed probe batch in inference mode and log cluster usage.
+
+    Adds ``clusters_used`` (clusters that are the argmax of at least one probe crop) and
+    ``probe_h_marg`` to the epoch's logs, so they reach the history, TensorBoard and the log.
+    """
+
+    def __init__(self, probe: np.ndarray, n_clusters: int) -> None:
+        super().__init__()
+        self.probe = probe
+        self.n_clusters = n_clusters
+        self.history: list[list[int]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logits = self.model.encoder(self.probe, training=False)["logits"]
+        post = ops.convert_to_numpy(ops.mean(ops.softmax(logits, axis=-1), axis=1))  # (N, K)
+        counts = np.bincount(post.argmax(axis=1), minlength=self.n_clusters)
+        self.history.append(counts.tolist())
+        pbar = post.mean(axis=0)
+        h = float(-(pbar * np.log(np.maximum(pbar, 1e-12))).sum())
+        if logs is not None:
+            logs["clusters_used"] = int((counts > 0).sum())
+            logs["probe_h_marg"] = h
+        log.info("epoch %d: loss %.4f, H(p_i) %.3f, H(mean p) %.3f, clusters used %d/%d, usage %s",
+                 epoch + 1, (logs or {}).get("loss", float("nan")), (logs or {}).get("h_cond", float("nan")),
+                 (logs or {}).get("h_marg", float("nan")), int((counts > 0).sum()), self.n_clusters,
+                 counts.tolist())
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference
+
+
+class Posteriors:
+    """Runs an encoder over whole files, one file per call, without retracing for each length."""
+
+    def __init__(self, encoder: keras.Model) -> None:
+        import tensorflow as tf
+
+        self.encoder = encoder
+        n_mels = encoder.input_shape[-1]
+
+        @tf.function(input_signature=[tf.TensorSpec((1, None, n_mels), tf.float32)], reduce_retracing=True)
+        def _run(x):
+            out = encoder(x, training=False)
+            return out["embedding"][0], tf.nn.softmax(out["logits"][0], axis=-1)
+
+        self._run = _run
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and posteriors of one file.
+
+        Parameters
+        ----------
+        frames : np.ndarray [shape=(n_frames, n_mels)]
+
+        Returns
+        -------
+        embeddings : np.ndarray [shape=(n_steps, embedding_dim), dtype=float32]
+        posteriors : np.ndarray [shape=(n_steps, n_clusters), dtype=float32]
+            Rows sum to 1; ``n_steps = ceil(n_frames / time_pool)``.
+        """
+        x = np.asarray(frames, dtype=np.float32)[None]
+        emb, post = self._run(x)
+        return emb.numpy(), post.numpy()
+
+
+def train_encoder(
+    sampler,
+    *,
+    model: ModelParams,
+    n_mels: int,
+    gamma: float,
+    consistency_weight: float,
+    learning_rate: float,
+    epochs: int,
+    steps_per_epoch: int,
+    patience: int,
+    min_delta: float,
+    seed: int,
+    log_dir: str | None = None,
+    verbose: int = 2,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train a fresh encoder on ``sampler``'s batches with ``model.fit``.
+
+    Returns
+    -------
+    encoder : keras.Model
+    history : dict
+        Per-epoch ``loss``, ``h_cond``, ``h_marg``, ``consistency``, ``clusters_used``.
+    """
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    encoder = build_encoder(model, n_mels=n_mels)
+    trainer = ClusterTrainer(encoder, gamma=gamma, consistency_weight=consistency_weight)
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    shape = (2 * sampler.batch_size, sampler.crop, sampler.n_mels)
+    ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=tf.TensorSpec(shape, tf.float32))
+    ds = ds.prefetch(2)
+    probe = np.concatenate([sampler.batch()[: sampler.batch_size] for _ in range(4)])
+    callbacks: list[keras.callbacks.Callback] = [
+        ClusterUsage(probe, model.n_clusters),
+        keras.callbacks.EarlyStopping(monitor="loss", patience=patience, min_delta=min_delta),
+    ]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+    hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    return encoder, history
+
+
+def save_encoder(encoder: keras.Model, path) -> None:
+    """Save to ``path`` (a ``.keras`` file) atomically: a temporary file beside it, then a rename."""
+    import os
+    from pathlib import Path
+
+    from .io_utils import TMP_PREFIX
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")  # keras wants the .keras suffix
+    try:
+        encoder.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_encoder(path: str) -> keras.Model:
+    """Load a saved encoder (``models/embedding.keras``) in Keras safe mode."""
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def custom_objects() -> Sequence[type]:
+    return (EntropyClusteringLoss, InputStandardize, FlattenFrequency, ClusterTrainer)

@@ -1,0 +1,305 @@
+"""Greedy folding of a sequence into a binary segment tree with a merge autoencoder's weights.
+
+The merge autoencoder (:mod:`sound_cluster.rae`) scores a pair of neighbouring nodes
+``(c1, c2)`` by how badly it reconstructs them from their merged code::
+
+    h    = tanh(W_e [c1; c2] + b_e);   p = h / ||h||          (parent code, unit length)
+    rec  = W_d p + b_d                                        (2d)
+    cost = w1 ||rec[:d] - c1||^2 + w2 ||rec[d:] - c2||^2      (w = sizes / total, or 1/2 each)
+
+Folding repeatedly merges the cheapest pair until one node is left. Here that runs on the CPU
+with the weights as plain arrays, never a Keras call per candidate: all n-1 neighbour pairs are
+scored once, each merge rescores only the two new neighbour pairs, and a heap picks the next
+merge, so a sequence of n leaves costs O(n log n). The loop is compiled with numba; each
+candidate keeps its parent code, so a merge needs no recomputation.
+
+Result: a :class:`Merges` table with one row per merge (in order), from which
+:class:`sound_cluster.tree.SegmentTree` is built.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FoldWeights:
+    """Merge autoencoder weights as arrays (float32).
+
+    w_enc : (2d, d), b_enc : (d,), w_dec : (d, 2d), b_dec : (2d,); ``size_weighted`` selects the
+    reconstruction weights (child sizes over total, or one half each).
+    """
+
+    w_enc: np.ndarray
+    b_enc: np.ndarray
+    w_dec: np.ndarray
+    b_dec: np.ndarray
+    size_weighted: bool = True
+
+    @property
+    def dim(self) -> int:
+        return int(self.b_enc.shape[0])
+
+
+@dataclass(frozen=True)
+class Merges:
+    """The merges of one fold, in order.
+
+    Node ids: leaves are ``0..n-1``; merge ``i`` creates node ``n + i``.
+
+    Attributes
+    ----------
+    left, right : np.ndarray [shape=(n-1,), dtype=int64]
+        Children of each merge's new node.
+    cost : np.ndarray [shape=(n-1,), dtype=float64]
+        The merge's reconstruction error.
+    codes : np.ndarray [shape=(2n-1, d), dtype=float32]
+        Every node's vector: leaves (unit length) then parent codes.
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    cost: np.ndarray
+    codes: np.ndarray
+
+    @property
+    def n_leaves(self) -> int:
+        return int(self.left.shape[0]) + 1
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero); float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _score(c1, c2, n1, n2, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, out_code):
+    """Cost of merging c1 and c2; writes the unit-length parent code into out_code.
+
+    ``w_enc_t`` is (d, 2d) and ``w_dec_t`` is (2d, d) (transposed so rows are contiguous).
+    """
+    d = c1.shape[0]
+    norm = 0.0
+    for j in range(d):
+        row = w_enc_t[j]
+        acc = b_enc[j]
+        for i in range(d):
+            acc += row[i] * c1[i] + row[d + i] * c2[i]
+        h = np.tanh(acc)
+        out_code[j] = h
+        norm += h * h
+    norm = np.sqrt(norm)
+    if norm < 1e-12:
+        norm = 1e-12
+    for j in range(d):
+        out_code[j] /= norm
+    e1 = 0.0
+    e2 = 0.0
+    for i in range(2 * d):
+        row = w_dec_t[i]
+        acc = b_dec[i]
+        for j in range(d):
+            acc += row[j] * out_code[j]
+        if i < d:
+            diff = acc - c1[i]
+            e1 += diff * diff
+        else:
+            diff = acc - c2[i - d]
+            e2 += diff * diff
+    if size_weighted:
+        return (n1 * e1 + n2 * e2) / (n1 + n2)
+    return 0.5 * (e1 + e2)
+
+
+@numba.njit(cache=True)
+def _fold_adjacent(leaves, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted):
+    n, d = leaves.shape
+    total = 2 * n - 1
+    codes = np.empty((total, d), dtype=np.float32)
+    codes[:n] = leaves
+    cand = np.empty((total, d), dtype=np.float32)  # cand[a]: parent code of (a, nxt[a])
+    size = np.ones(total, dtype=np.float64)
+    prev = np.empty(total, dtype=np.int64)
+    nxt = np.empty(total, dtype=np.int64)
+    alive = np.zeros(total, dtype=np.bool_)
+    for i in range(n):
+        prev[i] = i - 1
+        nxt[i] = i + 1 if i + 1 < n else -1
+        alive[i] = True
+    left = np.empty(n - 1, dtype=np.int64)
+    right = np.empty(n - 1, dtype=np.int64)
+    cost = np.empty(n - 1, dtype=np.float64)
+    heap = [(0.0, np.int64(0), np.int64(0))]
+    heap.pop()
+    for a in range(n - 1):
+        c = _score(codes[a], codes[a + 1], 1.0, 1.0, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, cand[a])
+        heap.append((c, np.int64(a), np.int64(a + 1)))
+    heapq.heapify(heap)
+    m = n
+    while m < total:
+        c, a, b = heapq.heappop(heap)
+        if not (alive[a] and alive[b] and nxt[a] == b):
+            continue  # stale: one of the pair was merged since this candidate was scored
+        codes[m] = cand[a]
+        size[m] = size[a] + size[b]
+        left[m - n] = a
+        right[m - n] = b
+        cost[m - n] = c
+        alive[a] = False
+        alive[b] = False
+        alive[m] = True
+        p = prev[a]
+        q = nxt[b]
+        prev[m] = p
+        nxt[m] = q
+        if p >= 0:
+            nxt[p] = m
+            cp = _score(codes[p], codes[m], size[p], size[m], w_enc_t, b_enc, w_dec_t, b_dec, size_weighted,
+                        cand[p])
+            heapq.heappush(heap, (cp, p, np.int64(m)))
+        if q >= 0:
+            prev[q] = m
+            cq = _score(codes[m], codes[q], size[m], size[q], w_enc_t, b_enc, w_dec_t, b_dec, size_weighted,
+                        cand[m])
+            heapq.heappush(heap, (cq, np.int64(m), q))
+        m += 1
+    return left, right, cost, codes
+
+
+def _check_leaves(leaves: np.ndarray, weights: FoldWeights) -> np.ndarray:
+    leaves = np.asarray(leaves)
+    if leaves.ndim != 2 or leaves.shape[0] < 1 or leaves.shape[1] != weights.dim:
+        raise ValueError(f"leaves must have shape (n >= 1, {weights.dim}), got {leaves.shape}")
+    return normalize_rows(leaves)
+
+
+def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent") -> Merges:
+    """Fold a sequence into a binary tree by greedy merges.
+
+    Parameters
+    ----------
+    leaves : np.ndarray [shape=(n, d)]
+        One vector per time step; scaled to unit length before folding.
+    weights : FoldWeights
+    pairing : {"adjacent", "any"}
+        ``adjacent``: only neighbours merge, so every node is a contiguous segment (O(n log n)).
+        ``any``: the seed's search over every pair of current nodes (O(n^2) memory and time per
+        fold; for small inputs only). Segments may then be non-contiguous.
+
+    Returns
+    -------
+    Merges
+    """
+    x = _check_leaves(leaves, weights)
+    if pairing == "any":
+        return _fold_any(x, weights)
+    if pairing != "adjacent":
+        raise ValueError(f"rae.pairing must be one of adjacent, any, got {pairing!r}")
+    n, d = x.shape
+    if n == 1:
+        return Merges(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), x.copy())
+    w = _layout(weights)
+    left, right, cost, codes = _fold_adjacent(x, *w, weights.size_weighted)
+    return Merges(left, right, cost, codes)
+
+
+def _layout(weights: FoldWeights):
+    return (np.ascontiguousarray(weights.w_enc.T, dtype=np.float32), np.asarray(weights.b_enc, np.float32),
+            np.ascontiguousarray(weights.w_dec.T, dtype=np.float32), np.asarray(weights.b_dec, np.float32))
+
+
+def score_pairs(c1: np.ndarray, c2: np.ndarray, n1: np.ndarray, n2: np.ndarray, *,
+                weights: FoldWeights) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised merge cost of many pairs at once (numpy; the reference for the compiled loop).
+
+    Parameters
+    ----------
+    c1, c2 : np.ndarray [shape=(m, d)]
+    n1, n2 : np.ndarray [shape=(m,)]
+        Sizes (leaf counts) of the children.
+
+    Returns
+    -------
+    cost : np.ndarray [shape=(m,)]
+    codes : np.ndarray [shape=(m, d)]
+        Unit-length parent codes.
+    """
+    x = np.concatenate([c1, c2], axis=1).astype(np.float64)  # (m, 2d)
+    h = np.tanh(x @ weights.w_enc.astype(np.float64) + weights.b_enc)
+    p = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+    rec = p @ weights.w_dec.astype(np.float64) + weights.b_dec
+    d = c1.shape[1]
+    e1 = ((rec[:, :d] - c1) ** 2).sum(axis=1)
+    e2 = ((rec[:, d:] - c2) ** 2).sum(axis=1)
+    if weights.size_weighted:
+        cost = (n1 * e1 + n2 * e2) / (n1 + n2)
+    else:
+        cost = 0.5 * (e1 + e2)
+    return cost, p.astype(np.float32)
+
+
+def _fold_any(x: np.ndarray, weights: FoldWeights) -> Merges:
+    """Any-pair greedy search: every pair of current nodes is a candidate (the seed's rule)."""
+    n, d = x.shape
+    codes = np.empty((2 * n - 1, d), dtype=np.float32)
+    codes[:n] = x
+    size = np.ones(2 * n - 1)
+    alive = list(range(n))
+    left, right, cost = [], [], []
+    pair_cost: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
+
+    def add_pairs(new: int, others: list[int]) -> None:
+        if not others:
+            return
+        a = np.array([min(o, new) for o in others])
+        b = np.array([max(o, new) for o in others])
+        c, p = score_pairs(codes[a], codes[b], size[a], size[b], weights=weights)
+        for i in range(len(others)):
+            pair_cost[(int(a[i]), int(b[i]))] = (float(c[i]), p[i])
+
+    for i in range(n):
+        add_pairs(i, list(range(i)))
+    for m in range(n, 2 * n - 1):
+        (a, b), (c, p) = min(pair_cost.items(), key=lambda kv: (kv[1][0], kv[0]))
+        codes[m] = p
+        size[m] = size[a] + size[b]
+        left.append(a)
+        right.append(b)
+        cost.append(c)
+        alive = [k for k in alive if k not in (a, b)]
+        pair_cost = {k: v for k, v in pair_cost.items() if a not in k and b not in k}
+        add_pairs(m, alive)
+        alive.append(m)
+    return Merges(np.array(left, np.int64), np.array(right, np.int64), np.array(cost), codes)
+
+
+def fold_reference(leaves: np.ndarray, *, weights: FoldWeights) -> Merges:
+    """Direct O(n^2) implementation of the adjacent rule: rescore every neighbour pair each step.
+
+    Ties go to the pair whose left node has the smaller id, as in the heap. For tests.
+    """
+    x = _check_leaves(leaves, weights)
+    n, d = x.shape
+    codes = np.empty((2 * n - 1, d), dtype=np.float32)
+    codes[:n] = x
+    size = np.ones(2 * n - 1)
+    seq = list(range(n))
+    left, right, cost = [], [], []
+    for m in range(n, 2 * n - 1):
+        a = np.array(seq[:-1])
+        b = np.array(seq[1:])
+        c, p = score_pairs(codes[a], codes[b], size[a], size[b], weights=weights)
+        best = min(range(len(c)), key=lambda i: (c[i], a[i]))
+        codes[m] = p[best]
+        size[m] = size[a[best]] + size[b[best]]
+        left.append(int(a[best]))
+        right.append(int(b[best]))
+        cost.append(float(c[best]))
+        seq[best:best + 2] = [m]
+    return Merges(np.array(left, np.int64), np.array(right, np.int64), np.array(cost), codes)

@@ -1,0 +1,191 @@
+"""The merge autoencoder (Keras) and its training through the trees it chooses.
+
+Socher et al. (2011) style: encoder ``2d -> d`` (tanh, then scaled to unit length, so the
+error cannot be lowered by shrinking codes), decoder ``d -> 2d``, merge cost = reconstruction
+error of the two children, optionally weighted by their sizes. Folding itself runs on plain
+arrays (:mod:`sound_cluster.fold`); this module owns the weights and their training.
+
+Training: build each tree with the current weights, without gradients (the greedy search is
+never recorded on a tape), then recompute the chosen merges differentiably, all merges of one
+height together, and step on their mean reconstruction error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .fold import FoldWeights, Merges, fold, normalize_rows
+
+log = logging.getLogger(__name__)
+
+
+@keras.saving.register_keras_serializable(package="sound_cluster")
+class MergeAutoencoder(keras.Model):
+    """Scores merges of pairs of ``dim``-vectors.
+
+    ``call(pairs)`` maps ``(batch, 2 * dim)`` concatenated children to their reconstruction
+    ``(batch, 2 * dim)`` through the unit-length parent code.
+    """
+
+    def __init__(self, dim: int, size_weighted: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.size_weighted = bool(size_weighted)
+        self.enc = layers.Dense(self.dim, activation="tanh", name="merge_encoder")
+        self.dec = layers.Dense(2 * self.dim, name="merge_decoder")
+        self.build((None, 2 * self.dim))
+
+    def build(self, input_shape) -> None:
+        self.enc.build((None, 2 * self.dim))
+        self.dec.build((None, self.dim))
+        self.built = True
+
+    def encode(self, pairs):
+        """``(batch, 2d) -> (batch, d)`` unit-length parent codes."""
+        h = self.enc(pairs)
+        return h / ops.maximum(ops.sqrt(ops.sum(h * h, axis=-1, keepdims=True)), 1e-12)
+
+    def call(self, pairs):
+        return self.dec(self.encode(pairs))
+
+    def cost(self, c1, c2, n1, n2):
+        """Merge costs ``(batch,)`` and parent codes ``(batch, d)`` of children ``(batch, d)`` of sizes ``(batch,)``."""
+        pairs = ops.concatenate([c1, c2], axis=-1)
+        p = self.encode(pairs)
+        rec = self.dec(p)
+        e1 = ops.sum((rec[:, : self.dim] - c1) ** 2, axis=-1)
+        e2 = ops.sum((rec[:, self.dim:] - c2) ** 2, axis=-1)
+        if self.size_weighted:
+            return (n1 * e1 + n2 * e2) / (n1 + n2), p
+        return 0.5 * (e1 + e2), p
+
+    def fold_weights(self) -> FoldWeights:
+        """The weights as arrays for :func:`sound_cluster.fold.fold`."""
+        w_e, b_e = (ops.convert_to_numpy(v) for v in self.enc.weights)
+        w_d, b_d = (ops.convert_to_numpy(v) for v in self.dec.weights)
+        return FoldWeights(w_e.astype(np.float32), b_e.astype(np.float32), w_d.astype(np.float32),
+                           b_d.astype(np.float32), self.size_weighted)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "dim": self.dim, "size_weighted": self.size_weighted}
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Chosen merges of a batch of trees, grouped by height, as indices into one node table."""
+
+    leaves: np.ndarray  # (n_leaves_total, d)
+    n_nodes: int
+    levels: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # left, right, new, n1, n2
+
+
+def _schedule(trees: Sequence[tuple[np.ndarray, Merges]]) -> _Schedule:
+    leaves, internal_base, levels_acc = [], [], {}
+    n_leaf_total = sum(len(x) for x, _ in trees)
+    leaf_off, int_off = 0, n_leaf_total
+    for x, m in trees:
+        n = len(x)
+        # table index of local node id: leaves -> leaf_off + id, internal -> int_off + (id - n)
+        def gid(ids, n=n, lo=leaf_off, io=int_off):
+            ids = np.asarray(ids)
+            return np.where(ids < n, lo + ids, io + ids - n)
+        height = np.zeros(2 * n - 1, dtype=np.int64)
+        size = np.ones(2 * n - 1)
+        for i, (a, b) in enumerate(zip(m.left, m.right)):
+            height[n + i] = max(height[a], height[b]) + 1
+            size[n + i] = size[a] + size[b]
+        for i in range(n - 1):
+            h = int(height[n + i])
+            levels_acc.setdefault(h, []).append((gid(m.left[i]), gid(m.right[i]), int_off + i,
+                                                 size[m.left[i]], size[m.right[i]]))
+        leaves.append(x)
+        leaf_off += n
+        int_off += n - 1
+    levels = []
+    for h in sorted(levels_acc):
+        rows = levels_acc[h]
+        levels.append(tuple(np.array([r[j] for r in rows]) for j in range(5)))
+    return _Schedule(np.concatenate(leaves).astype(np.float32), int_off, levels)
+
+
+def merge_loss(model: MergeAutoencoder, schedule: _Schedule):
+    """Mean reconstruction error of all chosen merges, differentiable in the model's weights."""
+    import tensorflow as tf
+
+    d = schedule.leaves.shape[1]
+    table = tf.concat([tf.constant(schedule.leaves),
+                       tf.zeros((schedule.n_nodes - len(schedule.leaves), d), tf.float32)], axis=0)
+    costs = []
+    for left, right, new, n1, n2 in schedule.levels:  # one batch per height: children are ready
+        c, p = model.cost(tf.gather(table, left), tf.gather(table, right), tf.constant(n1, tf.float32),
+                          tf.constant(n2, tf.float32))
+        table = tf.tensor_scatter_nd_update(table, new[:, None], p)
+        costs.append(c)
+    return tf.reduce_mean(tf.concat(costs, axis=0))
+
+
+def train_rae(
+    sequences: Sequence[np.ndarray],
+    *,
+    dim: int,
+    size_weighted: bool,
+    epochs: int,
+    steps_per_epoch: int,
+    batch_sequences: int,
+    max_leaves: int,
+    learning_rate: float,
+    seed: int,
+) -> tuple[MergeAutoencoder, list[float]]:
+    """Train a merge autoencoder on leaf sequences (e.g. one file's embeddings each).
+
+    Each step folds ``batch_sequences`` random windows of at most ``max_leaves`` leaves with
+    the current weights (no gradients), then takes one Adam step on the chosen merges.
+
+    Returns
+    -------
+    model : MergeAutoencoder
+    losses : list of float
+        Mean merge cost per epoch.
+    """
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    seqs = [normalize_rows(s) for s in sequences if len(s) >= 2]
+    if not seqs:
+        raise ValueError("no sequence of two or more leaves to train the merge autoencoder on")
+    model = MergeAutoencoder(dim, size_weighted=size_weighted)
+    opt = keras.optimizers.Adam(learning_rate)
+    losses = []
+    for epoch in range(epochs):
+        total = 0.0
+        for _ in range(steps_per_epoch):
+            weights = model.fold_weights()
+            batch = []
+            for i in rng.integers(len(seqs), size=batch_sequences):
+                s = seqs[i]
+                n = min(len(s), max_leaves)
+                t0 = int(rng.integers(0, len(s) - n + 1))
+                x = s[t0:t0 + n]
+                batch.append((x, fold(x, weights=weights)))  # the greedy search: plain arrays, no tape
+            schedule = _schedule(batch)
+            with tf.GradientTape() as tape:
+                loss = merge_loss(model, schedule)
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            total += float(loss)
+        losses.append(total / steps_per_epoch)
+        log.info("rae epoch %d: mean merge cost %.5f", epoch + 1, losses[-1])
+    return model, losses
+
+
+def mean_fold_cost(sequences: Sequence[np.ndarray], *, weights: FoldWeights) -> float:
+    """Mean merge cost over full folds of ``sequences`` (lower: the tree explains the data better)."""
+    costs = [fold(s, weights=weights).cost for s in sequences if len(s) >= 2]
+    return float(np.mean(np.concatenate(costs))) if costs else float("nan")

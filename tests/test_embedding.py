@@ -1,0 +1,147 @@
+"""The clustering loss, the encoder and its training, on small real inputs."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from sound_cluster.config import AugmentParams, ConvBlock, ModelParams
+from sound_cluster.crops import CropSampler
+from sound_cluster.embedding import (
+    ClusterTrainer,
+    EntropyClusteringLoss,
+    InputStandardize,
+    Posteriors,
+    build_encoder,
+    entropy_terms,
+    load_encoder,
+    save_encoder,
+    train_encoder,
+)
+from sound_cluster.evaluate import clustering_scores
+from sound_cluster.clusters import assign
+
+TINY = ModelParams(n_clusters=4, embedding_dim=8, blocks=(ConvBlock(4, (3, 3), (2, 2)), ConvBlock(8, (3, 3), (2, 2))),
+                   context_kernel=3)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("k", [2, 7, 10])
+def test_loss_closed_forms(gamma, k):
+    loss = EntropyClusteringLoss(gamma=gamma)
+    uniform = np.zeros((12, k), dtype=np.float32)
+    assert float(loss(np.zeros(len(uniform)), uniform)) == pytest.approx((1 - gamma) * math.log(k), abs=1e-5)
+    # Confident one-hot posteriors spread evenly over the K clusters: -gamma log K.
+    even = np.tile(np.eye(k, dtype=np.float32) * 60.0, (3, 1))
+    assert float(loss(np.zeros(len(even)), even)) == pytest.approx(-gamma * math.log(k), abs=1e-4)
+    # All in one cluster: H(p_i) = 0 and H(mean p) = 0, worse than the even batch.
+    collapsed = np.zeros((3 * k, k), dtype=np.float32)
+    collapsed[:, 0] = 60.0
+    assert float(loss(np.zeros(len(collapsed)), collapsed)) == pytest.approx(0.0, abs=1e-4)
+    assert float(loss(np.zeros(len(collapsed)), collapsed)) > float(loss(np.zeros(len(even)), even))
+
+
+def test_loss_is_finite_for_extreme_logits():
+    loss = EntropyClusteringLoss(gamma=1.0)
+    x = np.array([[1e30, -1e30, 0.0], [-1e30, 1e30, 0.0], [3e4, 3e4, -3e4]], dtype=np.float32)
+    assert np.isfinite(float(loss(np.zeros(len(x)), x)))
+    h_cond, h_marg = entropy_terms(x)
+    assert np.isfinite(float(h_cond)) and np.isfinite(float(h_marg))
+
+
+def test_loss_and_layers_round_trip_through_keras_serialization():
+    loss = EntropyClusteringLoss(gamma=1.7)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert isinstance(again, EntropyClusteringLoss) and again.gamma == 1.7
+    layer = InputStandardize(by_std=False, scale=0.3)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert again.get_config()["scale"] == 0.3 and again.get_config()["by_std"] is False
+
+
+def test_encoder_shapes_gain_invariance_and_save_load(tmp_path):
+    enc = build_encoder(TINY, n_mels=16)
+    x = np.random.default_rng(0).standard_normal((2, 37, 16)).astype(np.float32)
+    out = enc(x)
+    assert out["embedding"].shape == (2, 10, 8)  # ceil(37 / 4) steps
+    assert out["logits"].shape == (2, 10, 4)
+    # A gain is an added constant in the log domain: it must not change anything.
+    np.testing.assert_allclose(enc(x + 5.0)["logits"], out["logits"], atol=1e-4)
+    save_encoder(enc, tmp_path / "models" / "embedding.keras")
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["embedding.keras"]
+    loaded = load_encoder(str(tmp_path / "models" / "embedding.keras"))
+    np.testing.assert_allclose(loaded(x)["logits"], out["logits"], atol=1e-5)
+    emb, post = Posteriors(loaded)(x[0])
+    assert emb.shape == (10, 8) and post.shape == (10, 4)
+    np.testing.assert_allclose(post.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_trainer_round_trips_with_its_encoder():
+    trainer = ClusterTrainer(build_encoder(TINY, n_mels=16), gamma=1.3, consistency_weight=0.5)
+    again = ClusterTrainer.from_config(trainer.get_config())
+    assert again.gamma == 1.3 and again.consistency_weight == 0.5
+    assert again.encoder.count_params() == trainer.encoder.count_params()
+
+
+def _two_kinds(tmp_path, n_per_kind=12, n_mels=16, frames=60):
+    """Two kinds of 'sound' as log-mel arrays: energy low in frequency, or high; random gain."""
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for i in range(2 * n_per_kind):
+        kind = i % 2
+        x = rng.normal(-8, 0.5, (frames, n_mels)).astype(np.float32)
+        band = slice(1, 5) if kind == 0 else slice(10, 14)
+        x[:, band] += 6 + rng.normal(0, 0.5, (frames, 4))
+        x += rng.uniform(-3, 3)  # loudness must not matter
+        p = tmp_path / f"{i}.npy"
+        np.save(p, x)
+        paths.append(p)
+        labels.append(kind)
+    return paths, labels
+
+
+def test_training_separates_two_kinds_of_sound(tmp_path):
+    paths, labels = _two_kinds(tmp_path)
+    model = ModelParams(n_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3)
+    sampler = CropSampler(paths, crop_frames=24, batch_size=32, augment=AugmentParams(mel_shift_bins=1), seed=0)
+    enc, history = train_encoder(sampler, model=model, n_mels=16, gamma=1.5, consistency_weight=1.0,
+                                 learning_rate=3e-3, epochs=6, steps_per_epoch=15, patience=10, min_delta=0.0,
+                                 seed=0, verbose=0)
+    assert {"loss", "h_cond", "h_marg", "consistency", "clusters_used"} <= set(history)
+    assert history["loss"][-1] < history["loss"][0]
+    run = Posteriors(enc)
+    clusters = [assign(run(np.load(p))[1])[0] for p in paths]
+    assert clustering_scores(labels, clusters)["acc"] == 1.0
+
+
+def test_crop_sampler_views_and_short_files(tmp_path):
+    short = tmp_path / "short.npy"
+    np.save(short, np.repeat(np.arange(10, 15, dtype=np.float32)[:, None], 16, axis=1))  # rows 10..14
+    s = CropSampler([short], crop_frames=12, batch_size=4, augment=AugmentParams(0, 0, 0, 0, 0.0), seed=1)
+    b = s.batch()
+    assert b.shape == (8, 12, 16) and b.dtype == np.float32
+    # The short file (5 frames) sits whole somewhere inside a crop padded with its own minimum (10).
+    for crop in b[:, :, 0]:
+        start = int(np.flatnonzero(crop == 11)[0]) - 1
+        assert crop[start:start + 5].tolist() == [10, 11, 12, 13, 14]
+        assert (np.delete(crop, range(start, start + 5)) == 10).all()
+
+
+def test_merge_autoencoder_trains_through_its_trees_and_round_trips(tmp_path):
+    from sound_cluster.rae import MergeAutoencoder, mean_fold_cost, train_rae
+
+    rng = np.random.default_rng(0)
+    seqs = []
+    for _ in range(10):  # piecewise-constant sequences: some merges are cheap, some are not
+        parts = [np.tile(rng.standard_normal(8), (int(rng.integers(4, 12)), 1)) for _ in range(3)]
+        x = np.concatenate(parts)
+        seqs.append(x + 0.1 * rng.standard_normal(x.shape))
+    untrained = mean_fold_cost(seqs, weights=MergeAutoencoder(8).fold_weights())
+    model, losses = train_rae(seqs, dim=8, size_weighted=True, epochs=3, steps_per_epoch=5, batch_sequences=4,
+                              max_leaves=32, learning_rate=1e-2, seed=0)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert mean_fold_cost(seqs, weights=model.fold_weights()) < untrained
+    model.save(tmp_path / "rae.keras")
+    again = keras.saving.load_model(tmp_path / "rae.keras", safe_mode=True)
+    np.testing.assert_array_equal(again.fold_weights().w_dec, model.fold_weights().w_dec)
+    assert again.size_weighted is True and again.dim == 8

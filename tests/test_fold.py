@@ -1,0 +1,140 @@
+"""The fold: fast greedy merges equal the direct rule; trees cut, serialise and render correctly."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sound_cluster.fold import FoldWeights, fold, fold_reference, score_pairs
+from sound_cluster.tree import SegmentTree, doc_cut, read_tree_json, render, write_tree_json
+
+
+def random_weights(d, seed=0, scale=0.3, size_weighted=True):
+    rng = np.random.default_rng(seed)
+    return FoldWeights((rng.standard_normal((2 * d, d)) * scale).astype(np.float32),
+                       (rng.standard_normal(d) * 0.1).astype(np.float32),
+                       (rng.standard_normal((d, 2 * d)) * scale).astype(np.float32),
+                       (rng.standard_normal(2 * d) * 0.1).astype(np.float32), size_weighted)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("size_weighted", [True, False])
+def test_fast_fold_equals_direct_slow_rule(seed, size_weighted):
+    rng = np.random.default_rng(100 + seed)
+    n, d = int(rng.integers(2, 120)), int(rng.choice([4, 16, 33]))
+    w = random_weights(d, seed, size_weighted=size_weighted)
+    x = rng.standard_normal((n, d))
+    fast, slow = fold(x, weights=w), fold_reference(x, weights=w)
+    np.testing.assert_array_equal(fast.left, slow.left)
+    np.testing.assert_array_equal(fast.right, slow.right)
+    np.testing.assert_allclose(fast.cost, slow.cost, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast.codes, slow.codes, atol=1e-4)
+
+
+def test_compiled_score_matches_numpy_and_codes_are_unit_length():
+    w = random_weights(8)
+    x = np.random.default_rng(1).standard_normal((30, 8))
+    m = fold(x, weights=w)
+    np.testing.assert_allclose(np.linalg.norm(m.codes, axis=1), 1.0, atol=1e-5)
+    # Recompute each merge's cost from its children's codes and sizes with the numpy scorer.
+    n = len(x)
+    size = np.ones(2 * n - 1)
+    for i, (a, b) in enumerate(zip(m.left, m.right)):
+        c, p = score_pairs(m.codes[[a]], m.codes[[b]], size[[a]], size[[b]], weights=w)
+        assert c[0] == pytest.approx(m.cost[i], rel=1e-4, abs=1e-5)
+        np.testing.assert_allclose(p[0], m.codes[n + i], atol=1e-5)
+        size[n + i] = size[a] + size[b]
+
+
+def test_any_pairing_and_tiny_inputs():
+    w = random_weights(6)
+    x = np.random.default_rng(2).standard_normal((12, 6))
+    m = fold(x, weights=w, pairing="any")
+    assert len(m.left) == 11 and sorted(set(m.left) | set(m.right)) == list(range(22))
+    one = fold(x[:1], weights=w)
+    assert one.n_leaves == 1 and len(one.left) == 0
+    with pytest.raises(ValueError, match="rae.pairing must be one of adjacent, any"):
+        fold(x, weights=w, pairing="nearest")
+    with pytest.raises(ValueError, match=r"leaves must have shape \(n >= 1, 6\)"):
+        fold(x[:, :5], weights=w)
+
+
+def two_part_signal(n1=30, n2=50, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal(d), rng.standard_normal(d)
+    return np.concatenate([a + 0.05 * rng.standard_normal((n1, d)), b + 0.05 * rng.standard_normal((n2, d))])
+
+
+def test_top_split_of_a_two_part_signal_falls_at_the_join():
+    # With an identity-like autoencoder, merging alike neighbours is cheap and merging the two
+    # parts is dear, so the last merge joins the parts and cut(2) splits at the join.
+    d = 8
+    eye = np.eye(d, dtype=np.float32)
+    w = FoldWeights(np.concatenate([eye, eye]) * 2.0, np.zeros(d, np.float32),
+                    np.concatenate([eye, eye], axis=1), np.zeros(2 * d, np.float32))
+    tree = SegmentTree.from_merges(fold(two_part_signal(d=d), weights=w), frame_rate_hz=10.0, duration_s=8.0)
+    assert tree.cut(2) == [(0, 30), (30, 80)]
+    assert tree.boundaries_s(2).tolist() == [3.0]
+
+
+def test_cut_gives_k_contiguous_segments():
+    w = random_weights(8)
+    x = np.random.default_rng(3).standard_normal((57, 8))
+    tree = SegmentTree.from_merges(fold(x, weights=w), frame_rate_hz=25.0, duration_s=57 / 25)
+    for k in (1, 2, 3, 10, 57):
+        segs = tree.cut(k)
+        assert len(segs) == k and segs[0][0] == 0 and segs[-1][1] == 57
+        assert all(a[1] == b[0] for a, b in zip(segs, segs[1:]))
+    # Nested: every boundary of cut(k) is a boundary of cut(k + 1).
+    for k in range(1, 20):
+        assert set(tree.boundaries_s(k)) <= set(tree.boundaries_s(k + 1))
+    with pytest.raises(ValueError, match="k must be between 1 and the number of leaves 57, got 0"):
+        tree.cut(0)
+
+
+def test_tree_json_schema_and_round_trip(tmp_path):
+    w = random_weights(8)
+    x = np.random.default_rng(4).standard_normal((40, 8))
+    post = np.random.default_rng(5).dirichlet(np.ones(3), size=40)
+    tree = SegmentTree.from_merges(fold(x, weights=w), frame_rate_hz=12.5, duration_s=3.2)
+    doc = tree.to_json(source="a/b.wav", posteriors=post)
+    assert doc["schema_version"] == 1 and doc["source"] == "a/b.wav" and doc["n_leaves"] == 40
+    assert doc["frame_rate_hz"] == 12.5 and doc["duration_s"] == 3.2
+    root = doc["root"]
+    assert (root["start"], root["end"], root["start_s"], root["end_s"]) == (0, 40, 0.0, 3.2)
+    assert root["order"] == 38 and doc["cluster"] == root["cluster"] == int(post.mean(0).argmax())
+
+    def walk(node):
+        if "children" not in node:
+            assert node["order"] is None and node["cost"] == 0 and node["end"] - node["start"] == 1
+            return 1
+        l, r = node["children"]
+        assert l["start"] == node["start"] and l["end"] == r["start"] and r["end"] == node["end"]
+        assert node["order"] > max(c["order"] if c["order"] is not None else -1 for c in (l, r))
+        return walk(l) + walk(r)
+
+    assert walk(root) == 40
+    write_tree_json(doc, tmp_path / "t.json")
+    again = read_tree_json(tmp_path / "t.json")
+    assert again == json.loads(json.dumps(doc))
+    for k in (1, 2, 5, 40):
+        assert [(s["start"], s["end"]) for s in doc_cut(again, k)] == tree.cut(k)
+    # A shallow write keeps cuts right down to where it stopped.
+    shallow = tree.to_json(source="a/b.wav", max_depth=2)
+    assert all("children" not in c for c in shallow["root"]["children"][0].get("children", []))
+
+
+def test_show_command_prints_depth_and_segments(tmp_path):
+    w = random_weights(8)
+    tree = SegmentTree.from_merges(fold(two_part_signal(), weights=w), frame_rate_hz=10.0, duration_s=8.0)
+    write_tree_json(tree.to_json(source="x.wav"), tmp_path / "x.wav.json")
+    out = subprocess.run([sys.executable, "-m", "sound_cluster.show", str(tmp_path / "x.wav.json"), "--segments",
+                          "3"], capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("x.wav: 8.000 s, 80 leaves at 10 Hz") and len(lines) == 4
+    assert render(read_tree_json(tmp_path / "x.wav.json"), depth=0).count("\n") == 1
+    bad = subprocess.run([sys.executable, "-m", "sound_cluster.show", str(tmp_path / "x.wav.json"), "--segments",
+                          "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--segments must be between 1 and 80" in bad.stderr
