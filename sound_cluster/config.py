@@ -47,10 +47,13 @@ class DataParams:
     follow_symlinks: bool = True
     strict: bool = False
     labels: Path | None = None
+    segments: Path | None = None
 
     def check(self, prefix: str = "data") -> None:
         if self.labels is not None and not Path(self.labels).is_file():
             _fail(f"{prefix}.labels", str(self.labels), "an existing CSV file (path,label) or null")
+        if self.segments is not None and not Path(self.segments).is_file():
+            _fail(f"{prefix}.segments", str(self.segments), "an existing CSV file (path,start_s,end_s,label) or null")
         if not self.extensions or not all(isinstance(e, str) and e.strip(".") for e in self.extensions):
             _fail(f"{prefix}.extensions", list(self.extensions), "a non-empty list of file extensions")
 
@@ -275,8 +278,24 @@ class OutputParams:
     plot_cuts: tuple[int, ...] = (2, 4, 8)
     min_segment_s: float = 0.0
     max_tree_depth: int = 400
+    export_segments: bool = False
+    export_k: int = 8
+    export_jams: bool = False
+    report: bool = True
+    report_excerpt_s: float = 10.0
 
     def check(self, prefix: str = "output") -> None:
+        for name in ("export_segments", "export_jams", "report"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(f"{prefix}.{name}", getattr(self, name), "true or false")
+        _positive_int(f"{prefix}.export_k", self.export_k)
+        _positive_float(f"{prefix}.report_excerpt_s", self.report_excerpt_s)
+        if self.export_jams:
+            try:
+                import jams  # noqa: F401
+            except ImportError:
+                _fail(f"{prefix}.export_jams", True, "false unless the jams package is installed "
+                      "(pip install 'sound-cluster[jams]')")
         if isinstance(self.max_plots, bool) or not isinstance(self.max_plots, int) or self.max_plots < 0:
             _fail(f"{prefix}.max_plots", self.max_plots, "an integer >= 0")
         if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in self.plot_cuts):
@@ -364,6 +383,7 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
     data = dict(cfg.get("data") or {})
     data["path"] = _path_or_none("data.path", data.get("path"), base)
     data["labels"] = _path_or_none("data.labels", data.get("labels"), base)
+    data["segments"] = _path_or_none("data.segments", data.get("segments"), base)
     exts = data.get("extensions", AUDIO_EXTENSIONS)
     if isinstance(exts, str) or not isinstance(exts, (list, tuple)):
         _fail("data.extensions", exts, "a list of file extensions")

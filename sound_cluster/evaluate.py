@@ -64,3 +64,181 @@ def score_assignments(labels: Mapping[str, str], assignments: Mapping[str, int])
     if not common:
         return None
     return clustering_scores([labels[p] for p in common], [assignments[p] for p in common])
+
+
+def read_segments(path: Path) -> dict[str, list[tuple[float, float, str]]]:
+    """``path,start_s,end_s,label`` CSV -> {relative path: [(start_s, end_s, label), ...] sorted}.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, missing columns, or a row whose times are not numbers with end > start >= 0.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"data.segments must be an existing CSV file, got {str(path)!r}")
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        need = {"path", "start_s", "end_s", "label"}
+        if not reader.fieldnames or not need <= set(reader.fieldnames):
+            raise ConfigError(f"data.segments file {path} must have columns path,start_s,end_s,label; "
+                              f"got {reader.fieldnames}")
+        for i, row in enumerate(reader, start=2):
+            try:
+                s, e = float(row["start_s"]), float(row["end_s"])
+            except ValueError:
+                raise ConfigError(f"data.segments {path} line {i}: times must be numbers, got "
+                                  f"{row['start_s']!r}, {row['end_s']!r}") from None
+            if not 0 <= s < e:
+                raise ConfigError(f"data.segments {path} line {i}: need 0 <= start_s < end_s, got {s}, {e}")
+            out.setdefault(row["path"].replace("\\", "/"), []).append((s, e, row["label"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def reference_partition(segments: Sequence[tuple[float, float, str]], duration_s: float
+                        ) -> tuple[np.ndarray, list[str]]:
+    """Labelled segments -> a partition of ``[0, duration_s)``: gaps become segments labelled ``""``.
+
+    Returns
+    -------
+    intervals : np.ndarray [shape=(n, 2)]
+    labels : list of str
+    """
+    edges, labels, t = [], [], 0.0
+    for s, e, lab in segments:
+        s, e = min(s, duration_s), min(e, duration_s)
+        if s > t + 1e-6:
+            edges.append((t, s))
+            labels.append("")
+        if e > max(s, t):
+            edges.append((max(s, t), e))
+            labels.append(str(lab))
+            t = e
+    if duration_s > t + 1e-6:
+        edges.append((t, duration_s))
+        labels.append("")
+    return np.array(edges, dtype=float), labels
+
+
+def tree_levels(doc: Mapping, *, max_levels: int = 8) -> tuple[list[np.ndarray], list[list[str]]]:
+    """Nested cuts of a tree document at k = 2, 4, 8, ... leaves, as a hierarchy for mir_eval.
+
+    Each segment is labelled with its cluster (or its order when there are no clusters).
+    """
+    from .tree import doc_cut
+
+    intervals, labels = [], []
+    k = 2
+    while k <= doc["n_leaves"] and len(intervals) < max_levels:
+        segs = doc_cut(doc, k)
+        iv = np.array([(s["start_s"], s["end_s"]) for s in segs], dtype=float)
+        iv[-1, 1] = doc["duration_s"]
+        intervals.append(iv)
+        labels.append([str(s.get("cluster", s["order"])) for s in segs])
+        k *= 2
+    if not intervals:
+        intervals.append(np.array([[0.0, doc["duration_s"]]]))
+        labels.append([str(doc.get("cluster", 0))])
+    return intervals, labels
+
+
+def score_tree(doc: Mapping, segments: Sequence[tuple[float, float, str]]) -> dict[str, float]:
+    """Boundary F at 0.1 s and 0.5 s of the tree cut at the reference count, and the L-measure.
+
+    The reference is the file's labelled segments with gaps filled (:func:`reference_partition`);
+    the tree is cut into as many segments (capped at its leaves). Boundary hit rates use
+    ``mir_eval.segment.detection`` with the first and last boundary trimmed; the L-measure
+    (``mir_eval.hierarchy.lmeasure``) compares the reference with the tree's nested cuts.
+    """
+    import mir_eval
+
+    from .tree import doc_cut
+
+    dur = float(doc["duration_s"])
+    ref, ref_labels = reference_partition(segments, dur)
+    k = min(len(ref), doc["n_leaves"])
+    segs = doc_cut(doc, k)
+    est = np.array([(s["start_s"], s["end_s"]) for s in segs], dtype=float)
+    est[-1, 1] = dur
+    out = {"n_segments": int(len(ref))}
+    for w in (0.1, 0.5):
+        out[f"f_{w}"] = float(mir_eval.segment.detection(ref, est, window=w, trim=True)[2])
+    est_h, est_l = tree_levels(doc)
+    _, _, l_f = mir_eval.hierarchy.lmeasure([ref], [ref_labels], est_h, est_l, frame_size=0.1)
+    out["l_measure"] = float(l_f)
+    return out
+
+
+def score_trees(docs: Mapping[str, Mapping], references: Mapping[str, Sequence]) -> dict | None:
+    """Per-file :func:`score_tree` for files with both a tree and references, and their means."""
+    common = sorted(set(docs) & set(references))
+    if not common:
+        return None
+    per_file = {p: score_tree(docs[p], references[p]) for p in common}
+    keys = ("f_0.1", "f_0.5", "l_measure")
+    return {"n": len(common), "mean": {k: float(np.mean([v[k] for v in per_file.values()])) for k in keys},
+            "per_file": per_file}
+
+
+def evaluate_run(run_dir: Path, *, labels: Path | None = None, segments: Path | None = None) -> dict:
+    """Score a finished run from its files (``clusters.csv``, ``trees/``), nothing recomputed.
+
+    Returns
+    -------
+    dict
+        ``metrics`` (clip labels: NMI, ARI, accuracy) and ``segment_metrics`` (boundary F at
+        0.1 s and 0.5 s, L-measure; per file and mean), each present when its reference is
+        given and matches at least one file.
+    """
+    from .clusters import read_clusters
+    from .tree import read_tree_json
+
+    run_dir = Path(run_dir)
+    out: dict = {}
+    if labels is not None:
+        assignments = {a.path: a.cluster for a in read_clusters(run_dir / "clusters.csv")}
+        scores = score_assignments(read_labels(labels), assignments)
+        if scores is not None:
+            out["metrics"] = {"labels": str(labels), **scores}
+    if segments is not None:
+        refs = read_segments(segments)
+        docs = {p: read_tree_json(run_dir / "trees" / f"{p}.json") for p in refs
+                if (run_dir / "trees" / f"{p}.json").is_file()}
+        scores = score_trees(docs, refs)
+        if scores is not None:
+            out["segment_metrics"] = {"segments": str(segments), **scores}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sound-cluster-eval RUN_DIR [--labels CSV] [--segments CSV]``: score an existing run, print JSON."""
+    import argparse
+    import json
+    import sys
+
+    from .errors import SoundClusterError
+
+    ap = argparse.ArgumentParser(prog="sound-cluster-eval", description=main.__doc__.split(":", 1)[1].strip())
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--labels", type=Path, help="CSV path,label (clip labels)")
+    ap.add_argument("--segments", type=Path, help="CSV path,start_s,end_s,label (reference segments)")
+    args = ap.parse_args(argv)
+    if not (args.run_dir / "clusters.csv").is_file():
+        print(f"sound-cluster-eval: {args.run_dir} is not a run folder (no clusters.csv)", file=sys.stderr)
+        return 2
+    if args.labels is None and args.segments is None:
+        ap.error("give --labels, --segments or both")
+    try:
+        result = evaluate_run(args.run_dir, labels=args.labels, segments=args.segments)
+    except SoundClusterError as err:
+        print(f"sound-cluster-eval: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

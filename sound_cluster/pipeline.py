@@ -22,7 +22,7 @@ from .audio import decode, discover, probe, read_bytes
 from .clusters import Assignment, assign, write_clusters
 from .config import FeatureParams, ModelParams, Params
 from .crops import CropSampler
-from .evaluate import read_labels, score_assignments
+from .evaluate import evaluate_run
 from .errors import AudioError
 from .executor import map_files
 from .failures import Failure, display_path, write_failures
@@ -157,7 +157,9 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     root = params.data.path or demo_path()
+    # On the bundled demo its own references are used unless others are given.
     labels_path = params.data.labels or (demo_path() / "labels.csv" if params.data.path is None else None)
+    segments_path = params.data.segments or (demo_path() / "segments.csv" if params.data.path is None else None)
     if params.task == "apply":
         params = _with_model_features(params)
     timer = _Timer()
@@ -198,14 +200,32 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
         raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
                          f"reasons in {output_dir / 'failures.csv'}", stage="features")
 
-    extra, rows = _embed_stage(feats, params=params, output_dir=output_dir, rel_root=rel_root, timer=timer,
-                               labels_path=labels_path)
+    extra, rows = _embed_stage(feats, params=params, output_dir=output_dir, rel_root=rel_root, timer=timer)
     fold_extra, fold_failures = _fold_stage(feats, rows, params=params, output_dir=output_dir, timer=timer)
     extra.update(fold_extra)
+    with timer.stage("evaluate"):
+        extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path))
+    if "metrics" in extra:
+        m = extra["metrics"]
+        log.info("against %s: NMI %.3f, ARI %.3f, accuracy %.3f (%d files)", m["labels"], m["nmi"], m["ari"],
+                 m["acc"], m["n"])
+    if "segment_metrics" in extra:
+        m = extra["segment_metrics"]
+        log.info("against %s: boundary F %.3f at 0.1 s, %.3f at 0.5 s, L-measure %.3f (%d files)", m["segments"],
+                 m["mean"]["f_0.1"], m["mean"]["f_0.5"], m["mean"]["l_measure"], m["n"])
     if fold_failures:
         failures += fold_failures
         write_failures(failures, output_dir / "failures.csv", root=rel_root)
     summary = _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra)
+    if params.output.report:
+        from .report import write_report
+
+        with timer.stage("report"):
+            path = write_report(output_dir, summary=summary, rows=rows, audio_paths=[f.path for f in feats],
+                                sample_rate=params.features.sample_rate, excerpt_s=params.output.report_excerpt_s,
+                                n_files=params.output.max_plots, segments_k=max(params.output.plot_cuts, default=4))
+        summary = _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra)
+        log.info("report: %s", path)
     return RunResult(root, feats, failures, summary)
 
 
@@ -218,8 +238,8 @@ def _with_model_features(params: Params) -> Params:
     return dataclasses.replace(params, features=feats, model=ModelParams.from_dict(saved["model"]))
 
 
-def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, timer: "_Timer",
-                 labels_path: Path | None) -> dict[str, Any]:
+def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, timer: "_Timer"
+                 ) -> tuple[dict[str, Any], list[Assignment]]:
     """Train (fit) or load (apply) the encoder, then assign every file; writes clusters.csv."""
     from . import embedding  # imports TensorFlow: only when this stage runs
 
@@ -267,14 +287,6 @@ def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, tim
                          "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1)}
     log.info("clusters: %d of %d used, sizes %s", extra["clusters"]["used"], params.model.n_clusters,
              sizes.tolist())
-    if labels_path is not None:
-        scores = score_assignments(read_labels(labels_path), {r.path: r.cluster for r in rows})
-        if scores is None:
-            log.warning("no file in %s matches a processed file; no metrics", labels_path)
-        else:
-            extra["metrics"] = {"labels": str(labels_path), **scores}
-            log.info("against %s: NMI %.3f, ARI %.3f, accuracy %.3f (%d files)", labels_path, scores["nmi"],
-                     scores["ari"], scores["acc"], scores["n"])
     return extra, rows
 
 
@@ -290,7 +302,7 @@ class FoldJob:
     plot: bool
 
 
-def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path) -> dict[str, int]:
+def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path) -> dict[str, Any]:
     """Per-file job of the fold stage: tree JSON (and a plot) of one file.
 
     Raises
@@ -311,6 +323,15 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=params.output.max_tree_depth,
                        min_segment_s=params.output.min_segment_s)
     write_tree_json(doc, output_dir / "trees" / f"{job.rel}.json")
+    out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth()}
+    if params.output.export_segments:
+        from .export import segment_rows
+
+        out["segments"] = segment_rows(doc, k=params.output.export_k)
+    if params.output.export_jams:
+        from .export import write_jams
+
+        write_jams(doc, output_dir / "jams" / f"{job.rel}.jams")
     if job.plot:
         from .report import plot_file
 
@@ -318,7 +339,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
                   title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
                   sample_rate=params.features.sample_rate, hop_length=params.features.hop_length,
                   cuts=params.output.plot_cuts)
-    return {"n_leaves": tree.n_leaves, "depth": tree.depth()}
+    return out
 
 
 def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer") -> tuple[dict, list[Failure]]:
@@ -353,6 +374,10 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
                               output_dir=output_dir),
             jobs, params=params.executor, stage="fold", progress=params.output.progress)
     done = [r for r in results if not isinstance(r, Failure)]
+    if params.output.export_segments:
+        from .export import write_segments
+
+        write_segments((row for d in done for row in d["segments"]), output_dir / "segments.csv")
     extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "leaf_rate_hz": step_rate_hz,
                       "leaves": int(sum(d["n_leaves"] for d in done)),
                       "max_depth": int(max((d["depth"] for d in done), default=0)),

@@ -68,3 +68,140 @@ def plot_file(
     with atomic_open(out_path, "wb", fsync=False) as fh:
         fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
+
+
+def _colors(k: int) -> list[str]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20" if k > 10 else "tab10"]
+    return [matplotlib.colors.to_hex(cmap(i % cmap.N)) for i in range(k)]
+
+
+def _url(rel: str) -> str:
+    from urllib.parse import quote
+
+    return quote(rel, safe="/")
+
+
+def write_report(
+    output_dir: Path,
+    *,
+    summary: dict,
+    rows: Sequence,
+    audio_paths: Sequence[Path],
+    sample_rate: int,
+    excerpt_s: float,
+    n_files: int,
+    segments_k: int,
+) -> Path:
+    """Write ``report.html``: clusters to browse and listen to, an embedding map, files and segments.
+
+    Audio players point at short excerpts written under ``report/audio/`` (WAV, the first
+    ``excerpt_s`` seconds at ``sample_rate``), so the page works from disk with no server and
+    keeps working if the run folder is moved.
+
+    Parameters
+    ----------
+    rows : sequence of Assignment
+        One per processed file, in the order of ``audio_paths``.
+    n_files : int
+        Files given a section with their plot and segment table.
+    segments_k : int
+        Segments per file in those tables.
+    """
+    import html
+
+    import jinja2
+    import soundfile as sf
+
+    from .audio import load
+    from .tree import doc_cut, read_tree_json
+
+    k = summary["clusters"]["n_clusters"]
+    colors = _colors(k)
+    written: dict[str, str] = {}
+
+    def excerpt(i: int) -> tuple[str, float]:
+        rel = rows[i].path
+        if rel not in written:
+            y = load(audio_paths[i], sample_rate=sample_rate)[: int(excerpt_s * sample_rate)]
+            with atomic_open(output_dir / "report" / "audio" / f"{rel}.wav", "wb", fsync=False) as fh:
+                sf.write(fh, y, sample_rate, format="WAV", subtype="PCM_16")
+            written[rel] = _url(f"report/audio/{rel}.wav")
+        return written[rel], min(excerpt_s, rows[i].duration_s)
+
+    cluster_rows, bars = [], []
+    sizes = summary["clusters"]["sizes"]
+    top = max(max(sizes), 1)
+    for c in range(k):
+        members = sorted((i for i, r in enumerate(rows) if r.cluster == c), key=lambda i: -rows[i].confidence)
+        bars.append({"k": c, "n": sizes[c], "h": int(round(120 * sizes[c] / top)), "color": colors[c]})
+        if not members:
+            continue
+        typical = members[:3]
+        atypical = [i for i in members[::-1][:3] if i not in typical]
+        cluster_rows.append({
+            "k": c, "n": len(members), "color": colors[c],
+            "mean_conf": float(np.mean([rows[i].confidence for i in members])),
+            "typical": [{"path": rows[i].path, "confidence": rows[i].confidence, "audio": excerpt(i)[0]}
+                        for i in typical],
+            "atypical": [{"path": rows[i].path, "confidence": rows[i].confidence, "audio": excerpt(i)[0]}
+                         for i in atypical],
+        })
+
+    files = []
+    for i, r in enumerate(rows[:n_files]):
+        tree_path = output_dir / "trees" / f"{r.path}.json"
+        if not tree_path.is_file():
+            continue
+        doc = read_tree_json(tree_path)
+        audio, length = excerpt(i)
+        segs = []
+        for s in doc_cut(doc, min(segments_k, doc["n_leaves"])):
+            end = min(s["end_s"], doc["duration_s"])
+            segs.append({"start_s": s["start_s"], "end_s": end, "cluster": s.get("cluster", ""),
+                         "confidence": s.get("confidence", 0.0),
+                         "audio": f"{audio}#t={s['start_s']:.3f},{min(end, length):.3f}" if s["start_s"] < length
+                         else None})
+        plot = output_dir / "plots" / f"{r.path}.png"
+        files.append({"path": r.path, "cluster": r.cluster, "confidence": r.confidence, "duration_s": r.duration_s,
+                      "tree": _url(f"trees/{r.path}.json"), "plot": _url(f"plots/{r.path}.png") if plot.is_file()
+                      else None, "segments": segs})
+
+    pca = _pca_plot(output_dir, rows, colors)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("sound_cluster", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    page = env.get_template("report.html.j2").render(
+        title=html.unescape(Path(summary["data_path"]).name or summary["data_path"]), summary=summary,
+        clusters=summary["clusters"], metrics=summary.get("metrics"), segment_metrics=summary.get("segment_metrics"),
+        bars=bars, cluster_rows=cluster_rows, files=files, pca=pca, excerpt_s=excerpt_s)
+    out = output_dir / "report.html"
+    with atomic_open(out, "w", fsync=False, encoding="utf-8") as fh:
+        fh.write(page)
+    return out
+
+
+def _pca_plot(output_dir: Path, rows: Sequence, colors: list[str]) -> str | None:
+    """Mean embedding per file -> 2-D PCA scatter coloured by cluster; returns its relative URL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    vecs = []
+    for r in rows:
+        with np.load(output_dir / "posteriors" / f"{r.path}.npz", allow_pickle=False) as z:
+            vecs.append(z["embedding"].mean(axis=0))
+    x = np.array(vecs)
+    if len(x) < 3 or x.shape[1] < 2:
+        return None
+    xy = PCA(n_components=2, random_state=0).fit_transform(x)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(xy[:, 0], xy[:, 1], c=[colors[r.cluster] for r in rows], s=18, edgecolors="none")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    with atomic_open(output_dir / "report" / "embedding_pca.png", "wb", fsync=False) as fh:
+        fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "report/embedding_pca.png"
