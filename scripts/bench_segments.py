@@ -97,7 +97,8 @@ def main() -> None:
         params = params_from_config(cfg)
         result = run(params, output_dir=tmp / "run", config=cfg)
         by_rel = {f.path.relative_to(tmp / "audio").as_posix(): f for f in result.features}
-        untrained = MergeAutoencoder(params.model.embedding_dim, size_weighted=params.rae.size_weighted)
+        untrained = MergeAutoencoder(params.model.embedding_dim, size_weighted=params.rae.size_weighted,
+                                     node_vector=params.rae.node_vector)
         scores: dict[str, dict[str, list[float]]] = {}
         for rel, ref in truth.items():
             kind = rel.split("/")[0]

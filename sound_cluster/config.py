@@ -250,21 +250,31 @@ class RaeParams:
 
     input_dim: int = 64
     pairing: str = "adjacent"
-    size_weighted: bool = True
+    node_vector: str = "mean"
+    size_weighted: bool = False
     epochs: int = 6
     steps_per_epoch: int = 10
     batch_sequences: int = 16
     max_leaves: int = 48
     learning_rate: float = 3e-3
+    negative_weight: float = 1.0
+    margin: float = 1.0
     max_any_leaves: int = 1500
 
     def check(self, prefix: str = "rae", *, embedding_dim: int | None = None) -> None:
         _one_of(f"{prefix}.pairing", self.pairing, ("adjacent", "any"))
+        _one_of(f"{prefix}.node_vector", self.node_vector, ("mean", "code"))
+        if not isinstance(self.size_weighted, bool):
+            _fail(f"{prefix}.size_weighted", self.size_weighted, "true or false")
         for name in ("input_dim", "epochs", "steps_per_epoch", "batch_sequences", "max_any_leaves"):
             _positive_int(f"{prefix}.{name}", getattr(self, name))
         if isinstance(self.max_leaves, bool) or not isinstance(self.max_leaves, int) or self.max_leaves < 2:
             _fail(f"{prefix}.max_leaves", self.max_leaves, "an integer >= 2")
         _positive_float(f"{prefix}.learning_rate", self.learning_rate)
+        _positive_float(f"{prefix}.margin", self.margin)
+        if isinstance(self.negative_weight, bool) or not isinstance(self.negative_weight, (int, float)) \
+                or self.negative_weight < 0:
+            _fail(f"{prefix}.negative_weight", self.negative_weight, "a number >= 0")
         if embedding_dim is not None and self.input_dim != embedding_dim:
             _fail(f"{prefix}.input_dim", self.input_dim, f"equal to model.embedding_dim={embedding_dim}")
 

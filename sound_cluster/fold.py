@@ -31,7 +31,9 @@ class FoldWeights:
     """Merge autoencoder weights as arrays (float32).
 
     w_enc : (2d, d), b_enc : (d,), w_dec : (d, 2d), b_dec : (2d,); ``size_weighted`` selects the
-    reconstruction weights (child sizes over total, or one half each).
+    reconstruction weights (child sizes over total, or one half each). ``node_vector`` is what
+    stands for a merged node in later merges: ``code``, its parent code (Socher et al.), or
+    ``mean``, the unit-length mean of its leaves (see :mod:`sound_cluster.rae` for why).
     """
 
     w_enc: np.ndarray
@@ -39,6 +41,7 @@ class FoldWeights:
     w_dec: np.ndarray
     b_dec: np.ndarray
     size_weighted: bool = True
+    node_vector: str = "mean"
 
     @property
     def dim(self) -> int:
@@ -58,7 +61,8 @@ class Merges:
     cost : np.ndarray [shape=(n-1,), dtype=float64]
         The merge's reconstruction error.
     codes : np.ndarray [shape=(2n-1, d), dtype=float32]
-        Every node's vector: leaves (unit length) then parent codes.
+        Every node's vector (unit length): leaves, then merged nodes (parent codes, or the
+        means of their leaves, as ``FoldWeights.node_vector`` says).
     """
 
     left: np.ndarray
@@ -103,11 +107,13 @@ def _score(c1, c2, n1, n2, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, out_co
 
 
 @numba.njit(cache=True)
-def _fold_adjacent(leaves, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted):
+def _fold_adjacent(leaves, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, use_mean):
     n, d = leaves.shape
     total = 2 * n - 1
     codes = np.empty((total, d), dtype=np.float32)
     codes[:n] = leaves
+    sums = np.empty((total, d), dtype=np.float32)  # use_mean: sum of each node's leaves
+    sums[:n] = leaves
     cand = np.empty((total, d), dtype=np.float32)  # cand[a]: parent code of (a, nxt[a])
     size = np.ones(total, dtype=np.float64)
     prev = np.empty(total, dtype=np.int64)
@@ -132,7 +138,12 @@ def _fold_adjacent(leaves, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted):
         c, a, b = heapq.heappop(heap)
         if not (alive[a] and alive[b] and nxt[a] == b):
             continue  # stale: one of the pair was merged since this candidate was scored
-        codes[m] = cand[a]
+        if use_mean:
+            sums[m] = sums[a] + sums[b]
+            norm = np.sqrt(np.sum(sums[m] * sums[m]))
+            codes[m] = sums[m] / max(norm, 1e-12)
+        else:
+            codes[m] = cand[a]
         size[m] = size[a] + size[b]
         left[m - n] = a
         right[m - n] = b
@@ -191,7 +202,7 @@ def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent")
     if n == 1:
         return Merges(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), x.copy())
     w = _layout(weights)
-    left, right, cost, codes = _fold_adjacent(x, *w, weights.size_weighted)
+    left, right, cost, codes = _fold_adjacent(x, *w, weights.size_weighted, weights.node_vector == "mean")
     return Merges(left, right, cost, codes)
 
 
@@ -230,6 +241,12 @@ def score_pairs(c1: np.ndarray, c2: np.ndarray, n1: np.ndarray, n2: np.ndarray, 
     return cost, p.astype(np.float32)
 
 
+def _node_vector(code: np.ndarray, leaf_sum: np.ndarray, weights: FoldWeights) -> np.ndarray:
+    if weights.node_vector == "mean":
+        return (leaf_sum / max(float(np.linalg.norm(leaf_sum)), 1e-12)).astype(np.float32)
+    return code
+
+
 def _fold_any(x: np.ndarray, weights: FoldWeights) -> Merges:
     """Any-pair greedy search: every pair of current nodes is a candidate (the seed's rule)."""
     n, d = x.shape
@@ -251,9 +268,11 @@ def _fold_any(x: np.ndarray, weights: FoldWeights) -> Merges:
 
     for i in range(n):
         add_pairs(i, list(range(i)))
+    sums = codes.copy()
     for m in range(n, 2 * n - 1):
         (a, b), (c, p) = min(pair_cost.items(), key=lambda kv: (kv[1][0], kv[0]))
-        codes[m] = p
+        sums[m] = sums[a] + sums[b]
+        codes[m] = _node_vector(p, sums[m], weights)
         size[m] = size[a] + size[b]
         left.append(a)
         right.append(b)
@@ -277,12 +296,14 @@ def fold_reference(leaves: np.ndarray, *, weights: FoldWeights) -> Merges:
     size = np.ones(2 * n - 1)
     seq = list(range(n))
     left, right, cost = [], [], []
+    sums = codes.copy()
     for m in range(n, 2 * n - 1):
         a = np.array(seq[:-1])
         b = np.array(seq[1:])
         c, p = score_pairs(codes[a], codes[b], size[a], size[b], weights=weights)
         best = min(range(len(c)), key=lambda i: (c[i], a[i]))
-        codes[m] = p[best]
+        sums[m] = sums[a[best]] + sums[b[best]]
+        codes[m] = _node_vector(p[best], sums[m], weights)
         size[m] = size[a[best]] + size[b[best]]
         left.append(int(a[best]))
         right.append(int(b[best]))

@@ -360,7 +360,9 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
             r = params.rae
             model, losses = rae_mod.train_rae(seqs, dim=r.input_dim, size_weighted=r.size_weighted, epochs=r.epochs,
                                               steps_per_epoch=r.steps_per_epoch, batch_sequences=r.batch_sequences,
-                                              max_leaves=r.max_leaves, learning_rate=r.learning_rate, seed=params.seed)
+                                              max_leaves=r.max_leaves, learning_rate=r.learning_rate, seed=params.seed,
+                                              negative_weight=r.negative_weight, margin=r.margin,
+                                              node_vector=r.node_vector)
         save_encoder(model, models_dir / "rae.keras")
         extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
     else:

@@ -33,10 +33,13 @@ class MergeAutoencoder(keras.Model):
     ``(batch, 2 * dim)`` through the unit-length parent code.
     """
 
-    def __init__(self, dim: int, size_weighted: bool = True, **kwargs: Any) -> None:
+    def __init__(self, dim: int, size_weighted: bool = True, node_vector: str = "mean", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if node_vector not in ("mean", "code"):
+            raise ValueError(f"rae.node_vector must be one of mean, code, got {node_vector!r}")
         self.dim = int(dim)
         self.size_weighted = bool(size_weighted)
+        self.node_vector = node_vector
         self.enc = layers.Dense(self.dim, activation="tanh", name="merge_encoder")
         self.dec = layers.Dense(2 * self.dim, name="merge_decoder")
         self.build((None, 2 * self.dim))
@@ -70,10 +73,11 @@ class MergeAutoencoder(keras.Model):
         w_e, b_e = (ops.convert_to_numpy(v) for v in self.enc.weights)
         w_d, b_d = (ops.convert_to_numpy(v) for v in self.dec.weights)
         return FoldWeights(w_e.astype(np.float32), b_e.astype(np.float32), w_d.astype(np.float32),
-                           b_d.astype(np.float32), self.size_weighted)
+                           b_d.astype(np.float32), self.size_weighted, self.node_vector)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "dim": self.dim, "size_weighted": self.size_weighted}
+        return {**super().get_config(), "dim": self.dim, "size_weighted": self.size_weighted,
+                "node_vector": self.node_vector}
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,13 @@ class _Schedule:
     """Chosen merges of a batch of trees, grouped by height, as indices into one node table."""
 
     leaves: np.ndarray  # (n_leaves_total, d)
+    internal: np.ndarray  # (n_nodes - n_leaves_total, d): the fold's own vectors of merged nodes
     n_nodes: int
     levels: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # left, right, new, n1, n2
 
 
 def _schedule(trees: Sequence[tuple[np.ndarray, Merges]]) -> _Schedule:
-    leaves, internal_base, levels_acc = [], [], {}
+    leaves, internal, levels_acc = [], [], {}
     n_leaf_total = sum(len(x) for x, _ in trees)
     leaf_off, int_off = 0, n_leaf_total
     for x, m in trees:
@@ -105,29 +110,55 @@ def _schedule(trees: Sequence[tuple[np.ndarray, Merges]]) -> _Schedule:
             levels_acc.setdefault(h, []).append((gid(m.left[i]), gid(m.right[i]), int_off + i,
                                                  size[m.left[i]], size[m.right[i]]))
         leaves.append(x)
+        internal.append(m.codes[n:])
         leaf_off += n
         int_off += n - 1
     levels = []
     for h in sorted(levels_acc):
         rows = levels_acc[h]
         levels.append(tuple(np.array([r[j] for r in rows]) for j in range(5)))
-    return _Schedule(np.concatenate(leaves).astype(np.float32), int_off, levels)
+    return _Schedule(np.concatenate(leaves).astype(np.float32), np.concatenate(internal).astype(np.float32),
+                     int_off, levels)
 
 
-def merge_loss(model: MergeAutoencoder, schedule: _Schedule):
-    """Mean reconstruction error of all chosen merges, differentiable in the model's weights."""
+def merge_loss(model: MergeAutoencoder, schedule: _Schedule, *, negatives: np.ndarray | None = None,
+               margin: float = 1.0, negative_weight: float = 0.0):
+    """Mean reconstruction error of all chosen merges, differentiable in the model's weights.
+
+    With ``negatives`` (one leaf index per chosen merge, taken from another window), a hinge
+    term ``negative_weight * mean(relu(margin - cost(left child, negative leaf)))`` keeps
+    merges of unrelated content dear: reconstruction alone is lowest when every pair is cheap
+    to merge, which flattens the costs the fold ranks by.
+    """
     import tensorflow as tf
 
     d = schedule.leaves.shape[1]
-    table = tf.concat([tf.constant(schedule.leaves),
-                       tf.zeros((schedule.n_nodes - len(schedule.leaves), d), tf.float32)], axis=0)
-    costs = []
-    for left, right, new, n1, n2 in schedule.levels:  # one batch per height: children are ready
-        c, p = model.cost(tf.gather(table, left), tf.gather(table, right), tf.constant(n1, tf.float32),
-                          tf.constant(n2, tf.float32))
-        table = tf.tensor_scatter_nd_update(table, new[:, None], p)
-        costs.append(c)
-    return tf.reduce_mean(tf.concat(costs, axis=0))
+    costs, lefts, sizes = [], [], []
+    if model.node_vector == "mean":
+        # Node vectors are leaf means, fixed by the tree: every merge scores in one batch.
+        table = tf.constant(np.concatenate([schedule.leaves, schedule.internal]))
+        left, right, _, n1, n2 = (np.concatenate(col) for col in zip(*schedule.levels))
+        c1 = tf.gather(table, left)
+        c, _ = model.cost(c1, tf.gather(table, right), tf.constant(n1, tf.float32), tf.constant(n2, tf.float32))
+        costs, lefts, sizes = [c], [c1], [n1]
+    else:
+        table = tf.concat([tf.constant(schedule.leaves),
+                           tf.zeros((schedule.n_nodes - len(schedule.leaves), d), tf.float32)], axis=0)
+        for left, right, new, n1, n2 in schedule.levels:  # one batch per height: children are ready
+            c1 = tf.gather(table, left)
+            c, p = model.cost(c1, tf.gather(table, right), tf.constant(n1, tf.float32),
+                              tf.constant(n2, tf.float32))
+            table = tf.tensor_scatter_nd_update(table, new[:, None], p)
+            costs.append(c)
+            lefts.append(c1)
+            sizes.append(n1)
+    loss = tf.reduce_mean(tf.concat(costs, axis=0))
+    if negatives is not None and negative_weight > 0:
+        c1 = tf.concat(lefts, axis=0)
+        n1 = tf.constant(np.concatenate(sizes), tf.float32)
+        neg, _ = model.cost(c1, tf.gather(table, negatives), n1, tf.ones_like(n1))
+        loss += negative_weight * tf.reduce_mean(tf.nn.relu(margin - neg))
+    return loss
 
 
 def train_rae(
@@ -141,11 +172,15 @@ def train_rae(
     max_leaves: int,
     learning_rate: float,
     seed: int,
+    negative_weight: float = 1.0,
+    margin: float = 1.0,
+    node_vector: str = "mean",
 ) -> tuple[MergeAutoencoder, list[float]]:
     """Train a merge autoencoder on leaf sequences (e.g. one file's embeddings each).
 
     Each step folds ``batch_sequences`` random windows of at most ``max_leaves`` leaves with
-    the current weights (no gradients), then takes one Adam step on the chosen merges.
+    the current weights (no gradients), then takes one Adam step on the chosen merges (see
+    :func:`merge_loss`; each merge's negative is a random leaf of another window).
 
     Returns
     -------
@@ -160,7 +195,7 @@ def train_rae(
     seqs = [normalize_rows(s) for s in sequences if len(s) >= 2]
     if not seqs:
         raise ValueError("no sequence of two or more leaves to train the merge autoencoder on")
-    model = MergeAutoencoder(dim, size_weighted=size_weighted)
+    model = MergeAutoencoder(dim, size_weighted=size_weighted, node_vector=node_vector)
     opt = keras.optimizers.Adam(learning_rate)
     losses = []
     for epoch in range(epochs):
@@ -175,14 +210,36 @@ def train_rae(
                 x = s[t0:t0 + n]
                 batch.append((x, fold(x, weights=weights)))  # the greedy search: plain arrays, no tape
             schedule = _schedule(batch)
+            negatives = _negatives(batch, rng)
             with tf.GradientTape() as tape:
-                loss = merge_loss(model, schedule)
+                loss = merge_loss(model, schedule, negatives=negatives, margin=margin,
+                                  negative_weight=negative_weight)
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables))
             total += float(loss)
         losses.append(total / steps_per_epoch)
         log.info("rae epoch %d: mean merge cost %.5f", epoch + 1, losses[-1])
     return model, losses
+
+
+def _negatives(batch: Sequence[tuple[np.ndarray, Merges]], rng: np.random.Generator) -> np.ndarray:
+    """For each merge (in :func:`_schedule`'s level order), a leaf index from another window."""
+    offsets = np.cumsum([0] + [len(x) for x, _ in batch])
+    owner = []  # the window of each merge, in level order
+    levels: dict[int, list[int]] = {}
+    for w, (x, m) in enumerate(batch):
+        n = len(x)
+        height = np.zeros(2 * n - 1, dtype=np.int64)
+        for i, (a, b) in enumerate(zip(m.left, m.right)):
+            height[n + i] = max(height[a], height[b]) + 1
+            levels.setdefault(int(height[n + i]), []).append(w)
+    for h in sorted(levels):
+        owner.extend(levels[h])
+    out = np.empty(len(owner), dtype=np.int64)
+    for i, w in enumerate(owner):
+        other = (w + 1 + int(rng.integers(len(batch) - 1))) % len(batch) if len(batch) > 1 else w
+        out[i] = offsets[other] + int(rng.integers(offsets[other + 1] - offsets[other]))
+    return out
 
 
 def mean_fold_cost(sequences: Sequence[np.ndarray], *, weights: FoldWeights) -> float:

@@ -137,11 +137,17 @@ def test_merge_autoencoder_trains_through_its_trees_and_round_trips(tmp_path):
         x = np.concatenate(parts)
         seqs.append(x + 0.1 * rng.standard_normal(x.shape))
     untrained = mean_fold_cost(seqs, weights=MergeAutoencoder(8).fold_weights())
-    model, losses = train_rae(seqs, dim=8, size_weighted=True, epochs=3, steps_per_epoch=5, batch_sequences=4,
-                              max_leaves=32, learning_rate=1e-2, seed=0)
-    assert len(losses) == 3 and losses[-1] < losses[0]
-    assert mean_fold_cost(seqs, weights=model.fold_weights()) < untrained
+    for node_vector in ("code", "mean"):
+        model, losses = train_rae(seqs, dim=8, size_weighted=True, epochs=3, steps_per_epoch=5, batch_sequences=4,
+                                  max_leaves=32, learning_rate=1e-2, seed=0, negative_weight=0.0,
+                                  node_vector=node_vector)
+        assert len(losses) == 3 and losses[-1] < losses[0]
+        assert mean_fold_cost(seqs, weights=model.fold_weights()) < untrained
+    # The default objective adds a hinge on merges with leaves of other windows; it trains as well.
+    model, losses = train_rae(seqs, dim=8, size_weighted=False, epochs=3, steps_per_epoch=5, batch_sequences=4,
+                              max_leaves=32, learning_rate=1e-2, seed=0, negative_weight=1.0)
+    assert losses[-1] < losses[0]
     model.save(tmp_path / "rae.keras")
     again = keras.saving.load_model(tmp_path / "rae.keras", safe_mode=True)
     np.testing.assert_array_equal(again.fold_weights().w_dec, model.fold_weights().w_dec)
-    assert again.size_weighted is True and again.dim == 8
+    assert again.size_weighted is False and again.dim == 8 and again.node_vector == "mean"

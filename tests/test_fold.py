@@ -11,20 +11,21 @@ from sound_cluster.fold import FoldWeights, fold, fold_reference, score_pairs
 from sound_cluster.tree import SegmentTree, doc_cut, read_tree_json, render, write_tree_json
 
 
-def random_weights(d, seed=0, scale=0.3, size_weighted=True):
+def random_weights(d, seed=0, scale=0.3, size_weighted=True, node_vector="mean"):
     rng = np.random.default_rng(seed)
     return FoldWeights((rng.standard_normal((2 * d, d)) * scale).astype(np.float32),
                        (rng.standard_normal(d) * 0.1).astype(np.float32),
                        (rng.standard_normal((d, 2 * d)) * scale).astype(np.float32),
-                       (rng.standard_normal(2 * d) * 0.1).astype(np.float32), size_weighted)
+                       (rng.standard_normal(2 * d) * 0.1).astype(np.float32), size_weighted, node_vector)
 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("size_weighted", [True, False])
-def test_fast_fold_equals_direct_slow_rule(seed, size_weighted):
+@pytest.mark.parametrize("node_vector", ["mean", "code"])
+def test_fast_fold_equals_direct_slow_rule(seed, size_weighted, node_vector):
     rng = np.random.default_rng(100 + seed)
     n, d = int(rng.integers(2, 120)), int(rng.choice([4, 16, 33]))
-    w = random_weights(d, seed, size_weighted=size_weighted)
+    w = random_weights(d, seed, size_weighted=size_weighted, node_vector=node_vector)
     x = rng.standard_normal((n, d))
     fast, slow = fold(x, weights=w), fold_reference(x, weights=w)
     np.testing.assert_array_equal(fast.left, slow.left)
@@ -33,18 +34,23 @@ def test_fast_fold_equals_direct_slow_rule(seed, size_weighted):
     np.testing.assert_allclose(fast.codes, slow.codes, atol=1e-4)
 
 
-def test_compiled_score_matches_numpy_and_codes_are_unit_length():
-    w = random_weights(8)
+@pytest.mark.parametrize("node_vector", ["mean", "code"])
+def test_compiled_score_matches_numpy_and_codes_are_unit_length(node_vector):
+    w = random_weights(8, node_vector=node_vector)
     x = np.random.default_rng(1).standard_normal((30, 8))
     m = fold(x, weights=w)
     np.testing.assert_allclose(np.linalg.norm(m.codes, axis=1), 1.0, atol=1e-5)
-    # Recompute each merge's cost from its children's codes and sizes with the numpy scorer.
+    # Recompute each merge's cost from its children's vectors and sizes with the numpy scorer.
     n = len(x)
     size = np.ones(2 * n - 1)
+    sums = np.zeros((2 * n - 1, 8))
+    sums[:n] = m.codes[:n]
     for i, (a, b) in enumerate(zip(m.left, m.right)):
         c, p = score_pairs(m.codes[[a]], m.codes[[b]], size[[a]], size[[b]], weights=w)
         assert c[0] == pytest.approx(m.cost[i], rel=1e-4, abs=1e-5)
-        np.testing.assert_allclose(p[0], m.codes[n + i], atol=1e-5)
+        sums[n + i] = sums[a] + sums[b]
+        expected = p[0] if node_vector == "code" else sums[n + i] / np.linalg.norm(sums[n + i])
+        np.testing.assert_allclose(m.codes[n + i], expected, atol=1e-5)
         size[n + i] = size[a] + size[b]
 
 
