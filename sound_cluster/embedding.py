@@ -305,7 +305,12 @@ def train_encoder(
     ]
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
-    hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    import warnings
+
+    with warnings.catch_warnings():  # Keras warns that shuffle=True does nothing on a generator's dataset
+        warnings.filterwarnings("ignore", message=".*shuffle.*")
+        hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                           verbose=verbose)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return encoder, history
 
