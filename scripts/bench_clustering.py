@@ -95,14 +95,16 @@ def main() -> None:
             enc, hist = embedding.train_encoder(
                 sampler, model=params.model, n_mels=params.features.n_mels, gamma=t.gamma,
                 consistency_weight=t.consistency_weight, learning_rate=t.learning_rate, epochs=t.epochs,
-                steps_per_epoch=t.steps_per_epoch, patience=t.patience, min_delta=t.min_delta, seed=seed, verbose=0)
+                steps_per_epoch=t.resolved_steps_per_epoch(sum(f.n_frames for f in feats)),
+                patience=t.patience, min_delta=t.min_delta, seed=seed, verbose=0)
             per_epoch.append((time.perf_counter() - t0) / len(hist["loss"]))
             run = embedding.Posteriors(enc)
             t0 = time.perf_counter()
             clusters = [assign(run(np.load(f.cache_path))[1])[0] for f in feats]
             clips_s.append(len(feats) / (time.perf_counter() - t0))
             ours.append(clustering_scores(labels, clusters))
-            print(f"  {name} seed {seed}: ours NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs, "
+            print(f"  {name} seed {seed}: ours NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs of "
+                  f"{t.resolved_steps_per_epoch(sum(f.n_frames for f in feats))} steps, "
                   f"{len(set(clusters))}/{k} clusters used), baseline NMI {base[-1]['nmi']:.3f}", flush=True)
         mean = lambda s, key: float(np.mean([d[key] for d in s]))  # noqa: E731
         rows_out.append((name, len(feats), skipped, k, {m: mean(ours, m) for m in ("nmi", "ari", "acc")},

@@ -206,7 +206,7 @@ class TrainParams:
     """Training of the encoder (see :func:`sound_cluster.embedding.train_encoder`)."""
 
     epochs: int = 12
-    steps_per_epoch: int = 40
+    steps_per_epoch: int | None = None
     batch_size: int = 128
     crop_frames: int = 48
     gamma: float = 1.5
@@ -216,9 +216,22 @@ class TrainParams:
     min_delta: float = 1e-3
     augment: AugmentParams = field(default_factory=AugmentParams)
 
+    def resolved_steps_per_epoch(self, total_frames: int) -> int:
+        """``steps_per_epoch``, or when null about four passes over the frames, within [10, 40] steps.
+
+        A folder of a few dozen clips then trains in well under a minute, while larger
+        collections get the full 40 steps per epoch.
+        """
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        passes = 4.0 * total_frames / (self.batch_size * self.crop_frames)
+        return int(min(40, max(10, -(-passes // 1))))
+
     def check(self, prefix: str = "train", *, n_clusters: int | None = None) -> None:
-        for name in ("epochs", "steps_per_epoch", "batch_size", "crop_frames", "patience"):
+        for name in ("epochs", "batch_size", "crop_frames", "patience"):
             _positive_int(f"{prefix}.{name}", getattr(self, name))
+        if self.steps_per_epoch is not None:
+            _positive_int(f"{prefix}.steps_per_epoch", self.steps_per_epoch)
         for name in ("gamma", "learning_rate"):
             _positive_float(f"{prefix}.{name}", getattr(self, name))
         for name in ("consistency_weight", "min_delta"):

@@ -254,7 +254,8 @@ def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, tim
             encoder, history = embedding.train_encoder(
                 sampler, model=params.model, n_mels=params.features.n_mels, gamma=t.gamma,
                 consistency_weight=t.consistency_weight, learning_rate=t.learning_rate, epochs=t.epochs,
-                steps_per_epoch=t.steps_per_epoch, patience=t.patience, min_delta=t.min_delta, seed=params.seed,
+                steps_per_epoch=t.resolved_steps_per_epoch(sum(f.n_frames for f in feats)),
+                patience=t.patience, min_delta=t.min_delta, seed=params.seed,
                 log_dir=str(output_dir / "tensorboard"), verbose=1 if params.output.progress else 2)
         embedding.save_encoder(encoder, models_dir / "embedding.keras")
         atomic_write_json(models_dir / "params.json", {
