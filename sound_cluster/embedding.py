@@ -14,7 +14,7 @@ cluster at inference).
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -335,7 +335,3 @@ def save_encoder(encoder: keras.Model, path) -> None:
 def load_encoder(path: str) -> keras.Model:
     """Load a saved encoder (``models/embedding.keras``) in Keras safe mode."""
     return keras.saving.load_model(path, safe_mode=True, compile=False)
-
-
-def custom_objects() -> Sequence[type]:
-    return (EntropyClusteringLoss, InputStandardize, FlattenFrequency, ClusterTrainer)

@@ -218,6 +218,8 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
         write_failures(failures, output_dir / "failures.csv", root=rel_root)
     summary = _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra)
     if params.output.report:
+        # summary.json is written before the report (a failing report must not cost it) and
+        # again after, to record the report's seconds.
         from .report import write_report
 
         with timer.stage("report"):

@@ -90,10 +90,6 @@ class SegmentTree:
         """The ``k`` segments ``[(start, end), ...]`` (leaf indices, half-open) after ``n - k`` merges."""
         return [(int(self.start[i]), int(self.end[i])) for i in self.cut_nodes(k)]
 
-    def cut_times(self, k: int) -> list[tuple[float, float]]:
-        """:meth:`cut` in seconds."""
-        return [(self.time(s), self.time(e)) for s, e in self.cut(k)]
-
     def boundaries_s(self, k: int) -> np.ndarray:
         """The ``k - 1`` inner boundaries of :meth:`cut` in seconds."""
         return np.array([self.time(s) for s, _ in self.cut(k)[1:]])
