@@ -33,6 +33,12 @@ def _positive_float(key: str, value: Any) -> None:
         _fail(key, value, "a positive number")
 
 
+def _non_negative(key: str, value: Any, *, integer: bool = False, what: str | None = None) -> None:
+    kinds = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
+        _fail(key, value, what or ("an integer >= 0" if integer else "a number >= 0"))
+
+
 def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         _fail(key, value, "one of " + ", ".join(choices))
@@ -74,8 +80,7 @@ class FeatureParams:
     def check(self, prefix: str = "features") -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
             _positive_int(f"{prefix}.{name}", getattr(self, name))
-        if isinstance(self.fmin, bool) or not isinstance(self.fmin, (int, float)) or self.fmin < 0:
-            _fail(f"{prefix}.fmin", self.fmin, "a number >= 0 (Hz)")
+        _non_negative(f"{prefix}.fmin", self.fmin, what="a number >= 0 (Hz)")
         nyquist = self.sample_rate / 2
         if self.fmax is not None:
             if isinstance(self.fmax, bool) or not isinstance(self.fmax, (int, float)):
@@ -193,12 +198,7 @@ class AugmentParams:
 
     def check(self, prefix: str = "train.augment") -> None:
         for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "eq_nats":
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                    _fail(f"{prefix}.{f.name}", v, "a number >= 0")
-            elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                _fail(f"{prefix}.{f.name}", v, "an integer >= 0")
+            _non_negative(f"{prefix}.{f.name}", getattr(self, f.name), integer=f.name != "eq_nats")
 
 
 @dataclass(frozen=True)
@@ -235,9 +235,7 @@ class TrainParams:
         for name in ("gamma", "learning_rate"):
             _positive_float(f"{prefix}.{name}", getattr(self, name))
         for name in ("consistency_weight", "min_delta"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                _fail(f"{prefix}.{name}", v, "a number >= 0")
+            _non_negative(f"{prefix}.{name}", getattr(self, name))
         if n_clusters is not None and self.batch_size < 2 * n_clusters:
             # The marginal term needs many examples per cluster in each batch to mean anything.
             _fail(f"{prefix}.batch_size", self.batch_size, f"at least 2 * model.n_clusters = {2 * n_clusters}")
@@ -285,9 +283,7 @@ class RaeParams:
             _fail(f"{prefix}.max_leaves", self.max_leaves, "an integer >= 2")
         _positive_float(f"{prefix}.learning_rate", self.learning_rate)
         _positive_float(f"{prefix}.margin", self.margin)
-        if isinstance(self.negative_weight, bool) or not isinstance(self.negative_weight, (int, float)) \
-                or self.negative_weight < 0:
-            _fail(f"{prefix}.negative_weight", self.negative_weight, "a number >= 0")
+        _non_negative(f"{prefix}.negative_weight", self.negative_weight)
         if embedding_dim is not None and self.input_dim != embedding_dim:
             _fail(f"{prefix}.input_dim", self.input_dim, f"equal to model.embedding_dim={embedding_dim}")
 
@@ -319,13 +315,10 @@ class OutputParams:
             except ImportError:
                 _fail(f"{prefix}.export_jams", True, "false unless the jams package is installed "
                       "(pip install 'sound-cluster[jams]')")
-        if isinstance(self.max_plots, bool) or not isinstance(self.max_plots, int) or self.max_plots < 0:
-            _fail(f"{prefix}.max_plots", self.max_plots, "an integer >= 0")
+        _non_negative(f"{prefix}.max_plots", self.max_plots, integer=True)
         if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in self.plot_cuts):
             _fail(f"{prefix}.plot_cuts", list(self.plot_cuts), "a list of integers >= 2")
-        if isinstance(self.min_segment_s, bool) or not isinstance(self.min_segment_s, (int, float)) \
-                or self.min_segment_s < 0:
-            _fail(f"{prefix}.min_segment_s", self.min_segment_s, "a number of seconds >= 0")
+        _non_negative(f"{prefix}.min_segment_s", self.min_segment_s, what="a number of seconds >= 0")
         _positive_int(f"{prefix}.max_tree_depth", self.max_tree_depth)
 
 
@@ -346,8 +339,7 @@ class Params:
 
     def check(self) -> None:
         _one_of("task", self.task, ("fit", "apply"))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            _fail("seed", self.seed, "an integer >= 0")
+        _non_negative("seed", self.seed, integer=True)
         for group in ("data", "features", "model", "executor", "output"):
             getattr(self, group).check(group)
         self.train.check("train", n_clusters=self.model.n_clusters)
