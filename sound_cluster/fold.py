@@ -241,20 +241,46 @@ def score_pairs(c1: np.ndarray, c2: np.ndarray, n1: np.ndarray, n2: np.ndarray, 
     return cost, p.astype(np.float32)
 
 
-def _node_vector(code: np.ndarray, leaf_sum: np.ndarray, weights: FoldWeights) -> np.ndarray:
-    if weights.node_vector == "mean":
-        return (leaf_sum / max(float(np.linalg.norm(leaf_sum)), 1e-12)).astype(np.float32)
-    return code
+class _SlowFold:
+    """Bookkeeping shared by the two pure-Python folds: node vectors, sizes and the merge record."""
+
+    def __init__(self, x: np.ndarray, weights: FoldWeights) -> None:
+        n, d = x.shape
+        self.n, self.weights = n, weights
+        self.codes = np.empty((2 * n - 1, d), dtype=np.float32)
+        self.codes[:n] = x
+        self.sums = self.codes.copy()  # sum of each node's leaves
+        self.size = np.ones(2 * n - 1)
+        self.left: list[int] = []
+        self.right: list[int] = []
+        self.cost: list[float] = []
+
+    def score(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return score_pairs(self.codes[a], self.codes[b], self.size[a], self.size[b], weights=self.weights)
+
+    def merge(self, a: int, b: int, cost: float, code: np.ndarray) -> int:
+        """Record the merge of ``a`` and ``b``; returns the new node's id."""
+        m = self.n + len(self.left)
+        self.sums[m] = self.sums[a] + self.sums[b]
+        if self.weights.node_vector == "mean":
+            self.codes[m] = self.sums[m] / max(float(np.linalg.norm(self.sums[m])), 1e-12)
+        else:
+            self.codes[m] = code
+        self.size[m] = self.size[a] + self.size[b]
+        self.left.append(int(a))
+        self.right.append(int(b))
+        self.cost.append(float(cost))
+        return m
+
+    def result(self) -> Merges:
+        return Merges(np.array(self.left, np.int64), np.array(self.right, np.int64), np.array(self.cost),
+                      self.codes)
 
 
 def _fold_any(x: np.ndarray, weights: FoldWeights) -> Merges:
     """Any-pair greedy search: every pair of current nodes is a candidate (the seed's rule)."""
-    n, d = x.shape
-    codes = np.empty((2 * n - 1, d), dtype=np.float32)
-    codes[:n] = x
-    size = np.ones(2 * n - 1)
-    alive = list(range(n))
-    left, right, cost = [], [], []
+    st = _SlowFold(x, weights)
+    alive = list(range(st.n))
     pair_cost: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
 
     def add_pairs(new: int, others: list[int]) -> None:
@@ -262,26 +288,20 @@ def _fold_any(x: np.ndarray, weights: FoldWeights) -> Merges:
             return
         a = np.array([min(o, new) for o in others])
         b = np.array([max(o, new) for o in others])
-        c, p = score_pairs(codes[a], codes[b], size[a], size[b], weights=weights)
+        c, p = st.score(a, b)
         for i in range(len(others)):
             pair_cost[(int(a[i]), int(b[i]))] = (float(c[i]), p[i])
 
-    for i in range(n):
+    for i in range(st.n):
         add_pairs(i, list(range(i)))
-    sums = codes.copy()
-    for m in range(n, 2 * n - 1):
+    for _ in range(st.n - 1):
         (a, b), (c, p) = min(pair_cost.items(), key=lambda kv: (kv[1][0], kv[0]))
-        sums[m] = sums[a] + sums[b]
-        codes[m] = _node_vector(p, sums[m], weights)
-        size[m] = size[a] + size[b]
-        left.append(a)
-        right.append(b)
-        cost.append(c)
+        m = st.merge(a, b, c, p)
         alive = [k for k in alive if k not in (a, b)]
         pair_cost = {k: v for k, v in pair_cost.items() if a not in k and b not in k}
         add_pairs(m, alive)
         alive.append(m)
-    return Merges(np.array(left, np.int64), np.array(right, np.int64), np.array(cost), codes)
+    return st.result()
 
 
 def fold_reference(leaves: np.ndarray, *, weights: FoldWeights) -> Merges:
@@ -289,24 +309,13 @@ def fold_reference(leaves: np.ndarray, *, weights: FoldWeights) -> Merges:
 
     Ties go to the pair whose left node has the smaller id, as in the heap. For tests.
     """
-    x = _check_leaves(leaves, weights)
-    n, d = x.shape
-    codes = np.empty((2 * n - 1, d), dtype=np.float32)
-    codes[:n] = x
-    size = np.ones(2 * n - 1)
-    seq = list(range(n))
-    left, right, cost = [], [], []
-    sums = codes.copy()
-    for m in range(n, 2 * n - 1):
+    st = _SlowFold(_check_leaves(leaves, weights), weights)
+    seq = list(range(st.n))
+    for _ in range(st.n - 1):
         a = np.array(seq[:-1])
         b = np.array(seq[1:])
-        c, p = score_pairs(codes[a], codes[b], size[a], size[b], weights=weights)
+        c, p = st.score(a, b)
         best = min(range(len(c)), key=lambda i: (c[i], a[i]))
-        sums[m] = sums[a[best]] + sums[b[best]]
-        codes[m] = _node_vector(p[best], sums[m], weights)
-        size[m] = size[a[best]] + size[b[best]]
-        left.append(int(a[best]))
-        right.append(int(b[best]))
-        cost.append(float(c[best]))
+        m = st.merge(a[best], b[best], c[best], p[best])
         seq[best:best + 2] = [m]
-    return Merges(np.array(left, np.int64), np.array(right, np.int64), np.array(cost), codes)
+    return st.result()
