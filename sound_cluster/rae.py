@@ -86,6 +86,8 @@ class _Schedule:
 
     leaves: np.ndarray  # (n_leaves_total, d)
     internal: np.ndarray  # (n_nodes - n_leaves_total, d): the fold's own vectors of merged nodes
+    owners: np.ndarray  # (n_merges,): the window of each merge, in level order
+    leaf_offsets: np.ndarray  # (n_windows + 1,): where each window's leaves start in the table
     n_nodes: int
     levels: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # left, right, new, n1, n2
 
@@ -94,7 +96,7 @@ def _schedule(trees: Sequence[tuple[np.ndarray, Merges]]) -> _Schedule:
     leaves, internal, levels_acc = [], [], {}
     n_leaf_total = sum(len(x) for x, _ in trees)
     leaf_off, int_off = 0, n_leaf_total
-    for x, m in trees:
+    for w, (x, m) in enumerate(trees):
         n = len(x)
         # table index of local node id: leaves -> leaf_off + id, internal -> int_off + (id - n)
         def gid(ids, n=n, lo=leaf_off, io=int_off):
@@ -108,17 +110,18 @@ def _schedule(trees: Sequence[tuple[np.ndarray, Merges]]) -> _Schedule:
         for i in range(n - 1):
             h = int(height[n + i])
             levels_acc.setdefault(h, []).append((gid(m.left[i]), gid(m.right[i]), int_off + i,
-                                                 size[m.left[i]], size[m.right[i]]))
+                                                 size[m.left[i]], size[m.right[i]], w))
         leaves.append(x)
         internal.append(m.codes[n:])
         leaf_off += n
         int_off += n - 1
-    levels = []
+    levels, owners = [], []
     for h in sorted(levels_acc):
         rows = levels_acc[h]
         levels.append(tuple(np.array([r[j] for r in rows]) for j in range(5)))
+        owners.extend(r[5] for r in rows)
     return _Schedule(np.concatenate(leaves).astype(np.float32), np.concatenate(internal).astype(np.float32),
-                     int_off, levels)
+                     np.array(owners, dtype=np.int64), np.cumsum([0] + [len(x) for x, _ in trees]), int_off, levels)
 
 
 def merge_loss(model: MergeAutoencoder, schedule: _Schedule, *, negatives: np.ndarray | None = None,
@@ -210,7 +213,7 @@ def train_rae(
                 x = s[t0:t0 + n]
                 batch.append((x, fold(x, weights=weights)))  # the greedy search: plain arrays, no tape
             schedule = _schedule(batch)
-            negatives = _negatives(batch, rng)
+            negatives = _negatives(schedule, rng)
             with tf.GradientTape() as tape:
                 loss = merge_loss(model, schedule, negatives=negatives, margin=margin,
                                   negative_weight=negative_weight)
@@ -222,22 +225,12 @@ def train_rae(
     return model, losses
 
 
-def _negatives(batch: Sequence[tuple[np.ndarray, Merges]], rng: np.random.Generator) -> np.ndarray:
-    """For each merge (in :func:`_schedule`'s level order), a leaf index from another window."""
-    offsets = np.cumsum([0] + [len(x) for x, _ in batch])
-    owner = []  # the window of each merge, in level order
-    levels: dict[int, list[int]] = {}
-    for w, (x, m) in enumerate(batch):
-        n = len(x)
-        height = np.zeros(2 * n - 1, dtype=np.int64)
-        for i, (a, b) in enumerate(zip(m.left, m.right)):
-            height[n + i] = max(height[a], height[b]) + 1
-            levels.setdefault(int(height[n + i]), []).append(w)
-    for h in sorted(levels):
-        owner.extend(levels[h])
-    out = np.empty(len(owner), dtype=np.int64)
-    for i, w in enumerate(owner):
-        other = (w + 1 + int(rng.integers(len(batch) - 1))) % len(batch) if len(batch) > 1 else w
+def _negatives(schedule: _Schedule, rng: np.random.Generator) -> np.ndarray:
+    """For each merge (in the schedule's level order), a leaf index from another window."""
+    offsets, n_windows = schedule.leaf_offsets, len(schedule.leaf_offsets) - 1
+    out = np.empty(len(schedule.owners), dtype=np.int64)
+    for i, w in enumerate(schedule.owners):
+        other = (w + 1 + int(rng.integers(n_windows - 1))) % n_windows if n_windows > 1 else w
         out[i] = offsets[other] + int(rng.integers(offsets[other + 1] - offsets[other]))
     return out
 
