@@ -37,13 +37,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     import librosa
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
     from sklearn.cluster import KMeans
     from sklearn.preprocessing import StandardScaler
 
     from sound_cluster.audio import load
-    from sound_cluster.cli import config_dir
+    from sound_cluster.cli import compose_config
     from sound_cluster.clusters import assign
     from sound_cluster.config import params_from_config
     from sound_cluster.evaluate import clustering_scores
@@ -59,8 +57,7 @@ def main() -> None:
         overrides = [f"model.n_clusters={k}", "executor.kind=process", *args.overrides]
         if args.cache:
             overrides.append(f"features.cache_dir={args.cache}")
-        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-            cfg = OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+        cfg = compose_config(overrides)
         params = params_from_config(cfg)
         files = [args.data / name / r["filename"] for r in rows]
         cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
@@ -82,21 +79,15 @@ def main() -> None:
         x_base = StandardScaler().fit_transform(np.array(stats))
 
         from sound_cluster import embedding  # TensorFlow from here on
-        from sound_cluster.crops import CropSampler
 
         ours, base, per_epoch, clips_s = [], [], [], []
         for seed in args.seeds:
             km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x_base)
             base.append(clustering_scores(labels, km))
-            t = params.train
-            sampler = CropSampler([f.cache_path for f in feats], crop_frames=t.crop_frames,
-                                  batch_size=t.batch_size, augment=t.augment, seed=seed)
             t0 = time.perf_counter()
-            enc, hist = embedding.train_encoder(
-                sampler, model=params.model, n_mels=params.features.n_mels, gamma=t.gamma,
-                consistency_weight=t.consistency_weight, learning_rate=t.learning_rate, epochs=t.epochs,
-                steps_per_epoch=t.resolved_steps_per_epoch(sum(f.n_frames for f in feats)),
-                patience=t.patience, min_delta=t.min_delta, seed=seed, verbose=0)
+            enc, hist = embedding.fit_encoder([(f.cache_path, f.n_frames) for f in feats], model=params.model,
+                                              train=params.train, n_mels=params.features.n_mels, seed=seed,
+                                              verbose=0)
             per_epoch.append((time.perf_counter() - t0) / len(hist["loss"]))
             run = embedding.Posteriors(enc)
             t0 = time.perf_counter()
@@ -104,7 +95,7 @@ def main() -> None:
             clips_s.append(len(feats) / (time.perf_counter() - t0))
             ours.append(clustering_scores(labels, clusters))
             print(f"  {name} seed {seed}: ours NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs of "
-                  f"{t.resolved_steps_per_epoch(sum(f.n_frames for f in feats))} steps, "
+                  f"{params.train.resolved_steps_per_epoch(sum(f.n_frames for f in feats))} steps, "
                   f"{len(set(clusters))}/{k} clusters used), baseline NMI {base[-1]['nmi']:.3f}", flush=True)
         mean = lambda s, key: float(np.mean([d[key] for d in s]))  # noqa: E731
         rows_out.append((name, len(feats), skipped, k, {m: mean(ours, m) for m in ("nmi", "ari", "acc")},

@@ -78,10 +78,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     import librosa
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    from sound_cluster.cli import config_dir
+    from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
     from sound_cluster.fold import fold
     from sound_cluster.pipeline import run
@@ -92,8 +90,7 @@ def main() -> None:
         tmp = Path(tmp)
         truth = make_files(args.fsdd, tmp / "audio", n_files=args.files, seed=args.seed)
         overrides = [f"data.path={tmp / 'audio'}", f"seed={args.seed}", "output.max_plots=0", *args.overrides]
-        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-            cfg = OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+        cfg = compose_config(overrides)
         params = params_from_config(cfg)
         result = run(params, output_dir=tmp / "run", config=cfg)
         by_rel = {f.path.relative_to(tmp / "audio").as_posix(): f for f in result.features}

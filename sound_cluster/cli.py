@@ -35,6 +35,15 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"sound_cluster configs not found next to {here}")
 
 
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The resolved config as a plain dict, composed with Hydra's compose API (for scripts and tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
 def _raise_interrupt(signum, frame):  # SIGTERM -> same clean-up path as Ctrl-C
     raise KeyboardInterrupt(f"signal {signum}")
 

@@ -14,13 +14,13 @@ cluster at inference).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from .config import ModelParams
+from .config import ModelParams, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +313,38 @@ def train_encoder(
                            verbose=verbose)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return encoder, history
+
+
+def fit_encoder(
+    frame_files: Sequence[tuple[str, int]],
+    *,
+    model: ModelParams,
+    train: TrainParams,
+    n_mels: int,
+    seed: int,
+    log_dir: str | None = None,
+    verbose: int = 2,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train an encoder on cached log-mel files with the settings of ``train``.
+
+    Parameters
+    ----------
+    frame_files : sequence of (path, n_frames)
+        The ``.npy`` arrays (n_frames, n_mels) of the feature cache and their lengths.
+
+    Returns
+    -------
+    See :func:`train_encoder`.
+    """
+    from .crops import CropSampler
+
+    sampler = CropSampler([p for p, _ in frame_files], crop_frames=train.crop_frames, batch_size=train.batch_size,
+                          augment=train.augment, seed=seed)
+    return train_encoder(
+        sampler, model=model, n_mels=n_mels, gamma=train.gamma, consistency_weight=train.consistency_weight,
+        learning_rate=train.learning_rate, epochs=train.epochs,
+        steps_per_epoch=train.resolved_steps_per_epoch(sum(n for _, n in frame_files)), patience=train.patience,
+        min_delta=train.min_delta, seed=seed, log_dir=log_dir, verbose=verbose)
 
 
 def save_encoder(encoder: keras.Model, path) -> None:

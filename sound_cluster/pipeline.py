@@ -21,7 +21,6 @@ from . import __version__
 from .audio import decode, discover, probe, read_bytes
 from .clusters import Assignment, assign, write_clusters
 from .config import FeatureParams, ModelParams, Params
-from .crops import CropSampler
 from .evaluate import evaluate_run
 from .errors import AudioError
 from .executor import map_files
@@ -249,16 +248,10 @@ def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, tim
     extra: dict[str, Any] = {}
     if params.task == "fit":
         with timer.stage("train"):
-            sampler = CropSampler([f.cache_path for f in feats], crop_frames=params.train.crop_frames,
-                                  batch_size=params.train.batch_size, augment=params.train.augment,
-                                  seed=params.seed)
-            t = params.train
-            encoder, history = embedding.train_encoder(
-                sampler, model=params.model, n_mels=params.features.n_mels, gamma=t.gamma,
-                consistency_weight=t.consistency_weight, learning_rate=t.learning_rate, epochs=t.epochs,
-                steps_per_epoch=t.resolved_steps_per_epoch(sum(f.n_frames for f in feats)),
-                patience=t.patience, min_delta=t.min_delta, seed=params.seed,
-                log_dir=str(output_dir / "tensorboard"), verbose=1 if params.output.progress else 2)
+            encoder, history = embedding.fit_encoder(
+                [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
+                n_mels=params.features.n_mels, seed=params.seed, log_dir=str(output_dir / "tensorboard"),
+                verbose=1 if params.output.progress else 2)
         embedding.save_encoder(encoder, models_dir / "embedding.keras")
         atomic_write_json(models_dir / "params.json", {
             "features": params.features.key_fields(), "model": params.model.to_dict(),

@@ -8,10 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from sound_cluster.cli import config_dir
+from sound_cluster.cli import compose_config
 from sound_cluster.config import params_from_config
 
 SR = 16000
@@ -26,9 +23,7 @@ def tone(freq_hz: float = 440.0, seconds: float = 0.5, sr: int = SR, *, seed: in
 
 def compose_cfg(*overrides: str) -> dict:
     """The real config, composed with the Hydra compose API and resolved to a dict."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_config(overrides)
 
 
 def make_params(*overrides: str, base_dir: Path | None = None):
