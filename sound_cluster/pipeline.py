@@ -195,7 +195,8 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     rel_root = root if root.is_dir() else root.parent
     write_failures(failures, output_dir / "failures.csv", root=rel_root)
     if not feats:
-        _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, {})
+        _log_done(_write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, {}),
+                  output_dir)
         raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
                          f"reasons in {output_dir / 'failures.csv'}", stage="features")
 
@@ -227,6 +228,7 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
                                 n_files=params.output.max_plots, segments_k=max(params.output.plot_cuts, default=4))
         summary = _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra)
         log.info("report: %s", path)
+    _log_done(summary, output_dir)
     return RunResult(root, feats, failures, summary)
 
 
@@ -403,8 +405,10 @@ def _write_summary(output_dir, params, root, files, feats, failures, timer, cach
         "config": config or {},
     }
     atomic_write_json(output_dir / "summary.json", summary)
-    log.info(
-        "processed %d of %d files (%.1f s of audio, %d cache hits); %d failed; outputs in %s",
-        len(feats), len(files), summary["audio_seconds"], hits, len(failures), output_dir,
-    )
     return summary
+
+
+def _log_done(summary: dict, output_dir: Path) -> None:
+    log.info("processed %d of %d files (%.1f s of audio, %d cache hits); %d failed; outputs in %s",
+             summary["files_processed"], summary["files_found"], summary["audio_seconds"], summary["cache"]["hits"],
+             summary["files_failed"], output_dir)
