@@ -135,6 +135,7 @@ class ModelParams:
                                      ConvBlock(64, (3, 3), (1, 2)))
     context_kernel: int = 5
     standardize_by_std: bool = False
+    overcluster: int = 0
 
     @property
     def time_pool(self) -> int:
@@ -149,6 +150,7 @@ class ModelParams:
             _fail(f"{prefix}.n_clusters", self.n_clusters, "an integer >= 2")
         _positive_int(f"{prefix}.embedding_dim", self.embedding_dim)
         _positive_int(f"{prefix}.context_kernel", self.context_kernel)
+        _non_negative(f"{prefix}.overcluster", self.overcluster, integer=True)
         if not self.blocks:
             _fail(f"{prefix}.blocks", [], "a non-empty list of {filters, kernel, pool}")
         for i, b in enumerate(self.blocks):
@@ -211,6 +213,8 @@ class TrainParams:
     crop_frames: int = 48
     gamma: float = 1.5
     consistency_weight: float = 1.0
+    contrastive_weight: float = 1.0
+    temperature: float = 0.1
     learning_rate: float = 1e-3
     patience: int = 4
     min_delta: float = 1e-3
@@ -232,9 +236,9 @@ class TrainParams:
             _positive_int(f"{prefix}.{name}", getattr(self, name))
         if self.steps_per_epoch is not None:
             _positive_int(f"{prefix}.steps_per_epoch", self.steps_per_epoch)
-        for name in ("gamma", "learning_rate"):
+        for name in ("gamma", "learning_rate", "temperature"):
             _positive_float(f"{prefix}.{name}", getattr(self, name))
-        for name in ("consistency_weight", "min_delta"):
+        for name in ("consistency_weight", "contrastive_weight", "min_delta"):
             _non_negative(f"{prefix}.{name}", getattr(self, name))
         if n_clusters is not None and self.batch_size < 2 * n_clusters:
             # The marginal term needs many examples per cluster in each batch to mean anything.

@@ -89,6 +89,18 @@ class CropSampler:
         x : np.ndarray [shape=(2 * batch_size, crop_frames, n_mels), dtype=float32]
             Rows ``i`` and ``batch_size + i`` are the two views of example ``i``.
         """
+        return self.batch_with_files()[0]
+
+    def batch_with_files(self) -> tuple[np.ndarray, np.ndarray]:
+        """One batch and the index of the file each row was cropped from.
+
+        Returns
+        -------
+        x : np.ndarray [shape=(2 * batch_size, crop_frames, n_mels), dtype=float32]
+        files : np.ndarray [shape=(2 * batch_size,), dtype=int32]
+            Row ``i``'s file; the contrastive term must not treat two crops of one file as a
+            negative pair.
+        """
         rng, b = self.rng, self.batch_size
         files = rng.choice(len(self.arrays), size=b, p=self.weights)
         out = np.empty((2 * b, self.crop, self.n_mels), dtype=np.float32)
@@ -102,8 +114,8 @@ class CropSampler:
             s2 = int(rng.integers(lo, hi + 1))
             out[i] = self._augment(self._crop(arr, s1))
             out[b + i] = self._augment(self._crop(arr, s2))
-        return out
+        return out, np.concatenate([files, files]).astype(np.int32)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         while True:
-            yield self.batch()
+            yield self.batch_with_files()

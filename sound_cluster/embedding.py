@@ -79,6 +79,33 @@ class EntropyClusteringLoss(keras.losses.Loss):
         return {**super().get_config(), "gamma": self.gamma}
 
 
+def nt_xent(z, files, *, temperature: float):
+    """SimCLR's NT-Xent loss for view pairs, in nats.
+
+    Parameters
+    ----------
+    z : tensor [shape=(2B, D)]
+        Rows ``i`` and ``B + i`` are the two views of one example.
+    files : tensor [shape=(2B,)]
+        Each row's source file; rows of one file other than the partner are not negatives.
+    temperature : float
+        Scale of the cosine similarities.
+    """
+    n = ops.shape(z)[0]
+    b = n // 2
+    z = z / (ops.norm(z, axis=-1, keepdims=True) + 1e-6)
+    sim = ops.matmul(z, ops.transpose(z)) / temperature  # (2B, 2B)
+    idx = ops.arange(n)
+    partner = ops.concatenate([idx[b:], idx[:b]])
+    files = ops.reshape(files, (-1,))
+    same_file = ops.equal(files[:, None], files[None, :])
+    is_partner = ops.equal(idx[None, :], partner[:, None])
+    excluded = ops.logical_and(same_file, ops.logical_not(is_partner))  # self and other crops of the file
+    sim = ops.where(excluded, ops.full_like(sim, -1e9), sim)
+    pos = ops.take_along_axis(sim, partner[:, None], axis=1)[:, 0]
+    return ops.mean(ops.logsumexp(sim, axis=1) - pos)
+
+
 # ----------------------------------------------------------------------------------------------
 # Encoder
 
@@ -137,8 +164,13 @@ def build_encoder(params: ModelParams, *, n_mels: int) -> keras.Model:
     x = layers.Conv1D(params.embedding_dim * 2, params.context_kernel, padding="same", activation="gelu",
                       name="context")(x)  # (B, T', 2D): context across neighbouring steps
     emb = layers.Dense(params.embedding_dim, name="embedding")(x)  # (B, T', D)
-    logits = layers.Dense(params.n_clusters, name="logits")(layers.LayerNormalization(name="emb_norm")(emb))
-    return keras.Model(x_in, {"embedding": emb, "logits": logits}, name="sound_encoder")
+    normed = layers.LayerNormalization(name="emb_norm")(emb)
+    outputs = {"embedding": emb, "logits": layers.Dense(params.n_clusters, name="logits")(normed)}
+    if params.overcluster:
+        # IIC's over-clustering: a finer partition trained alongside shapes the embedding; only
+        # the K-way head assigns clusters.
+        outputs["logits_over"] = layers.Dense(params.overcluster * params.n_clusters, name="logits_over")(normed)
+    return keras.Model(x_in, outputs, name="sound_encoder")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,26 +181,31 @@ def build_encoder(params: ModelParams, *, n_mels: int) -> keras.Model:
 class ClusterTrainer(keras.Model):
     """Trains an encoder on batches of view pairs (see :class:`sound_cluster.crops.CropSampler`).
 
-    Input ``(2B, T, n_mels)``: rows ``i`` and ``B + i`` are two views of one example. Loss:
-    the clustering loss over every output step of both views, plus ``consistency_weight`` times
-    the cross-entropy between the two views' mean posteriors (each view the other's target).
+    Input ``(2B, T, n_mels)``: rows ``i`` and ``B + i`` are two views of one example; the target
+    ``y`` ``(2B,)`` names each row's file. Loss: the clustering loss over the crops of both views,
+    plus ``consistency_weight`` times the cross-entropy between the two views' mean posteriors
+    (each view the other's target), plus ``contrastive_weight`` times an NT-Xent term on the
+    views' mean embeddings (SimCLR: each view must pick its partner out of the batch at
+    ``temperature``; other crops of the same file are left out of the negatives).
     """
 
     def __init__(self, encoder: keras.Model, gamma: float = 1.0, consistency_weight: float = 1.0,
-                 **kwargs: Any) -> None:
+                 contrastive_weight: float = 0.0, temperature: float = 0.1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder
         self.gamma = float(gamma)
         self.consistency_weight = float(consistency_weight)
-        self.cluster_loss = EntropyClusteringLoss(gamma=gamma)
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in ("h_cond", "h_marg", "consistency")}
+        self.contrastive_weight = float(contrastive_weight)
+        self.temperature = float(temperature)
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in ("h_cond", "h_marg", "consistency", "contrastive")}
 
     def call(self, x, training=False):
-        return self.encoder(x, training=training)["logits"]
+        return self.encoder(x, training=training)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        b = ops.shape(y_pred)[0] // 2
-        logp = ops.log_softmax(y_pred, axis=-1)  # (2B, T', K)
+    def _head_terms(self, logits):
+        """Entropy terms and the two views' consistency for one head's logits ``(2B, T', K)``."""
+        b = ops.shape(logits)[0] // 2
+        logp = ops.log_softmax(logits, axis=-1)  # (2B, T', K)
         steps = ops.cast(ops.shape(logp)[1], logp.dtype)
         # Each crop is one example; its posterior is the mean over its steps, as a file's is at
         # inference. log q is already normalised, so it serves as logits for the entropy terms.
@@ -178,10 +215,24 @@ class ClusterTrainer(keras.Model):
         la, lb = log_q[:b], log_q[b:]
         # Each view is the other's target: the two crops of one file must fall in one cluster.
         consistency = -0.5 * ops.mean(ops.sum(ops.stop_gradient(qb) * la + ops.stop_gradient(qa) * lb, axis=-1))
+        return h_cond, h_marg, consistency
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        emb = y_pred["embedding"]
+        h_cond, h_marg, consistency = self._head_terms(y_pred["logits"])
+        loss = h_cond - self.gamma * h_marg + self.consistency_weight * consistency
+        if "logits_over" in y_pred:
+            hc, hm, cons = self._head_terms(y_pred["logits_over"])
+            loss = loss + hc - self.gamma * hm + self.consistency_weight * cons
+        contrastive = ops.zeros(())
+        if self.contrastive_weight > 0 and y is not None:
+            contrastive = nt_xent(ops.mean(emb, axis=1), y, temperature=self.temperature)
+            loss = loss + self.contrastive_weight * contrastive
         self.trackers["h_cond"].update_state(h_cond)
         self.trackers["h_marg"].update_state(h_marg)
         self.trackers["consistency"].update_state(consistency)
-        return h_cond - self.gamma * h_marg + self.consistency_weight * consistency
+        self.trackers["contrastive"].update_state(contrastive)
+        return loss
 
     @property
     def metrics(self):
@@ -189,7 +240,8 @@ class ClusterTrainer(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "encoder": keras.saving.serialize_keras_object(self.encoder),
-                "gamma": self.gamma, "consistency_weight": self.consistency_weight}
+                "gamma": self.gamma, "consistency_weight": self.consistency_weight,
+                "contrastive_weight": self.contrastive_weight, "temperature": self.temperature}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "ClusterTrainer":
@@ -273,6 +325,8 @@ def train_encoder(
     gamma: float,
     consistency_weight: float,
     learning_rate: float,
+    contrastive_weight: float = 0.0,
+    temperature: float = 0.1,
     epochs: int,
     steps_per_epoch: int,
     patience: int,
@@ -293,10 +347,12 @@ def train_encoder(
 
     keras.utils.set_random_seed(seed)
     encoder = build_encoder(model, n_mels=n_mels)
-    trainer = ClusterTrainer(encoder, gamma=gamma, consistency_weight=consistency_weight)
+    trainer = ClusterTrainer(encoder, gamma=gamma, consistency_weight=consistency_weight,
+                             contrastive_weight=contrastive_weight, temperature=temperature)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     shape = (2 * sampler.batch_size, sampler.crop, sampler.n_mels)
-    ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=tf.TensorSpec(shape, tf.float32))
+    ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=(
+        tf.TensorSpec(shape, tf.float32), tf.TensorSpec(shape[:1], tf.int32)))
     ds = ds.prefetch(2)
     probe = np.concatenate([sampler.batch()[: sampler.batch_size] for _ in range(4)])
     callbacks: list[keras.callbacks.Callback] = [
@@ -342,6 +398,7 @@ def fit_encoder(
                           augment=train.augment, seed=seed)
     return train_encoder(
         sampler, model=model, n_mels=n_mels, gamma=train.gamma, consistency_weight=train.consistency_weight,
+        contrastive_weight=train.contrastive_weight, temperature=train.temperature,
         learning_rate=train.learning_rate, epochs=train.epochs,
         steps_per_epoch=train.resolved_steps_per_epoch(sum(n for _, n in frame_files)), patience=train.patience,
         min_delta=train.min_delta, seed=seed, log_dir=log_dir, verbose=verbose)

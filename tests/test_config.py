@@ -42,6 +42,8 @@ def test_debug_tiny_overlay():
         ("rae.node_vector=sum", r"rae\.node_vector must be one of mean, code, got 'sum'"),
         ("rae.input_dim=8", r"rae\.input_dim must be equal to model\.embedding_dim=64, got 8"),
         ("train.batch_size=20", r"train\.batch_size must be at least 2 \* model\.n_clusters = 32, got 20"),
+        ("train.temperature=0", r"train\.temperature .* got 0"),
+        ("train.contrastive_weight=-1", r"train\.contrastive_weight .* got -1"),
         ("model.n_clusters=1", r"model\.n_clusters must be an integer >= 2, got 1"),
         ("data.strict=maybe", r"data\.strict must be true or false, got 'maybe'"),
         ("data.extensions=[]", r"data\.extensions .* got \[\]"),

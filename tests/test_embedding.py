@@ -16,6 +16,7 @@ from sound_cluster.embedding import (
     build_encoder,
     entropy_terms,
     load_encoder,
+    nt_xent,
     save_encoder,
     train_encoder,
 )
@@ -76,10 +77,30 @@ def test_encoder_shapes_gain_invariance_and_save_load(tmp_path):
     np.testing.assert_allclose(post.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_nt_xent_closed_forms_and_same_file_exclusion():
+    b = 4
+    files = np.concatenate([np.arange(b), np.arange(b)]).astype(np.int32)
+    # Identical embeddings: the partner is one of 2B - 1 equally likely candidates.
+    z = np.ones((2 * b, 3), dtype=np.float32)
+    assert float(nt_xent(z, files, temperature=0.5)) == pytest.approx(math.log(2 * b - 1), abs=1e-5)
+    # Partners equal, examples orthogonal, a cold temperature: the partner is found for certain.
+    z = np.concatenate([np.eye(b), np.eye(b)]).astype(np.float32)
+    assert float(nt_xent(z, files, temperature=0.01)) == pytest.approx(0.0, abs=1e-5)
+    # Two examples cropped from one file are not each other's negatives: with every row of the
+    # same file excluded but the partner, identical embeddings give log(2B - 1 - 2).
+    z = np.ones((2 * b, 3), dtype=np.float32)
+    files = np.array([0, 0, 1, 2, 0, 0, 1, 2], dtype=np.int32)
+    got = nt_xent(z, files, temperature=0.5)
+    want = np.mean([math.log(5)] * 4 + [math.log(7)] * 4)  # rows of file 0 lose two negatives
+    assert float(got) == pytest.approx(want, abs=1e-5)
+
+
 def test_trainer_round_trips_with_its_encoder():
-    trainer = ClusterTrainer(build_encoder(TINY, n_mels=16), gamma=1.3, consistency_weight=0.5)
+    trainer = ClusterTrainer(build_encoder(TINY, n_mels=16), gamma=1.3, consistency_weight=0.5,
+                             contrastive_weight=0.7, temperature=0.2)
     again = ClusterTrainer.from_config(trainer.get_config())
     assert again.gamma == 1.3 and again.consistency_weight == 0.5
+    assert again.contrastive_weight == 0.7 and again.temperature == 0.2
     assert again.encoder.count_params() == trainer.encoder.count_params()
 
 
@@ -100,15 +121,19 @@ def _two_kinds(tmp_path, n_per_kind=12, n_mels=16, frames=60):
     return paths, labels
 
 
-def test_training_separates_two_kinds_of_sound(tmp_path):
+@pytest.mark.parametrize("contrastive_weight, overcluster", [(0.0, 0), (1.0, 3)])
+def test_training_separates_two_kinds_of_sound(tmp_path, contrastive_weight, overcluster):
     paths, labels = _two_kinds(tmp_path)
-    model = ModelParams(n_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3)
+    model = ModelParams(n_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3,
+                        overcluster=overcluster)
     sampler = CropSampler(paths, crop_frames=24, batch_size=32, augment=AugmentParams(mel_shift_bins=1), seed=0)
     enc, history = train_encoder(sampler, model=model, n_mels=16, gamma=1.5, consistency_weight=1.0,
-                                 learning_rate=3e-3, epochs=6, steps_per_epoch=15, patience=10, min_delta=0.0,
+                                 contrastive_weight=contrastive_weight, learning_rate=3e-3, epochs=6, steps_per_epoch=15, patience=10, min_delta=0.0,
                                  seed=0, verbose=0)
-    assert {"loss", "h_cond", "h_marg", "consistency", "clusters_used"} <= set(history)
+    assert {"loss", "h_cond", "h_marg", "consistency", "contrastive", "clusters_used"} <= set(history)
     assert history["loss"][-1] < history["loss"][0]
+    if overcluster:
+        assert enc(np.load(paths[0])[None])["logits_over"].shape[-1] == overcluster * 2
     run = Posteriors(enc)
     clusters = [assign(run(np.load(p))[1])[0] for p in paths]
     assert clustering_scores(labels, clusters)["acc"] == 1.0
