@@ -207,21 +207,22 @@ class AugmentParams:
 class TrainParams:
     """Training of the encoder (see :func:`sound_cluster.embedding.train_encoder`)."""
 
-    epochs: int = 12
+    epochs: int = 24
     steps_per_epoch: int | None = None
     batch_size: int = 128
     crop_frames: int = 48
+    length_power: float = 0.0
     gamma: float = 1.5
     consistency_weight: float = 1.0
     contrastive_weight: float = 1.0
     temperature: float = 0.1
     learning_rate: float = 1e-3
-    patience: int = 4
+    patience: int = 6
     min_delta: float = 1e-3
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def resolved_steps_per_epoch(self, total_frames: int) -> int:
-        """``steps_per_epoch``, or when null about four passes over the frames, within [10, 40] steps.
+        """``steps_per_epoch``, or when null about four passes over the frames, within [5, 40] steps.
 
         A folder of a few dozen clips then trains in well under a minute, while larger
         collections get the full 40 steps per epoch.
@@ -229,7 +230,7 @@ class TrainParams:
         if self.steps_per_epoch is not None:
             return self.steps_per_epoch
         passes = 4.0 * total_frames / (self.batch_size * self.crop_frames)
-        return int(min(40, max(10, -(-passes // 1))))
+        return int(min(40, max(5, -(-passes // 1))))
 
     def check(self, prefix: str = "train", *, n_clusters: int | None = None) -> None:
         for name in ("epochs", "batch_size", "crop_frames", "patience"):
@@ -240,6 +241,8 @@ class TrainParams:
             _positive_float(f"{prefix}.{name}", getattr(self, name))
         for name in ("consistency_weight", "contrastive_weight", "min_delta"):
             _non_negative(f"{prefix}.{name}", getattr(self, name))
+        if not 0.0 <= self.length_power <= 1.0:
+            _fail(f"{prefix}.length_power", self.length_power, "in [0, 1]")
         if n_clusters is not None and self.batch_size < 2 * n_clusters:
             # The marginal term needs many examples per cluster in each batch to mean anything.
             _fail(f"{prefix}.batch_size", self.batch_size, f"at least 2 * model.n_clusters = {2 * n_clusters}")

@@ -30,10 +30,14 @@ class CropSampler:
         Examples per batch (each gives two views, so a batch holds ``2 * batch_size`` crops).
     augment : AugmentParams
     seed : int
+    length_power : float
+        A file is drawn with probability proportional to ``n_frames ** length_power``: 0 draws
+        every file equally often (the batch marginal then counts files, as the clusters table
+        does), 1 draws every frame equally often.
     """
 
     def __init__(self, paths: Sequence[Path], *, crop_frames: int, batch_size: int, augment: AugmentParams,
-                 seed: int) -> None:
+                 seed: int, length_power: float = 0.0) -> None:
         self.arrays = [np.load(p, mmap_mode="r", allow_pickle=False) for p in paths]
         if not self.arrays:
             raise ValueError("no feature arrays to train on")
@@ -43,9 +47,8 @@ class CropSampler:
         self.aug = augment
         self.rng = np.random.default_rng(seed)
         lengths = np.array([a.shape[0] for a in self.arrays], dtype=np.float64)
-        # Long files give more crops than short ones, but sub-linearly, so one long recording
-        # does not drown a folder of short clips.
-        self.weights = np.sqrt(lengths) / np.sqrt(lengths).sum()
+        w = lengths ** length_power
+        self.weights = w / w.sum()
 
     def _crop(self, arr: np.ndarray, start: int) -> np.ndarray:
         n = arr.shape[0]

@@ -395,7 +395,7 @@ def fit_encoder(
     from .crops import CropSampler
 
     sampler = CropSampler([p for p, _ in frame_files], crop_frames=train.crop_frames, batch_size=train.batch_size,
-                          augment=train.augment, seed=seed)
+                          augment=train.augment, seed=seed, length_power=train.length_power)
     return train_encoder(
         sampler, model=model, n_mels=n_mels, gamma=train.gamma, consistency_weight=train.consistency_weight,
         contrastive_weight=train.contrastive_weight, temperature=train.temperature,

@@ -152,6 +152,19 @@ def test_crop_sampler_views_and_short_files(tmp_path):
         assert (np.delete(crop, range(start, start + 5)) == 10).all()
 
 
+@pytest.mark.parametrize("power, long_share", [(0.0, 0.5), (1.0, 400 / 410)])
+def test_crop_sampler_draws_files_by_length_power(tmp_path, power, long_share):
+    paths = [tmp_path / "short.npy", tmp_path / "long.npy"]
+    np.save(paths[0], np.zeros((10, 4), dtype=np.float32))
+    np.save(paths[1], np.zeros((400, 4), dtype=np.float32))
+    s = CropSampler(paths, crop_frames=8, batch_size=200, augment=AugmentParams(0, 0, 0, 0, 0.0), seed=0,
+                    length_power=power)
+    files = np.concatenate([s.batch_with_files()[1] for _ in range(10)])
+    b = s.batch_size
+    assert (files.reshape(-1, 2 * b)[:, :b] == files.reshape(-1, 2 * b)[:, b:]).all()  # both views, one file
+    assert files.mean() == pytest.approx(long_share, abs=0.03)
+
+
 def test_merge_autoencoder_trains_through_its_trees_and_round_trips(tmp_path):
     from sound_cluster.rae import MergeAutoencoder, mean_fold_cost, train_rae
 
