@@ -241,7 +241,8 @@ class TrainParams:
             _positive_float(f"{prefix}.{name}", getattr(self, name))
         for name in ("consistency_weight", "contrastive_weight", "min_delta"):
             _non_negative(f"{prefix}.{name}", getattr(self, name))
-        if not 0.0 <= self.length_power <= 1.0:
+        _non_negative(f"{prefix}.length_power", self.length_power, what="in [0, 1]")
+        if self.length_power > 1:
             _fail(f"{prefix}.length_power", self.length_power, "in [0, 1]")
         if n_clusters is not None and self.batch_size < 2 * n_clusters:
             # The marginal term needs many examples per cluster in each batch to mean anything.

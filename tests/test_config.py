@@ -44,6 +44,7 @@ def test_debug_tiny_overlay():
         ("train.batch_size=20", r"train\.batch_size must be at least 2 \* model\.n_clusters = 32, got 20"),
         ("train.temperature=0", r"train\.temperature .* got 0"),
         ("train.length_power=1.5", r"train\.length_power must be in \[0, 1\], got 1.5"),
+        ("train.length_power=abc", r"train\.length_power must be in \[0, 1\], got 'abc'"),
         ("train.contrastive_weight=-1", r"train\.contrastive_weight .* got -1"),
         ("model.n_clusters=1", r"model\.n_clusters must be an integer >= 2, got 1"),
         ("data.strict=maybe", r"data\.strict must be true or false, got 'maybe'"),
