@@ -83,6 +83,10 @@ def discover(
             continue
         seen_dirs.add((st.st_dev, st.st_ino))
         dirnames.sort()
+        for name in dirnames:  # searched as a folder; say so, since its name promises one audio file
+            if "." in name and name.rsplit(".", 1)[-1].lower() in allowed:
+                failures.append(Failure(Path(dirpath) / name, "discover",
+                                        "a folder named like an audio file: searched as a folder, not read as audio"))
         for name in sorted(filenames):
             if name.rsplit(".", 1)[-1].lower() not in allowed or "." not in name:
                 continue

@@ -63,8 +63,33 @@ def _app(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def _unwritable_run_root(argv: list[str]) -> str | None:
+    """Why the run folder cannot be made, or None; checked before Hydra tries (and fails with a traceback).
+
+    Looks at ``hydra.run.dir`` (``hydra.sweep.dir`` with ``-m``) as given on the command line, up
+    to its first interpolation, else at the default ``outputs/`` under the current folder.
+    """
+    multirun = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(key)), None)
+    target = Path(os.path.expanduser((given or "outputs").split("${", 1)[0] or "."))
+    p = target.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    setting = key.rstrip("=") if given else "the current folder's outputs/"
+    if not p.is_dir():
+        return f"cannot create the run folder {target}: {p} is not a folder ({setting})"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"cannot create the run folder {target}: {p} is not writable ({setting})"
+    return None
+
+
 def main() -> None:
     """Entry point of the ``sound-cluster`` console script."""
+    problem = _unwritable_run_root(sys.argv[1:])
+    if problem:
+        print(f"sound-cluster: {problem}", file=sys.stderr)
+        sys.exit(2)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:

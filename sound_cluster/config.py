@@ -9,6 +9,7 @@ when something is out of range.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3")
+
+log = logging.getLogger(__name__)
 
 
 def _fail(key: str, value: Any, expected: str) -> None:
@@ -310,9 +313,10 @@ class OutputParams:
     export_jams: bool = False
     report: bool = True
     report_excerpt_s: float = 10.0
+    overwrite: bool = False
 
     def check(self, prefix: str = "output") -> None:
-        for name in ("export_segments", "export_jams", "report"):
+        for name in ("export_segments", "export_jams", "report", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"{prefix}.{name}", getattr(self, name), "true or false")
         _positive_int(f"{prefix}.export_k", self.export_k)
@@ -352,12 +356,49 @@ class Params:
             getattr(self, group).check(group)
         self.train.check("train", n_clusters=self.model.n_clusters)
         self.rae.check("rae", embedding_dim=self.model.embedding_dim)
+        check_features_fit_training(self.features, self.train)
         if self.task == "apply":
             if self.models is None:
                 _fail("models", None, "a run's models/ folder when task=apply")
             for name in ("embedding.keras", "rae.keras", "params.json"):
                 if not (Path(self.models) / name).is_file():
                     _fail("models", str(self.models), f"a folder holding {name} (a run's models/ folder)")
+
+
+def check_features_fit_training(features: FeatureParams, train: TrainParams) -> None:
+    """Settings that are each in range but do not fit together (checked before any work).
+
+    Raises
+    ------
+    ConfigError
+        The augmentation reaches past the mel bands, or a crop is shorter than the frames the
+        views are shifted by.
+    """
+    a = train.augment
+    if a.mel_shift_bins >= features.n_mels:
+        _fail("train.augment.mel_shift_bins", a.mel_shift_bins, f"below features.n_mels={features.n_mels}")
+    if a.freq_mask_bins >= features.n_mels:
+        _fail("train.augment.freq_mask_bins", a.freq_mask_bins, f"below features.n_mels={features.n_mels}")
+    if a.time_mask_frames >= train.crop_frames:
+        _fail("train.augment.time_mask_frames", a.time_mask_frames, f"below train.crop_frames={train.crop_frames}")
+
+
+def saved_model_params(saved: Mapping[str, Any], *, source: str) -> tuple[FeatureParams, ModelParams]:
+    """The feature and model settings recorded with trained models (``params.json``), checked as a run's are.
+
+    Raises
+    ------
+    ConfigError
+        A value is missing or out of range; the message names ``source`` and the key.
+    """
+    if not isinstance(saved, Mapping) or not isinstance(saved.get("features"), Mapping) \
+            or not isinstance(saved.get("model"), Mapping):
+        raise ConfigError(f"{source} must hold the objects 'features' and 'model' of a run's models/ folder")
+    feats = _build(FeatureParams, {**saved["features"], "cache_dir": None}, f"{source}: features")
+    model = ModelParams.from_dict(saved["model"], prefix=f"{source}: model")
+    feats.check(f"{source}: features")
+    model.check(f"{source}: model")
+    return feats, model
 
 
 def usable_cores() -> int:
@@ -421,6 +462,13 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
     ex = dict(cfg.get("executor") or {})
     if ex.get("kind", "auto") == "auto":
         ex["kind"] = "process" if usable_cores() > 1 else "serial"
+    n_workers = ex.get("n_workers")
+    if isinstance(n_workers, int) and not isinstance(n_workers, bool) and n_workers > usable_cores():
+        # More processes than cores only adds start-up and switching (measured: 64 workers on 2
+        # cores made the fold stage 35x slower).
+        log.warning("executor.n_workers=%d is more than the %d usable cores; using %d", n_workers, usable_cores(),
+                    usable_cores())
+        ex["n_workers"] = usable_cores()
 
     out = dict(cfg.get("output") or {})
     progress = out.get("progress", "auto")

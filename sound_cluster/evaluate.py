@@ -203,8 +203,9 @@ def evaluate_run(run_dir: Path, *, labels: Path | None = None, segments: Path | 
             out["metrics"] = {"labels": str(labels), **scores}
     if segments is not None:
         refs = read_segments(segments)
-        docs = {p: read_tree_json(run_dir / "trees" / f"{p}.json") for p in refs
-                if (run_dir / "trees" / f"{p}.json").is_file()}
+        names = {a.path: a.name for a in read_clusters(run_dir / "clusters.csv")}
+        docs = {p: read_tree_json(run_dir / "trees" / f"{names.get(p, p)}.json") for p in refs
+                if (run_dir / "trees" / f"{names.get(p, p)}.json").is_file()}
         scores = score_trees(docs, refs)
         if scores is not None:
             out["segment_metrics"] = {"segments": str(segments), **scores}

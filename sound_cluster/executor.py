@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -45,16 +48,45 @@ def _mp_context() -> mp.context.BaseContext:
     return ctx
 
 
-def _init_worker() -> None:
+def _process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else (the pid was reused): ours is gone
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc: trust os.kill
+
+
+def _watch_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Exit this worker as soon as the run's main process is gone (SIGKILL, out-of-memory kill).
+
+    Workers ignore SIGINT and SIGTERM (below), so without this they would outlive a parent that
+    never got to shut its pool down. A thread, because a pool worker may be a grandchild (from
+    the fork server), where the kernel's parent-death signal would watch the wrong process.
+    """
+    while _process_alive(parent_pid):
+        time.sleep(interval_s)
+    os._exit(1)
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
     """Worker initializer.
 
     Ctrl-C and SIGTERM are the parent's to handle: it stops handing out files, lets the files in
     hand finish (their cache writes are atomic either way) and exits. A worker killed midway
-    instead would break the pool. One BLAS/OpenMP thread per worker, as the workers already
-    fill the cores.
+    instead would break the pool. A watcher thread ends the worker if the parent dies without
+    that chance. One BLAS/OpenMP thread per worker, as the workers already fill the cores.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -132,8 +164,13 @@ def map_files(
     n_workers = min(params.n_workers or usable_cores(), max(n, 1))
     try:
         if params.kind == "serial" or n_workers <= 1 or n <= 1:
-            for i, item in enumerate(items):
-                finish(i, _guarded(fn, item, stage))
+            from threadpoolctl import threadpool_limits
+
+            # One BLAS thread, as in each worker: a threaded product sums in another order, and
+            # serial and process runs must write the same bits.
+            with threadpool_limits(limits=1, user_api="blas"):
+                for i, item in enumerate(items):
+                    finish(i, _guarded(fn, item, stage))
         else:
             _map_process(fn, items, stage, n_workers, finish)
     finally:
@@ -142,7 +179,8 @@ def map_files(
 
 
 def _map_process(fn, items, stage, n_workers, finish) -> None:
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_mp_context(), initializer=_init_worker)
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_mp_context(), initializer=_init_worker,
+                               initargs=(os.getpid(),))
     try:
         # Keep a bounded number of tasks in flight: memory stays flat for huge folders and a
         # strict run stops soon after its first failure.

@@ -139,15 +139,24 @@ class FeatureCache:
         if n:
             log.info("removed %d temporary files left by an interrupted run in %s", n, self.dir)
 
-    def get(self, key: str, *, mmap: bool = False) -> np.ndarray | None:
-        """The cached array for ``key``, or None when absent or unreadable."""
+    def get(self, key: str, *, mmap: bool = False, n_frames: int | None = None) -> np.ndarray | None:
+        """The cached array for ``key``, or None when absent, unreadable or not of the expected shape.
+
+        Every entry is checked on use (header, length of the data, ``(n_frames, n_mels)`` float32),
+        so an entry damaged outside our atomic writes (a full disk, a copy cut short, a hand edit)
+        is logged and recomputed (the new array replaces it atomically) instead of failing later runs.
+        """
         p = self.path(key)
         if not p.exists():
             return None
         try:
-            return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as err:  # corrupted by something outside our atomic writes
-            log.warning("ignoring unreadable cache entry %s: %s", p, err)
+            arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+            expected = (n_frames if n_frames is not None else arr.shape[0], self.params.n_mels)
+            if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape != expected:
+                raise ValueError(f"holds {arr.dtype} {arr.shape}, expected float32 {expected}")
+            return arr
+        except (OSError, ValueError, EOFError) as err:  # damaged outside our atomic writes
+            log.warning("recomputing damaged cache entry %s: %s", p, err)
             return None
 
     def _index_path(self, path: Path) -> Path:
@@ -162,7 +171,7 @@ class FeatureCache:
             return None
         if IndexEntry.identity(st) != (entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino):
             return None
-        return entry if self.path(entry.key).exists() else None
+        return entry if self.get(entry.key, mmap=True, n_frames=entry.n_frames) is not None else None
 
     def remember(self, path: Path, st: os.stat_result, *, key: str, duration_s: float, n_frames: int) -> None:
         """Record that ``path`` (as ``st`` describes it) has content ``key``."""

@@ -1,16 +1,45 @@
-"""Atomic file writes: a reader (or a run interrupted midway) never sees a half-written file."""
+"""Atomic file writes: a reader (or a run interrupted midway) never sees a half-written file.
+
+Files are created with the permissions the process umask allows (as ``open`` would), not the
+0600 of a bare temporary file, so a report or a shared cache stays readable by others.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 TMP_PREFIX = ".tmp-"
+_NAME_MAX = 255  # bytes in one path component on the file systems we write to
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where Linux allows)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _umask_lock:  # elsewhere: set and restore, under a lock so threads never see 0
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _temp_prefix(name: str) -> str:
+    """A temporary-name prefix for ``name`` that leaves mkstemp's suffix within the name limit."""
+    prefix = f"{TMP_PREFIX}{name}."
+    if len(os.fsencode(prefix)) + 8 > _NAME_MAX:  # mkstemp adds 8 characters
+        prefix = f"{TMP_PREFIX}{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}."
+    return prefix
 
 
 @contextlib.contextmanager
@@ -22,8 +51,9 @@ def atomic_open(path: Path, mode: str = "w", *, fsync: bool = True, **kwargs: An
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             if fsync:  # durable across a power cut, not only across a crash of this process

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -20,13 +21,14 @@ import numpy as np
 from . import __version__
 from .audio import decode, discover, probe, read_bytes
 from .clusters import Assignment, assign, write_clusters
-from .config import FeatureParams, ModelParams, Params
+from .config import FeatureParams, Params, saved_model_params
+from .errors import AudioError, ConfigError, SoundClusterError
 from .evaluate import evaluate_run
-from .errors import AudioError
 from .executor import map_files
 from .failures import Failure, display_path, write_failures
 from .features import FeatureCache, content_key, log_mel, warm_up
 from .io_utils import atomic_open, atomic_write_json
+from .names import output_names
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +137,72 @@ def library_versions() -> dict[str, str]:
     }
 
 
+# What a run writes into its folder; a folder holding any of these already holds a run.
+RUN_OUTPUTS = ("summary.json", "clusters.csv", "failures.csv", "segments.csv", "report.html", "trees", "posteriors",
+               "plots", "models", "tensorboard", "report", "jams")
+
+
+@dataclass
+class _RunState:
+    """What the summary reports, filled in as the stages go (so an interrupted run can say how far it got)."""
+
+    params: Params
+    root: Path
+    config: dict[str, Any]
+    timer: "_Timer"
+    cache: FeatureCache | None = None
+    files: list[Path] = field(default_factory=list)
+    feats: list[FileFeatures] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_run_dir(output_dir: Path, *, overwrite: bool) -> None:
+    """Make ``output_dir`` ready for a new run: refuse one that holds an earlier run, unless ``overwrite``.
+
+    Raises
+    ------
+    ConfigError
+        The folder holds an earlier run's outputs and ``overwrite`` is false, or it cannot be written.
+    """
+    import shutil
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        old = [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
+        if old and not overwrite:
+            raise ConfigError(f"the run folder {output_dir} already holds a run ({', '.join(old)}); choose another "
+                              "hydra.run.dir, or set output.overwrite=true to delete those outputs first")
+        for name in old:
+            p = output_dir / name
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if old:
+            log.warning("output.overwrite=true: removed %s from %s", ", ".join(old), output_dir)
+        probe = output_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write to the run folder {output_dir} (hydra.run.dir): "
+                          f"{err.strerror or err}") from None
+
+
+def _prepare_cache(params: Params) -> FeatureCache:
+    """The feature cache, or a clear error naming the folder and the setting when it cannot be written."""
+    cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
+    try:
+        cache.prepare()
+    except OSError as err:
+        raise ConfigError(f"features.cache_dir: cannot write the feature cache in {cache.dir}: "
+                          f"{err.strerror or err}; set features.cache_dir to a writable folder") from None
+    return cache
+
+
 def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = None) -> RunResult:
     """Run the pipeline on ``params.data.path`` and write the run's files into ``output_dir``.
+
+    ``summary.json`` is written first with ``"status": "running"`` and at the end with
+    ``complete``, or ``interrupted`` / ``failed`` and the reason, so a folder never looks finished
+    when it is not.
 
     Parameters
     ----------
@@ -149,23 +215,44 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
 
     Raises
     ------
+    ConfigError
+        The run folder holds an earlier run (and ``output.overwrite`` is false), or the run
+        folder or the feature cache cannot be written.
     AudioError
         ``data.path`` does not exist or holds no audio, no file could be used, or
         ``data.strict`` is set and a file failed.
     """
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    root = params.data.path or demo_path()
+    prepare_run_dir(output_dir, overwrite=params.output.overwrite)
+    if params.task == "apply":
+        params = _with_model_features(params)
+    state = _RunState(params, params.data.path or demo_path(), config or {}, _Timer())
+    _write_summary(output_dir, state, status="running")
+    try:
+        state.cache = _prepare_cache(params)
+        summary = _run_stages(state, output_dir)
+    except KeyboardInterrupt:
+        _write_summary(output_dir, state, status="interrupted", reason="interrupted (Ctrl-C or SIGTERM)")
+        raise
+    except BaseException as err:
+        reason = str(err) if isinstance(err, SoundClusterError) else f"{type(err).__name__}: {err}"
+        with contextlib.suppress(Exception):  # the original error matters more than a summary
+            _write_summary(output_dir, state, status="failed", reason=reason)
+        raise
+    _log_done(summary, output_dir)
+    return RunResult(state.root, state.feats, state.failures, summary)
+
+
+def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
+    params, root, timer = state.params, state.root, state.timer
     # On the bundled demo its own references are used unless others are given.
     labels_path = params.data.labels or (demo_path() / "labels.csv" if params.data.path is None else None)
     segments_path = params.data.segments or (demo_path() / "segments.csv" if params.data.path is None else None)
-    if params.task == "apply":
-        params = _with_model_features(params)
-    timer = _Timer()
 
     with timer.stage("discover"):
         files, failures = discover(root, extensions=params.data.extensions,
                                    follow_symlinks=params.data.follow_symlinks)
+    state.files, state.failures = files, failures
     if params.data.strict and failures:
         f = failures[0]
         raise AudioError(f"{f.path}: {f.reason} (data.strict=true stops at the first problem)", stage=f.stage)
@@ -174,34 +261,39 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
                          stage="discover")
     log.info("found %d audio files under %s", len(files), root)
 
-    cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
-    cache.prepare()
     with timer.stage("features"):
         if params.executor.kind == "process":
             warm_up(params.features)  # forked workers inherit the loaded libraries
         results = map_files(
-            functools.partial(extract_features, cache=cache),
+            functools.partial(extract_features, cache=state.cache),
             files,
             params=params.executor,
             stage="features",
             progress=params.output.progress,
             stop_on_failure=params.data.strict,
         )
-    feats = [r for r in results if isinstance(r, FileFeatures)]
-    failures += [r for r in results if isinstance(r, Failure)]
-    for f in failures:
+    state.feats = [r for r in results if isinstance(r, FileFeatures)]
+    state.failures += [r for r in results if isinstance(r, Failure)]
+    feats = state.feats
+    for f in state.failures:
         log.warning("skipped %s (%s): %s", f.path, f.stage, f.reason)
 
     rel_root = root if root.is_dir() else root.parent
-    write_failures(failures, output_dir / "failures.csv", root=rel_root)
+    write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
     if not feats:
-        _log_done(_write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, {}),
-                  output_dir)
         raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
                          f"reasons in {output_dir / 'failures.csv'}", stage="features")
 
-    extra, rows = _embed_stage(feats, params=params, output_dir=output_dir, rel_root=rel_root, timer=timer)
-    fold_extra, fold_failures = _fold_stage(feats, rows, params=params, output_dir=output_dir, timer=timer)
+    extra = state.extra
+    names = output_names([f.path for f in feats], root=rel_root)
+    embed_extra, rows, assign_failures = _embed_stage(feats, names, params=params, output_dir=output_dir,
+                                                      rel_root=rel_root, timer=timer)
+    extra.update(embed_extra)
+    if assign_failures:
+        state.failures += assign_failures
+        write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
+    fold_extra, fold_failures = _fold_stage([feats[r.index] for r in rows], rows, params=params,
+                                            output_dir=output_dir, timer=timer)
     extra.update(fold_extra)
     with timer.stage("evaluate"):
         extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path))
@@ -214,36 +306,44 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
         log.info("against %s: boundary F %.3f at 0.1 s, %.3f at 0.5 s, L-measure %.3f (%d files)", m["segments"],
                  m["mean"]["f_0.1"], m["mean"]["f_0.5"], m["mean"]["l_measure"], m["n"])
     if fold_failures:
-        failures += fold_failures
-        write_failures(failures, output_dir / "failures.csv", root=rel_root)
-    summary = _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra)
-    if params.output.report:
-        # summary.json is written before the report (a failing report must not cost it) and
-        # again after, to record the report's seconds.
-        from .report import write_report
+        state.failures += fold_failures
+        write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
+    if not params.output.report:
+        return _write_summary(output_dir, state, status="complete")
+    # summary.json is written before the report (a failing report must not cost it) and
+    # again after, to record the report's seconds.
+    from .report import write_report
 
-        with timer.stage("report"):
-            path = write_report(output_dir, summary=summary, rows=rows, audio_paths=[f.path for f in feats],
-                                sample_rate=params.features.sample_rate, excerpt_s=params.output.report_excerpt_s,
-                                n_files=params.output.max_plots, segments_k=max(params.output.plot_cuts, default=4))
-        summary = _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra)
-        log.info("report: %s", path)
-    _log_done(summary, output_dir)
-    return RunResult(root, feats, failures, summary)
+    summary = _write_summary(output_dir, state, status="running")
+    with timer.stage("report"):
+        path = write_report(output_dir, summary=summary, rows=rows, audio_paths=[feats[r.index].path for r in rows],
+                            sample_rate=params.features.sample_rate, excerpt_s=params.output.report_excerpt_s,
+                            n_files=params.output.max_plots, segments_k=max(params.output.plot_cuts, default=4))
+    log.info("report: %s", path)
+    return _write_summary(output_dir, state, status="complete")
 
 
 def _with_model_features(params: Params) -> Params:
     """Apply mode: features must be computed as they were for training; take them from the models."""
-    saved = json.loads((Path(params.models) / "params.json").read_text())
-    feats = FeatureParams(**{**saved["features"], "cache_dir": params.features.cache_dir})
+    source = Path(params.models) / "params.json"
+    try:
+        saved = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"models: cannot read {source}: {err}") from None
+    feats, model = saved_model_params(saved, source=str(source))
+    feats = dataclasses.replace(feats, cache_dir=params.features.cache_dir)
     if feats.key_fields() != params.features.key_fields():
         log.warning("task=apply: using the feature settings the models were trained with: %s", feats.key_fields())
-    return dataclasses.replace(params, features=feats, model=ModelParams.from_dict(saved["model"]))
+    return dataclasses.replace(params, features=feats, model=model)
 
 
-def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, timer: "_Timer"
-                 ) -> tuple[dict[str, Any], list[Assignment]]:
-    """Train (fit) or load (apply) the encoder, then assign every file; writes clusters.csv."""
+def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, rel_root: Path, timer: "_Timer"
+                 ) -> tuple[dict[str, Any], list[Assignment], list[Failure]]:
+    """Train (fit) or load (apply) the encoder, then assign every file; writes clusters.csv.
+
+    Returns the summary's entries, one row per assigned file (``rows[i].index`` points into
+    ``feats``) and the files that could not be assigned.
+    """
     from . import embedding  # imports TensorFlow: only when this stage runs
 
     models_dir = output_dir / "models"
@@ -269,14 +369,19 @@ def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, tim
 
     with timer.stage("assign"):
         run_encoder = embedding.Posteriors(encoder)
-        rows = []
-        for f in feats:
-            emb, post = run_encoder(np.load(f.cache_path, allow_pickle=False))
-            rel = display_path(f.path, rel_root)
-            with atomic_open(output_dir / "posteriors" / f"{rel}.npz", "wb", fsync=False) as fh:
-                np.savez(fh, embedding=emb, posteriors=post)
+        rows, failures = [], []
+        for i, (f, name) in enumerate(zip(feats, names)):
+            try:  # one file's trouble (its cache entry, its output) must not cost the others
+                emb, post = run_encoder(np.load(f.cache_path, allow_pickle=False))
+                with atomic_open(output_dir / "posteriors" / f"{name}.npz", "wb", fsync=False) as fh:
+                    np.savez(fh, embedding=emb, posteriors=post)
+            except (OSError, ValueError) as err:
+                failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
+                continue
             k, conf = assign(post)
-            rows.append(Assignment(rel, k, conf, f.duration_s))
+            rows.append(Assignment(display_path(f.path, rel_root), k, conf, f.duration_s, name, i))
+    if not rows:
+        raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
     write_clusters(rows, output_dir / "clusters.csv")
     sizes = np.bincount([r.cluster for r in rows], minlength=params.model.n_clusters)
     extra["clusters"] = {"n_clusters": params.model.n_clusters, "used": int((sizes > 0).sum()),
@@ -285,7 +390,7 @@ def _embed_stage(feats, *, params: Params, output_dir: Path, rel_root: Path, tim
                          "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1)}
     log.info("clusters: %d of %d used, sizes %s", extra["clusters"]["used"], params.model.n_clusters,
              sizes.tolist())
-    return extra, rows
+    return extra, rows, failures
 
 
 @dataclass(frozen=True)
@@ -294,6 +399,7 @@ class FoldJob:
 
     path: Path
     rel: str
+    name: str
     npz: Path
     frames: Path
     duration_s: float
@@ -320,7 +426,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
                                    frame_rate_hz=step_rate_hz, duration_s=job.duration_s)
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=params.output.max_tree_depth,
                        min_segment_s=params.output.min_segment_s)
-    write_tree_json(doc, output_dir / "trees" / f"{job.rel}.json")
+    write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
     out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth()}
     if params.output.export_segments:
         from .export import segment_rows
@@ -329,11 +435,11 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     if params.output.export_jams:
         from .export import write_jams
 
-        write_jams(doc, output_dir / "jams" / f"{job.rel}.jams")
+        write_jams(doc, output_dir / "jams" / f"{job.name}.jams")
     if job.plot:
         from .report import plot_file
 
-        plot_file(np.load(job.frames, allow_pickle=False), post, tree, out_path=output_dir / "plots" / f"{job.rel}.png",
+        plot_file(np.load(job.frames, allow_pickle=False), post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
                   title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
                   sample_rate=params.features.sample_rate, hop_length=params.features.hop_length,
                   cuts=params.output.plot_cuts)
@@ -346,7 +452,7 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
     from .embedding import save_encoder
 
     models_dir = output_dir / "models"
-    jobs = [FoldJob(f.path, r.path, output_dir / "posteriors" / f"{r.path}.npz", f.cache_path, f.duration_s,
+    jobs = [FoldJob(f.path, r.path, r.name, output_dir / "posteriors" / f"{r.name}.npz", f.cache_path, f.duration_s,
                     i < params.output.max_plots) for i, (f, r) in enumerate(zip(feats, rows))]
     extra: dict[str, Any] = {}
     if params.task == "fit":
@@ -385,24 +491,32 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
     return extra, [r for r in results if isinstance(r, Failure)]
 
 
-def _write_summary(output_dir, params, root, files, feats, failures, timer, cache, config, extra) -> dict:
+def _write_summary(output_dir: Path, state: _RunState, *, status: str, reason: str | None = None) -> dict:
+    """Write ``summary.json`` for the run so far; ``status`` is running, complete, interrupted or failed."""
+    params, feats, failures = state.params, state.feats, state.failures
     hits = sum(f.cache_hit for f in feats)
+    by_stage = [f.stage for f in failures]
     summary: dict[str, Any] = {
         "sound_cluster_version": __version__,
+        "status": status,
+        **({"reason": reason} if reason else {}),
         "task": params.task,
-        "data_path": str(root),
-        "files_found": len(files),
+        "data_path": str(state.root),
+        # found = processed + failed; problems with folders (unlistable, symlink loops) are counted apart
+        "files_found": len(state.files),
         "files_processed": len(feats),
-        "files_failed": len(failures),
+        "files_failed": sum(s not in ("discover", "fold") for s in by_stage),
+        "discover_problems": by_stage.count("discover"),
+        "trees_failed": by_stage.count("fold"),
         "audio_seconds": round(sum(f.duration_s for f in feats), 3),
         "frames": sum(f.n_frames for f in feats),
         "frame_rate_hz": params.features.frame_rate_hz,
-        "cache": {"dir": str(cache.dir), "hits": hits, "misses": len(feats) - hits},
+        "cache": {"dir": str(state.cache.dir) if state.cache else None, "hits": hits, "misses": len(feats) - hits},
         "executor": {"kind": params.executor.kind, "n_workers": params.executor.n_workers},
-        **extra,
-        "stage_seconds": timer.seconds,
+        **state.extra,
+        "stage_seconds": state.timer.seconds,
         "versions": library_versions(),
-        "config": config or {},
+        "config": state.config,
     }
     atomic_write_json(output_dir / "summary.json", summary)
     return summary
@@ -411,4 +525,4 @@ def _write_summary(output_dir, params, root, files, feats, failures, timer, cach
 def _log_done(summary: dict, output_dir: Path) -> None:
     log.info("processed %d of %d files (%.1f s of audio, %d cache hits); %d failed; outputs in %s",
              summary["files_processed"], summary["files_found"], summary["audio_seconds"], summary["cache"]["hits"],
-             summary["files_failed"], output_dir)
+             summary["files_failed"] + summary["trees_failed"], output_dir)

@@ -122,7 +122,7 @@ def write_report(
     written: dict[str, str] = {}
 
     def excerpt(i: int) -> tuple[str, float]:
-        rel = rows[i].path
+        rel = rows[i].name
         if rel not in written:
             y = load(audio_paths[i], sample_rate=sample_rate)[: int(excerpt_s * sample_rate)]
             with atomic_open(output_dir / "report" / "audio" / f"{rel}.wav", "wb", fsync=False) as fh:
@@ -151,7 +151,7 @@ def write_report(
 
     files = []
     for i, r in enumerate(rows[:n_files]):
-        tree_path = output_dir / "trees" / f"{r.path}.json"
+        tree_path = output_dir / "trees" / f"{r.name}.json"
         if not tree_path.is_file():
             continue
         doc = read_tree_json(tree_path)
@@ -163,9 +163,9 @@ def write_report(
                          "confidence": s.get("confidence", 0.0),
                          "audio": f"{audio}#t={s['start_s']:.3f},{min(end, length):.3f}" if s["start_s"] < length
                          else None})
-        plot = output_dir / "plots" / f"{r.path}.png"
+        plot = output_dir / "plots" / f"{r.name}.png"
         files.append({"path": r.path, "cluster": r.cluster, "confidence": r.confidence, "duration_s": r.duration_s,
-                      "tree": _url(f"trees/{r.path}.json"), "plot": _url(f"plots/{r.path}.png") if plot.is_file()
+                      "tree": _url(f"trees/{r.name}.json"), "plot": _url(f"plots/{r.name}.png") if plot.is_file()
                       else None, "segments": segs})
 
     pca = _pca_plot(output_dir, rows, colors)
@@ -191,7 +191,7 @@ def _pca_plot(output_dir: Path, rows: Sequence, colors: list[str]) -> str | None
 
     vecs = []
     for r in rows:
-        with np.load(output_dir / "posteriors" / f"{r.path}.npz", allow_pickle=False) as z:
+        with np.load(output_dir / "posteriors" / f"{r.name}.npz", allow_pickle=False) as z:
             vecs.append(z["embedding"].mean(axis=0))
     x = np.array(vecs)
     if len(x) < 3 or x.shape[1] < 2:

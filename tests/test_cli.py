@@ -52,7 +52,9 @@ def test_end_to_end_on_bad_input_corpus(corpus, tmp_path):
     assert any("symlink loop" in r["reason"] and r["stage"] == "discover" for r in rows)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["files_processed"] == len(good_names())
-    assert summary["files_failed"] == len(rows)
+    assert summary["files_failed"] + summary["discover_problems"] == len(rows)
+    assert summary["files_found"] == summary["files_processed"] + summary["files_failed"]
+    assert summary["status"] == "complete"
     assert summary["cache"]["misses"] == len(good_names())
     assert summary["audio_seconds"] == pytest.approx(0.5 * 5 + 0.7 + 0.6, abs=0.01)
     assert summary["frames"] > 0 and summary["config"]["data"]["path"] == str(corpus)
@@ -130,7 +132,9 @@ def test_interrupted_run_leaves_no_half_written_file_and_resumes(tmp_path, sig):
     assert not [p for p in cache.rglob("*") if p.name.startswith(TMP_PREFIX)]
     for p in done:
         assert np.load(p, allow_pickle=False).shape[1] == 64
-    assert not (tmp_path / "r" / "summary.json").exists()
+    # The folder says it is not a finished run.
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["status"] == "interrupted" and "interrupted" in s["reason"]
     # The next run picks up from the cache.
     run_cli(f"data.path={audio}", f"features.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'r2'}", cwd=tmp_path)
     s = json.loads((tmp_path / "r2" / "summary.json").read_text())
@@ -148,7 +152,7 @@ def test_demo_fit_then_apply_reproduces_assignments(tmp_path):
     assert s["files_processed"] == 34 and s["files_failed"] == 0
     assert s["data_path"].endswith(os.path.join("sound_cluster", "demo"))
     rows = read_clusters(tmp_path / "r")
-    assert len(rows) == 34 and rows[0].keys() == {"path", "cluster", "confidence", "duration_s"}
+    assert len(rows) == 34 and rows[0].keys() == {"path", "cluster", "confidence", "duration_s", "name"}
     assert {r["path"] for r in rows} >= {"clips/0_george_0.wav", "sequences/lucas_3141.wav"}
     assert len({r["cluster"] for r in rows}) > 1
     assert all(0.25 - 1e-6 <= float(r["confidence"]) <= 1.0 for r in rows)  # K = 4 in debug=tiny
