@@ -2,15 +2,20 @@
 
 Usage: python scripts/bench_segments.py [--fsdd ../shared/data/fsdd] [--files 40] [--seed 0] [override ...]
 
-Builds files by joining 4-8 digit clips of one FSDD speaker, --files with pauses of 0.05-0.3 s
-between digits and --files with none, so the true boundaries are known. Runs the real pipeline
-(``sound_cluster.pipeline.run``, default config plus overrides) on them, then cuts each file's
-tree at the true number of segments. Scores: boundary hit-rate F-measure at 0.1 s and 0.5 s
-(mir_eval.segment.detection, first and last boundary trimmed) for
-  ours        the trained fold (trees/<file>.json)
-  untrained   the same fold with a freshly initialised merge autoencoder
+Builds files by joining 4-8 digit clips of one FSDD speaker: --files with pauses of 0.05-0.3 s
+between digits, --files with none, and --files "noisy": the files with pauses mixed with
+synthesized noise (white noise through a one-pole low-pass, a rumble-and-hiss mix) at 10 dB SNR,
+so the true boundaries are known. Runs the real pipeline (``sound_cluster.pipeline.run``,
+default config plus overrides) on them, then cuts each file's tree at the true number of
+segments. Scores: boundary hit-rate F-measure at 0.1 s and 0.5 s (mir_eval.segment.detection,
+first and last boundary trimmed) for
+  ours        the trained fold (trees/<file>.json, boundaries as written: refined to onsets)
+  grid        the same trees with boundaries on the encoder's step grid (no refinement)
+  untrained   the same fold with a freshly initialised merge autoencoder (step grid)
   librosa     librosa.segment.agglomerative on the same files' log-mel frames, same count
-and the ratio ours / librosa.
+and the ratio ours / librosa. For the automatic count (``auto_k`` of each tree): the fraction
+of files whose count is within 1 of the truth, and F at 0.5 s of that cut. Last, the shortest
+segment in any 2- to 8-segment cut of our trees.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ def make_files(fsdd: Path, out: Path, *, n_files: int, seed: int) -> dict[str, l
         by_speaker.setdefault(p.stem.split("_")[1], []).append(p)
     speakers = sorted(by_speaker)
     truth = {}
+    noisy = {}
     for kind in ("pauses", "nopause"):
         (out / kind).mkdir(parents=True)
         for i in range(n_files):
@@ -52,9 +58,27 @@ def make_files(fsdd: Path, out: Path, *, n_files: int, seed: int) -> dict[str, l
             ref = [(intervals[j][0], intervals[j + 1][0]) for j in range(len(intervals) - 1)] + \
                   [(intervals[-1][0], t)]
             rel = f"{kind}/{i:03d}.wav"
-            sf.write(out / rel, np.concatenate(parts), sr, subtype="PCM_16")
+            y = np.concatenate(parts)
+            sf.write(out / rel, y, sr, subtype="PCM_16")
             truth[rel] = ref
+            if kind == "pauses":
+                noisy[f"noisy/{i:03d}.wav"] = (y, sr, ref)
+    (out / "noisy").mkdir()
+    for rel, (y, sr, ref) in noisy.items():
+        sf.write(out / rel, add_noise(y, snr_db=10.0, rng=rng), sr, subtype="PCM_16")
+        truth[rel] = ref
     return truth
+
+
+def add_noise(y: np.ndarray, *, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``y`` plus seeded noise at ``snr_db`` (signal power over the whole file against noise power)."""
+    from scipy.signal import lfilter
+
+    white = rng.standard_normal(len(y))
+    noise = 0.5 * white + lfilter([1.0], [1.0, -0.97], white) * 0.15  # hiss plus a low rumble
+    noise *= np.sqrt(np.mean(y.astype(np.float64) ** 2) / np.mean(noise ** 2) / 10 ** (snr_db / 10))
+    mixed = y + noise
+    return (mixed / max(1.0, float(np.abs(mixed).max()))).astype(np.float32)
 
 
 def f_measure(ref, est, window: float) -> float:
@@ -77,6 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    import keras
     import librosa
 
     from sound_cluster.cli import compose_config
@@ -89,14 +114,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         truth = make_files(args.fsdd, tmp / "audio", n_files=args.files, seed=args.seed)
-        overrides = [f"data.path={tmp / 'audio'}", f"seed={args.seed}", "output.max_plots=0", *args.overrides]
+        overrides = [f"data.path={tmp / 'audio'}", f"seed={args.seed}", "output.max_plots=0", "output.report=false",
+                     *args.overrides]
         cfg = compose_config(overrides)
         params = params_from_config(cfg)
         result = run(params, output_dir=tmp / "run", config=cfg)
         by_rel = {f.path.relative_to(tmp / "audio").as_posix(): f for f in result.features}
         untrained = MergeAutoencoder(params.model.embedding_dim, size_weighted=params.rae.size_weighted,
-                                     node_vector=params.rae.node_vector)
+                                     node_vector=params.rae.node_vector, linkage=params.rae.linkage)
+        trained = keras.saving.load_model(str(tmp / "run" / "models" / "rae.keras"), safe_mode=True, compile=False)
         scores: dict[str, dict[str, list[float]]] = {}
+        shortest = np.inf
         for rel, ref in truth.items():
             kind = rel.split("/")[0]
             k = len(ref)
@@ -105,6 +133,9 @@ def main() -> None:
             est = {"ours": intervals([s["start_s"] for s in doc_cut(doc, k)[1:]], dur)}
             with np.load(tmp / "run" / "posteriors" / f"{rel}.npz") as z:
                 emb = z["embedding"]
+            grid = SegmentTree.from_merges(fold(emb, weights=trained.fold_weights()),
+                                           frame_rate_hz=doc["frame_rate_hz"], duration_s=dur)
+            est["grid"] = intervals(grid.boundaries_s(k), dur)
             t = SegmentTree.from_merges(fold(emb, weights=untrained.fold_weights()), frame_rate_hz=doc["frame_rate_hz"],
                                         duration_s=dur)
             est["untrained"] = intervals(t.boundaries_s(k), dur)
@@ -113,16 +144,30 @@ def main() -> None:
             est["librosa"] = intervals(b / params.features.frame_rate_hz, dur)
             for name, e in est.items():
                 for w in (0.1, 0.5):
-                    scores.setdefault(f"{kind}", {}).setdefault(f"{name}@{w}", []).append(f_measure(ref, e, w))
+                    scores.setdefault(kind, {}).setdefault(f"{name}@{w}", []).append(f_measure(ref, e, w))
+            auto = doc_cut(doc, "auto")
+            scores[kind].setdefault("auto_within_1", []).append(float(abs(len(auto) - k) <= 1))
+            scores[kind].setdefault("auto_k", []).append(float(len(auto)))
+            scores[kind].setdefault("auto@0.5", []).append(
+                f_measure(ref, intervals([s["start_s"] for s in auto[1:]], dur), 0.5) if len(auto) > 1 else 0.0)
+            for kk in range(2, min(8, doc["n_leaves"]) + 1):
+                segs = doc_cut(doc, kk)
+                ends = [s["end_s"] for s in segs[:-1]] + [dur]
+                shortest = min(shortest, min(e - s["start_s"] for s, e in zip(segs, ends)))
 
-    print(f"{args.files} files with pauses and {args.files} without, 4-8 digits each; "
+    print(f"{args.files} files each with pauses, without, and with pauses plus noise at 10 dB SNR; 4-8 digits each; "
           f"overrides: {args.overrides or 'none'}")
-    print(f"{'files':10s} {'window':>6s} {'ours':>6s} {'untrained':>9s} {'librosa':>8s} {'ours/librosa':>12s}")
+    print(f"{'files':10s} {'window':>6s} {'ours':>6s} {'grid':>6s} {'untrained':>9s} {'librosa':>8s} "
+          f"{'ours/librosa':>12s}")
     for kind, s in scores.items():
         for w in (0.1, 0.5):
-            o, u, lib = (float(np.mean(s[f"{n}@{w}"])) for n in ("ours", "untrained", "librosa"))
-            print(f"{kind:10s} {w:6.1f} {o:6.3f} {u:9.3f} {lib:8.3f} {o / lib if lib else float('nan'):11.2f}x")
-
+            o, g, u, lib = (float(np.mean(s[f"{n}@{w}"])) for n in ("ours", "grid", "untrained", "librosa"))
+            print(f"{kind:10s} {w:6.1f} {o:6.3f} {g:6.3f} {u:9.3f} {lib:8.3f} {o / lib if lib else float('nan'):11.2f}x")
+    print(f"\n{'files':10s} {'auto k within 1':>15s} {'mean auto k':>11s} {'true k':>6s} {'auto F@0.5':>10s}")
+    for kind, s in scores.items():
+        print(f"{kind:10s} {np.mean(s['auto_within_1']):15.2f} {np.mean(s['auto_k']):11.2f} "
+              f"{np.mean([len(truth[r]) for r in truth if r.startswith(kind)]):6.2f} {np.mean(s['auto@0.5']):10.3f}")
+    print(f"\nshortest segment in any 2- to 8-segment cut of our trees: {shortest:.3f} s")
 
 if __name__ == "__main__":
     main()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import SoundClusterError
@@ -53,14 +55,64 @@ def _app(cfg: DictConfig) -> None:
     from .config import params_from_config
     from .pipeline import run
 
+    hc = HydraConfig.get()
+    output_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
         container = OmegaConf.to_container(cfg, resolve=True)
         params = params_from_config(container)
-        output_dir = Path(HydraConfig.get().runtime.output_dir)
-        run(params, output_dir=output_dir, config=container)
+        result = run(params, output_dir=output_dir, config=container)
     except SoundClusterError as err:
         log.error("%s", err)
+        _remove_stub(output_dir)
+        if multirun:
+            _record_sweep_job(output_dir, list(hc.overrides.task), {"status": "failed", "reason": str(err)})
+            return  # the other jobs of the sweep still run
         sys.exit(2)
+    if multirun:
+        _record_sweep_job(output_dir, list(hc.overrides.task), result.summary)
+
+
+def _remove_stub(output_dir: Path) -> None:
+    """A call that failed before writing anything leaves no folder behind (only Hydra's own files were there)."""
+    import shutil
+
+    try:
+        entries = {p.name for p in output_dir.iterdir()}
+    except OSError:
+        return
+    if entries <= {".hydra", "cli.log"}:
+        logging.shutdown()  # close cli.log before its folder goes
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _record_sweep_job(output_dir: Path, overrides: list[str], summary: dict) -> None:
+    """Add this job's row to ``multirun.csv`` in the sweep folder: its overrides, clusters used, NMI when known."""
+    import csv
+    import io
+
+    from .io_utils import atomic_write_text
+
+    table = output_dir.parent / "multirun.csv"
+    columns = ["job", "overrides", "status", "clusters_used", "n_clusters", "nmi", "ari", "acc", "boundary_f_0.5",
+               "files_processed", "run_dir"]
+    rows = []
+    if table.is_file():
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    clusters, metrics = summary.get("clusters", {}), summary.get("metrics", {})
+    seg = summary.get("segment_metrics", {}).get("mean", {})
+    rows = [r for r in rows if r.get("run_dir") != str(output_dir)] + [{
+        "job": output_dir.name, "overrides": " ".join(overrides), "status": summary.get("status", ""),
+        "clusters_used": clusters.get("used", ""), "n_clusters": clusters.get("n_clusters", ""),
+        "nmi": metrics.get("nmi", ""), "ari": metrics.get("ari", ""), "acc": metrics.get("acc", ""),
+        "boundary_f_0.5": seg.get("f_0.5", ""), "files_processed": summary.get("files_processed", ""),
+        "run_dir": str(output_dir)}]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(table, buf.getvalue())
 
 
 def _unwritable_run_root(argv: list[str]) -> str | None:
@@ -84,14 +136,132 @@ def _unwritable_run_root(argv: list[str]) -> str | None:
     return None
 
 
+HELP = """\
+sound-cluster: find the kinds of sound in a folder of audio, without labels.
+
+Every file gets a cluster (clusters.csv) and a segment tree (trees/), with plots, a report to
+browse and listen to (report.html) and a summary (summary.json), in a new run folder under
+outputs/<date>/<time>/ (set it with hydra.run.dir=...).
+
+usage: sound-cluster [FOLDER] [key=value ...]
+
+  sound-cluster                                   the demo audio bundled with the package
+  sound-cluster /data/field_recordings            a folder (same as data.path=/data/field_recordings)
+  sound-cluster data.path="/data/my recordings"   a path with spaces: quote it for the shell
+  sound-cluster /data/rec model.n_clusters=12 train.epochs=30
+  sound-cluster /data/rec data.labels=/data/rec/labels.csv      adds NMI, ARI, accuracy
+  sound-cluster task=apply models=outputs/<run>/models data.path=/data/new   no training
+  sound-cluster -m model.n_clusters=8,16,32       a sweep: one run folder each
+  sound-cluster debug=tiny                        small settings for a quick smoke run
+
+common settings: data.path, data.labels, data.strict, model.n_clusters, train.epochs,
+  features.cache_dir, executor.kind (serial | process), output.segments (auto | K),
+  output.overwrite, seed
+all settings and their values: sound-cluster --cfg job     (Hydra's own options: --hydra-help)
+then: sound-cluster-show outputs/<run>/trees/<file>.json --segments auto
+"""
+
+# Overrides whose values are paths: '~' is expanded and the value quoted, so that a path with
+# '~', spaces, commas or '=' reaches Hydra's override parser intact.
+PATH_KEYS = ("data.path", "data.labels", "data.segments", "models", "features.cache_dir", "hydra.run.dir",
+             "hydra.sweep.dir")
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value that stands for ``value`` literally (single-quoted when needed)."""
+    if value and all(c.isalnum() or c in "/._-+@:" for c in value):
+        return value
+    # Hydra keeps backslashes as they are, except a run of them before a quote or at the end.
+    value = re.sub(r"\\+(?=')|\\+$", lambda m: m.group(0) * 2, value)
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def _rewrite_args(argv: list[str]) -> list[str]:
+    """Command-line arguments as Hydra should see them.
+
+    A bare existing folder or file becomes ``data.path=``; path values get ``~`` expanded and are
+    quoted. Values the user quoted already are left alone.
+    """
+    out = []
+    for arg in argv:
+        if not arg.startswith("-") and "=" not in arg and os.path.exists(os.path.expanduser(arg)):
+            arg = f"data.path={arg}"
+        key, eq, value = arg.partition("=")
+        if eq and key.lstrip("+") in PATH_KEYS and value and value[0] not in "'\"" and "${" not in value:
+            arg = f"{key}={_quote(os.path.expanduser(value))}"
+        out.append(arg)
+    return out
+
+
+def _config_keys() -> set[str]:
+    """Every dotted key of the composed config, and the config groups (for did-you-mean)."""
+    cfg = compose_config([])
+    keys: set[str] = set()
+
+    def walk(node, prefix: str) -> None:
+        for k, v in node.items():
+            keys.add(prefix + k)
+            if isinstance(v, dict):
+                walk(v, prefix + k + ".")
+
+    walk(cfg, "")
+    keys.update(p.name for p in config_dir().iterdir() if p.is_dir())
+    return keys
+
+
+def _unknown_keys(argv: list[str]) -> list[str]:
+    """Messages for overrides of keys the config does not have, with the closest known key."""
+    import difflib
+
+    wanted = [a.partition("=")[0] for a in argv
+              if "=" in a and not a.startswith(("-", "+", "~", "hydra.", "hydra/"))]
+    if not wanted:
+        return []
+    keys = _config_keys()
+    out = []
+    for key in wanted:
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+            out.append(f"unknown setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                     " (sound-cluster --cfg job lists every setting)"))
+    return out
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    parts = [f"sound-cluster {__version__}"]
+    for dist in ("tensorflow", "keras", "librosa", "numpy", "hydra-core"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} (not installed)")
+    return ", ".join(parts)
+
+
 def main() -> None:
     """Entry point of the ``sound-cluster`` console script."""
-    problem = _unwritable_run_root(sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--help" in argv or "-h" in argv:
+        print(HELP, end="")
+        sys.exit(0)
+    if "--version" in argv:
+        print(_version())
+        sys.exit(0)
+    problem = _unwritable_run_root(argv)
+    argv = _rewrite_args(argv)
+    problems = _unknown_keys(argv)
     if problem:
-        print(f"sound-cluster: {problem}", file=sys.stderr)
+        problems.append(problem)
+    if problems:
+        for p in problems:
+            print(f"sound-cluster: {p}", file=sys.stderr)
         sys.exit(2)
+    sys.argv[1:] = argv
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up lines (cuInit on a CPU) are noise
     try:
         _app()
     except KeyboardInterrupt:

@@ -273,6 +273,7 @@ class RaeParams:
     input_dim: int = 64
     pairing: str = "adjacent"
     node_vector: str = "mean"
+    linkage: str = "ward"
     size_weighted: bool = False
     epochs: int = 6
     steps_per_epoch: int = 10
@@ -286,6 +287,7 @@ class RaeParams:
     def check(self, prefix: str = "rae", *, embedding_dim: int | None = None) -> None:
         _one_of(f"{prefix}.pairing", self.pairing, ("adjacent", "any"))
         _one_of(f"{prefix}.node_vector", self.node_vector, ("mean", "code"))
+        _one_of(f"{prefix}.linkage", self.linkage, ("ward", "plain"))
         if not isinstance(self.size_weighted, bool):
             _fail(f"{prefix}.size_weighted", self.size_weighted, "true or false")
         for name in ("input_dim", "epochs", "steps_per_epoch", "batch_sequences", "max_any_leaves"):
@@ -308,8 +310,11 @@ class OutputParams:
     plot_cuts: tuple[int, ...] = (2, 4, 8)
     min_segment_s: float = 0.0
     max_tree_depth: int = 400
+    segments: int | str = "auto"
+    auto_min_segment_s: float = 0.2
+    boundary_refine_s: float = 0.0
     export_segments: bool = False
-    export_k: int = 8
+    export_k: int | None = None
     export_jams: bool = False
     report: bool = True
     report_excerpt_s: float = 10.0
@@ -319,7 +324,13 @@ class OutputParams:
         for name in ("export_segments", "export_jams", "report", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"{prefix}.{name}", getattr(self, name), "true or false")
-        _positive_int(f"{prefix}.export_k", self.export_k)
+        if self.export_k is not None:
+            _positive_int(f"{prefix}.export_k", self.export_k)
+        if self.segments != "auto" and (isinstance(self.segments, bool) or not isinstance(self.segments, int)
+                                        or self.segments < 1):
+            _fail(f"{prefix}.segments", self.segments, "auto or a positive integer")
+        _positive_float(f"{prefix}.auto_min_segment_s", self.auto_min_segment_s)
+        _non_negative(f"{prefix}.boundary_refine_s", self.boundary_refine_s, what="a number of seconds >= 0")
         _positive_float(f"{prefix}.report_excerpt_s", self.report_excerpt_s)
         if self.export_jams:
             try:

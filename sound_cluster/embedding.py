@@ -273,10 +273,11 @@ class ClusterUsage(keras.callbacks.Callback):
         if logs is not None:
             logs["clusters_used"] = int((counts > 0).sum())
             logs["probe_h_marg"] = h
-        log.info("epoch %d: loss %.4f, H(p_i) %.3f, H(mean p) %.3f, clusters used %d/%d, usage %s",
-                 epoch + 1, (logs or {}).get("loss", float("nan")), (logs or {}).get("h_cond", float("nan")),
-                 (logs or {}).get("h_marg", float("nan")), int((counts > 0).sum()), self.n_clusters,
-                 counts.tolist())
+        # The one line per epoch (Keras' own output is off); the usage histogram goes to the history.
+        log.info("epoch %d%s: loss %.4f, H(p_i) %.3f, H(mean p) %.3f, clusters used %d/%d",
+                 epoch + 1, f"/{self.params['epochs']}" if self.params.get("epochs") else "",
+                 (logs or {}).get("loss", float("nan")), (logs or {}).get("h_cond", float("nan")),
+                 (logs or {}).get("h_marg", float("nan")), int((counts > 0).sum()), self.n_clusters)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,22 +40,31 @@ def clustering_scores(labels: Sequence, clusters: Sequence[int]) -> dict[str, fl
     }
 
 
+def _path_column(fieldnames, path: Path, key: str, rest: tuple[str, ...]) -> str:
+    """The column naming each file: ``path``, or ``filename`` (the header of most labelled folders)."""
+    names = set(fieldnames or ())
+    col = "path" if "path" in names else "filename" if "filename" in names else None
+    if col is None or not set(rest) <= names:
+        raise ConfigError(f"{key} file {path} must have columns path (or filename),{','.join(rest)}; "
+                          f"got {fieldnames}")
+    return col
+
+
 def read_labels(path: Path) -> dict[str, str]:
-    """``path,label`` CSV -> {relative path: label}. The first row must be that header.
+    """``path,label`` (or ``filename,label``) CSV -> {relative path: label}. The first row is the header.
 
     Raises
     ------
     ConfigError
-        The file is missing or has no ``path`` and ``label`` columns.
+        The file is missing or has no path (or filename) and label columns.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.labels must be an existing CSV file, got {str(path)!r}")
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise ConfigError(f"data.labels file {path} must have columns path,label; got {reader.fieldnames}")
-        return {row["path"].replace("\\", "/"): row["label"] for row in reader}
+        col = _path_column(reader.fieldnames, path, "data.labels", ("label",))
+        return {row[col].replace("\\", "/"): row["label"] for row in reader}
 
 
 def score_assignments(labels: Mapping[str, str], assignments: Mapping[str, int]) -> dict[str, float] | None:
@@ -80,10 +89,7 @@ def read_segments(path: Path) -> dict[str, list[tuple[float, float, str]]]:
     out: dict[str, list[tuple[float, float, str]]] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        need = {"path", "start_s", "end_s", "label"}
-        if not reader.fieldnames or not need <= set(reader.fieldnames):
-            raise ConfigError(f"data.segments file {path} must have columns path,start_s,end_s,label; "
-                              f"got {reader.fieldnames}")
+        col = _path_column(reader.fieldnames, path, "data.segments", ("start_s", "end_s", "label"))
         for i, row in enumerate(reader, start=2):
             try:
                 s, e = float(row["start_s"]), float(row["end_s"])
@@ -92,7 +98,7 @@ def read_segments(path: Path) -> dict[str, list[tuple[float, float, str]]]:
                                   f"{row['start_s']!r}, {row['end_s']!r}") from None
             if not 0 <= s < e:
                 raise ConfigError(f"data.segments {path} line {i}: need 0 <= start_s < end_s, got {s}, {e}")
-            out.setdefault(row["path"].replace("\\", "/"), []).append((s, e, row["label"]))
+            out.setdefault(row[col].replace("\\", "/"), []).append((s, e, row["label"]))
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -236,7 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sound-cluster-eval: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))
-    return 0
+    missing = [f"--{name} {ref} names none of the run's files" for name, ref, key in
+               (("labels", args.labels, "metrics"), ("segments", args.segments, "segment_metrics"))
+               if ref is not None and key not in result]
+    for m in missing:
+        print(f"sound-cluster-eval: {m} (paths must be relative to the run's data.path, as in clusters.csv)",
+              file=sys.stderr)
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

@@ -194,10 +194,23 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                     i, item = next(it)
                 except StopIteration:
                     return
-                pending[pool.submit(_guarded, fn, item, stage)] = i
+                try:
+                    pending[pool.submit(_guarded, fn, item, stage)] = i
+                except BrokenProcessPool:  # this item was taken from the iterator: it fails here
+                    finish(i, Failure(Path(getattr(item, "path", item)), stage,
+                                      "worker process pool crashed before this file"))
+                    raise
 
-        submit_more()
-        while pending:
+        while True:
+            try:
+                submit_more()
+            except BrokenProcessPool:
+                # The pool died (a worker crashed hard): remaining files fail with that reason.
+                for i, item in it:
+                    finish(i, Failure(Path(getattr(item, "path", item)), stage,
+                                      "worker process pool crashed before this file"))
+            if not pending:
+                break
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 i = pending.pop(fut)
@@ -207,12 +220,5 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                     value = Failure(Path(getattr(items[i], "path", items[i])), stage,
                                     "worker process crashed while handling this file")
                 finish(i, value)
-            try:
-                submit_more()
-            except BrokenProcessPool:
-                # The pool died (a worker crashed hard): remaining files fail with that reason.
-                for i, item in it:
-                    finish(i, Failure(Path(getattr(item, "path", item)), stage,
-                                      "worker process pool crashed before this file"))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -12,11 +12,11 @@ from .io_utils import atomic_open, atomic_write_text
 SEGMENT_COLUMNS = ("path", "segment", "start_s", "end_s", "cluster", "confidence")
 
 
-def segment_rows(doc: Mapping[str, Any], *, k: int) -> list[tuple]:
-    """The tree cut into ``min(k, n_leaves)`` segments as ``segments.csv`` rows."""
+def segment_rows(doc: Mapping[str, Any], *, k: int | str) -> list[tuple]:
+    """The tree cut into ``min(k, n_leaves)`` segments (``"auto"``: its ``auto_k``) as ``segments.csv`` rows."""
     from .tree import doc_cut
 
-    segs = doc_cut(doc, min(k, doc["n_leaves"]))
+    segs = doc_cut(doc, k)
     return [(doc["source"], i, s["start_s"], doc["duration_s"] if i == len(segs) - 1 else s["end_s"],
              s.get("cluster", ""), s.get("confidence", "")) for i, s in enumerate(segs)]
 

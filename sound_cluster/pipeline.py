@@ -21,9 +21,9 @@ import numpy as np
 from . import __version__
 from .audio import decode, discover, probe, read_bytes
 from .clusters import Assignment, assign, write_clusters
-from .config import FeatureParams, Params, saved_model_params
+from .config import FeatureParams, ModelParams, Params, saved_model_params
 from .errors import AudioError, ConfigError, SoundClusterError
-from .evaluate import evaluate_run
+from .evaluate import evaluate_run, read_labels, read_segments
 from .executor import map_files
 from .failures import Failure, display_path, write_failures
 from .features import FeatureCache, content_key, log_mel, warm_up
@@ -249,10 +249,16 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     labels_path = params.data.labels or (demo_path() / "labels.csv" if params.data.path is None else None)
     segments_path = params.data.segments or (demo_path() / "segments.csv" if params.data.path is None else None)
 
+    # References are read before any work: a malformed file fails now, not after training.
+    references = {"data.labels": read_labels(labels_path) if labels_path else None,
+                  "data.segments": read_segments(segments_path) if segments_path else None}
+
     with timer.stage("discover"):
         files, failures = discover(root, extensions=params.data.extensions,
                                    follow_symlinks=params.data.follow_symlinks)
     state.files, state.failures = files, failures
+    rel_root = root if root.is_dir() else root.parent
+    _check_references(references, files, rel_root, state.extra)
     if params.data.strict and failures:
         f = failures[0]
         raise AudioError(f"{f.path}: {f.reason} (data.strict=true stops at the first problem)", stage=f.stage)
@@ -260,6 +266,9 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
         raise AudioError(f"no audio files ({', '.join(params.data.extensions)}) found under {root}",
                          stage="discover")
     log.info("found %d audio files under %s", len(files), root)
+    if len(files) == 1 and params.task == "fit":
+        log.warning("only one audio file (%s): clusters need several files to mean anything; its segment tree "
+                    "is still built. Point data.path at a folder of files to compare them.", files[0])
 
     with timer.stage("features"):
         if params.executor.kind == "process":
@@ -278,7 +287,6 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     for f in state.failures:
         log.warning("skipped %s (%s): %s", f.path, f.stage, f.reason)
 
-    rel_root = root if root.is_dir() else root.parent
     write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
     if not feats:
         raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
@@ -318,9 +326,27 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     with timer.stage("report"):
         path = write_report(output_dir, summary=summary, rows=rows, audio_paths=[feats[r.index].path for r in rows],
                             sample_rate=params.features.sample_rate, excerpt_s=params.output.report_excerpt_s,
-                            n_files=params.output.max_plots, segments_k=max(params.output.plot_cuts, default=4))
+                            n_files=params.output.max_plots, segments_k=params.output.segments)
     log.info("report: %s", path)
     return _write_summary(output_dir, state, status="complete")
+
+
+def _check_references(references: dict[str, dict | None], files: list[Path], rel_root: Path,
+                      extra: dict[str, Any]) -> None:
+    """Say how many found files each reference (labels, segments) covers; warn when it covers few or none."""
+    found = {display_path(f, rel_root) for f in files}
+    for key, ref in references.items():
+        if ref is None:
+            continue
+        matched = len(found & set(ref))
+        extra.setdefault("references", {})[key] = {"rows": len(ref), "files_matched": matched,
+                                                   "files_without": len(found) - matched}
+        if matched == 0:
+            log.warning("%s names none of the %d files found (paths must be relative to data.path, e.g. %r); "
+                        "it will not be scored", key, len(found), sorted(found)[0] if found else "a/b.wav")
+        elif matched < len(found):
+            log.warning("%s: %d of %d files have no entry and are not scored", key, len(found) - matched,
+                        len(found))
 
 
 def _with_model_features(params: Params) -> Params:
@@ -332,6 +358,9 @@ def _with_model_features(params: Params) -> Params:
         raise ConfigError(f"models: cannot read {source}: {err}") from None
     feats, model = saved_model_params(saved, source=str(source))
     feats = dataclasses.replace(feats, cache_dir=params.features.cache_dir)
+    if model.n_clusters != params.model.n_clusters and params.model.n_clusters != ModelParams().n_clusters:
+        log.warning("task=apply keeps the %d clusters of the models it loads; model.n_clusters=%d is ignored",
+                    model.n_clusters, params.model.n_clusters)
     if feats.key_fields() != params.features.key_fields():
         log.warning("task=apply: using the feature settings the models were trained with: %s", feats.key_fields())
     return dataclasses.replace(params, features=feats, model=model)
@@ -353,7 +382,7 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             encoder, history = embedding.fit_encoder(
                 [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
                 n_mels=params.features.n_mels, seed=params.seed, log_dir=str(output_dir / "tensorboard"),
-                verbose=1 if params.output.progress else 2)
+                verbose=0)  # one log line per epoch comes from the usage callback
         embedding.save_encoder(encoder, models_dir / "embedding.keras")
         atomic_write_json(models_dir / "params.json", {
             "features": params.features.key_fields(), "model": params.model.to_dict(),
@@ -414,6 +443,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     AudioError
         With stage ``fold``: the file is too long for ``rae.pairing=any``.
     """
+    from .boundaries import leaf_boundary_times
     from .fold import fold
     from .tree import SegmentTree, write_tree_json
 
@@ -422,16 +452,24 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     if params.rae.pairing == "any" and len(emb) > params.rae.max_any_leaves:
         raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
                          f"(rae.max_any_leaves={params.rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
-    tree = SegmentTree.from_merges(fold(emb, weights=weights, pairing=params.rae.pairing),
-                                   frame_rate_hz=step_rate_hz, duration_s=job.duration_s)
-    doc = tree.to_json(source=job.rel, posteriors=post, max_depth=params.output.max_tree_depth,
-                       min_segment_s=params.output.min_segment_s)
+    out_params = params.output
+    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
+    leaf_times = leaf_boundary_times(frames, n_leaves=len(emb), time_pool=params.model.time_pool,
+                                     frame_rate_hz=params.features.frame_rate_hz,
+                                     radius_s=out_params.boundary_refine_s, duration_s=job.duration_s)
+    sizes = np.ones(len(emb))  # in steps; the last step covers only the part of a step left in the file
+    sizes[-1] = float(np.clip(job.duration_s * step_rate_hz - (len(emb) - 1), 0.05, 1.0))
+    tree = SegmentTree.from_merges(fold(emb, weights=weights, pairing=params.rae.pairing, sizes=sizes),
+                                   frame_rate_hz=step_rate_hz, duration_s=job.duration_s, leaf_times=leaf_times)
+    doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
+                       min_segment_s=out_params.min_segment_s, auto_min_segment_s=out_params.auto_min_segment_s,
+                       boundary_refine_s=out_params.boundary_refine_s)
     write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
-    out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth()}
+    out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"]}
     if params.output.export_segments:
         from .export import segment_rows
 
-        out["segments"] = segment_rows(doc, k=params.output.export_k)
+        out["segments"] = segment_rows(doc, k=params.output.export_k or params.output.segments)
     if params.output.export_jams:
         from .export import write_jams
 
@@ -439,7 +477,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     if job.plot:
         from .report import plot_file
 
-        plot_file(np.load(job.frames, allow_pickle=False), post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
+        plot_file(np.asarray(frames), post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
                   title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
                   sample_rate=params.features.sample_rate, hop_length=params.features.hop_length,
                   cuts=params.output.plot_cuts)
@@ -466,7 +504,7 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
                                               steps_per_epoch=r.steps_per_epoch, batch_sequences=r.batch_sequences,
                                               max_leaves=r.max_leaves, learning_rate=r.learning_rate, seed=params.seed,
                                               negative_weight=r.negative_weight, margin=r.margin,
-                                              node_vector=r.node_vector)
+                                              node_vector=r.node_vector, linkage=r.linkage)
         save_encoder(model, models_dir / "rae.keras")
         extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
     else:
@@ -484,7 +522,9 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
         from .export import write_segments
 
         write_segments((row for d in done for row in d["segments"]), output_dir / "segments.csv")
-    extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "leaf_rate_hz": step_rate_hz,
+    extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "linkage": params.rae.linkage,
+                      "leaf_rate_hz": step_rate_hz,
+                      "auto_k_mean": round(float(np.mean([d["auto_k"] for d in done])), 3) if done else None,
                       "leaves": int(sum(d["n_leaves"] for d in done)),
                       "max_depth": int(max((d["depth"] for d in done), default=0)),
                       "plots": int(sum(j.plot for j, r in zip(jobs, results) if not isinstance(r, Failure)))}

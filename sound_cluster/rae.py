@@ -33,10 +33,14 @@ class MergeAutoencoder(keras.Model):
     ``(batch, 2 * dim)`` through the unit-length parent code.
     """
 
-    def __init__(self, dim: int, size_weighted: bool = True, node_vector: str = "mean", **kwargs: Any) -> None:
+    def __init__(self, dim: int, size_weighted: bool = True, node_vector: str = "mean", linkage: str = "plain",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if node_vector not in ("mean", "code"):
             raise ValueError(f"rae.node_vector must be one of mean, code, got {node_vector!r}")
+        if linkage not in ("ward", "plain"):
+            raise ValueError(f"rae.linkage must be one of ward, plain, got {linkage!r}")
+        self.linkage = linkage
         self.dim = int(dim)
         self.size_weighted = bool(size_weighted)
         self.node_vector = node_vector
@@ -73,11 +77,11 @@ class MergeAutoencoder(keras.Model):
         w_e, b_e = (ops.convert_to_numpy(v) for v in self.enc.weights)
         w_d, b_d = (ops.convert_to_numpy(v) for v in self.dec.weights)
         return FoldWeights(w_e.astype(np.float32), b_e.astype(np.float32), w_d.astype(np.float32),
-                           b_d.astype(np.float32), self.size_weighted, self.node_vector)
+                           b_d.astype(np.float32), self.size_weighted, self.node_vector, self.linkage)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "size_weighted": self.size_weighted,
-                "node_vector": self.node_vector}
+                "node_vector": self.node_vector, "linkage": self.linkage}
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ def train_rae(
     negative_weight: float = 1.0,
     margin: float = 1.0,
     node_vector: str = "mean",
+    linkage: str = "ward",
 ) -> tuple[MergeAutoencoder, list[float]]:
     """Train a merge autoencoder on leaf sequences (e.g. one file's embeddings each).
 
@@ -198,7 +203,7 @@ def train_rae(
     seqs = [normalize_rows(s) for s in sequences if len(s) >= 2]
     if not seqs:
         raise ValueError("no sequence of two or more leaves to train the merge autoencoder on")
-    model = MergeAutoencoder(dim, size_weighted=size_weighted, node_vector=node_vector)
+    model = MergeAutoencoder(dim, size_weighted=size_weighted, node_vector=node_vector, linkage=linkage)
     opt = keras.optimizers.Adam(learning_rate)
     losses = []
     for epoch in range(epochs):

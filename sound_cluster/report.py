@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -42,6 +43,8 @@ def plot_file(
     import librosa.display
     import matplotlib.pyplot as plt
 
+    from matplotlib.colors import ListedColormap
+
     k = posteriors.shape[1]
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(10, 4.2), sharex=True,
                                     gridspec_kw={"height_ratios": [8, 1], "hspace": 0.05})
@@ -58,8 +61,8 @@ def plot_file(
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("")
     step = 1.0 / tree.frame_rate_hz
-    cmap = plt.get_cmap("tab20" if k > 10 else "tab10")
-    strip.imshow(posteriors.argmax(axis=1)[None, :], aspect="auto", cmap=cmap, vmin=0, vmax=cmap.N - 1,
+    cmap = ListedColormap(_colors(k))  # the report's colours, so its legend reads the strip too
+    strip.imshow(posteriors.argmax(axis=1)[None, :], aspect="auto", cmap=cmap, vmin=0, vmax=k - 1,
                  interpolation="nearest", extent=(0, len(posteriors) * step, 0, 1))
     strip.set_yticks([])
     strip.set_ylabel("cluster", rotation=0, ha="right", va="center", fontsize=8)
@@ -71,10 +74,13 @@ def plot_file(
 
 
 def _colors(k: int) -> list[str]:
+    """``k`` cluster colours: tab10 up to 10, tab20 up to 20, then tab20, tab20b and tab20c (60 distinct)."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab20" if k > 10 else "tab10"]
-    return [matplotlib.colors.to_hex(cmap(i % cmap.N)) for i in range(k)]
+    names = ["tab10"] if k <= 10 else ["tab20"] if k <= 20 else ["tab20", "tab20b", "tab20c"]
+    pool = [matplotlib.colors.to_hex(matplotlib.colormaps[n](i)) for n in names
+            for i in range(matplotlib.colormaps[n].N)]
+    return [pool[i % len(pool)] for i in range(k)]
 
 
 def _url(rel: str) -> str:
@@ -92,7 +98,7 @@ def write_report(
     sample_rate: int,
     excerpt_s: float,
     n_files: int,
-    segments_k: int,
+    segments_k: int | str,
 ) -> Path:
     """Write ``report.html``: clusters to browse and listen to, an embedding map, files and segments.
 
@@ -106,8 +112,8 @@ def write_report(
         One per processed file, in the order of ``audio_paths``.
     n_files : int
         Files given a section with their plot and segment table.
-    segments_k : int
-        Segments per file in those tables.
+    segments_k : int or "auto"
+        Segments per file in those tables (``auto``: each tree's own ``auto_k``).
     """
     import html
 
@@ -130,6 +136,7 @@ def write_report(
             written[rel] = _url(f"report/audio/{rel}.wav")
         return written[rel], min(excerpt_s, rows[i].duration_s)
 
+    labels = _labels_by_path(summary)
     cluster_rows, bars = [], []
     sizes = summary["clusters"]["sizes"]
     top = max(max(sizes), 1)
@@ -140,8 +147,14 @@ def write_report(
             continue
         typical = members[:3]
         atypical = [i for i in members[::-1][:3] if i not in typical]
+        top_labels = Counter(labels[rows[i].path] for i in members if rows[i].path in labels).most_common(5)
         cluster_rows.append({
             "k": c, "n": len(members), "color": colors[c],
+            # Every member, played on demand from the original file (no excerpt written for each).
+            "members": [{"path": rows[i].path, "confidence": rows[i].confidence,
+                         "src": Path(audio_paths[i]).absolute().as_uri(), "label": labels.get(rows[i].path, "")}
+                        for i in members],
+            "labels": [{"label": lab, "n": n} for lab, n in top_labels],
             "mean_conf": float(np.mean([rows[i].confidence for i in members])),
             "typical": [{"path": rows[i].path, "confidence": rows[i].confidence, "audio": excerpt(i)[0]}
                         for i in typical],
@@ -149,15 +162,19 @@ def write_report(
                          for i in atypical],
         })
 
-    files = []
-    for i, r in enumerate(rows[:n_files]):
+    # Files with the most segments, then the longest, first: the interesting ones, not the alphabet's.
+    docs = {}
+    for i, r in enumerate(rows):
         tree_path = output_dir / "trees" / f"{r.name}.json"
-        if not tree_path.is_file():
-            continue
-        doc = read_tree_json(tree_path)
+        if tree_path.is_file():
+            docs[i] = read_tree_json(tree_path)
+    order = sorted(docs, key=lambda i: (-len(doc_cut(docs[i], segments_k)), -rows[i].duration_s, rows[i].path))
+    files = []
+    for i in order[:n_files]:
+        r, doc = rows[i], docs[i]
         audio, length = excerpt(i)
         segs = []
-        for s in doc_cut(doc, min(segments_k, doc["n_leaves"])):
+        for s in doc_cut(doc, segments_k):
             end = min(s["end_s"], doc["duration_s"])
             segs.append({"start_s": s["start_s"], "end_s": end, "cluster": s.get("cluster", ""),
                          "confidence": s.get("confidence", 0.0),
@@ -165,20 +182,35 @@ def write_report(
                          else None})
         plot = output_dir / "plots" / f"{r.name}.png"
         files.append({"path": r.path, "cluster": r.cluster, "confidence": r.confidence, "duration_s": r.duration_s,
+                      "color": colors[r.cluster],
                       "tree": _url(f"trees/{r.name}.json"), "plot": _url(f"plots/{r.name}.png") if plot.is_file()
                       else None, "segments": segs})
 
     pca = _pca_plot(output_dir, rows, colors)
+    legend = [{"k": c, "color": colors[c], "n": sizes[c]} for c in range(k) if sizes[c]]
     env = jinja2.Environment(loader=jinja2.PackageLoader("sound_cluster", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     page = env.get_template("report.html.j2").render(
         title=html.unescape(Path(summary["data_path"]).name or summary["data_path"]), summary=summary,
         clusters=summary["clusters"], metrics=summary.get("metrics"), segment_metrics=summary.get("segment_metrics"),
-        bars=bars, cluster_rows=cluster_rows, files=files, pca=pca, excerpt_s=excerpt_s)
+        bars=bars, cluster_rows=cluster_rows, files=files, pca=pca, excerpt_s=excerpt_s, legend=legend,
+        has_labels=bool(labels), segments_k=segments_k)
     out = output_dir / "report.html"
     with atomic_open(out, "w", fsync=False, encoding="utf-8") as fh:
         fh.write(page)
     return out
+
+
+def _labels_by_path(summary: dict) -> dict[str, str]:
+    """The clip labels the run was scored against (empty when none)."""
+    from .evaluate import read_labels
+
+    path = (summary.get("metrics") or {}).get("labels")
+    try:
+        return read_labels(Path(path)) if path else {}
+    except Exception:  # noqa: BLE001 - the report shows what it can; the labels were checked at the start
+        log.warning("report: could not read the labels %s again", path)
+        return {}
 
 
 def _pca_plot(output_dir: Path, rows: Sequence, colors: list[str]) -> str | None:

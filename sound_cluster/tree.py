@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1
+AUTO_K_RULE = "largest_cost_jump"  # the rule of SegmentTree.auto_k, recorded in each tree document
 
 
 @dataclass
@@ -31,6 +32,9 @@ class SegmentTree:
         Leaves per second.
     duration_s : float
         The file's duration (the last leaf may end past it; times are clipped to it).
+    leaf_times : np.ndarray [shape=(n + 1,)], optional
+        Time in seconds of each leaf boundary (see :mod:`sound_cluster.boundaries`); by default
+        the step grid ``leaf / frame_rate_hz``.
     """
 
     left: np.ndarray
@@ -38,6 +42,7 @@ class SegmentTree:
     cost: np.ndarray
     frame_rate_hz: float
     duration_s: float
+    leaf_times: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.n_leaves
@@ -54,9 +59,10 @@ class SegmentTree:
         self.consumed_at[self.right] = np.arange(n - 1)
 
     @classmethod
-    def from_merges(cls, merges, *, frame_rate_hz: float, duration_s: float) -> "SegmentTree":
+    def from_merges(cls, merges, *, frame_rate_hz: float, duration_s: float,
+                    leaf_times: np.ndarray | None = None) -> "SegmentTree":
         return cls(np.asarray(merges.left), np.asarray(merges.right), np.asarray(merges.cost, dtype=np.float64),
-                   float(frame_rate_hz), float(duration_s))
+                   float(frame_rate_hz), float(duration_s), None if leaf_times is None else np.asarray(leaf_times))
 
     @property
     def n_leaves(self) -> int:
@@ -95,7 +101,34 @@ class SegmentTree:
         return np.array([self.time(s) for s, _ in self.cut(k)[1:]])
 
     def time(self, leaf: int) -> float:
+        if self.leaf_times is not None:
+            return float(self.leaf_times[leaf])
         return min(leaf / self.frame_rate_hz, self.duration_s)
+
+    def auto_k(self, *, min_segment_s: float) -> int:
+        """The number of segments this tree's own merge costs suggest (rule :data:`AUTO_K_RULE`).
+
+        Costs are made monotone (the running maximum, a merge's height), then the cut chosen is
+        the one before the largest relative jump in height, ``log h[n-k] - log h[n-k-1]``,
+        among the cuts whose segments all last at least ``min_segment_s``. 1 when no cut of two
+        or more segments qualifies. O(k) after the fold: cuts are walked from the root down,
+        one split at a time.
+        """
+        n = self.n_leaves
+        if n < 3:
+            return 1
+        h = np.log(np.maximum.accumulate(np.maximum(self.cost, 0.0)) + 1e-12)
+        best_k, best_jump, shortest = 1, -np.inf, np.inf
+        for k in range(2, n):
+            node = n + (n - k)  # the merge undone to go from k - 1 to k segments
+            for c in self.children(node):
+                shortest = min(shortest, self.time(int(self.end[c])) - self.time(int(self.start[c])))
+            if shortest < min_segment_s:
+                break
+            jump = h[n - k] - h[n - k - 1]
+            if jump > best_jump:
+                best_k, best_jump = k, jump
+        return best_k
 
     def depth(self) -> int:
         """Edges on the longest path from the root to a leaf."""
@@ -110,7 +143,8 @@ class SegmentTree:
     # JSON
 
     def to_json(self, *, source: str, posteriors: np.ndarray | None = None, max_depth: int | None = None,
-                min_segment_s: float = 0.0) -> dict[str, Any]:
+                min_segment_s: float = 0.0, auto_min_segment_s: float = 0.2,
+                boundary_refine_s: float = 0.0) -> dict[str, Any]:
         """The tree as a schema-1 document (see DESIGN.md section 4).
 
         Parameters
@@ -124,6 +158,11 @@ class SegmentTree:
             so very deep trees stay within what JSON readers can nest.
         min_segment_s : float
             Nodes shorter than this are written without children.
+        auto_min_segment_s : float
+            Shortest segment the automatic count may give (recorded with ``auto_k``).
+        boundary_refine_s : float
+            How far leaf boundaries were moved to onsets (recorded; the times come from
+            ``leaf_times``).
         """
         csum = None
         if posteriors is not None:
@@ -155,7 +194,10 @@ class SegmentTree:
             stack.extend((c_id, c, depth + 1) for c_id, c in zip(sorted(kids, key=lambda i: self.start[i]),
                                                                   d["children"]))
         doc = {"schema_version": SCHEMA_VERSION, "source": source, "duration_s": round(self.duration_s, 4),
-               "frame_rate_hz": self.frame_rate_hz, "n_leaves": self.n_leaves}
+               "frame_rate_hz": self.frame_rate_hz, "n_leaves": self.n_leaves,
+               "auto_k": self.auto_k(min_segment_s=auto_min_segment_s),
+               "auto_k_rule": {"name": AUTO_K_RULE, "min_segment_s": auto_min_segment_s},
+               "boundary_refine_s": boundary_refine_s}
         if "cluster" in root:
             doc["cluster"] = root["cluster"]
             doc["confidence"] = root["confidence"]
@@ -173,17 +215,30 @@ def write_tree_json(doc: dict[str, Any], path: Path) -> None:
 def read_tree_json(path: Path) -> dict[str, Any]:
     """Read a tree document and check its schema version."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a tree document is a JSON object, got {type(doc).__name__}")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: unsupported tree schema_version {doc.get('schema_version')!r} "
                          f"(this version reads {SCHEMA_VERSION})")
     return doc
 
 
-def doc_cut(doc: dict[str, Any], k: int) -> list[dict[str, Any]]:
+def resolve_k(doc: dict[str, Any], k: int | str) -> int:
+    """``k`` as a number of segments: ``"auto"`` is the document's ``auto_k``; at most ``n_leaves``."""
+    if k == "auto":
+        if "auto_k" not in doc:
+            raise ValueError(f"{doc.get('source', 'this tree')} records no auto_k (written by an older version)")
+        k = doc["auto_k"]
+    return max(1, min(int(k), doc["n_leaves"]))
+
+
+def doc_cut(doc: dict[str, Any], k: int | str) -> list[dict[str, Any]]:
     """The ``k`` segments of a tree document after its first ``n - k`` merges, in time order.
 
-    Works on the written document: a node written without children counts as one segment.
+    ``k="auto"`` uses the count the tree chose itself (``auto_k``). Works on the written
+    document: a node written without children counts as one segment.
     """
+    k = resolve_k(doc, k)
     segs = [doc["root"]]
     done = doc["n_leaves"] - k
     while True:
@@ -197,7 +252,7 @@ def doc_cut(doc: dict[str, Any], k: int) -> list[dict[str, Any]]:
     return sorted(segs, key=lambda s: s["start"])
 
 
-def render(doc: dict[str, Any], *, depth: int | None = None, segments: int | None = None) -> str:
+def render(doc: dict[str, Any], *, depth: int | None = None, segments: int | str | None = None) -> str:
     """The tree as indented text: times, merge cost and order, cluster and confidence."""
 
     def line(node: dict[str, Any], indent: int) -> str:
@@ -211,7 +266,8 @@ def render(doc: dict[str, Any], *, depth: int | None = None, segments: int | Non
         return "  ".join(parts)
 
     head = (f"{doc['source']}: {doc['duration_s']:.3f} s, {doc['n_leaves']} leaves at {doc['frame_rate_hz']:g} Hz"
-            + (f", cluster {doc['cluster']} ({doc['confidence']:.2f})" if "cluster" in doc else ""))
+            + (f", cluster {doc['cluster']} ({doc['confidence']:.2f})" if "cluster" in doc else "")
+            + (f", {doc['auto_k']} segments by {doc['auto_k_rule']['name']}" if "auto_k" in doc else ""))
     lines = [head]
     if segments is not None:
         for i, seg in enumerate(doc_cut(doc, segments)):

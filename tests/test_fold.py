@@ -11,23 +11,25 @@ from sound_cluster.fold import FoldWeights, fold, fold_reference, score_pairs
 from sound_cluster.tree import SegmentTree, doc_cut, read_tree_json, render, write_tree_json
 
 
-def random_weights(d, seed=0, scale=0.3, size_weighted=True, node_vector="mean"):
+def random_weights(d, seed=0, scale=0.3, size_weighted=True, node_vector="mean", linkage="plain"):
     rng = np.random.default_rng(seed)
     return FoldWeights((rng.standard_normal((2 * d, d)) * scale).astype(np.float32),
                        (rng.standard_normal(d) * 0.1).astype(np.float32),
                        (rng.standard_normal((d, 2 * d)) * scale).astype(np.float32),
-                       (rng.standard_normal(2 * d) * 0.1).astype(np.float32), size_weighted, node_vector)
+                       (rng.standard_normal(2 * d) * 0.1).astype(np.float32), size_weighted, node_vector, linkage)
 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("size_weighted", [True, False])
 @pytest.mark.parametrize("node_vector", ["mean", "code"])
-def test_fast_fold_equals_direct_slow_rule(seed, size_weighted, node_vector):
+@pytest.mark.parametrize("linkage", ["plain", "ward"])
+def test_fast_fold_equals_direct_slow_rule(seed, size_weighted, node_vector, linkage):
     rng = np.random.default_rng(100 + seed)
     n, d = int(rng.integers(2, 120)), int(rng.choice([4, 16, 33]))
-    w = random_weights(d, seed, size_weighted=size_weighted, node_vector=node_vector)
+    w = random_weights(d, seed, size_weighted=size_weighted, node_vector=node_vector, linkage=linkage)
     x = rng.standard_normal((n, d))
-    fast, slow = fold(x, weights=w), fold_reference(x, weights=w)
+    sizes = rng.uniform(0.1, 3.0, n) if seed % 2 else None
+    fast, slow = fold(x, weights=w, sizes=sizes), fold_reference(x, weights=w, sizes=sizes)
     np.testing.assert_array_equal(fast.left, slow.left)
     np.testing.assert_array_equal(fast.right, slow.right)
     np.testing.assert_allclose(fast.cost, slow.cost, rtol=1e-4, atol=1e-5)
@@ -143,4 +145,4 @@ def test_show_command_prints_depth_and_segments(tmp_path):
     assert render(read_tree_json(tmp_path / "x.wav.json"), depth=0).count("\n") == 1
     bad = subprocess.run([sys.executable, "-m", "sound_cluster.show", str(tmp_path / "x.wav.json"), "--segments",
                           "0"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--segments must be between 1 and 80" in bad.stderr
+    assert bad.returncode == 2 and "--segments must be auto or between 1 and 80" in bad.stderr

@@ -26,7 +26,7 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     overrides = ["debug=tiny", f"features.cache_dir={tmp / 'cache'}", "output.export_segments=true",
-                 "output.export_jams=true", "output.export_k=3"]
+                 "output.export_jams=true", "output.export_k=3", "output.max_plots=40"]
     params = make_params(*overrides)
     result = run(params, output_dir=tmp / "run", config=compose_cfg(*overrides))
     return tmp / "run", result
@@ -42,6 +42,21 @@ def test_report_links_and_players_exist(demo_run):
     # Segment players play their segment of the excerpt through a media fragment.
     assert any("#t=" in s for s in srcs)
     assert "sequences/lucas_3141.wav" in page and "NMI" in page and "L-measure" in page
+    # Every member of every cluster is listed (played on demand from its source file), with a legend.
+    members = re.findall(r'<li data-path="([^"]+)"><button class="play" type="button" data-src="([^"]+)"', page)
+    assert sorted(p for p, _ in members) == sorted(r.path for r in result_rows(run_dir))
+    assert all(src.startswith("file://") for _, src in members)
+    assert page.count('class="legend-item"') == json.loads((run_dir / "summary.json").read_text())["clusters"]["used"]
+    assert "labels (files)" in page  # the demo's labels, per cluster
+    # Files come most segmented first: the joined sequences lead.
+    first = re.search(r'<details class="file" id="file-1" data-path="([^"]+)"', page).group(1)
+    assert first.startswith("sequences/"), first
+
+
+def result_rows(run_dir):
+    from sound_cluster.clusters import read_clusters
+
+    return read_clusters(run_dir / "clusters.csv")
 
 
 def test_report_escapes_names(tmp_path):
@@ -76,6 +91,13 @@ def test_report_in_headless_chromium(demo_run, tmp_path):
     assert "data-audio-failed" not in body, body
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
+    # The filter box: the page opened with ?filter= shows only the matching file sections.
+    proc = subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile3'}",
+                           "--virtual-time-budget=5000", "--dump-dom", url + "?filter=lucas_3141"],
+                          capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body[^>]*>", proc.stdout).group(0)
+    assert 'data-files-shown="1"' in body, body
+    assert proc.stdout.count('<details class="file"') == 34 and proc.stdout.count("hidden=") == 33
     shot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--hide-scrollbars",
                     "--window-size=1280,1500", f"--screenshot={shot}", url], capture_output=True, timeout=120)

@@ -1,0 +1,79 @@
+"""README's usage examples, pasted into bash as written (training ones with debug=tiny appended)."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ("--help", "--version", "--cfg")
+
+
+def usage_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Usage\n.*?```bash\n(.*?)```", text, re.S).group(1)
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_usage_examples_run_as_written(tmp_path):
+    commands = usage_commands()
+    assert len(commands) >= 10 and all(c.startswith("sound-cluster") for c in commands)
+    # A working folder where the examples' relative paths (sound_cluster/demo/...) resolve and
+    # outputs/ is this test's own.
+    (tmp_path / "sound_cluster").symlink_to(ROOT / "sound_cluster")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for cmd in commands:
+        line = cmd
+        if cmd.startswith("sound-cluster ") or cmd == "sound-cluster":
+            if not any(q in cmd for q in QUICK):
+                # Same command, small model: checks paths, keys and quoting, not training quality.
+                line = f"{cmd} debug=tiny features.cache_dir={tmp_path / 'cache'}"
+        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, f"{line}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        if "--help" in cmd:
+            assert "usage: sound-cluster" in proc.stdout and "powered by Hydra" not in proc.stdout
+        if "--version" in cmd:
+            assert proc.stdout.startswith("sound-cluster ") and "tensorflow" in proc.stdout
+        if "--segments auto" in cmd:
+            assert "segments by largest_cost_jump" in proc.stdout
+    assert (tmp_path / "outputs" / "multirun").is_dir()
+    assert list((tmp_path / "outputs" / "multirun").rglob("multirun.csv"))
+
+
+@pytest.mark.parametrize("key, hint", [("model.n_cluster=4", "did you mean 'model.n_clusters'"),
+                                       ("trian.epochs=3", "did you mean 'train.epochs'")])
+def test_misspelt_key_names_the_closest(tmp_path, key, hint):
+    proc = subprocess.run(["sound-cluster", key], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and hint in proc.stderr and "+model" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()  # nothing left behind
+
+
+def test_labels_with_filename_header_checked_before_work(tmp_path):
+    import soundfile as sf
+
+    from .conftest import SR, tone
+
+    (tmp_path / "a").mkdir()
+    for i in range(2):
+        sf.write(tmp_path / "a" / f"{i}.wav", tone(300 + 200 * i), SR)
+    (tmp_path / "labels.csv").write_text("filename,label\n0.wav,x\n1.wav,y\n")
+    (tmp_path / "bad.csv").write_text("file,class\n0.wav,x\n")
+    proc = subprocess.run(["sound-cluster", str(tmp_path / "a"), f"data.labels={tmp_path / 'bad.csv'}",
+                           f"hydra.run.dir={tmp_path / 'r1'}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "must have columns path (or filename),label" in proc.stdout + proc.stderr
+    s = (tmp_path / "r1" / "summary.json").read_text()
+    assert '"status": "failed"' in s and '"files_found": 0' in s  # refused before discovery and training
+    proc = subprocess.run(["sound-cluster", str(tmp_path / "a"), f"data.labels={tmp_path / 'labels.csv'}",
+                           "debug=tiny", f"features.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'r2'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert '"nmi"' in (tmp_path / "r2" / "summary.json").read_text()
+    # A labels file that names none of the run's files: the eval command says so and fails.
+    (tmp_path / "other.csv").write_text("path,label\nnot/there.wav,x\n")
+    proc = subprocess.run(["sound-cluster-eval", str(tmp_path / "r2"), "--labels", str(tmp_path / "other.csv")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "names none of the run's files" in proc.stderr

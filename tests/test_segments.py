@@ -1,0 +1,96 @@
+"""Segments a person can trust: Ward's size factor leaves no slivers, boundaries move to onsets,
+and each tree chooses its own number of segments."""
+
+import numpy as np
+import pytest
+
+from sound_cluster.boundaries import energy_rise, leaf_boundary_times
+from sound_cluster.fold import Merges, fold
+
+from .test_fold import random_weights
+from sound_cluster.tree import SegmentTree, doc_cut
+
+
+def _three_parts_and_an_odd_edge(d=8, seed=0):
+    """Three long parts of distinct directions, and a last leaf unlike any of them."""
+    rng = np.random.default_rng(seed)
+    dirs = np.linalg.qr(rng.standard_normal((d, d)))[0][:4]
+    parts = [np.repeat(dirs[i][None], n, axis=0) for i, n in enumerate((20, 25, 15))]
+    x = np.concatenate(parts + [dirs[3][None]]) + 0.05 * rng.standard_normal((61, d))
+    return x
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ward_leaves_no_sliver_where_plain_costs_do(seed):
+    x = _three_parts_and_an_odd_edge(seed=seed)
+    shortest = {}
+    for linkage in ("plain", "ward"):
+        w = random_weights(8, seed, size_weighted=False, linkage=linkage)
+        tree = SegmentTree.from_merges(fold(x, weights=w), frame_rate_hz=25.0, duration_s=61 / 25)
+        shortest[linkage] = min(e - s for k in range(2, 5) for s, e in tree.cut(k))
+    assert shortest["ward"] > 1  # no one-leaf segment in the 2- to 4-segment cuts
+    assert shortest["ward"] >= shortest["plain"]
+
+
+def _tree(costs, n):
+    """A left-to-right chain of merges over n leaves with the given costs (for the auto-k rule)."""
+    left, right, nodes = [], [], list(range(n))
+    # Merge pairs inside four blocks first (cheap), then the blocks (dear), so the tree has a clear 4-cut.
+    blocks = [list(range(i, i + n // 4)) for i in range(0, n, n // 4)]
+    m = n
+    tops = []
+    for b in blocks:
+        cur = b[0]
+        for leaf in b[1:]:
+            left.append(cur)
+            right.append(leaf)
+            cur = m
+            m += 1
+        tops.append(cur)
+    cur = tops[0]
+    for t in tops[1:]:
+        left.append(cur)
+        right.append(t)
+        cur = m
+        m += 1
+    return Merges(np.array(left), np.array(right), np.asarray(costs, float), np.zeros((2 * n - 1, 1), np.float32))
+
+
+def test_auto_k_is_the_cut_before_the_largest_jump_and_respects_the_shortest_segment():
+    n = 40
+    costs = np.r_[np.linspace(0.1, 0.2, n - 4), [2.0, 2.5, 3.0]]  # 36 cheap merges, then 3 dear ones
+    tree = SegmentTree.from_merges(_tree(costs, n), frame_rate_hz=25.0, duration_s=n / 25)
+    assert tree.cut(4) == [(0, 10), (10, 20), (20, 30), (30, 40)]
+    assert tree.auto_k(min_segment_s=0.2) == 4
+    assert tree.auto_k(min_segment_s=0.5) == 1  # 0.4 s segments are too short: no cut qualifies
+    doc = tree.to_json(source="x.wav", auto_min_segment_s=0.2)
+    assert doc["auto_k"] == 4 and doc["auto_k_rule"]["name"] == "largest_cost_jump"
+    assert len(doc_cut(doc, "auto")) == 4
+    # Degenerate inputs: one and two leaves choose one segment.
+    one = SegmentTree.from_merges(Merges(np.empty(0, int), np.empty(0, int), np.empty(0), np.zeros((1, 1))),
+                                  frame_rate_hz=25.0, duration_s=0.04)
+    assert one.auto_k(min_segment_s=0.2) == 1
+
+
+def test_boundaries_move_to_the_onset_within_the_radius_and_stay_ordered():
+    n_frames, onset = 80, 37  # the step grid (4 frames a step) has a boundary at 36, the onset is at 37
+    frames = np.full((n_frames, 16), -10.0, np.float32)
+    frames[onset:] = 0.0
+    rise = energy_rise(frames)
+    assert int(np.argmax(rise)) == onset
+    times = leaf_boundary_times(frames, n_leaves=20, time_pool=4, frame_rate_hz=100.0, radius_s=0.12,
+                                duration_s=0.8)
+    assert times[0] == 0.0 and times[-1] == 0.8 and np.all(np.diff(times) > 0)
+    assert np.isclose(times, onset / 100).sum() == 1  # exactly one boundary took the onset
+    assert np.diff(times).min() >= 0.02 - 1e-9  # at least half a step apart
+    assert np.isclose(times[1], 0.04)  # no onset near: the grid
+    grid = leaf_boundary_times(frames, n_leaves=20, time_pool=4, frame_rate_hz=100.0, radius_s=0.0,
+                               duration_s=0.8)
+    np.testing.assert_allclose(grid, np.arange(21) * 0.04)
+    # A tree given those times reports them, and every cut uses the same ones.
+    w = random_weights(8, 0, linkage="ward")
+    x = np.random.default_rng(0).standard_normal((20, 8))
+    tree = SegmentTree.from_merges(fold(x, weights=w), frame_rate_hz=25.0, duration_s=0.8, leaf_times=times)
+    doc = tree.to_json(source="x.wav", boundary_refine_s=0.12)
+    for k in (2, 5, 9):
+        assert [s["start_s"] for s in doc_cut(doc, k)] == [round(times[s], 4) for s, _ in tree.cut(k)]
