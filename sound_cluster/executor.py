@@ -7,6 +7,7 @@ so ``serial`` and ``process`` give identical output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .config import ExecutorParams, usable_cores
 from .errors import AudioError
@@ -162,19 +164,22 @@ def map_files(
             raise StopOnFailure(value)
 
     n_workers = min(params.n_workers or usable_cores(), max(n, 1))
-    try:
-        if params.kind == "serial" or n_workers <= 1 or n <= 1:
-            from threadpoolctl import threadpool_limits
+    # While the bar is drawn, log lines go through tqdm.write, so they never land on the bar's line.
+    redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
+    with redirect:
+        try:
+            if params.kind == "serial" or n_workers <= 1 or n <= 1:
+                from threadpoolctl import threadpool_limits
 
-            # One BLAS thread, as in each worker: a threaded product sums in another order, and
-            # serial and process runs must write the same bits.
-            with threadpool_limits(limits=1, user_api="blas"):
-                for i, item in enumerate(items):
-                    finish(i, _guarded(fn, item, stage))
-        else:
-            _map_process(fn, items, stage, n_workers, finish)
-    finally:
-        bar.close()
+                # One BLAS thread, as in each worker: a threaded product sums in another order, and
+                # serial and process runs must write the same bits.
+                with threadpool_limits(limits=1, user_api="blas"):
+                    for i, item in enumerate(items):
+                        finish(i, _guarded(fn, item, stage))
+            else:
+                _map_process(fn, items, stage, n_workers, finish)
+        finally:
+            bar.close()
     return results
 
 
