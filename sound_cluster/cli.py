@@ -199,10 +199,11 @@ def _config_keys() -> set[str]:
     keys: set[str] = set()
 
     def walk(node, prefix: str) -> None:
-        for k, v in node.items():
-            keys.add(prefix + k)
-            if isinstance(v, dict):
-                walk(v, prefix + k + ".")
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for k, v in items:
+            keys.add(f"{prefix}{k}")
+            if isinstance(v, (dict, list)):
+                walk(v, f"{prefix}{k}.")
 
     walk(cfg, "")
     keys.update(p.name for p in config_dir().iterdir() if p.is_dir())
