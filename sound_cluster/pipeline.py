@@ -258,7 +258,7 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
                                    follow_symlinks=params.data.follow_symlinks)
     state.files, state.failures = files, failures
     rel_root = root if root.is_dir() else root.parent
-    _check_references(references, files, rel_root, state.extra)
+    _check_references(references, files, rel_root, state.extra, demo=params.data.path is None)
     if params.data.strict and failures:
         f = failures[0]
         raise AudioError(f"{f.path}: {f.reason} (data.strict=true stops at the first problem)", stage=f.stage)
@@ -332,8 +332,12 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
 
 
 def _check_references(references: dict[str, dict | None], files: list[Path], rel_root: Path,
-                      extra: dict[str, Any]) -> None:
-    """Say how many found files each reference (labels, segments) covers; warn when it covers few or none."""
+                      extra: dict[str, Any], *, demo: bool = False) -> None:
+    """Say how many found files each reference (labels, segments) covers; warn when it covers few or none.
+
+    The demo's own references cover only part of it by design (labels the clips, segments the
+    joined sequences): that is said at INFO level.
+    """
     found = {display_path(f, rel_root) for f in files}
     for key, ref in references.items():
         if ref is None:
@@ -345,8 +349,8 @@ def _check_references(references: dict[str, dict | None], files: list[Path], rel
             log.warning("%s names none of the %d files found (paths must be relative to data.path, e.g. %r); "
                         "it will not be scored", key, len(found), sorted(found)[0] if found else "a/b.wav")
         elif matched < len(found):
-            log.warning("%s: %d of %d files have no entry and are not scored", key, len(found) - matched,
-                        len(found))
+            (log.info if demo else log.warning)("%s: %d of %d files have no entry and are not scored", key,
+                                                len(found) - matched, len(found))
 
 
 def _with_model_features(params: Params) -> Params:
