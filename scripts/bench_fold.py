@@ -22,10 +22,12 @@ from sound_cluster.fold import FoldWeights, fold
 
 
 def random_weights(d: int, seed: int = 0) -> FoldWeights:
+    """Random weights with the default fold settings (unweighted reconstruction, mean nodes, Ward's factor)."""
     rng = np.random.default_rng(seed)
     s = 1 / np.sqrt(2 * d)
     return FoldWeights((rng.standard_normal((2 * d, d)) * s).astype(np.float32), np.zeros(d, np.float32),
-                       (rng.standard_normal((d, 2 * d)) * s).astype(np.float32), np.zeros(2 * d, np.float32))
+                       (rng.standard_normal((d, 2 * d)) * s).astype(np.float32), np.zeros(2 * d, np.float32),
+                       size_weighted=False, node_vector="mean", linkage="ward")
 
 
 def seed_style(x: np.ndarray, model) -> float:
