@@ -79,3 +79,17 @@ def test_labels_with_filename_header_checked_before_work(tmp_path):
     proc = subprocess.run(["sound-cluster-eval", str(tmp_path / "r2"), "--labels", str(tmp_path / "other.csv")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "names none of the run's files" in proc.stderr
+
+
+def test_show_on_something_that_is_not_a_tree(tmp_path):
+    import soundfile as sf
+
+    from .conftest import SR, tone
+
+    sf.write(tmp_path / "a.wav", tone(), SR)
+    (tmp_path / "summary.json").write_text('{"status": "complete"}')
+    for target, words in ((tmp_path / "a.wav", "is not a tree file"), (tmp_path, "is a folder"),
+                          (tmp_path / "summary.json", "is not a tree file of sound_cluster"),
+                          (tmp_path / "missing.json", "does not exist")):
+        proc = subprocess.run(["sound-cluster-show", str(target)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
