@@ -281,7 +281,7 @@ class RaeParams:
     max_leaves: int = 48
     learning_rate: float = 3e-3
     negative_weight: float = 1.0
-    margin: float = 1.0
+    margin: float = 2.0
     max_any_leaves: int = 1500
 
     def check(self, prefix: str = "rae", *, embedding_dim: int | None = None) -> None:
