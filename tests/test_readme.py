@@ -93,3 +93,18 @@ def test_show_on_something_that_is_not_a_tree(tmp_path):
                           (tmp_path / "missing.json", "does not exist")):
         proc = subprocess.run(["sound-cluster-show", str(target)], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("value", ["/a b/c", "/it's", "/x\\y", "/e,f=g", "/q\\", "/r\\'s", "/plain/path_1.wav"])
+def test_path_values_reach_the_config_intact(value, tmp_path):
+    from sound_cluster.cli import _rewrite_args, compose_config
+
+    (arg,) = _rewrite_args([f"data.path={value}"])
+    assert compose_config([arg])["data"]["path"] == value
+    home = os.path.expanduser("~")
+    (arg,) = _rewrite_args(["data.labels=~/x y.csv"])
+    assert compose_config([arg])["data"]["labels"] == f"{home}/x y.csv"
+    folder = tmp_path / "my rec,1"
+    folder.mkdir()
+    (arg,) = _rewrite_args([str(folder)])  # a bare existing folder is data.path
+    assert compose_config([arg])["data"]["path"] == str(folder)
