@@ -34,25 +34,19 @@ def test_ward_leaves_no_sliver_where_plain_costs_do(seed):
 
 def _tree(costs, n):
     """A left-to-right chain of merges over n leaves with the given costs (for the auto-k rule)."""
-    left, right, nodes = [], [], list(range(n))
-    # Merge pairs inside four blocks first (cheap), then the blocks (dear), so the tree has a clear 4-cut.
-    blocks = [list(range(i, i + n // 4)) for i in range(0, n, n // 4)]
-    m = n
-    tops = []
-    for b in blocks:
-        cur = b[0]
-        for leaf in b[1:]:
+    left, right = [], []
+
+    def chain(nodes):
+        """Merge ``nodes`` left to right; returns the id of the last merge's node."""
+        cur = nodes[0]
+        for node in nodes[1:]:
             left.append(cur)
-            right.append(leaf)
-            cur = m
-            m += 1
-        tops.append(cur)
-    cur = tops[0]
-    for t in tops[1:]:
-        left.append(cur)
-        right.append(t)
-        cur = m
-        m += 1
+            right.append(node)
+            cur = n + len(left) - 1
+        return cur
+
+    # Merge pairs inside four blocks first (cheap), then the blocks (dear), so the tree has a clear 4-cut.
+    chain([chain(list(range(i, i + n // 4))) for i in range(0, n, n // 4)])
     return Merges(np.array(left), np.array(right), np.asarray(costs, float), np.zeros((2 * n - 1, 1), np.float32))
 
 
