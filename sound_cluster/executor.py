@@ -94,9 +94,14 @@ def _init_worker(parent_pid: int | None = None) -> None:
     threadpool_limits(1)
 
 
+def _item_path(item: Any) -> Path:
+    """The file an item stands for: items are paths, or jobs that name their file."""
+    return Path(getattr(item, "path", item))
+
+
 def _guarded(fn: Callable[[Path], Any], item: Path, stage: str) -> Any:
     """Run ``fn(item)``; a failure becomes a :class:`Failure` value instead of an exception."""
-    path = Path(getattr(item, "path", item))  # items are paths, or jobs that name their file
+    path = _item_path(item)
     try:
         return fn(item)
     except AudioError as err:
@@ -202,7 +207,7 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                 try:
                     pending[pool.submit(_guarded, fn, item, stage)] = i
                 except BrokenProcessPool:  # this item was taken from the iterator: it fails here
-                    finish(i, Failure(Path(getattr(item, "path", item)), stage,
+                    finish(i, Failure(_item_path(item), stage,
                                       "worker process pool crashed before this file"))
                     raise
 
@@ -212,7 +217,7 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
             except BrokenProcessPool:
                 # The pool died (a worker crashed hard): remaining files fail with that reason.
                 for i, item in it:
-                    finish(i, Failure(Path(getattr(item, "path", item)), stage,
+                    finish(i, Failure(_item_path(item), stage,
                                       "worker process pool crashed before this file"))
             if not pending:
                 break
@@ -222,7 +227,7 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                 try:
                     value = fut.result()
                 except BrokenProcessPool:
-                    value = Failure(Path(getattr(items[i], "path", items[i])), stage,
+                    value = Failure(_item_path(items[i]), stage,
                                     "worker process crashed while handling this file")
                 finish(i, value)
     finally:
