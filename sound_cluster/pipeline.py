@@ -300,8 +300,8 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     if assign_failures:
         state.failures += assign_failures
         write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
-    fold_extra, fold_failures = _fold_stage([feats[r.index] for r in rows], rows, params=params,
-                                            output_dir=output_dir, timer=timer)
+    fold_extra, fold_failures, n_segments = _fold_stage([feats[r.index] for r in rows], rows, params=params,
+                                                        output_dir=output_dir, timer=timer)
     extra.update(fold_extra)
     with timer.stage("evaluate"):
         extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path))
@@ -326,7 +326,8 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     with timer.stage("report"):
         path = write_report(output_dir, summary=summary, rows=rows, audio_paths=[feats[r.index].path for r in rows],
                             sample_rate=params.features.sample_rate, excerpt_s=params.output.report_excerpt_s,
-                            n_files=params.output.max_plots, segments_k=params.output.segments)
+                            n_files=params.output.max_plots, segments_k=params.output.segments,
+                            n_segments=n_segments)
     log.info("report: %s", path)
     return _write_summary(output_dir, state, status="complete")
 
@@ -449,7 +450,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     """
     from .boundaries import leaf_boundary_times
     from .fold import fold
-    from .tree import SegmentTree, write_tree_json
+    from .tree import SegmentTree, resolve_k, write_tree_json
 
     with np.load(job.npz, allow_pickle=False) as z:
         emb, post = z["embedding"], z["posteriors"]
@@ -469,7 +470,8 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
                        min_segment_s=out_params.min_segment_s, auto_min_segment_s=out_params.auto_min_segment_s,
                        boundary_refine_s=out_params.boundary_refine_s)
     write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
-    out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"]}
+    out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
+                           "n_segments": resolve_k(doc, out_params.segments)}
     if params.output.export_segments:
         from .export import segment_rows
 
@@ -488,8 +490,13 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     return out
 
 
-def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer") -> tuple[dict, list[Failure]]:
-    """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree."""
+def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer"
+                ) -> tuple[dict, list[Failure], dict[str, int]]:
+    """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree.
+
+    Returns the summary's entries, the files whose fold failed, and each tree's number of
+    segments at ``output.segments`` by output name (the report orders files by it).
+    """
     from . import rae as rae_mod
     from .embedding import save_encoder
 
@@ -532,7 +539,8 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
                       "leaves": int(sum(d["n_leaves"] for d in done)),
                       "max_depth": int(max((d["depth"] for d in done), default=0)),
                       "plots": int(sum(j.plot for j, r in zip(jobs, results) if not isinstance(r, Failure)))}
-    return extra, [r for r in results if isinstance(r, Failure)]
+    n_segments = {j.name: r["n_segments"] for j, r in zip(jobs, results) if not isinstance(r, Failure)}
+    return extra, [r for r in results if isinstance(r, Failure)], n_segments
 
 
 def _write_summary(output_dir: Path, state: _RunState, *, status: str, reason: str | None = None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -99,6 +99,7 @@ def write_report(
     excerpt_s: float,
     n_files: int,
     segments_k: int | str,
+    n_segments: Mapping[str, int],
 ) -> Path:
     """Write ``report.html``: clusters to browse and listen to, an embedding map, files and segments.
 
@@ -114,6 +115,9 @@ def write_report(
         Files given a section with their plot and segment table.
     segments_k : int or "auto"
         Segments per file in those tables (``auto``: each tree's own ``auto_k``).
+    n_segments : mapping of str to int
+        Each written tree's number of segments at ``segments_k``, by output name; files are shown
+        most segmented first, and files without a tree are not shown.
     """
     import html
 
@@ -163,15 +167,12 @@ def write_report(
         })
 
     # Files with the most segments, then the longest, first: the interesting ones, not the alphabet's.
-    docs = {}
-    for i, r in enumerate(rows):
-        tree_path = output_dir / "trees" / f"{r.name}.json"
-        if tree_path.is_file():
-            docs[i] = read_tree_json(tree_path)
-    order = sorted(docs, key=lambda i: (-len(doc_cut(docs[i], segments_k)), -rows[i].duration_s, rows[i].path))
+    # Only the trees shown are read (a folder may hold tens of thousands).
+    order = sorted((i for i, r in enumerate(rows) if r.name in n_segments),
+                   key=lambda i: (-n_segments[rows[i].name], -rows[i].duration_s, rows[i].path))
     files = []
     for i in order[:n_files]:
-        r, doc = rows[i], docs[i]
+        r, doc = rows[i], read_tree_json(output_dir / "trees" / f"{rows[i].name}.json")
         audio, length = excerpt(i)
         segs = []
         for s in doc_cut(doc, segments_k):
