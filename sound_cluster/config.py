@@ -382,8 +382,8 @@ def check_features_fit_training(features: FeatureParams, train: TrainParams) -> 
     Raises
     ------
     ConfigError
-        The augmentation reaches past the mel bands, or a crop is shorter than the frames the
-        views are shifted by.
+        The mel shift or frequency mask spans all the mel bands, or the time mask spans the
+        whole training crop.
     """
     a = train.augment
     if a.mel_shift_bins >= features.n_mels:
