@@ -1,15 +1,18 @@
 """Clip clustering quality: ours against k-means on MFCC statistics, measured in the same run.
 
 Usage: python scripts/bench_clustering.py [--data ../shared/data] [--sets fsdd instruments drums]
+                                          [--validation CORPUS/validation] [--inits pretrained scratch]
                                           [--seeds 0 1 2] [override ...]
 
-For each labelled set (``<data>/<set>/labels.csv`` with ``filename,label``), K = the number of
-labels. Ours: the default config (``conf/``, plus any Hydra-style overrides given, e.g.
-``train.epochs=20``) trains an encoder on every clip and assigns each clip to the argmax of its
-mean posterior. Baseline: k-means (n_init=10) on the per-clip mean and standard deviation of 20
-MFCCs, standardised. Both are scored by NMI, ARI and accuracy (Hungarian matching), averaged
-over the seeds; the last column is NMI ours / baseline. Also printed: training seconds per
-epoch and clips per second at inference.
+For each labelled set (``<data>/<set>/labels.csv`` with ``filename,label``, or ``path,label``), K =
+the number of labels. ``--validation`` adds the package that ``scripts/build_corpus.py`` keeps out
+of pre-training. Ours, once per ``model.init`` in ``--inits``: the default config (``conf/``, plus
+any Hydra-style overrides given, e.g. ``train.epochs=20``) trains an encoder on every clip and
+assigns each clip to the argmax of its mean posterior. Baseline: k-means (n_init=10) on the
+per-clip mean and standard deviation of 20 MFCCs, standardised. All are scored by NMI, ARI and
+accuracy (Hungarian matching), averaged over the seeds; the ratio column is NMI ours / baseline.
+Where labels.csv has a ``speaker`` column (fsdd), NMI against the speaker is printed too. Also:
+training seconds per epoch and clips per second at inference.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ HERE = Path(__file__).resolve().parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
-    ap.add_argument("--sets", nargs="+", default=["fsdd", "instruments", "drums"])
+    ap.add_argument("--sets", nargs="*", default=["fsdd", "instruments", "drums"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--validation", type=Path, default=None, help="a labelled folder (labels.csv: path,label)")
+    ap.add_argument("--inits", nargs="+", default=["pretrained", "scratch"], help="model.init values to compare")
     ap.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: the user cache)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=20")
     args = ap.parse_args()
@@ -48,18 +53,22 @@ def main() -> None:
     from sound_cluster.executor import map_files
     from sound_cluster.features import FeatureCache, warm_up
     from sound_cluster.pipeline import FileFeatures, extract_features
+    from sound_cluster.pretrained import resolve_init
 
     rows_out = []
-    for name in args.sets:
-        with open(args.data / name / "labels.csv", newline="") as fh:
+    sets = [(name, args.data / name) for name in args.sets]
+    if args.validation:
+        sets.append((args.validation.name, args.validation))
+    for name, folder in sets:
+        with open(folder / "labels.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
         k = len({r["label"] for r in rows})
-        overrides = [f"model.n_clusters={k}", "executor.kind=process", *args.overrides]
+        overrides = [f"model.n_clusters={k}", "executor.kind=process", "model.init=scratch", *args.overrides]
         if args.cache:
             overrides.append(f"features.cache_dir={args.cache}")
         cfg = compose_config(overrides)
         params = params_from_config(cfg)
-        files = [args.data / name / r["filename"] for r in rows]
+        files = [folder / (r.get("filename") or r["path"]) for r in rows]
         cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
         cache.prepare()
         warm_up(params.features)
@@ -68,6 +77,7 @@ def main() -> None:
         keep = [i for i, r in enumerate(res) if isinstance(r, FileFeatures)]
         feats = [res[i] for i in keep]
         labels = [rows[i]["label"] for i in keep]
+        speakers = [rows[i]["speaker"] for i in keep] if "speaker" in rows[0] else None
         skipped = len(files) - len(keep)
 
         # Baseline features: MFCC mean and std per clip, from the same decoded audio.
@@ -80,35 +90,55 @@ def main() -> None:
 
         from sound_cluster import embedding  # TensorFlow from here on
 
-        ours, base, per_epoch, clips_s = [], [], [], []
+        base, base_spk = [], []
         for seed in args.seeds:
             km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x_base)
             base.append(clustering_scores(labels, km))
-            t0 = time.perf_counter()
-            enc, hist = embedding.fit_encoder([(f.cache_path, f.n_frames) for f in feats], model=params.model,
-                                              train=params.train, n_mels=params.features.n_mels, seed=seed,
-                                              verbose=0)
-            per_epoch.append((time.perf_counter() - t0) / len(hist["loss"]))
-            run = embedding.Posteriors(enc)
-            t0 = time.perf_counter()
-            clusters = [assign(run(np.load(f.cache_path))[1])[0] for f in feats]
-            clips_s.append(len(feats) / (time.perf_counter() - t0))
-            ours.append(clustering_scores(labels, clusters))
-            print(f"  {name} seed {seed}: ours NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs of "
-                  f"{params.train.resolved_steps_per_epoch(sum(f.n_frames for f in feats))} steps, "
-                  f"{len(set(clusters))}/{k} clusters used), baseline NMI {base[-1]['nmi']:.3f}", flush=True)
+            if speakers:
+                base_spk.append(clustering_scores(speakers, km)["nmi"])
         mean = lambda s, key: float(np.mean([d[key] for d in s]))  # noqa: E731
-        rows_out.append((name, len(feats), skipped, k, {m: mean(ours, m) for m in ("nmi", "ari", "acc")},
-                         {m: mean(base, m) for m in ("nmi", "ari", "acc")}, float(np.mean(per_epoch)),
-                         float(np.mean(clips_s))))
+        base_mean = {m: mean(base, m) for m in ("nmi", "ari", "acc")}
+        for init in args.inits:
+            p = params_from_config(compose_config([*overrides, f"model.init={init}"]))
+            ours, spk, per_epoch, clips_s = [], [], [], []
+            for seed in args.seeds:
+                t0 = time.perf_counter()
+                src = resolve_init(p.model, p.features)
+                enc, hist = embedding.fit_encoder([(f.cache_path, f.n_frames) for f in feats], model=p.model,
+                                                  train=p.train, n_mels=p.features.n_mels, seed=seed, verbose=0,
+                                                  init=str(src.path) if src else None)
+                per_epoch.append((time.perf_counter() - t0) / len(hist["loss"]))
+                run = embedding.Posteriors(enc)
+                t0 = time.perf_counter()
+                clusters = [assign(run(np.load(f.cache_path))[1])[0] for f in feats]
+                clips_s.append(len(feats) / (time.perf_counter() - t0))
+                ours.append(clustering_scores(labels, clusters))
+                if speakers:
+                    spk.append(clustering_scores(speakers, clusters)["nmi"])
+                print(f"  {name} {init} seed {seed}: NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs, "
+                      f"{len(set(clusters))}/{k} clusters used), baseline NMI {base[seed_index(args, seed)]['nmi']:.3f}"
+                      + (f"; NMI vs speaker {spk[-1]:.3f}" if speakers else ""), flush=True)
+            rows_out.append((name, init, len(feats), skipped, k, {m: mean(ours, m) for m in ("nmi", "ari", "acc")},
+                             base_mean, float(np.mean(per_epoch)), float(np.mean(clips_s)),
+                             (float(np.mean(spk)), float(np.mean(base_spk))) if speakers else None,
+                             [(o["nmi"], b["nmi"]) for o, b in zip(ours, base)]))
 
     print(f"\nmeans over seeds {args.seeds}; overrides: {args.overrides or 'none'}")
-    print(f"{'set':12s} {'clips':>5s} {'K':>3s} | {'ours NMI':>8s} {'ARI':>6s} {'ACC':>6s} | "
-          f"{'base NMI':>8s} {'ARI':>6s} {'ACC':>6s} | {'NMI ratio':>9s} | {'s/epoch':>7s} {'clips/s':>7s}")
-    for name, n, skipped, k, o, b, spe, cps in rows_out:
-        print(f"{name:12s} {n:5d} {k:3d} | {o['nmi']:8.3f} {o['ari']:6.3f} {o['acc']:6.3f} | "
-              f"{b['nmi']:8.3f} {b['ari']:6.3f} {b['acc']:6.3f} | {o['nmi'] / b['nmi']:8.2f}x | "
+    print(f"{'set':12s} {'init':10s} {'clips':>5s} {'K':>3s} | {'ours NMI':>8s} {'ARI':>6s} {'ACC':>6s} | "
+          f"{'base NMI':>8s} {'ARI':>6s} {'ACC':>6s} | {'NMI ratio':>9s} {'wins':>4s} | {'s/epoch':>7s} {'clips/s':>7s}")
+    for name, init, n, skipped, k, o, b, spe, cps, spk, per_seed in rows_out:
+        wins = sum(a > c for a, c in per_seed)
+        print(f"{name:12s} {init:10s} {n:5d} {k:3d} | {o['nmi']:8.3f} {o['ari']:6.3f} {o['acc']:6.3f} | "
+              f"{b['nmi']:8.3f} {b['ari']:6.3f} {b['acc']:6.3f} | {o['nmi'] / b['nmi']:8.2f}x {wins:2d}/{len(per_seed)} | "
               f"{spe:7.1f} {cps:7.0f}" + (f"   ({skipped} clips skipped: too short or unreadable)" if skipped else ""))
+        if spk:
+            print(f"{'':12s} {'':10s} NMI against the speaker: ours {spk[0]:.3f}, baseline {spk[1]:.3f}")
+    print("per seed, ours / baseline NMI: " + "; ".join(
+        f"{r[0]} {r[1]}: " + ", ".join(f"{a:.3f}/{c:.3f}" for a, c in r[-1]) for r in rows_out))
+
+
+def seed_index(args, seed: int) -> int:
+    return args.seeds.index(seed)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,10 @@ class ModelParams:
     context_kernel: int = 5
     standardize_by_std: bool = False
     overcluster: int = 0
+    init: str = "pretrained"
+
+    # The fields that make up the architecture (what a pretrained encoder must share with the run).
+    ARCHITECTURE = ("embedding_dim", "blocks", "context_kernel", "standardize_by_std")
 
     @property
     def time_pool(self) -> int:
@@ -154,6 +158,8 @@ class ModelParams:
         _positive_int(f"{prefix}.embedding_dim", self.embedding_dim)
         _positive_int(f"{prefix}.context_kernel", self.context_kernel)
         _non_negative(f"{prefix}.overcluster", self.overcluster, integer=True)
+        if not isinstance(self.init, str) or not self.init:
+            _fail(f"{prefix}.init", self.init, "pretrained, scratch or the path of a .keras encoder")
         if not self.blocks:
             _fail(f"{prefix}.blocks", [], "a non-empty list of {filters, kernel, pool}")
         for i, b in enumerate(self.blocks):
@@ -165,6 +171,11 @@ class ModelParams:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def architecture(self) -> dict[str, Any]:
+        """The architecture fields as plain JSON values (blocks as lists of dicts)."""
+        d = self.to_dict()
+        return {k: d[k] for k in self.ARCHITECTURE}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], prefix: str = "model") -> "ModelParams":
@@ -193,6 +204,8 @@ class AugmentParams:
     eq_nats : largest amplitude of a random smooth curve added across the mel bands (a random
         equaliser, in natural-log units: 1 nat is 4.3 dB), so a recording chain or a voice's
         colour, which both views of a file share, cannot decide the cluster
+    mix_prob : probability that a view gets a crop of another file mixed underneath it
+    mix_below_db : that crop's level below the view's, drawn from [mix_below_db, mix_below_db + 10] dB
     """
 
     view_max_shift_frames: int = 16
@@ -200,10 +213,15 @@ class AugmentParams:
     time_mask_frames: int = 4
     freq_mask_bins: int = 8
     eq_nats: float = 1.0
+    mix_prob: float = 0.0
+    mix_below_db: float = 10.0
 
     def check(self, prefix: str = "train.augment") -> None:
         for f in dataclasses.fields(self):
-            _non_negative(f"{prefix}.{f.name}", getattr(self, f.name), integer=f.name != "eq_nats")
+            _non_negative(f"{prefix}.{f.name}", getattr(self, f.name),
+                          integer=f.name not in ("eq_nats", "mix_prob", "mix_below_db"))
+        if self.mix_prob > 1:
+            _fail(f"{prefix}.mix_prob", self.mix_prob, "in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -222,6 +240,8 @@ class TrainParams:
     learning_rate: float = 1e-3
     patience: int = 6
     min_delta: float = 1e-3
+    strategy: str = "default"
+    backbone: str = "frozen"
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def resolved_steps_per_epoch(self, total_frames: int) -> int:
@@ -244,6 +264,8 @@ class TrainParams:
             _positive_float(f"{prefix}.{name}", getattr(self, name))
         for name in ("consistency_weight", "contrastive_weight", "min_delta"):
             _non_negative(f"{prefix}.{name}", getattr(self, name))
+        _one_of(f"{prefix}.strategy", self.strategy, ("default", "mirrored"))
+        _one_of(f"{prefix}.backbone", self.backbone, ("tuned", "frozen"))
         _non_negative(f"{prefix}.length_power", self.length_power, what="in [0, 1]")
         if self.length_power > 1:
             _fail(f"{prefix}.length_power", self.length_power, "in [0, 1]")
@@ -254,16 +276,54 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class PretrainParams:
+    """Self-supervised pre-training on a large corpus (``task=pretrain``).
+
+    n_clusters : K of the clustering head while pre-training; a fit replaces the head with its own
+    max_minutes : stop after this many minutes of training (null: run every epoch)
+    train : the training settings, every key of ``train``; ``conf/pretrain/default.yaml`` makes
+        the views farther apart and the augmentation stronger than a fit's
+    """
+
+    n_clusters: int = 64
+    max_minutes: float | None = None
+    train: TrainParams = field(default_factory=TrainParams)
+
+    def check(self, prefix: str = "pretrain") -> None:
+        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int) or self.n_clusters < 2:
+            _fail(f"{prefix}.n_clusters", self.n_clusters, "an integer >= 2")
+        if self.max_minutes is not None:
+            _positive_float(f"{prefix}.max_minutes", self.max_minutes)
+        self.train.check(f"{prefix}.train", n_clusters=self.n_clusters)
+
+
+@dataclass(frozen=True)
 class ExecutorParams:
-    """How per-file work is spread: ``serial`` or ``process`` (``auto`` is resolved when built)."""
+    """How per-file work is spread: ``serial``, ``process`` or ``dask`` (``auto`` is resolved when built).
+
+    ``address``: a running Dask scheduler (``tcp://host:port``) for ``dask``; ``None`` starts a
+    ``LocalCluster`` of ``n_workers`` processes on this machine.
+    """
 
     kind: str = "auto"
     n_workers: int | None = None
+    address: str | None = None
 
     def check(self, prefix: str = "executor") -> None:
-        _one_of(f"{prefix}.kind", self.kind, ("serial", "process"))
+        _one_of(f"{prefix}.kind", self.kind, ("serial", "process", "dask"))
         if self.n_workers is not None:
             _positive_int(f"{prefix}.n_workers", self.n_workers)
+        if self.address is not None:
+            if self.kind != "dask":
+                _fail(f"{prefix}.address", self.address, f"null unless {prefix}.kind=dask (it is {self.kind})")
+            if not isinstance(self.address, str) or "://" not in self.address:
+                _fail(f"{prefix}.address", self.address, "a scheduler address such as tcp://10.0.0.5:8786")
+        if self.kind == "dask":
+            try:
+                import distributed  # noqa: F401
+            except ImportError:
+                _fail(f"{prefix}.kind", "dask", "serial or process unless dask.distributed is installed "
+                      "(pip install 'sound-cluster[distributed]')")
 
 
 @dataclass(frozen=True)
@@ -354,6 +414,7 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     rae: RaeParams = field(default_factory=RaeParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
     executor: ExecutorParams = field(default_factory=ExecutorParams)
     output: OutputParams = field(default_factory=OutputParams)
     task: str = "fit"
@@ -361,13 +422,20 @@ class Params:
     models: Path | None = None
 
     def check(self) -> None:
-        _one_of("task", self.task, ("fit", "apply"))
+        _one_of("task", self.task, ("fit", "apply", "pretrain"))
         _non_negative("seed", self.seed, integer=True)
         for group in ("data", "features", "model", "executor", "output"):
             getattr(self, group).check(group)
         self.train.check("train", n_clusters=self.model.n_clusters)
         self.rae.check("rae", embedding_dim=self.model.embedding_dim)
         check_features_fit_training(self.features, self.train)
+        if self.task == "pretrain":
+            self.pretrain.check("pretrain")
+            check_features_fit_training(self.features, self.pretrain.train, prefix="pretrain.train")
+        if self.task in ("fit", "pretrain") and self.model.init != "scratch":
+            from .pretrained import resolve_init  # reads the encoder's card: fails before any work
+
+            resolve_init(self.model, self.features)
         if self.task == "apply":
             if self.models is None:
                 _fail("models", None, "a run's models/ folder when task=apply")
@@ -376,7 +444,7 @@ class Params:
                     _fail("models", str(self.models), f"a folder holding {name} (a run's models/ folder)")
 
 
-def check_features_fit_training(features: FeatureParams, train: TrainParams) -> None:
+def check_features_fit_training(features: FeatureParams, train: TrainParams, *, prefix: str = "train") -> None:
     """Settings that are each in range but do not fit together (checked before any work).
 
     Raises
@@ -387,11 +455,12 @@ def check_features_fit_training(features: FeatureParams, train: TrainParams) -> 
     """
     a = train.augment
     if a.mel_shift_bins >= features.n_mels:
-        _fail("train.augment.mel_shift_bins", a.mel_shift_bins, f"below features.n_mels={features.n_mels}")
+        _fail(f"{prefix}.augment.mel_shift_bins", a.mel_shift_bins, f"below features.n_mels={features.n_mels}")
     if a.freq_mask_bins >= features.n_mels:
-        _fail("train.augment.freq_mask_bins", a.freq_mask_bins, f"below features.n_mels={features.n_mels}")
+        _fail(f"{prefix}.augment.freq_mask_bins", a.freq_mask_bins, f"below features.n_mels={features.n_mels}")
     if a.time_mask_frames >= train.crop_frames:
-        _fail("train.augment.time_mask_frames", a.time_mask_frames, f"below train.crop_frames={train.crop_frames}")
+        _fail(f"{prefix}.augment.time_mask_frames", a.time_mask_frames,
+              f"below {prefix}.crop_frames={train.crop_frames}")
 
 
 def saved_model_params(saved: Mapping[str, Any], *, source: str) -> tuple[FeatureParams, ModelParams]:
@@ -497,6 +566,10 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
 
     train = dict(cfg.get("train") or {})
     train["augment"] = _build(AugmentParams, train.get("augment"), "train.augment")
+    pretrain = dict(cfg.get("pretrain") or {})
+    ptrain = dict(pretrain.get("train") or {})
+    ptrain["augment"] = _build(AugmentParams, ptrain.get("augment"), "pretrain.train.augment")
+    pretrain["train"] = _build(TrainParams, ptrain, "pretrain.train")
 
     params = Params(
         data=_build(DataParams, data, "data"),
@@ -504,6 +577,7 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
         model=ModelParams.from_dict(cfg.get("model") or {}),
         train=_build(TrainParams, train, "train"),
         rae=_build(RaeParams, cfg.get("rae"), "rae"),
+        pretrain=_build(PretrainParams, pretrain, "pretrain"),
         executor=_build(ExecutorParams, ex, "executor"),
         output=_build(OutputParams, out, "output"),
         task=cfg.get("task", "fit"),

@@ -115,9 +115,24 @@ class CropSampler:
             lo = max(0, s1 - self.aug.view_max_shift_frames)
             hi = min(span, s1 + self.aug.view_max_shift_frames)
             s2 = int(rng.integers(lo, hi + 1))
-            out[i] = self._augment(self._crop(arr, s1))
-            out[b + i] = self._augment(self._crop(arr, s2))
+            out[i] = self._augment(self._mix(self._crop(arr, s1)))
+            out[b + i] = self._augment(self._mix(self._crop(arr, s2)))
         return out, np.concatenate([files, files]).astype(np.int32)
+
+    def _mix(self, x: np.ndarray) -> np.ndarray:
+        """With probability ``mix_prob``, a crop of a random file underneath ``x``, in the power domain.
+
+        Its mean log power is set ``mix_below_db`` to ``mix_below_db + 10`` dB below ``x``'s, so
+        the view's own sound still dominates: a background, not a second source of equal weight.
+        """
+        a, rng = self.aug, self.rng
+        if not a.mix_prob or rng.random() >= a.mix_prob:
+            return x
+        other = self.arrays[int(rng.integers(len(self.arrays)))]
+        y = self._crop(other, int(rng.integers(0, abs(other.shape[0] - self.crop) + 1)))
+        below_nats = (a.mix_below_db + 10.0 * rng.random()) * np.log(10.0) / 10.0  # dB of power -> nats
+        y = y - y.mean() + x.mean() - below_nats
+        return np.logaddexp(x, y).astype(np.float32)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         while True:

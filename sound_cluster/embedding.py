@@ -25,6 +25,7 @@ from .config import ModelParams, TrainParams
 log = logging.getLogger(__name__)
 
 PACKAGE = "sound_cluster"
+HEADS = ("logits", "logits_over")  # the layers a fit always trains, whatever it starts from
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,6 +281,40 @@ class ClusterUsage(keras.callbacks.Callback):
                  (logs or {}).get("h_marg", float("nan")), int((counts > 0).sum()), self.n_clusters)
 
 
+def replica_order(batch_size: int, replicas: int) -> np.ndarray:
+    """Row order that gives every replica whole view pairs.
+
+    A distributed batch is split into ``replicas`` contiguous shares, and the loss pairs row
+    ``i`` with row ``n/2 + i`` of its share. Rows ``i`` and ``B + i`` of the sampler's batch
+    (``B = batch_size``) are two views of one example, so each share must hold a block of first
+    views followed by the same block of second views. One replica: the identity.
+    """
+    per = batch_size // replicas
+    idx = np.arange(batch_size).reshape(replicas, per)
+    return np.concatenate([np.concatenate([blk, blk + batch_size]) for blk in idx])
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch that ends past ``max_seconds`` of training."""
+
+    def __init__(self, max_seconds: float) -> None:
+        super().__init__()
+        self.max_seconds = float(max_seconds)
+        self.start = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        import time
+
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        import time
+
+        if time.monotonic() - self.start > self.max_seconds:
+            log.info("stopping after epoch %d: the time budget of %.0f s is spent", epoch + 1, self.max_seconds)
+            self.model.stop_training = True
+
+
 # ----------------------------------------------------------------------------------------------
 # Inference
 
@@ -335,8 +370,26 @@ def train_encoder(
     seed: int,
     log_dir: str | None = None,
     verbose: int = 2,
+    init: keras.Model | None = None,
+    max_seconds: float | None = None,
+    checkpoint: str | None = None,
+    strategy: str = "default",
+    freeze_backbone: bool = False,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Train a fresh encoder on ``sampler``'s batches with ``model.fit``.
+    """Train an encoder on ``sampler``'s batches with ``model.fit``.
+
+    ``freeze_backbone`` (with ``init``): only the cluster heads train; every layer copied from
+    ``init`` keeps its weights.
+
+    ``strategy="mirrored"`` builds and trains under ``tf.distribute.MirroredStrategy``: every
+    local GPU (or logical CPU device) holds a copy and gets an equal share of each batch; the
+    loss terms (batch marginal, contrastive negatives) are then computed within each share.
+
+    ``init``: an encoder whose weights the new one starts from (every layer whose name and
+    shapes match; the cluster head is new when K differs); ``None`` starts from random weights.
+    ``max_seconds``: stop at the end of the first epoch past this much training time.
+    ``checkpoint``: a ``.keras`` path the encoder is saved to (atomically) after every epoch,
+    so a long run that is stopped keeps its last epoch.
 
     Returns
     -------
@@ -347,12 +400,37 @@ def train_encoder(
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    encoder = build_encoder(model, n_mels=n_mels)
-    trainer = ClusterTrainer(encoder, gamma=gamma, consistency_weight=consistency_weight,
-                             contrastive_weight=contrastive_weight, temperature=temperature)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    import contextlib
+
+    dist = tf.distribute.MirroredStrategy() if strategy == "mirrored" else None
+    if dist is not None:
+        log.info("training on %d replicas (%s)", dist.num_replicas_in_sync, strategy)
+    with dist.scope() if dist is not None else contextlib.nullcontext():
+        encoder = build_encoder(model, n_mels=n_mels)
+        if init is not None:
+            from .pretrained import transfer_weights
+
+            copied = transfer_weights(init, encoder)
+            log.info("encoder starts from %d pretrained layers (%s)%s", len(copied), ", ".join(copied),
+                     "; they stay frozen" if freeze_backbone else "")
+            if freeze_backbone:
+                for name in copied:
+                    if name not in HEADS:
+                        encoder.get_layer(name).trainable = False
+        trainer = ClusterTrainer(encoder, gamma=gamma, consistency_weight=consistency_weight,
+                                 contrastive_weight=contrastive_weight, temperature=temperature)
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     shape = (2 * sampler.batch_size, sampler.crop, sampler.n_mels)
-    ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=(
+    replicas = dist.num_replicas_in_sync if dist is not None else 1
+    if sampler.batch_size % replicas:
+        raise ValueError(f"train.batch_size={sampler.batch_size} must be a multiple of the {replicas} replicas")
+
+    def batches():
+        for x, files in sampler:
+            order = replica_order(sampler.batch_size, replicas)
+            yield x[order], files[order]
+
+    ds = tf.data.Dataset.from_generator(batches, output_signature=(
         tf.TensorSpec(shape, tf.float32), tf.TensorSpec(shape[:1], tf.int32)))
     ds = ds.prefetch(2)
     probe = np.concatenate([sampler.batch()[: sampler.batch_size] for _ in range(4)])
@@ -360,6 +438,11 @@ def train_encoder(
         ClusterUsage(probe, model.n_clusters),
         keras.callbacks.EarlyStopping(monitor="loss", patience=patience, min_delta=min_delta),
     ]
+    if max_seconds is not None:
+        callbacks.append(TimeBudget(max_seconds))
+    if checkpoint:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: save_encoder(encoder, checkpoint)))
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
     import warnings
@@ -381,6 +464,9 @@ def fit_encoder(
     seed: int,
     log_dir: str | None = None,
     verbose: int = 2,
+    init: str | None = None,
+    max_seconds: float | None = None,
+    checkpoint: str | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train an encoder on cached log-mel files with the settings of ``train``.
 
@@ -388,6 +474,12 @@ def fit_encoder(
     ----------
     frame_files : sequence of (path, n_frames)
         The ``.npy`` arrays (n_frames, n_mels) of the feature cache and their lengths.
+    init : str, optional
+        A ``.keras`` encoder to start from (see :func:`train_encoder`); ``None``: random weights.
+    max_seconds : float, optional
+        Training time budget (see :func:`train_encoder`).
+    checkpoint : str, optional
+        Where to save the encoder after every epoch (see :func:`train_encoder`).
 
     Returns
     -------
@@ -402,7 +494,9 @@ def fit_encoder(
         contrastive_weight=train.contrastive_weight, temperature=train.temperature,
         learning_rate=train.learning_rate, epochs=train.epochs,
         steps_per_epoch=train.resolved_steps_per_epoch(sum(n for _, n in frame_files)), patience=train.patience,
-        min_delta=train.min_delta, seed=seed, log_dir=log_dir, verbose=verbose)
+        min_delta=train.min_delta, seed=seed, log_dir=log_dir, verbose=verbose,
+        init=load_encoder(init) if init is not None else None, max_seconds=max_seconds, checkpoint=checkpoint,
+        strategy=train.strategy, freeze_backbone=train.backbone == "frozen")
 
 
 def save_encoder(encoder: keras.Model, path) -> None:

@@ -1,8 +1,11 @@
-"""Map a per-file function over files: ``serial`` or ``process`` (a local process pool).
+"""Map a per-file function over files: ``serial``, ``process`` (a local process pool) or ``dask``.
 
 A file's exception comes back as that file's :class:`~sound_cluster.failures.Failure`, never
 as a crash of the whole map, and results keep the order of the inputs whatever the executor,
-so ``serial`` and ``process`` give identical output.
+so all three give identical output. ``dask`` runs on ``dask.distributed``: a ``LocalCluster``
+started here, or the scheduler at ``executor.address``; a worker that dies mid-file has its
+files run again elsewhere by the scheduler, and a file that kills every worker it meets becomes
+a failure row.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -139,7 +143,7 @@ def map_files(
     items : sequence of Path
         The files.
     params : ExecutorParams
-        ``kind`` (``serial`` | ``process``) and ``n_workers``.
+        ``kind`` (``serial`` | ``process`` | ``dask``), ``n_workers`` and ``address``.
     stage : str
         Stage name recorded in failures that are not :class:`AudioError`.
     progress : bool
@@ -173,7 +177,9 @@ def map_files(
     redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
     with redirect:
         try:
-            if params.kind == "serial" or n_workers <= 1 or n <= 1:
+            if params.kind == "dask":
+                _map_dask(fn, items, stage, params, finish)
+            elif params.kind == "serial" or n_workers <= 1 or n <= 1:
                 from threadpoolctl import threadpool_limits
 
                 # One BLAS thread, as in each worker: a threaded product sums in another order, and
@@ -232,3 +238,94 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                 finish(i, value)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _guarded_one_thread(fn: Callable[[Path], Any], item: Path, stage: str) -> Any:
+    """:func:`_guarded` on one BLAS thread, as a process worker runs (identical bits)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _guarded(fn, item, stage)
+
+
+_DASK_CLIENTS: dict[tuple[str | None, int | None], Any] = {}
+
+
+def dask_client(params: ExecutorParams):
+    """The run's ``distributed.Client``, made once per process and closed at exit.
+
+    Without ``params.address`` a ``LocalCluster`` of ``n_workers`` single-threaded worker
+    processes is started on 127.0.0.1 (no dashboard); with it, the client connects to that
+    scheduler, whose workers must see the same paths (data, feature cache, run folder).
+    """
+    import atexit
+
+    key = (params.address, params.n_workers)
+    client = _DASK_CLIENTS.get(key)
+    if client is not None and client.status == "running":
+        return client
+    from distributed import Client, LocalCluster
+
+    if params.address:
+        client = Client(params.address, timeout="30s")
+    else:
+        cluster = LocalCluster(n_workers=params.n_workers or usable_cores(), threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        client = Client(cluster)
+        atexit.register(cluster.close)
+    atexit.register(client.close)
+    _DASK_CLIENTS[key] = client
+    log.info("dask: %s with %d workers", params.address or "a LocalCluster", len(client.scheduler_info()["workers"]))
+    return client
+
+
+def close_dask_clients() -> None:
+    """Close the clients (and LocalClusters) this process made; the next dask map makes new ones."""
+    while _DASK_CLIENTS:
+        _, client = _DASK_CLIENTS.popitem()
+        cluster = client.cluster
+        with contextlib.suppress(Exception):
+            client.close()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
+
+
+def _map_dask(fn, items, stage, params: ExecutorParams, finish) -> None:
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    client = dask_client(params)
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    limit = 4 * n_workers  # bounded in flight: the scheduler never holds a huge folder's futures at once
+    it = iter(enumerate(items))
+    index: dict[Any, int] = {}
+    queue = as_completed()
+    token = uuid.uuid4().hex[:12]  # keys must be unique on a scheduler that other runs may share
+
+    def submit_more() -> None:
+        while len(index) < limit:
+            try:
+                i, item = next(it)
+            except StopIteration:
+                return
+            fut = client.submit(_guarded_one_thread, fn, item, stage, pure=False, key=f"{stage}-{token}-{i}")
+            index[fut] = i
+            queue.add(fut)
+
+    submit_more()
+    try:
+        for fut in queue:
+            i = index.pop(fut)
+            try:
+                value = fut.result()
+            except KilledWorker:
+                value = Failure(_item_path(items[i]), stage, "every dask worker that ran this file died (KilledWorker)")
+            except Exception as err:  # noqa: BLE001 - a lost connection fails the files in hand, not the run
+                value = Failure(_item_path(items[i]), stage, f"dask: {type(err).__name__}: {err}")
+            fut.release()
+            finish(i, value)
+            submit_more()
+    finally:
+        for fut in index:
+            fut.cancel()

@@ -292,6 +292,15 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
         raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
                          f"reasons in {output_dir / 'failures.csv'}", stage="features")
 
+    if params.task == "pretrain":
+        from .pretrain import pretrain
+
+        with timer.stage("pretrain"):
+            state.extra["pretrain"] = pretrain(
+                [(f.cache_path, f.n_frames) for f in feats], params=params, output_dir=output_dir, corpus_root=root,
+                audio_seconds=sum(f.duration_s for f in feats))
+        return _write_summary(output_dir, state, status="complete")
+
     extra = state.extra
     names = output_names([f.path for f in feats], root=rel_root)
     embed_extra, rows, assign_failures = _embed_stage(feats, names, params=params, output_dir=output_dir,
@@ -383,11 +392,15 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
     models_dir = output_dir / "models"
     extra: dict[str, Any] = {}
     if params.task == "fit":
+        from .pretrained import resolve_init
+
+        init = resolve_init(params.model, params.features)
         with timer.stage("train"):
             encoder, history = embedding.fit_encoder(
                 [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
                 n_mels=params.features.n_mels, seed=params.seed, log_dir=str(output_dir / "tensorboard"),
-                verbose=0)  # one log line per epoch comes from the usage callback
+                verbose=0,  # one log line per epoch comes from the usage callback
+                init=str(init.path) if init else None)
         embedding.save_encoder(encoder, models_dir / "embedding.keras")
         atomic_write_json(models_dir / "params.json", {
             "features": params.features.key_fields(), "model": params.model.to_dict(),
@@ -395,7 +408,7 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
         })
         epochs = len(history.get("loss", []))
-        extra["training"] = {"epochs": epochs, "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3),
+        extra["training"] = {"init": str(init.path) if init else "scratch", "epochs": epochs, "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3),
                              "history": history}
     else:
         encoder = embedding.load_encoder(str(Path(params.models) / "embedding.keras"))

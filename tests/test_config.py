@@ -15,7 +15,7 @@ def test_defaults_compose_and_check(tmp_path):
 
 
 def test_overrides_reach_params(tmp_path):
-    p = make_params("features.n_mels=40", "data.path=audio", "executor.kind=serial", "data.extensions=[wav]",
+    p = make_params("features.n_mels=40", "model.init=scratch", "data.path=audio", "executor.kind=serial", "data.extensions=[wav]",
                     base_dir=tmp_path)
     assert p.features.n_mels == 40
     assert p.data.path == tmp_path / "audio"  # relative paths are made absolute against the user's folder
@@ -36,9 +36,9 @@ def test_debug_tiny_overlay():
         ("features.fmax=20000", r"features\.fmax .* got 20000"),
         ("features.hop_length=1024", r"features\.hop_length .* got 1024"),
         ("features.log_offset=0", r"features\.log_offset .* got 0"),
-        ("executor.kind=threads", r"executor\.kind must be one of serial, process, got 'threads'"),
+        ("executor.kind=threads", r"executor\.kind must be one of serial, process, dask, got 'threads'"),
         ("executor.n_workers=0", r"executor\.n_workers .* got 0"),
-        ("task=train", r"task must be one of fit, apply, got 'train'"),
+        ("task=train", r"task must be one of fit, apply, pretrain, got 'train'"),
         ("rae.node_vector=sum", r"rae\.node_vector must be one of mean, code, got 'sum'"),
         ("rae.input_dim=8", r"rae\.input_dim must be equal to model\.embedding_dim=64, got 8"),
         ("train.batch_size=20", r"train\.batch_size must be at least 2 \* model\.n_clusters = 32, got 20"),

@@ -1,6 +1,7 @@
 """The clustering loss, the encoder and its training, on small real inputs."""
 
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -189,3 +190,51 @@ def test_merge_autoencoder_trains_through_its_trees_and_round_trips(tmp_path):
     again = keras.saving.load_model(tmp_path / "rae.keras", safe_mode=True)
     np.testing.assert_array_equal(again.fold_weights().w_dec, model.fold_weights().w_dec)
     assert again.size_weighted is False and again.dim == 8 and again.node_vector == "mean"
+
+
+MIRRORED = """
+import sys, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pathlib import Path
+from sound_cluster.config import AugmentParams, ConvBlock, ModelParams
+from sound_cluster.crops import CropSampler
+from sound_cluster.embedding import Posteriors, train_encoder
+from sound_cluster.clusters import assign
+from sound_cluster.evaluate import clustering_scores
+from tests.test_embedding import _two_kinds
+paths, labels = _two_kinds(Path(sys.argv[1]))
+model = ModelParams(n_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3)
+sampler = CropSampler(paths, crop_frames=24, batch_size=32, augment=AugmentParams(mel_shift_bins=1), seed=0)
+assert tf.distribute.MirroredStrategy().num_replicas_in_sync == 2
+enc, history = train_encoder(sampler, model=model, n_mels=16, gamma=1.5, consistency_weight=1.0,
+                             contrastive_weight=1.0, learning_rate=3e-3, epochs=6, steps_per_epoch=15, patience=10,
+                             min_delta=0.0, seed=0, verbose=0, strategy="mirrored")
+assert history["loss"][-1] < history["loss"][0], history["loss"]
+run = Posteriors(enc)
+clusters = [assign(run(np.load(p))[1])[0] for p in paths]
+print("ACC", clustering_scores(labels, clusters)["acc"])
+"""
+
+
+def test_mirrored_strategy_trains_on_two_logical_devices(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training on 2 replicas" in proc.stderr or "ACC" in proc.stdout
+    assert float(proc.stdout.split("ACC")[1]) == 1.0
+
+
+def test_replica_order_keeps_view_pairs_within_each_share():
+    from sound_cluster.embedding import replica_order
+
+    assert replica_order(4, 1).tolist() == list(range(8))
+    order = replica_order(4, 2)
+    assert order.tolist() == [0, 1, 4, 5, 2, 3, 6, 7]
+    for share in order.reshape(2, -1):  # first half of each share pairs with its second half
+        half = len(share) // 2
+        assert all(b - a == 4 for a, b in zip(share[:half], share[half:]))

@@ -28,6 +28,7 @@ def test_wheel_contains_configs_and_demo(wheel):
         assert f"sound_cluster/conf/{conf.relative_to(ROOT / 'conf').as_posix()}" in names
     assert "sound_cluster/demo/clips/0_george_0.wav" in names
     assert "sound_cluster/demo/README.md" in names
+    assert {"sound_cluster/pretrained/encoder.keras", "sound_cluster/pretrained/encoder.json"} <= names
 
 
 def test_installed_wheel_composes_its_own_config(wheel, tmp_path):
@@ -44,7 +45,11 @@ def test_installed_wheel_composes_its_own_config(wheel, tmp_path):
         "assert cfg.features.n_mels == 40\n"
         "assert (p.demo_path() / 'clips' / '0_george_0.wav').is_file()\n"
         "assert str(p.demo_path()).startswith(%r)\n"
-    ) % (str(target), str(target))
+        "import sound_cluster.pretrained as pt, sound_cluster.embedding as e\n"
+        "assert str(pt.SHIPPED).startswith(%r), pt.SHIPPED\n"
+        "enc = e.load_encoder(str(pt.SHIPPED))\n"  # safe mode: only registered classes may load
+        "assert enc.get_layer('logits') is not None\n"
+    ) % (str(target), str(target), str(target))
     env = dict(os.environ, PYTHONPATH=str(target))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,122 @@
+"""executor.kind=dask on the real engine: a LocalCluster, and a scheduler and workers started as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+from sound_cluster.config import ExecutorParams
+from sound_cluster.errors import ConfigError
+from sound_cluster.executor import close_dask_clients, dask_client, map_files
+from sound_cluster.failures import Failure
+from sound_cluster.pipeline import FileFeatures
+
+from .conftest import BAD, make_params
+from .test_cli import run_cli
+from .test_executor import _explode, _run
+
+# Workers started as separate processes cannot import this test module: its functions travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+DASK = shutil.which("dask") or str(Path(sys.executable).parent / "dask")
+
+
+def test_dask_local_cluster_gives_the_serial_results(corpus, tmp_path):
+    files, serial = _run(corpus, tmp_path / "c1", "serial")
+    _, dask = _run(corpus, tmp_path / "c2", "dask")
+    assert len(serial) == len(dask) == len(files)
+    for s, d in zip(serial, dask):
+        assert type(s) is type(d)
+        if isinstance(s, FileFeatures):
+            assert not d.cache_hit and np.array_equal(np.load(s.cache_path), np.load(d.cache_path))
+        else:
+            assert s == d
+    assert {Path(r.path).name for r in dask if isinstance(r, Failure)} == set(BAD)
+    out = map_files(_explode, [Path("a"), Path("b"), Path("c")], params=ExecutorParams(kind="dask", n_workers=2),
+                    stage="x")
+    assert out[0] == "a" and out[2] == "c" and out[1] == Failure(Path("b"), "x", "RuntimeError: boom")
+
+
+def test_a_whole_run_on_dask_writes_what_serial_writes(tmp_path):
+    from sound_cluster.pipeline import demo_path
+
+    runs = {}
+    for kind in ("serial", "dask"):
+        out = tmp_path / kind
+        run_cli(f"data.path={demo_path() / 'clips'}", f"executor.kind={kind}", "executor.n_workers=2",
+                f"features.cache_dir={tmp_path / ('cache-' + kind)}", f"hydra.run.dir={out}", "output.report=false",
+                cwd=tmp_path)
+        runs[kind] = out
+    assert (runs["serial"] / "clusters.csv").read_bytes() == (runs["dask"] / "clusters.csv").read_bytes()
+    trees = sorted(p.relative_to(runs["serial"]) for p in (runs["serial"] / "trees").rglob("*.json"))
+    assert trees and all((runs["serial"] / t).read_bytes() == (runs["dask"] / t).read_bytes() for t in trees)
+    assert json.loads((runs["dask"] / "summary.json").read_text())["executor"]["kind"] == "dask"
+
+
+def test_address_needs_dask_and_a_scheme():
+    with pytest.raises(ConfigError, match=r"executor\.address .*executor\.kind=dask"):
+        make_params("executor.kind=serial", "executor.address=tcp://127.0.0.1:8786")
+    with pytest.raises(ConfigError, match=r"executor\.address"):
+        make_params("executor.kind=dask", "executor.address=127.0.0.1")
+
+
+def _slow_pid(path: Path) -> tuple[str, int]:
+    time.sleep(0.3)
+    return path.name, os.getpid()
+
+
+@pytest.fixture
+def scheduler(tmp_path):
+    """A dask scheduler and two workers, each its own process on 127.0.0.1 (workers without a nanny)."""
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([DASK, "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                                           "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        client = dask_client(ExecutorParams(kind="dask", address=address))
+        client.wait_for_workers(2, timeout=60)
+        yield address, procs[1:]
+    finally:
+        close_dask_clients()  # before the scheduler goes, so the client does not try to reconnect
+        for p in reversed(procs):
+            p.kill()
+            p.wait()
+
+
+def test_a_killed_worker_loses_no_file(scheduler):
+    address, workers = scheduler
+    items = [Path(f"f{i:02d}") for i in range(24)]
+    killed = {}
+
+    def finish_hook():
+        # Kill one worker once the map is under way, from the side, as an out-of-memory kill would.
+        time.sleep(1.5)
+        killed["pid"] = workers[0].pid
+        os.kill(workers[0].pid, signal.SIGKILL)
+
+    import threading
+
+    t = threading.Thread(target=finish_hook)
+    t.start()
+    out = map_files(_slow_pid, items, params=ExecutorParams(kind="dask", address=address), stage="x")
+    t.join()
+    assert workers[0].wait(timeout=10) == -signal.SIGKILL
+    assert [name for name, _ in out] == [p.name for p in items]  # every file, in order, none a Failure
+    pids = {pid for _, pid in out}
+    assert workers[1].pid in pids and killed["pid"] in pids  # both worked, and the survivor finished the rest
