@@ -139,7 +139,7 @@ class ModelParams:
     context_kernel: int = 5
     standardize_by_std: bool = False
     overcluster: int = 0
-    init: str = "pretrained"
+    init: str = "scratch"
 
     # The fields that make up the architecture (what a pretrained encoder must share with the run).
     ARCHITECTURE = ("embedding_dim", "blocks", "context_kernel", "standardize_by_std")

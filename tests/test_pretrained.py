@@ -40,12 +40,14 @@ def _tiny_encoder_with_card(folder: Path, **model_overrides) -> Path:
 
 
 def test_shipped_encoder_has_a_card_that_fits_the_default_settings():
+    assert make_params().model.init == "scratch"  # measured better on the benchmark sets (BENCHMARKS.md)
     assert SHIPPED.is_file() and card_path(SHIPPED).name == "encoder.json"
     card = json.loads(card_path(SHIPPED).read_text())
     assert card["corpus"]["hours"] >= 10, card["corpus"]
     assert not any(p["package"].startswith(("0ad", "hydrogen", "timgm6mb")) for p in card["corpus"]["packages"])
     assert SHIPPED.stat().st_size <= 10 * 2**20
-    src = resolve_init(make_params().model, make_params().features)  # the default config starts from it
+    params = make_params("model.init=pretrained")
+    src = resolve_init(params.model, params.features)
     assert src is not None and src.path == SHIPPED
 
 
@@ -59,7 +61,7 @@ def test_feature_or_architecture_mismatch_is_refused_before_work(tmp_path):
     with pytest.raises(ConfigError, match="model.init"):
         make_params("debug=tiny", f"model.init={tmp_path / 'missing.keras'}")
     with pytest.raises(ConfigError, match="features.sample_rate"):  # the shipped encoder, 8 kHz run
-        make_params("features.sample_rate=8000")
+        make_params("model.init=pretrained", "features.sample_rate=8000")
 
 
 def test_weights_transfer_by_layer_name_and_the_head_is_new_when_k_differs(tmp_path):
