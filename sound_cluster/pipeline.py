@@ -408,7 +408,8 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
         })
         epochs = len(history.get("loss", []))
-        extra["training"] = {"init": str(init.path) if init else "scratch", "epochs": epochs, "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3),
+        extra["training"] = {"init": str(init.path) if init else "scratch", "epochs": epochs,
+                             "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3),
                              "history": history}
     else:
         encoder = embedding.load_encoder(str(Path(params.models) / "embedding.keras"))

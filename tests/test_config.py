@@ -15,8 +15,8 @@ def test_defaults_compose_and_check(tmp_path):
 
 
 def test_overrides_reach_params(tmp_path):
-    p = make_params("features.n_mels=40", "model.init=scratch", "data.path=audio", "executor.kind=serial", "data.extensions=[wav]",
-                    base_dir=tmp_path)
+    p = make_params("features.n_mels=40", "model.init=scratch", "data.path=audio", "executor.kind=serial",
+                    "data.extensions=[wav]", base_dir=tmp_path)
     assert p.features.n_mels == 40
     assert p.data.path == tmp_path / "audio"  # relative paths are made absolute against the user's folder
     assert p.executor.kind == "serial"
