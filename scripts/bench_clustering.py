@@ -101,7 +101,7 @@ def main() -> None:
         for init in args.inits:
             p = params_from_config(compose_config([*overrides, f"model.init={init}"]))
             ours, spk, per_epoch, clips_s = [], [], [], []
-            for seed in args.seeds:
+            for j, seed in enumerate(args.seeds):
                 t0 = time.perf_counter()
                 src = resolve_init(p.model, p.features)
                 enc, hist = embedding.fit_encoder([(f.cache_path, f.n_frames) for f in feats], model=p.model,
@@ -116,7 +116,7 @@ def main() -> None:
                 if speakers:
                     spk.append(clustering_scores(speakers, clusters)["nmi"])
                 print(f"  {name} {init} seed {seed}: NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs, "
-                      f"{len(set(clusters))}/{k} clusters used), baseline NMI {base[seed_index(args, seed)]['nmi']:.3f}"
+                      f"{len(set(clusters))}/{k} clusters used), baseline NMI {base[j]['nmi']:.3f}"
                       + (f"; NMI vs speaker {spk[-1]:.3f}" if speakers else ""), flush=True)
             rows_out.append((name, init, len(feats), skipped, k, {m: mean(ours, m) for m in ("nmi", "ari", "acc")},
                              base_mean, float(np.mean(per_epoch)), float(np.mean(clips_s)),
@@ -135,10 +135,6 @@ def main() -> None:
             print(f"{'':12s} {'':10s} NMI against the speaker: ours {spk[0]:.3f}, baseline {spk[1]:.3f}")
     print("per seed, ours / baseline NMI: " + "; ".join(
         f"{r[0]} {r[1]}: " + ", ".join(f"{a:.3f}/{c:.3f}" for a, c in r[-1]) for r in rows_out))
-
-
-def seed_index(args, seed: int) -> int:
-    return args.seeds.index(seed)
 
 
 if __name__ == "__main__":

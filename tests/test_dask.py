@@ -12,17 +12,15 @@ import time
 from pathlib import Path
 
 import cloudpickle
-import numpy as np
 import pytest
 from sound_cluster.config import ExecutorParams
 from sound_cluster.errors import ConfigError
 from sound_cluster.executor import close_dask_clients, dask_client, map_files
 from sound_cluster.failures import Failure
-from sound_cluster.pipeline import FileFeatures
 
-from .conftest import BAD, make_params
+from .conftest import make_params
 from .test_cli import run_cli
-from .test_executor import _explode, _run
+from .test_executor import _explode, assert_same_as_serial
 
 # Workers started as separate processes cannot import this test module: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -30,16 +28,7 @@ DASK = shutil.which("dask") or str(Path(sys.executable).parent / "dask")
 
 
 def test_dask_local_cluster_gives_the_serial_results(corpus, tmp_path):
-    files, serial = _run(corpus, tmp_path / "c1", "serial")
-    _, dask = _run(corpus, tmp_path / "c2", "dask")
-    assert len(serial) == len(dask) == len(files)
-    for s, d in zip(serial, dask):
-        assert type(s) is type(d)
-        if isinstance(s, FileFeatures):
-            assert not d.cache_hit and np.array_equal(np.load(s.cache_path), np.load(d.cache_path))
-        else:
-            assert s == d
-    assert {Path(r.path).name for r in dask if isinstance(r, Failure)} == set(BAD)
+    assert_same_as_serial(corpus, tmp_path, "dask")
     out = map_files(_explode, [Path("a"), Path("b"), Path("c")], params=ExecutorParams(kind="dask", n_workers=2),
                     stage="x")
     assert out[0] == "a" and out[2] == "c" and out[1] == Failure(Path("b"), "x", "RuntimeError: boom")

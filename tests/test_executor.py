@@ -21,20 +21,25 @@ def _run(corpus, cache_dir, kind):
     return files, map_files(fn, files, params=ExecutorParams(kind=kind, n_workers=2), stage="features")
 
 
-def test_serial_and_process_give_identical_results(corpus, tmp_path):
+def assert_same_as_serial(corpus, tmp_path, kind):
+    """``kind`` computes the same features (fresh, bit-equal) and the same failures as ``serial``."""
     files, serial = _run(corpus, tmp_path / "c1", "serial")
-    _, process = _run(corpus, tmp_path / "c2", "process")
-    assert len(serial) == len(process) == len(files)
-    for s, p in zip(serial, process):
-        assert type(s) is type(p)
+    _, other = _run(corpus, tmp_path / "c2", kind)
+    assert len(serial) == len(other) == len(files)
+    for s, o in zip(serial, other):
+        assert type(s) is type(o)
         if isinstance(s, FileFeatures):
-            assert not s.cache_hit and not p.cache_hit
-            assert np.array_equal(np.load(s.cache_path), np.load(p.cache_path))
-            assert s.duration_s == p.duration_s
+            assert not s.cache_hit and not o.cache_hit
+            assert np.array_equal(np.load(s.cache_path), np.load(o.cache_path))
+            assert s.duration_s == o.duration_s
         else:
-            assert s == p
-    failed = {Path(r.path).name for r in serial if isinstance(r, Failure)}
+            assert s == o
+    failed = {Path(r.path).name for r in other if isinstance(r, Failure)}
     assert failed == set(BAD)
+
+
+def test_serial_and_process_give_identical_results(corpus, tmp_path):
+    assert_same_as_serial(corpus, tmp_path, "process")
 
 
 def _explode(path: Path) -> str:
