@@ -7,10 +7,13 @@ Usage: python scripts/bench_clustering.py [--data ../shared/data] [--sets fsdd i
 For each labelled set (``<data>/<set>/labels.csv`` with ``filename,label``, or ``path,label``), K =
 the number of labels. ``--validation`` adds the package that ``scripts/build_corpus.py`` keeps out
 of pre-training. Ours, once per ``model.init`` in ``--inits``: the default config (``conf/``, plus
-any Hydra-style overrides given, e.g. ``train.epochs=20``) trains an encoder on every clip and
-assigns each clip to the argmax of its mean posterior. Baseline: k-means (n_init=10) on the
+any Hydra-style overrides given, e.g. ``train.epochs=20``) trains an encoder on every clip (its head
+``model.max_clusters`` wide), merges the head into K clusters as a run does (``model.n_clusters=K``) and
+assigns each clip to the argmax of its merged mean posterior. Baseline: k-means (n_init=10) on the
 per-clip mean and standard deviation of 20 MFCCs, standardised. All are scored by NMI, ARI and
 accuracy (Hungarian matching), averaged over the seeds; the ratio column is NMI ours / baseline.
+Auto K: the same trained encoder merged with ``model.n_clusters=auto`` (the knee of the within-cluster
+scatter), and the same knee rule applied to k-means on the MFCC statistics (inertia at K = 1..max_clusters).
 Where labels.csv has a ``speaker`` column (fsdd), NMI against the speaker is printed too. Also:
 training seconds per epoch and clips per second at inference.
 """
@@ -47,7 +50,7 @@ def main() -> None:
 
     from sound_cluster.audio import load
     from sound_cluster.cli import compose_config
-    from sound_cluster.clusters import assign
+    from sound_cluster.clusters import knee, merge_heads
     from sound_cluster.config import params_from_config
     from sound_cluster.evaluate import clustering_scores
     from sound_cluster.executor import map_files
@@ -90,17 +93,22 @@ def main() -> None:
 
         from sound_cluster import embedding  # TensorFlow from here on
 
-        base, base_spk = [], []
+        base, base_spk, base_auto = [], [], []
         for seed in args.seeds:
             km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x_base)
             base.append(clustering_scores(labels, km))
             if speakers:
                 base_spk.append(clustering_scores(speakers, km)["nmi"])
+            ks = np.arange(1, min(params.model.max_clusters, len(x_base)) + 1)
+            inertia = [KMeans(n_clusters=int(c), n_init=4, random_state=seed).fit(x_base).inertia_ for c in ks]
+            k_auto = knee(ks, inertia)[0]
+            km_auto = KMeans(n_clusters=k_auto, n_init=10, random_state=seed).fit_predict(x_base)
+            base_auto.append((k_auto, clustering_scores(labels, km_auto)["nmi"]))
         mean = lambda s, key: float(np.mean([d[key] for d in s]))  # noqa: E731
         base_mean = {m: mean(base, m) for m in ("nmi", "ari", "acc")}
         for init in args.inits:
             p = params_from_config(compose_config([*overrides, f"model.init={init}"]))
-            ours, spk, per_epoch, clips_s = [], [], [], []
+            ours, spk, per_epoch, clips_s, auto = [], [], [], [], []
             for j, seed in enumerate(args.seeds):
                 t0 = time.perf_counter()
                 src = resolve_init(p.model, p.features)
@@ -110,29 +118,47 @@ def main() -> None:
                 per_epoch.append((time.perf_counter() - t0) / len(hist["loss"]))
                 run = embedding.Posteriors(enc)
                 t0 = time.perf_counter()
-                clusters = [assign(run(np.load(f.cache_path))[1])[0] for f in feats]
+                outs = [run(np.load(f.cache_path)) for f in feats]
                 clips_s.append(len(feats) / (time.perf_counter() - t0))
+                clip_post = np.array([q.mean(axis=0) for _, q in outs])
+                clip_emb = np.array([e.mean(axis=0) for e, _ in outs])
+                merge = merge_heads(clip_post, clip_emb, n_clusters=k)
+                clusters = merge.merge(clip_post).argmax(axis=1)  # the mean of sums is the sum of means
                 ours.append(clustering_scores(labels, clusters))
+                merge_auto = merge_heads(clip_post, clip_emb, n_clusters="auto")
+                auto.append((merge_auto.k, clustering_scores(labels, merge_auto.merge(clip_post).argmax(axis=1))["nmi"]))
                 if speakers:
                     spk.append(clustering_scores(speakers, clusters)["nmi"])
                 print(f"  {name} {init} seed {seed}: NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs, "
                       f"{len(set(clusters))}/{k} clusters used), baseline NMI {base[j]['nmi']:.3f}"
-                      + (f"; NMI vs speaker {spk[-1]:.3f}" if speakers else ""), flush=True)
+                      + (f"; NMI vs speaker {spk[-1]:.3f}" if speakers else "")
+                      + f"; auto K {auto[-1][0]} NMI {auto[-1][1]:.3f}, baseline auto K {base_auto[j][0]} "
+                        f"NMI {base_auto[j][1]:.3f}", flush=True)
             rows_out.append((name, init, len(feats), skipped, k, {m: mean(ours, m) for m in ("nmi", "ari", "acc")},
                              base_mean, float(np.mean(per_epoch)), float(np.mean(clips_s)),
                              (float(np.mean(spk)), float(np.mean(base_spk))) if speakers else None,
+                             (auto, base_auto),
                              [(o["nmi"], b["nmi"]) for o, b in zip(ours, base)]))
 
     print(f"\nmeans over seeds {args.seeds}; overrides: {args.overrides or 'none'}")
     print(f"{'set':12s} {'init':10s} {'clips':>5s} {'K':>3s} | {'ours NMI':>8s} {'ARI':>6s} {'ACC':>6s} | "
           f"{'base NMI':>8s} {'ARI':>6s} {'ACC':>6s} | {'NMI ratio':>9s} {'wins':>4s} | {'s/epoch':>7s} {'clips/s':>7s}")
-    for name, init, n, skipped, k, o, b, spe, cps, spk, per_seed in rows_out:
+    for name, init, n, skipped, k, o, b, spe, cps, spk, _, per_seed in rows_out:
         wins = sum(a > c for a, c in per_seed)
         print(f"{name:12s} {init:10s} {n:5d} {k:3d} | {o['nmi']:8.3f} {o['ari']:6.3f} {o['acc']:6.3f} | "
               f"{b['nmi']:8.3f} {b['ari']:6.3f} {b['acc']:6.3f} | {o['nmi'] / b['nmi']:8.2f}x {wins:2d}/{len(per_seed)} | "
               f"{spe:7.1f} {cps:7.0f}" + (f"   ({skipped} clips skipped: too short or unreadable)" if skipped else ""))
         if spk:
             print(f"{'':12s} {'':10s} NMI against the speaker: ours {spk[0]:.3f}, baseline {spk[1]:.3f}")
+    print(f"\nauto K (means over seeds; K error = |chosen - true| / true; NMI ratio = NMI at auto K / NMI at true K)")
+    print(f"{'set':12s} {'init':10s} {'K':>3s} | {'ours K':>6s} {'K err':>6s} {'NMI':>6s} {'ratio':>6s} | "
+          f"{'base K':>6s} {'K err':>6s} {'NMI':>6s} {'ratio':>6s}")
+    for name, init, n, skipped, k, o, b, spe, cps, spk, (auto, base_auto), per_seed in rows_out:
+        ka, na = np.mean([a for a, _ in auto]), np.mean([x for _, x in auto])
+        kb, nb = np.mean([a for a, _ in base_auto]), np.mean([x for _, x in base_auto])
+        print(f"{name:12s} {init:10s} {k:3d} | {ka:6.1f} {abs(ka - k) / k:6.0%} {na:6.3f} {na / o['nmi']:5.2f}x | "
+              f"{kb:6.1f} {abs(kb - k) / k:6.0%} {nb:6.3f} {nb / b['nmi']:5.2f}x   (per seed K: ours "
+              f"{[a for a, _ in auto]}, baseline {[a for a, _ in base_auto]})")
     print("per seed, ours / baseline NMI: " + "; ".join(
         f"{r[0]} {r[1]}: " + ", ".join(f"{a:.3f}/{c:.3f}" for a, c in r[-1]) for r in rows_out))
 

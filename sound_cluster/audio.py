@@ -131,8 +131,13 @@ class AudioInfo:
     subtype: str
 
 
-def probe(data: bytes) -> AudioInfo:
-    """Parse the header of an encoded file and check it is complete.
+def _source(data: bytes | Path):
+    """What libsndfile reads: the bytes in memory, or the file itself (large files are not read whole)."""
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else str(data)
+
+
+def probe(data: bytes | Path) -> AudioInfo:
+    """Parse the header of an encoded file (its bytes, or its path) and check it is complete.
 
     Raises
     ------
@@ -140,7 +145,7 @@ def probe(data: bytes) -> AudioInfo:
         Not an audio format libsndfile reads, or a WAV whose data is cut short.
     """
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
+        with sf.SoundFile(_source(data)) as f:
             info = AudioInfo(f.samplerate, f.channels, f.frames, f.frames / f.samplerate, f.format, f.subtype)
             extra = f.extra_info
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
@@ -154,19 +159,24 @@ def probe(data: bytes) -> AudioInfo:
     return info
 
 
-def decode(data: bytes, *, sample_rate: int, min_samples: int = 1, info: AudioInfo | None = None) -> np.ndarray:
-    """Decode an encoded file to mono float32 at ``sample_rate``.
+def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: AudioInfo | None = None,
+           block_frames: int = 1 << 20) -> np.ndarray:
+    """Decode an encoded file to mono float32 at ``sample_rate``, a block at a time.
 
     Parameters
     ----------
-    data : bytes
-        The whole encoded file.
+    data : bytes or Path
+        The whole encoded file, or its path (then it is read a block at a time, so a long
+        recording never sits in memory at its original rate and channel count).
     sample_rate : int
-        Target rate in Hz; other rates are resampled (soxr, high quality).
+        Target rate in Hz; other rates are resampled (soxr, high quality, as a stream: the output
+        equals resampling the whole signal at once).
     min_samples : int
         Fewest samples (at ``sample_rate``) accepted, e.g. one analysis window.
     info : AudioInfo, optional
         The result of :func:`probe` on ``data``, when the caller already has it.
+    block_frames : int
+        Frames (at the file's rate) decoded at once.
 
     Returns
     -------
@@ -181,27 +191,44 @@ def decode(data: bytes, *, sample_rate: int, min_samples: int = 1, info: AudioIn
     info = info or probe(data)
     if info.frames == 0:
         raise AudioError("no audio samples (0 frames)")
+    resampler = None
+    if info.sample_rate != sample_rate:
+        import soxr
+
+        resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    out, bad, total = [], 0, 0
     try:
-        y, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)  # (n_samples, channels)
+        with sf.SoundFile(_source(data)) as f:
+            while True:
+                y = f.read(block_frames, dtype="float32", always_2d=True)  # (n, channels)
+                last = y.shape[0] < block_frames
+                total += y.size
+                finite = np.isfinite(y)
+                if not finite.all():
+                    bad += int(y.size - np.count_nonzero(finite))
+                # Downmix: (n, channels) -> (n,); a mono file needs no arithmetic.
+                y = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
+                if resampler is not None:
+                    y = resampler.resample_chunk(np.ascontiguousarray(y), last=last)
+                out.append(y)
+                if last:
+                    break
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise AudioError(f"decoding failed ({_sf_message(err)})") from None
-    if y.shape[0] == 0:
+    if total == 0:
         raise AudioError("no audio samples (0 frames)")
-    if not np.isfinite(y).all():
-        bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
-        raise AudioError(f"{bad} of {y.size} samples are NaN or infinite")
-    # Downmix: (n_samples, channels) -> (n_samples,); a mono file needs no arithmetic.
-    y = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
-    if sr != sample_rate:
-        import librosa
-
-        y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
+    if bad:
+        raise AudioError(f"{bad} of {total} samples are NaN or infinite")
+    y = out[0] if len(out) == 1 else np.concatenate(out)
+    if resampler is not None:  # the length librosa.resample gives (ceil of the ratio), as the cache always held
+        n = int(np.ceil((total // info.channels) * (float(sample_rate) / info.sample_rate)))
+        y = y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
     if y.shape[0] < min_samples:
         raise AudioError(
             f"too short: {y.shape[0]} samples at {sample_rate} Hz ({y.shape[0] / sample_rate * 1000:.1f} ms), "
             f"shorter than one analysis frame ({min_samples} samples)"
         )
-    return np.ascontiguousarray(y)
+    return np.ascontiguousarray(y, dtype=np.float32)
 
 
 def load(path: Path, *, sample_rate: int, min_samples: int = 1) -> np.ndarray:

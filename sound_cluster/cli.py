@@ -154,8 +154,8 @@ usage: sound-cluster [FOLDER] [key=value ...]
   sound-cluster -m model.n_clusters=8,16,32       a sweep: one run folder each
   sound-cluster debug=tiny                        small settings for a quick smoke run
 
-common settings: data.path, data.labels, data.strict, model.n_clusters, train.epochs,
-  features.cache_dir, executor.kind (serial | process), output.segments (auto | K),
+common settings: data.path, data.labels, data.strict, model.n_clusters (auto | K), train.epochs,
+  features.cache_dir, executor.kind (serial | process | dask), output.segments (auto | K),
   output.overwrite, seed
 all settings and their values: sound-cluster --cfg job     (Hydra's own options: --hydra-help)
 then: sound-cluster-show outputs/<run>/trees/<file>.json --segments auto

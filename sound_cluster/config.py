@@ -130,9 +130,15 @@ class ConvBlock:
 
 @dataclass(frozen=True)
 class ModelParams:
-    """The encoder. ``blocks`` is the architecture table of ``conf/model/default.yaml``."""
+    """The encoder. ``blocks`` is the architecture table of ``conf/model/default.yaml``.
 
-    n_clusters: int = 16
+    ``n_clusters`` is the run's K: an integer, or ``"auto"`` (chosen from the data, see
+    :mod:`sound_cluster.clusters`). The head is trained with :attr:`head_clusters` outputs and
+    merged down to K.
+    """
+
+    n_clusters: int | str = "auto"
+    max_clusters: int = 32
     embedding_dim: int = 64
     blocks: tuple[ConvBlock, ...] = (ConvBlock(16, (3, 3), (2, 2)), ConvBlock(32, (3, 3), (2, 2)),
                                      ConvBlock(64, (3, 3), (1, 2)))
@@ -145,6 +151,13 @@ class ModelParams:
     ARCHITECTURE = ("embedding_dim", "blocks", "context_kernel", "standardize_by_std")
 
     @property
+    def head_clusters(self) -> int:
+        """Outputs of the cluster head: ``max_clusters``, or K when a larger integer K is asked for."""
+        if self.n_clusters == "auto":
+            return self.max_clusters
+        return max(int(self.n_clusters), self.max_clusters)
+
+    @property
     def time_pool(self) -> int:
         """Input frames per output step."""
         out = 1
@@ -153,8 +166,11 @@ class ModelParams:
         return out
 
     def check(self, prefix: str = "model") -> None:
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int) or self.n_clusters < 2:
-            _fail(f"{prefix}.n_clusters", self.n_clusters, "an integer >= 2")
+        if self.n_clusters != "auto" and (isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int)
+                                          or self.n_clusters < 2):
+            _fail(f"{prefix}.n_clusters", self.n_clusters, "auto or an integer >= 2")
+        if isinstance(self.max_clusters, bool) or not isinstance(self.max_clusters, int) or self.max_clusters < 2:
+            _fail(f"{prefix}.max_clusters", self.max_clusters, "an integer >= 2")
         _positive_int(f"{prefix}.embedding_dim", self.embedding_dim)
         _positive_int(f"{prefix}.context_kernel", self.context_kernel)
         _non_negative(f"{prefix}.overcluster", self.overcluster, integer=True)
@@ -255,7 +271,8 @@ class TrainParams:
         passes = 4.0 * total_frames / (self.batch_size * self.crop_frames)
         return int(min(40, max(5, -(-passes // 1))))
 
-    def check(self, prefix: str = "train", *, n_clusters: int | None = None) -> None:
+    def check(self, prefix: str = "train", *, n_clusters: int | None = None,
+              head_key: str = "model.max_clusters, or model.n_clusters when larger") -> None:
         for name in ("epochs", "batch_size", "crop_frames", "patience"):
             _positive_int(f"{prefix}.{name}", getattr(self, name))
         if self.steps_per_epoch is not None:
@@ -271,7 +288,8 @@ class TrainParams:
             _fail(f"{prefix}.length_power", self.length_power, "in [0, 1]")
         if n_clusters is not None and self.batch_size < 2 * n_clusters:
             # The marginal term needs many examples per cluster in each batch to mean anything.
-            _fail(f"{prefix}.batch_size", self.batch_size, f"at least 2 * model.n_clusters = {2 * n_clusters}")
+            _fail(f"{prefix}.batch_size", self.batch_size,
+                  f"at least twice the cluster head's size ({head_key}): {2 * n_clusters}")
         self.augment.check(f"{prefix}.augment")
 
 
@@ -294,7 +312,7 @@ class PretrainParams:
             _fail(f"{prefix}.n_clusters", self.n_clusters, "an integer >= 2")
         if self.max_minutes is not None:
             _positive_float(f"{prefix}.max_minutes", self.max_minutes)
-        self.train.check(f"{prefix}.train", n_clusters=self.n_clusters)
+        self.train.check(f"{prefix}.train", n_clusters=self.n_clusters, head_key=f"{prefix}.n_clusters")
 
 
 @dataclass(frozen=True)
@@ -343,9 +361,16 @@ class RaeParams:
     negative_weight: float = 1.0
     margin: float = 2.0
     max_any_leaves: int = 1500
+    fold_device: str = "auto"
+    fold_batch: int = 64
 
     def check(self, prefix: str = "rae", *, embedding_dim: int | None = None) -> None:
         _one_of(f"{prefix}.pairing", self.pairing, ("adjacent", "any"))
+        _one_of(f"{prefix}.fold_device", self.fold_device, ("auto", "cpu", "gpu"))
+        _positive_int(f"{prefix}.fold_batch", self.fold_batch)
+        if self.fold_device == "gpu" and self.pairing != "adjacent":
+            _fail(f"{prefix}.fold_device", self.fold_device, f"cpu or auto with {prefix}.pairing={self.pairing} "
+                  "(the batched fold merges adjacent pairs only)")
         _one_of(f"{prefix}.node_vector", self.node_vector, ("mean", "code"))
         _one_of(f"{prefix}.linkage", self.linkage, ("ward", "plain"))
         if not isinstance(self.size_weighted, bool):
@@ -426,7 +451,7 @@ class Params:
         _non_negative("seed", self.seed, integer=True)
         for group in ("data", "features", "model", "executor", "output"):
             getattr(self, group).check(group)
-        self.train.check("train", n_clusters=self.model.n_clusters)
+        self.train.check("train", n_clusters=self.model.head_clusters)
         self.rae.check("rae", embedding_dim=self.model.embedding_dim)
         check_features_fit_training(self.features, self.train)
         if self.task == "pretrain":

@@ -150,7 +150,9 @@ class FlattenFrequency(layers.Layer):
 
 
 def build_encoder(params: ModelParams, *, n_mels: int) -> keras.Model:
-    """The encoder: ``(batch, time, n_mels)`` -> ``{"embedding": (batch, time', D), "logits": (batch, time', K)}``.
+    """The encoder: ``(batch, time, n_mels)`` -> ``{"embedding": (batch, time', D), "logits": (batch, time', H)}``.
+
+    ``H = params.head_clusters``; the run's K clusters are merged from these (:mod:`sound_cluster.clusters`).
 
     ``time' = ceil(time / params.time_pool)``; every layer pads 'same', so any length works.
     """
@@ -166,11 +168,11 @@ def build_encoder(params: ModelParams, *, n_mels: int) -> keras.Model:
                       name="context")(x)  # (B, T', 2D): context across neighbouring steps
     emb = layers.Dense(params.embedding_dim, name="embedding")(x)  # (B, T', D)
     normed = layers.LayerNormalization(name="emb_norm")(emb)
-    outputs = {"embedding": emb, "logits": layers.Dense(params.n_clusters, name="logits")(normed)}
+    outputs = {"embedding": emb, "logits": layers.Dense(params.head_clusters, name="logits")(normed)}
     if params.overcluster:
         # IIC's over-clustering: a finer partition trained alongside shapes the embedding; only
         # the K-way head assigns clusters.
-        outputs["logits_over"] = layers.Dense(params.overcluster * params.n_clusters, name="logits_over")(normed)
+        outputs["logits_over"] = layers.Dense(params.overcluster * params.head_clusters, name="logits_over")(normed)
     return keras.Model(x_in, outputs, name="sound_encoder")
 
 
@@ -320,20 +322,54 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 class Posteriors:
-    """Runs an encoder over whole files, one file per call, without retracing for each length."""
+    """Runs an encoder over whole files in windows, without retracing for each length.
 
-    def __init__(self, encoder: keras.Model) -> None:
+    Memory is set by ``window_steps``, not by the file's length: the input is standardised with
+    the whole file's statistics (as :class:`InputStandardize` does in one call), then the rest of
+    the encoder runs on overlapping windows aligned to its pooling grid; each window keeps only
+    the steps whose receptive field lies inside it, so the result equals one call on the whole
+    file within float tolerance.
+
+    Parameters
+    ----------
+    encoder : keras.Model
+        Built by :func:`build_encoder` (its ``standardize`` and ``add_channel`` layers are used).
+    window_steps : int
+        Output steps computed per call (2048: 82 s at 25 steps per second).
+    """
+
+    def __init__(self, encoder: keras.Model, *, window_steps: int = 2048) -> None:
         import tensorflow as tf
 
         self.encoder = encoder
+        std = encoder.get_layer("standardize")
+        self._by_std, self._scale, self._epsilon = std.by_std, std.scale, std.epsilon
+        body = keras.Model(encoder.get_layer("add_channel").input, encoder.output)  # after standardising
+        self.time_pool, receptive = _time_geometry(encoder)
+        self.margin_frames = -(-receptive // self.time_pool) * self.time_pool
+        self.window_frames = int(window_steps) * self.time_pool
         n_mels = encoder.input_shape[-1]
 
         @tf.function(input_signature=[tf.TensorSpec((1, None, n_mels), tf.float32)], reduce_retracing=True)
         def _run(x):
-            out = encoder(x, training=False)
+            out = body(x, training=False)
             return out["embedding"][0], tf.nn.softmax(out["logits"][0], axis=-1)
 
         self._run = _run
+
+    def _standardise(self, frames: np.ndarray) -> tuple[float, float]:
+        """Offset and factor of :class:`InputStandardize` for the whole input, read in blocks (float64)."""
+        n = frames.shape[0] * frames.shape[1]
+        total = total_sq = 0.0
+        for a in range(0, frames.shape[0], 65536):
+            block = np.asarray(frames[a:a + 65536], dtype=np.float64)
+            total += float(block.sum())
+            total_sq += float(np.square(block).sum())
+        mean = total / n
+        if not self._by_std:
+            return mean, self._scale
+        std = np.sqrt(max(total_sq / n - mean * mean, 0.0))
+        return mean, 1.0 / (std + self._epsilon)
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and posteriors of one file.
@@ -341,16 +377,40 @@ class Posteriors:
         Parameters
         ----------
         frames : np.ndarray [shape=(n_frames, n_mels)]
+            May be memory-mapped: it is read one window at a time.
 
         Returns
         -------
         embeddings : np.ndarray [shape=(n_steps, embedding_dim), dtype=float32]
-        posteriors : np.ndarray [shape=(n_steps, n_clusters), dtype=float32]
+        posteriors : np.ndarray [shape=(n_steps, head clusters), dtype=float32]
             Rows sum to 1; ``n_steps = ceil(n_frames / time_pool)``.
         """
-        x = np.asarray(frames, dtype=np.float32)[None]
-        emb, post = self._run(x)
-        return emb.numpy(), post.numpy()
+        n = frames.shape[0]
+        offset, factor = self._standardise(frames)
+        tp, m = self.time_pool, self.margin_frames
+        embs, posts = [], []
+        for a in range(0, n, self.window_frames):
+            b = min(n, a + self.window_frames)
+            lo, hi = max(0, a - m), min(n, b + m)  # lo stays on the pooling grid: a and m are multiples of tp
+            x = (np.asarray(frames[lo:hi], dtype=np.float32) - np.float32(offset)) * np.float32(factor)
+            emb, post = self._run(x[None])
+            first = (a - lo) // tp
+            keep = slice(first, first + -(-(b - a) // tp))
+            embs.append(emb.numpy()[keep])
+            posts.append(post.numpy()[keep])
+        return np.concatenate(embs), np.concatenate(posts)
+
+
+def _time_geometry(encoder: keras.Model) -> tuple[int, int]:
+    """Input frames per output step, and the receptive field in input frames, of the encoder's time axis."""
+    pool, receptive = 1, 1
+    for layer in encoder.layers:
+        if isinstance(layer, (layers.Conv2D, layers.Conv1D)):
+            receptive += (layer.kernel_size[0] - 1) * pool
+        elif isinstance(layer, layers.MaxPooling2D):
+            receptive += (layer.pool_size[0] - 1) * pool
+            pool *= layer.pool_size[0]
+    return pool, receptive
 
 
 def train_encoder(
@@ -435,7 +495,7 @@ def train_encoder(
     ds = ds.prefetch(2)
     probe = np.concatenate([sampler.batch()[: sampler.batch_size] for _ in range(4)])
     callbacks: list[keras.callbacks.Callback] = [
-        ClusterUsage(probe, model.n_clusters),
+        ClusterUsage(probe, model.head_clusters),
         keras.callbacks.EarlyStopping(monitor="loss", patience=patience, min_delta=min_delta),
     ]
     if max_seconds is not None:

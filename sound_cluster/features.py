@@ -46,8 +46,8 @@ class IndexEntry:
         return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-def log_mel(y: np.ndarray, *, params: FeatureParams) -> np.ndarray:
-    """Log-mel spectrogram of a mono waveform.
+def log_mel(y: np.ndarray, *, params: FeatureParams, block_frames: int = 8192) -> np.ndarray:
+    """Log-mel spectrogram of a mono waveform, computed in blocks of frames.
 
     Parameters
     ----------
@@ -55,6 +55,10 @@ def log_mel(y: np.ndarray, *, params: FeatureParams) -> np.ndarray:
         Mono audio at ``params.sample_rate`` Hz.
     params : FeatureParams
         Settings; the output is ``log(mel_power + params.log_offset)``.
+    block_frames : int
+        Frames per block (8192: 82 s at 100 frames/s). The short-time spectrum of a block is all
+        that is held at once, so memory does not grow with the file beyond the output itself;
+        the frames equal one call on the whole waveform (centred windows, zero padding at the ends).
 
     Returns
     -------
@@ -62,6 +66,23 @@ def log_mel(y: np.ndarray, *, params: FeatureParams) -> np.ndarray:
         One row per hop of ``params.hop_length`` samples (centred windows, so
         ``n_frames = 1 + n_samples // hop_length``).
     """
+    hop, n_fft = params.hop_length, params.n_fft
+    n_frames = 1 + len(y) // hop
+    if n_frames <= block_frames:
+        return _log_mel_block(y, params=params, center=True)
+    out = np.empty((n_frames, params.n_mels), dtype=np.float32)
+    for a in range(0, n_frames, block_frames):
+        b = min(n_frames, a + block_frames)
+        # Frame j is centred on sample j * hop: it spans [j * hop - n_fft // 2, ... + n_fft).
+        lo, hi = a * hop - n_fft // 2, (b - 1) * hop - n_fft // 2 + n_fft
+        seg = y[max(lo, 0):min(hi, len(y))]
+        if lo < 0 or hi > len(y):  # the zeros centred framing puts beyond the ends
+            seg = np.pad(seg, (max(0, -lo), max(0, hi - len(y))))
+        out[a:b] = _log_mel_block(seg, params=params, center=False)
+    return out
+
+
+def _log_mel_block(y: np.ndarray, *, params: FeatureParams, center: bool) -> np.ndarray:
     import librosa
 
     mel = librosa.feature.melspectrogram(
@@ -73,6 +94,8 @@ def log_mel(y: np.ndarray, *, params: FeatureParams) -> np.ndarray:
         fmin=params.fmin,
         fmax=params.fmax,
         power=2.0,
+        center=center,
+        pad_mode="constant",
     ).astype(np.float32, copy=False)  # (n_mels, n_frames)
     mel += params.log_offset
     np.log(mel, out=mel)
@@ -90,6 +113,15 @@ def warm_up(params: FeatureParams) -> None:
 def content_key(data: bytes) -> str:
     """Hash of a file's bytes (the part of the cache key that follows the audio)."""
     return hashlib.sha256(data).hexdigest()[:40]  # sha256 has CPU support: about 2x blake2b here
+
+
+def file_content_key(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
+    """:func:`content_key` of a file's bytes, read a chunk at a time (for files too large to hold whole)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()[:40]
 
 
 def settings_key(params: FeatureParams) -> str:

@@ -20,13 +20,13 @@ import numpy as np
 
 from . import __version__
 from .audio import decode, discover, probe, read_bytes
-from .clusters import Assignment, assign, write_clusters
+from .clusters import Assignment, HeadMerge, assign, merge_heads, write_clusters
 from .config import FeatureParams, ModelParams, Params, saved_model_params
 from .errors import AudioError, ConfigError, SoundClusterError
 from .evaluate import evaluate_run, read_labels, read_segments
 from .executor import map_files
 from .failures import Failure, display_path, write_failures
-from .features import FeatureCache, content_key, log_mel, warm_up
+from .features import FeatureCache, content_key, file_content_key, log_mel, warm_up
 from .io_utils import atomic_open, atomic_write_json
 from .names import output_names
 
@@ -63,6 +63,10 @@ class FileFeatures:
     cache_hit: bool
 
 
+# Files larger than this are not read into memory whole (one hour of 16-bit stereo at 44.1 kHz is 635 MB).
+STREAM_ABOVE_BYTES = 64 << 20
+
+
 def extract_features(path: Path, *, cache: FeatureCache) -> FileFeatures:
     """Per-file job of the features stage: cached log-mel frames of ``path``.
 
@@ -79,8 +83,15 @@ def extract_features(path: Path, *, cache: FeatureCache) -> FileFeatures:
     entry = cache.lookup(path, st)
     if entry is not None:  # unchanged since a run with these settings: nothing to read
         return FileFeatures(Path(path), cache.path(entry.key), entry.duration_s, entry.n_frames, True)
-    data = read_bytes(path)
-    key = content_key(data)
+    if st.st_size > STREAM_ABOVE_BYTES:  # a long recording: hashed and decoded a block at a time
+        try:
+            key = file_content_key(path)
+        except OSError as err:
+            raise AudioError(f"cannot read file: {err.strerror}") from None
+        data: bytes | Path = Path(path)
+    else:
+        data = read_bytes(path)
+        key = content_key(data)
     info = probe(data)
     cached = cache.get(key, mmap=True)
     if cached is not None:  # same content seen under another name or before a touch
@@ -372,9 +383,9 @@ def _with_model_features(params: Params) -> Params:
         raise ConfigError(f"models: cannot read {source}: {err}") from None
     feats, model = saved_model_params(saved, source=str(source))
     feats = dataclasses.replace(feats, cache_dir=params.features.cache_dir)
-    if model.n_clusters != params.model.n_clusters and params.model.n_clusters != ModelParams().n_clusters:
-        log.warning("task=apply keeps the %d clusters of the models it loads; model.n_clusters=%d is ignored",
-                    model.n_clusters, params.model.n_clusters)
+    if params.model.n_clusters != ModelParams().n_clusters:
+        log.warning("task=apply keeps the clusters of the models it loads; model.n_clusters=%s is ignored",
+                    params.model.n_clusters)
     if feats.key_fields() != params.features.key_fields():
         log.warning("task=apply: using the feature settings the models were trained with: %s", feats.key_fields())
     return dataclasses.replace(params, features=feats, model=model)
@@ -417,10 +428,19 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
 
     with timer.stage("assign"):
         run_encoder = embedding.Posteriors(encoder)
-        rows, failures = [], []
+        failures: list[Failure] = []
+        if params.task == "fit":
+            merge = _merge_heads(feats, run_encoder, params=params, failures=failures)
+            _save_merge(models_dir, merge)
+        else:
+            merge = _load_merge(Path(params.models), head_clusters=params.model.head_clusters)
+        rows = []
         for i, (f, name) in enumerate(zip(feats, names)):
+            if any(x.path == f.path for x in failures):
+                continue
             try:  # one file's trouble (its cache entry, its output) must not cost the others
-                emb, post = run_encoder(np.load(f.cache_path, allow_pickle=False))
+                emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
+                post = merge.merge(post)  # (T', K): the run's clusters
                 with atomic_open(output_dir / "posteriors" / f"{name}.npz", "wb", fsync=False) as fh:
                     np.savez(fh, embedding=emb, posteriors=post)
             except (OSError, ValueError) as err:
@@ -431,14 +451,77 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
     if not rows:
         raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
     write_clusters(rows, output_dir / "clusters.csv")
-    sizes = np.bincount([r.cluster for r in rows], minlength=params.model.n_clusters)
-    extra["clusters"] = {"n_clusters": params.model.n_clusters, "used": int((sizes > 0).sum()),
+    sizes = np.bincount([r.cluster for r in rows], minlength=merge.k)
+    extra["clusters"] = {"n_clusters": merge.k, "requested": merge.requested,
+                         "head_clusters": len(merge.mapping), "used": int((sizes > 0).sum()),
                          "sizes": sizes.tolist(),
                          "mean_confidence": round(float(np.mean([r.confidence for r in rows])), 4),
-                         "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1)}
-    log.info("clusters: %d of %d used, sizes %s", extra["clusters"]["used"], params.model.n_clusters,
+                         "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1),
+                         "choice": {"rule": merge.rule, "criterion": {str(k): round(v, 6) for k, v in merge.curve.items()},
+                                    "within_scatter": {str(k): round(v, 6) for k, v in merge.scatter.items()}},
+                         "warnings": _cluster_warnings(merge, sizes, n_files=len(rows))}
+    for w in extra["clusters"]["warnings"]:
+        log.warning("%s", w)
+    log.info("clusters: K=%d (%s), %d used, sizes %s", merge.k,
+             "chosen: " + merge.rule if merge.requested == "auto" else "given", extra["clusters"]["used"],
              sizes.tolist())
     return extra, rows, failures
+
+
+def _merge_heads(feats, run_encoder, *, params: Params, failures: list[Failure]) -> HeadMerge:
+    """Every file's mean posterior and embedding under the trained head, merged into the run's K.
+
+    Files whose cached features cannot be read are added to ``failures``.
+    """
+    clip_post, clip_emb = [], []
+    for f in feats:
+        try:
+            emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as err:
+            failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
+            continue
+        clip_post.append(post.mean(axis=0))
+        clip_emb.append(emb.mean(axis=0))
+    if not clip_post:
+        raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
+    return merge_heads(np.array(clip_post), np.array(clip_emb), n_clusters=params.model.n_clusters)
+
+
+def _save_merge(models_dir: Path, merge: HeadMerge) -> None:
+    atomic_write_json(models_dir / "clusters.json", merge.to_dict())
+
+
+def _load_merge(models: Path, *, head_clusters: int) -> HeadMerge:
+    """The merge a fit saved with its models (models from before merging had none: the head is the clusters)."""
+    path = models / "clusters.json"
+    if not path.is_file():
+        return HeadMerge.identity(head_clusters)
+    try:
+        merge = HeadMerge.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"models: cannot read {path}: {err}") from None
+    if len(merge.mapping) != head_clusters or min(merge.mapping) < 0 or max(merge.mapping) >= merge.k:
+        raise ConfigError(f"models: {path} maps {len(merge.mapping)} head clusters onto {merge.k}, but the encoder "
+                          f"has {head_clusters}")
+    return merge
+
+
+def _cluster_warnings(merge: HeadMerge, sizes: np.ndarray, *, n_files: int) -> list[str]:
+    """What the folder could not support: more clusters than files, clusters with one member or none."""
+    out = []
+    if merge.requested != "auto" and int(merge.requested) > n_files:
+        out.append(f"model.n_clusters={merge.requested} is more than the {n_files} files assigned: at most "
+                   f"{n_files} clusters can hold a file")
+    elif merge.requested != "auto" and int(merge.requested) > merge.k:
+        out.append(f"model.n_clusters={merge.requested}: the model has only {merge.k} clusters")
+    singles = [int(c) for c in np.flatnonzero(sizes == 1)]
+    if singles and n_files > 1:
+        out.append(f"{len(singles)} cluster(s) hold a single file ({', '.join(map(str, singles[:10]))}): "
+                   f"the folder may not support K={merge.k}")
+    empty = int((sizes == 0).sum())
+    if empty:
+        out.append(f"{empty} of the {merge.k} clusters hold no file (no file's posterior peaks there)")
+    return out
 
 
 @dataclass(frozen=True)
@@ -452,6 +535,14 @@ class FoldJob:
     frames: Path
     duration_s: float
     plot: bool
+    merges: Any = None  # the file's Merges when the batched fold made them (rae.fold_device=gpu)
+
+
+def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.ndarray:
+    """Each leaf's size in steps: 1, but the last step covers only the part of a step left in the file."""
+    sizes = np.ones(n_leaves)
+    sizes[-1] = float(np.clip(duration_s * step_rate_hz - (n_leaves - 1), 0.05, 1.0))
+    return sizes
 
 
 def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path) -> dict[str, Any]:
@@ -476,10 +567,12 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     leaf_times = leaf_boundary_times(frames, n_leaves=len(emb), time_pool=params.model.time_pool,
                                      frame_rate_hz=params.features.frame_rate_hz,
                                      radius_s=out_params.boundary_refine_s, duration_s=job.duration_s)
-    sizes = np.ones(len(emb))  # in steps; the last step covers only the part of a step left in the file
-    sizes[-1] = float(np.clip(job.duration_s * step_rate_hz - (len(emb) - 1), 0.05, 1.0))
-    tree = SegmentTree.from_merges(fold(emb, weights=weights, pairing=params.rae.pairing, sizes=sizes),
-                                   frame_rate_hz=step_rate_hz, duration_s=job.duration_s, leaf_times=leaf_times)
+    merges = job.merges
+    if merges is None:
+        sizes = leaf_sizes(len(emb), duration_s=job.duration_s, step_rate_hz=step_rate_hz)
+        merges = fold(emb, weights=weights, pairing=params.rae.pairing, sizes=sizes)
+    tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=job.duration_s,
+                                   leaf_times=leaf_times)
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
                        min_segment_s=out_params.min_segment_s, auto_min_segment_s=out_params.auto_min_segment_s,
                        boundary_refine_s=out_params.boundary_refine_s)
@@ -497,7 +590,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     if job.plot:
         from .report import plot_file
 
-        plot_file(np.asarray(frames), post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
+        plot_file(frames, post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
                   title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
                   sample_rate=params.features.sample_rate, hop_length=params.features.hop_length,
                   cuts=params.output.plot_cuts)
@@ -538,6 +631,10 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
         model = keras.saving.load_model(str(Path(params.models) / "rae.keras"), safe_mode=True, compile=False)
     step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
     with timer.stage("fold"):
+        device = _fold_device(params.rae.fold_device)
+        if device == "gpu":
+            jobs = _fold_batched(jobs, weights=model.fold_weights(), batch=params.rae.fold_batch,
+                                 step_rate_hz=step_rate_hz)
         results = map_files(
             functools.partial(fold_file, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz,
                               output_dir=output_dir),
@@ -548,6 +645,7 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
 
         write_segments((row for d in done for row in d["segments"]), output_dir / "segments.csv")
     extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "linkage": params.rae.linkage,
+                      "fold_device": device,
                       "leaf_rate_hz": step_rate_hz,
                       "auto_k_mean": round(float(np.mean([d["auto_k"] for d in done])), 3) if done else None,
                       "leaves": int(sum(d["n_leaves"] for d in done)),
@@ -555,6 +653,40 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
                       "plots": int(sum(j.plot for j, r in zip(jobs, results) if not isinstance(r, Failure)))}
     n_segments = {j.name: r["n_segments"] for j, r in zip(jobs, results) if not isinstance(r, Failure)}
     return extra, [r for r in results if isinstance(r, Failure)], n_segments
+
+
+def _fold_device(setting: str) -> str:
+    """``rae.fold_device`` resolved: ``auto`` is ``gpu`` when TensorFlow sees one."""
+    if setting != "auto":
+        return setting
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def _fold_batched(jobs: list[FoldJob], *, weights, batch: int, step_rate_hz: float) -> list[FoldJob]:
+    """The jobs with their merges made by the lockstep fold, ``batch`` files at a time, in order of length.
+
+    A file whose posteriors cannot be read keeps no merges: its own job reports the error.
+    """
+    from .fold_lockstep import fold_lockstep
+
+    seqs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k, j in enumerate(jobs):
+        try:
+            with np.load(j.npz, allow_pickle=False) as z:
+                emb = z["embedding"]
+        except (OSError, ValueError, KeyError):
+            continue
+        seqs[k] = emb, leaf_sizes(len(emb), duration_s=j.duration_s, step_rate_hz=step_rate_hz)
+    order = sorted(seqs, key=lambda k: len(seqs[k][0]))  # similar lengths together: little padding
+    out = list(jobs)
+    for a in range(0, len(order), batch):
+        chunk = order[a:a + batch]
+        merges = fold_lockstep([seqs[k][0] for k in chunk], weights=weights, sizes=[seqs[k][1] for k in chunk])
+        for k, m in zip(chunk, merges):
+            out[k] = dataclasses.replace(jobs[k], merges=m)
+    return out
 
 
 def _write_summary(output_dir: Path, state: _RunState, *, status: str, reason: str | None = None) -> dict:

@@ -98,7 +98,7 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
     from .pretrained import resolve_init
 
     pt = params.pretrain
-    model = dataclasses.replace(params.model, n_clusters=pt.n_clusters, overcluster=0)
+    model = dataclasses.replace(params.model, n_clusters=pt.n_clusters, max_clusters=pt.n_clusters, overcluster=0)
     init = resolve_init(params.model, params.features)
     start = time.monotonic()
     models = output_dir / "models"

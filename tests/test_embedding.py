@@ -1,5 +1,6 @@
 """The clustering loss, the encoder and its training, on small real inputs."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from sound_cluster.embedding import (
 from sound_cluster.evaluate import clustering_scores
 from sound_cluster.clusters import assign
 
-TINY = ModelParams(n_clusters=4, embedding_dim=8, blocks=(ConvBlock(4, (3, 3), (2, 2)), ConvBlock(8, (3, 3), (2, 2))),
+TINY = ModelParams(n_clusters=4, max_clusters=4, embedding_dim=8, blocks=(ConvBlock(4, (3, 3), (2, 2)), ConvBlock(8, (3, 3), (2, 2))),
                    context_kernel=3)
 
 
@@ -125,7 +126,7 @@ def _two_kinds(tmp_path, n_per_kind=12, n_mels=16, frames=60):
 @pytest.mark.parametrize("contrastive_weight, overcluster", [(0.0, 0), (1.0, 3)])
 def test_training_separates_two_kinds_of_sound(tmp_path, contrastive_weight, overcluster):
     paths, labels = _two_kinds(tmp_path)
-    model = ModelParams(n_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3,
+    model = ModelParams(n_clusters=2, max_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3,
                         overcluster=overcluster)
     sampler = CropSampler(paths, crop_frames=24, batch_size=32, augment=AugmentParams(mel_shift_bins=1), seed=0)
     enc, history = train_encoder(sampler, model=model, n_mels=16, gamma=1.5, consistency_weight=1.0,
@@ -204,7 +205,7 @@ from sound_cluster.clusters import assign
 from sound_cluster.evaluate import clustering_scores
 from tests.test_embedding import _two_kinds
 paths, labels = _two_kinds(Path(sys.argv[1]))
-model = ModelParams(n_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3)
+model = ModelParams(n_clusters=2, max_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3)
 sampler = CropSampler(paths, crop_frames=24, batch_size=32, augment=AugmentParams(mel_shift_bins=1), seed=0)
 assert tf.distribute.MirroredStrategy().num_replicas_in_sync == 2
 enc, history = train_encoder(sampler, model=model, n_mels=16, gamma=1.5, consistency_weight=1.0,
@@ -238,3 +239,18 @@ def test_replica_order_keeps_view_pairs_within_each_share():
     for share in order.reshape(2, -1):  # first half of each share pairs with its second half
         half = len(share) // 2
         assert all(b - a == 4 for a, b in zip(share[:half], share[half:]))
+
+
+@pytest.mark.parametrize("by_std", [False, True])
+def test_windowed_inference_equals_one_call_on_the_whole_file(tmp_path, by_std):
+    """Long files run in windows (bounded memory); the steps must be those of one whole-file call."""
+    enc = build_encoder(dataclasses.replace(TINY, standardize_by_std=by_std), n_mels=16)
+    rng = np.random.default_rng(1)
+    for n_frames in (5, 64, 1003):  # shorter than a window, exactly one, many with a ragged end
+        frames = (rng.standard_normal((n_frames, 16)) + 4).astype(np.float32)
+        np.save(tmp_path / "f.npy", frames)
+        whole = enc(frames[None], training=False)
+        emb, post = Posteriors(enc, window_steps=16)(np.load(tmp_path / "f.npy", mmap_mode="r"))
+        assert emb.shape == (-(-n_frames // 4), 8) and post.shape == (-(-n_frames // 4), 4)
+        np.testing.assert_allclose(emb, whole["embedding"][0], atol=1e-5)
+        np.testing.assert_allclose(post, keras.ops.softmax(whole["logits"][0], axis=-1), atol=1e-5)

@@ -77,3 +77,41 @@ def test_stale_temp_files_are_cleaned(tmp_path):
     fresh.write_bytes(b"in progress")
     cache.prepare()
     assert not stale.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize("n_samples", [400, 48077, 48800, 160 * 999])
+def test_log_mel_in_blocks_equals_one_call(n_samples):
+    """Long files are computed a block of frames at a time (bounded memory); the frames must not change."""
+    y = (0.1 * np.random.default_rng(n_samples).standard_normal(n_samples)).astype(np.float32)
+    p = FeatureParams()
+    whole = log_mel(y, params=p, block_frames=10**6)
+    blocks = log_mel(y, params=p, block_frames=37)
+    assert blocks.shape == whole.shape == (1 + n_samples // p.hop_length, p.n_mels)
+    np.testing.assert_allclose(blocks, whole, atol=1e-5)
+
+
+def test_large_files_are_hashed_and_decoded_in_blocks_with_the_same_result(tmp_path, monkeypatch):
+    """Above STREAM_ABOVE_BYTES a file is never read whole; the cache key and frames must not change."""
+    import sound_cluster.pipeline as pipeline
+
+    wav = tmp_path / "stereo44k.wav"
+    rng = np.random.default_rng(3)
+    sf.write(wav, (0.1 * rng.standard_normal((44100 * 2 + 7, 2))).astype(np.float32), 44100, subtype="PCM_16")
+    in_memory = _extract(wav, tmp_path / "c1")
+    monkeypatch.setattr(pipeline, "STREAM_ABOVE_BYTES", 1000)
+    streamed = _extract(wav, tmp_path / "c2")
+    assert streamed.cache_path.name == in_memory.cache_path.name  # the same content key
+    np.testing.assert_array_equal(np.load(streamed.cache_path), np.load(in_memory.cache_path))
+    assert streamed.n_frames == in_memory.n_frames and streamed.duration_s == in_memory.duration_s
+
+
+def test_decoding_in_blocks_equals_one_read(tmp_path):
+    from sound_cluster.audio import decode
+
+    wav = tmp_path / "a.wav"
+    y = (0.1 * np.random.default_rng(4).standard_normal((22050 + 13, 2))).astype(np.float32)
+    sf.write(wav, y, 22050, subtype="FLOAT")
+    whole = decode(wav.read_bytes(), sample_rate=SR)
+    for source in (wav.read_bytes(), wav):
+        np.testing.assert_array_equal(decode(source, sample_rate=SR, block_frames=1000), whole)
+    assert whole.shape == (int(np.ceil((22050 + 13) * SR / 22050)),)

@@ -146,3 +146,56 @@ def test_show_command_prints_depth_and_segments(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "sound_cluster.show", str(tmp_path / "x.wav.json"), "--segments",
                           "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--segments must be auto or between 1 and 80" in bad.stderr
+
+
+@pytest.mark.parametrize("size_weighted, node_vector, linkage", [(False, "mean", "ward"), (True, "code", "plain")])
+def test_lockstep_batched_fold_equals_the_heap_fold(size_weighted, node_vector, linkage):
+    """The accelerator's fold, run here on the CPU: a batch of unequal files, the heap fold's trees."""
+    from sound_cluster.fold_lockstep import fold_lockstep
+
+    rng = np.random.default_rng(7)
+    d = 8
+    w = random_weights(d, 3, size_weighted=size_weighted, node_vector=node_vector, linkage=linkage)
+    batch = [rng.standard_normal((n, d)) for n in (1, 2, 17, 40)]
+    sizes = [np.r_[np.ones(len(x) - 1), rng.uniform(0.2, 1.0)] for x in batch]
+    for got, x, s in zip(fold_lockstep(batch, weights=w, sizes=sizes), batch, sizes):
+        want = fold(x, weights=w, sizes=s)
+        np.testing.assert_array_equal(got.left, want.left)
+        np.testing.assert_array_equal(got.right, want.right)
+        np.testing.assert_allclose(got.cost, want.cost, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got.codes, want.codes, atol=1e-5)
+
+
+def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
+    """rae.fold_device=gpu (forced, here on the CPU) in a whole run: the same tree files as the heap fold."""
+    import soundfile as sf
+
+    from sound_cluster.pipeline import run
+
+    from .conftest import SR, make_params, tone
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i, (f, sec) in enumerate([(300, 0.6), (900, 1.3), (2000, 0.9), (500, 2.1), (1200, 0.4)]):
+        sf.write(audio / f"t{i}.wav", np.concatenate([tone(f, sec / 2, seed=i), tone(f * 1.5, sec / 2, seed=i)]), SR)
+    common = ("debug=tiny", f"data.path={audio}", f"features.cache_dir={tmp_path / 'cache'}", "output.report=false",
+              "output.max_plots=0")
+    fit = tmp_path / "fit"
+    run(make_params(*common, "rae.fold_device=cpu"), output_dir=fit)
+    applied = tmp_path / "applied"
+    run(make_params(*common, "task=apply", f"models={fit / 'models'}", "rae.fold_device=gpu", "rae.fold_batch=2"),
+        output_dir=applied)
+    assert json.loads((applied / "summary.json").read_text())["trees"]["fold_device"] == "gpu"
+    names = sorted(p.name for p in (fit / "trees").iterdir())
+    assert names == [f"t{i}.wav.json" for i in range(5)]
+    for name in names:  # the same merges; costs as float32 arithmetic on another engine gives them
+        a, b = (json.loads((d / "trees" / name).read_text()) for d in (fit, applied))
+        assert a["auto_k"] == b["auto_k"] and a["cluster"] == b["cluster"]
+        stack = [(a["root"], b["root"])]
+        while stack:
+            x, y = stack.pop()
+            assert (x["start"], x["end"], x["order"], x.get("cluster")) == (y["start"], y["end"], y["order"],
+                                                                          y.get("cluster"))
+            assert x["cost"] == pytest.approx(y["cost"], rel=1e-4, abs=1e-5)
+            assert len(x.get("children", [])) == len(y.get("children", []))
+            stack += list(zip(x.get("children", []), y.get("children", [])))

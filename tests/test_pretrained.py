@@ -69,14 +69,14 @@ def test_weights_transfer_by_layer_name_and_the_head_is_new_when_k_differs(tmp_p
     from sound_cluster.pretrained import transfer_weights
 
     source = embedding.load_encoder(str(_tiny_encoder_with_card(tmp_path)))
-    params = make_params("debug=tiny", "model.n_clusters=6")
+    params = make_params("debug=tiny", "model.n_clusters=12")  # the head: 12 wide, the source's 8
     target = embedding.build_encoder(params.model, n_mels=params.features.n_mels)
     copied = transfer_weights(source, target)
     assert "conv0" in copied and "embedding" in copied and "logits" not in copied
     for name in ("conv0", "context", "embedding"):
         for a, b in zip(source.get_layer(name).get_weights(), target.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
-    assert target.get_layer("logits").get_weights()[0].shape[-1] == 6
+    assert target.get_layer("logits").get_weights()[0].shape[-1] == 12
 
 
 def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):

@@ -141,3 +141,17 @@ def test_exports_segments_csv_and_jams(demo_run):
     import numpy as np
 
     mir_eval.hierarchy.validate_hier_intervals([np.asarray(i) for i in intervals])
+
+
+def test_long_plots_are_drawn_from_a_decimated_view():
+    import numpy as np
+
+    from sound_cluster.report import _decimate
+
+    x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    view, factor = _decimate(x, max_columns=4)
+    assert factor == 3 and view.shape == (4, 3)
+    np.testing.assert_allclose(view[0], x[:3].mean(axis=0))
+    np.testing.assert_allclose(view[-1], x[9])  # the last, partial group
+    same, one = _decimate(x, max_columns=10)
+    assert one == 1 and same is x

@@ -1,0 +1,139 @@
+"""Choosing K and merging the head's clusters: the rule on known structure, then whole runs on synthesized folders."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sound_cluster.clusters import HeadMerge, knee, merge_heads, ward_partitions
+from sound_cluster.pipeline import run
+
+from .conftest import SR, make_params
+
+
+def _clips(n_kinds: int, *, per_kind: int = 6, n_head: int = 16, seed: int = 0):
+    """Clip embeddings in ``n_kinds`` tight groups, all equally far apart; each kind spread over two head clusters."""
+    rng = np.random.default_rng(seed)
+    kinds = np.repeat(np.arange(n_kinds), per_kind)
+    centres = np.eye(12)[:n_kinds] * 3
+    emb = centres[kinds] + 0.05 * rng.normal(size=(len(kinds), 12))
+    heads = rng.permutation(n_head)[:2 * n_kinds].reshape(n_kinds, 2)  # two head clusters per kind, rest unused
+    post = np.full((len(kinds), n_head), 0.002)
+    post[np.arange(len(kinds)), heads[kinds, rng.integers(0, 2, len(kinds))]] = 1.0
+    return post / post.sum(axis=1, keepdims=True), emb, kinds
+
+
+@pytest.mark.parametrize("n_kinds", [3, 6])
+def test_auto_finds_the_number_of_kinds_and_numbers_clusters_by_size(n_kinds):
+    post, emb, kinds = _clips(n_kinds)
+    post, emb, kinds = post[:-2], emb[:-2], kinds[:-2]  # the last kind is the smallest
+    m = merge_heads(post, emb, n_clusters="auto")
+    assert m.k == n_kinds and m.requested == "auto" and m.rule.startswith("knee")
+    clusters = m.merge(post).argmax(axis=1)
+    # One cluster per kind, and the smallest kind has the last number.
+    assert len({(a, b) for a, b in zip(kinds, clusters)}) == n_kinds
+    assert np.all(np.diff(np.bincount(clusters)) <= 0) and clusters[-1] == n_kinds - 1
+    assert max(m.curve, key=m.curve.get) == n_kinds and set(m.curve) == set(range(1, 17))
+
+
+def test_merged_posteriors_are_sums_of_head_columns_and_round_trip():
+    post, emb, _ = _clips(3)
+    m = merge_heads(post, emb, n_clusters=2)
+    merged = m.merge(post)
+    assert merged.shape == (len(post), 2) and m.rule == "given" and m.curve == {}
+    np.testing.assert_allclose(merged.sum(axis=1), 1.0)
+    for c in range(2):
+        np.testing.assert_allclose(merged[:, c], post[:, np.array(m.mapping) == c].sum(axis=1))
+    again = HeadMerge.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again == m
+    assert merge_heads(post, emb, n_clusters=40).k == 16  # an integer above the head keeps the head
+
+
+def test_ward_partitions_nest():
+    post, emb, _ = _clips(4)
+    parts = ward_partitions(post, emb)
+    assert sorted(parts) == list(range(1, 17))
+    for k in range(2, 17):  # each partition refines the next coarser one
+        fine, coarse = parts[k], parts[k - 1]
+        assert len(set(fine)) == k
+        assert all(len(set(coarse[fine == g])) == 1 for g in range(k))
+
+
+def test_knee_of_flat_and_short_curves():
+    assert knee([1, 2, 3], [5.0, 5.0, 5.0])[0] == 1
+    assert knee([1, 2, 3, 4, 5], [10.0, 2.0, 1.5, 1.2, 1.0])[0] == 2
+
+
+def test_identical_and_two_files_choose_without_crashing():
+    post = np.tile(np.eye(8)[0] * 0.9 + 0.0125, (5, 1))
+    emb = np.tile(np.arange(1.0, 5.0), (5, 1))
+    assert merge_heads(post, emb, n_clusters="auto").k == 1
+    two = merge_heads(np.eye(8)[:2] * 0.9 + 0.0125, np.eye(4)[:2], n_clusters="auto")
+    assert two.k == 2
+
+
+def _kinds_folder(root, n_kinds: int, per_kind: int = 5):
+    """Clearly different sounds: a low tone, white noise, a high square wave, a rising chirp."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for i in range(n_kinds):
+        for j in range(per_kind):
+            t = np.arange(int((0.8 + 0.4 * rng.random()) * SR)) / SR
+            y = [np.sin(2 * np.pi * 300 * t), rng.standard_normal(t.size) * 0.5,
+                 np.sign(np.sin(2 * np.pi * 2000 * t)) * 0.5, np.sin(2 * np.pi * (200 + 3000 * t) * t)][i]
+            y = y * (0.3 + 0.2 * rng.random()) + 0.01 * rng.standard_normal(t.size)
+            sf.write(root / f"kind{i}_{j}.wav", y.astype(np.float32), SR)
+    return root
+
+
+def _run(tmp_path, audio, *overrides):
+    params = make_params("debug=tiny", f"data.path={audio}", f"features.cache_dir={tmp_path / 'cache'}",
+                         "output.report=false", *overrides)
+    out = tmp_path / "run"
+    run(params, output_dir=out)
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_a_run_with_auto_k_finds_three_kinds_and_apply_keeps_them(tmp_path):
+    audio = _kinds_folder(tmp_path / "audio", 3)
+    out, summary = _run(tmp_path, audio, "model.n_clusters=auto", "train.epochs=6", "train.steps_per_epoch=10")
+    c = summary["clusters"]
+    assert c["requested"] == "auto" and c["n_clusters"] == 3 and c["head_clusters"] == 8
+    assert c["sizes"] == [5, 5, 5] and c["warnings"] == []
+    assert max(c["choice"]["criterion"], key=c["choice"]["criterion"].get) == "3"
+    rows = (out / "clusters.csv").read_text().splitlines()[1:]
+    by_kind = {}
+    for line in rows:
+        path, cluster = line.split(",")[:2]
+        by_kind.setdefault(path.split("_")[0], set()).add(int(cluster))
+    assert sorted(len(v) for v in by_kind.values()) == [1, 1, 1]
+    with np.load(out / "posteriors" / "kind0_0.wav.npz") as z:  # posteriors over the run's 3 clusters
+        assert z["posteriors"].shape[1] == 3
+    tree = json.loads((out / "trees" / "kind0_0.wav.json").read_text())
+    assert tree["cluster"] == int(next(r.split(",")[1] for r in rows if r.startswith("kind0_0.wav")))
+
+    params = make_params("debug=tiny", f"data.path={audio}", f"features.cache_dir={tmp_path / 'cache'}",
+                         "output.report=false", "task=apply", f"models={out / 'models'}")
+    run(params, output_dir=tmp_path / "applied")
+    assert (tmp_path / "applied" / "clusters.csv").read_text() == (out / "clusters.csv").read_text()
+    assert json.loads((tmp_path / "applied" / "summary.json").read_text())["clusters"]["n_clusters"] == 3
+
+
+def test_a_folder_of_two_files_and_k_above_the_files_are_reported(tmp_path):
+    audio = _kinds_folder(tmp_path / "audio", 2, per_kind=1)
+    _, summary = _run(tmp_path, audio, "model.n_clusters=auto")
+    assert summary["clusters"]["n_clusters"] in (1, 2) and summary["status"] == "complete"
+    _, summary = _run(tmp_path / "b", audio, "model.n_clusters=5")
+    warnings = summary["clusters"]["warnings"]
+    assert any("model.n_clusters=5 is more than the 2 files" in w for w in warnings)
+
+
+def test_identical_files_make_one_cluster(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    y = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)).astype(np.float32)
+    for i in range(4):
+        sf.write(audio / f"same{i}.wav", y, SR)
+    _, summary = _run(tmp_path, audio, "model.n_clusters=auto")
+    assert summary["clusters"]["n_clusters"] == 1 and summary["clusters"]["sizes"] == [4]
