@@ -1,6 +1,7 @@
 """Speed of the fold against librosa's agglomerative segmentation and the seed's Keras loop.
 
 Usage: python scripts/bench_fold.py [--sizes 1000 10000 100000 360000] [--dim 64] [--skip-seed]
+                                   [--batch 64] [--batch-leaves 250 1000] [--skip-lockstep]
 
 For each n: seconds for our adjacent fold (compiled, heap; first call's compilation excluded)
 and for ``librosa.segment.agglomerative(frames, k=n // 100)`` on the same frames (leaves of
@@ -8,6 +9,11 @@ width --dim, random). librosa is skipped at larger n once one size has taken ove
 Then the seed-style any-pair loop (one Keras call per candidate pair, every pair of current nodes
 rescored at every step) at n = 16 and 32, against our folds on the same leaves. Ratios are
 librosa / ours and seed / ours (higher: ours faster).
+Then the batched lockstep fold (``rae.fold_device=gpu``, :mod:`sound_cluster.fold_lockstep`) on
+--batch files of --batch-leaves leaves each, against the heap fold of the same files one after
+another, on whatever device the Keras backend picks (TensorFlow on this machine's CPU; with
+``KERAS_BACKEND=jax`` on a GPU machine); the first call, which compiles, is timed apart.
+Ratio: heap / lockstep (above 1: the batched fold is faster).
 """
 
 from __future__ import annotations
@@ -48,11 +54,37 @@ def seed_style(x: np.ndarray, model) -> float:
     return time.perf_counter() - t0
 
 
+def lockstep(w: FoldWeights, rng: np.random.Generator, *, batch: int, sizes: list[int]) -> None:
+    """The batched fold against the heap fold on the same files; checks the merges agree."""
+    import keras
+
+    from sound_cluster.fold_lockstep import fold_lockstep
+
+    print(f"\nlockstep fold of {batch} files at once ({keras.backend.backend()} backend) against the heap fold")
+    print(f"{'leaves':>8s} {'heap s':>9s} {'lockstep s':>11s} {'first call':>11s} {'ratio':>7s} {'same merges':>12s}")
+    for n in sizes:
+        xs = [rng.standard_normal((n, w.dim)).astype(np.float32) for _ in range(batch)]
+        t0 = time.perf_counter()
+        heap = [fold(x, weights=w) for x in xs]
+        heap_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fold_lockstep(xs, weights=w)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = fold_lockstep(xs, weights=w)
+        lock_s = time.perf_counter() - t0
+        same = sum(np.array_equal(a.left, b.left) and np.array_equal(a.right, b.right) for a, b in zip(got, heap))
+        print(f"{n:8d} {heap_s:9.3f} {lock_s:11.3f} {first:11.3f} {heap_s / lock_s:6.2f}x {same:5d}/{batch}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000, 100000, 360000])
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--skip-seed", action="store_true")
+    ap.add_argument("--batch", type=int, default=64, help="files per lockstep batch")
+    ap.add_argument("--batch-leaves", nargs="+", type=int, default=[250, 1000], help="leaves per file")
+    ap.add_argument("--skip-lockstep", action="store_true")
     args = ap.parse_args()
     import librosa
 
@@ -77,6 +109,8 @@ def main() -> None:
         print(f"{n:8d} {ours:9.3f} {lib:9.3f} {lib / ours:6.1f}x"
               + ("" if lib == lib else "   (librosa skipped: the previous size took over 120 s)"), flush=True)
 
+    if not args.skip_lockstep:
+        lockstep(w, rng, batch=args.batch, sizes=args.batch_leaves)
     if args.skip_seed:
         return
     from sound_cluster.rae import MergeAutoencoder

@@ -14,6 +14,7 @@ the heap's O(n log n) per file: worth it only where many files run in parallel o
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -56,9 +57,33 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
     nxt0 = np.where(pos[None, :] + 1 < lengths[:, None], pos[None, :] + 1, -1)  # (B, N); -1: no right neighbour
     prv0 = np.broadcast_to(pos - 1, (b, n)).copy()
 
-    w_enc, b_enc = ops.convert_to_tensor(weights.w_enc, "float32"), ops.convert_to_tensor(weights.b_enc, "float32")
-    w_dec, b_dec = ops.convert_to_tensor(weights.w_dec, "float32"), ops.convert_to_tensor(weights.b_dec, "float32")
-    ward, size_weighted, use_mean = weights.linkage == "ward", weights.size_weighted, weights.node_vector == "mean"
+    if n == 1:
+        return [Merges(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), x.copy()) for x in xs]
+    flags = (weights.linkage == "ward", bool(weights.size_weighted), weights.node_vector == "mean")
+    out_lr, out_cost, out_vec = _compiled_loop(flags)(
+        leaves, size0, nxt0.astype(np.int32), prv0.astype(np.int32), lengths.astype(np.int32),
+        *(np.asarray(v, np.float32) for v in (weights.w_enc, weights.b_enc, weights.w_dec, weights.b_dec)))
+
+    lr = ops.convert_to_numpy(out_lr).astype(np.int64)  # (B, N - 1, 2): the children of every merge
+    left, right = lr[..., 0], lr[..., 1]
+    costs = ops.convert_to_numpy(out_cost).astype(np.float64)
+    vecs = ops.convert_to_numpy(out_vec)  # (B, N - 1, d)
+    out = []
+    for k, x in enumerate(xs):
+        m = len(x) - 1
+        out.append(Merges(left[k, :m], right[k, :m], costs[k, :m], np.concatenate([x, vecs[k, :m]])))
+    return out
+
+
+def _loop(leaves, size0, nxt0, prv0, n_leaves, w_enc, b_enc, w_dec, b_dec, *, ward: bool, size_weighted: bool,
+          use_mean: bool):
+    """The whole fold as one ``fori_loop`` over steps; returns the merge records (children, costs, vectors)."""
+    from keras import ops
+
+    vec = ops.convert_to_tensor(leaves)
+    size = ops.convert_to_tensor(size0)
+    nxt, prv = ops.convert_to_tensor(nxt0), ops.convert_to_tensor(prv0)
+    b, n, d = leaves.shape
     inf = np.float32(np.inf)
 
     def score(c1, c2, n1, n2):
@@ -71,17 +96,14 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
         cost = (n1 * e1 + n2 * e2) / (n1 + n2) if size_weighted else 0.5 * (e1 + e2)
         return (cost * (n1 * n2 / (n1 + n2)) if ward else cost), p
 
-    vec = ops.convert_to_tensor(leaves)  # (B, N, d): each alive node's vector, at its leftmost position
+    # vec (B, N, d): each alive node's vector, at its leftmost position
     sums = vec  # sums of each node's leaves (node_vector=mean)
-    size = ops.convert_to_tensor(size0)
-    nxt, prv = ops.convert_to_tensor(nxt0, "int32"), ops.convert_to_tensor(prv0, "int32")
-    node = ops.convert_to_tensor(np.broadcast_to(pos, (b, n)).astype(np.int32))  # node id at each position
+    node = ops.broadcast_to(ops.arange(n, dtype="int32")[None, :], (b, n))  # node id at each position
     c0, cand = score(ops.reshape(vec, (-1, d)), ops.reshape(ops.roll(vec, -1, axis=1), (-1, d)),
                      ops.reshape(size, (-1,)), ops.reshape(ops.roll(size, -1, axis=1), (-1,)))
     cost = ops.where(nxt >= 0, ops.reshape(c0, (b, n)), inf)  # (B, N): merging position i with nxt[i]
     cand = ops.reshape(cand, (b, n, d))  # parent code of that pair
     rows = ops.arange(b, dtype="int32")
-    n_leaves = ops.convert_to_tensor(lengths.astype(np.int32))
 
     def at(t, i):  # t[(row, i[row])] for every row; i clamped into range
         i = ops.clip(i, 0, n - 1)
@@ -128,30 +150,21 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
 
     state = (sums, vec, size, nxt, prv, node, cost, cand, ops.zeros((b, max(n - 1, 1), 2), "int32"),
              ops.zeros((b, max(n - 1, 1)), "float32"), ops.zeros((b, max(n - 1, 1), d), "float32"))
-    state = _compiled(run)(state)
-    out_lr, out_cost, out_vec = state[-3:]
-    if n == 1:
-        return [Merges(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), x.copy()) for x in xs]
-    lr = ops.convert_to_numpy(out_lr).astype(np.int64)  # (B, N - 1, 2): the children of every merge
-    left, right = lr[..., 0], lr[..., 1]
-    costs = ops.convert_to_numpy(out_cost).astype(np.float64)
-    vecs = ops.convert_to_numpy(out_vec)  # (B, N - 1, d)
-    out = []
-    for k, x in enumerate(xs):
-        m = len(x) - 1
-        out.append(Merges(left[k, :m], right[k, :m], costs[k, :m], np.concatenate([x, vecs[k, :m]])))
-    return out
+    return run(state)[-3:]
 
 
-def _compiled(fn):
-    """``fn`` compiled by the Keras backend in use (one graph for the whole loop, not an op at a time)."""
+@functools.lru_cache(maxsize=None)
+def _compiled_loop(flags: tuple[bool, bool, bool]):
+    """:func:`_loop` compiled by the Keras backend in use (one graph for the whole fold, not an op at a
+    time), once per setting and batch shape."""
     import keras
 
+    fn = functools.partial(_loop, ward=flags[0], size_weighted=flags[1], use_mean=flags[2])
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, reduce_retracing=True)
+        return tf.function(fn)
     if backend == "jax":
         import jax
 
