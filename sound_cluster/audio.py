@@ -196,7 +196,11 @@ def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: 
         import soxr
 
         resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
-    out, bad, total = [], 0, 0
+    # The output is written into one array of the length the header promises (grown if it lied), so
+    # the decoded chunks are never held twice.
+    ratio = float(sample_rate) / info.sample_rate
+    out = np.empty(int(np.ceil(info.frames * ratio)) + 16, dtype=np.float32)
+    filled, bad, total = 0, 0, 0
     try:
         with sf.SoundFile(_source(data)) as f:
             while True:
@@ -210,7 +214,10 @@ def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: 
                 y = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
                 if resampler is not None:
                     y = resampler.resample_chunk(np.ascontiguousarray(y), last=last)
-                out.append(y)
+                if filled + y.shape[0] > out.shape[0]:
+                    out = np.concatenate([out[:filled], np.empty(max(y.shape[0], out.shape[0] // 2), np.float32)])
+                out[filled:filled + y.shape[0]] = y
+                filled += y.shape[0]
                 if last:
                     break
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
@@ -219,16 +226,17 @@ def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: 
         raise AudioError("no audio samples (0 frames)")
     if bad:
         raise AudioError(f"{bad} of {total} samples are NaN or infinite")
-    y = out[0] if len(out) == 1 else np.concatenate(out)
+    y = out[:filled]
     if resampler is not None:  # the length librosa.resample gives (ceil of the ratio), as the cache always held
-        n = int(np.ceil((total // info.channels) * (float(sample_rate) / info.sample_rate)))
-        y = y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
+        n = int(np.ceil((total // info.channels) * ratio))
+        y = out[:n] if out.shape[0] >= n else np.pad(out, (0, n - out.shape[0]))
+        y[filled:] = 0.0
     if y.shape[0] < min_samples:
         raise AudioError(
             f"too short: {y.shape[0]} samples at {sample_rate} Hz ({y.shape[0] / sample_rate * 1000:.1f} ms), "
             f"shorter than one analysis frame ({min_samples} samples)"
         )
-    return np.ascontiguousarray(y, dtype=np.float32)
+    return y
 
 
 def load(path: Path, *, sample_rate: int, min_samples: int = 1) -> np.ndarray:
