@@ -433,7 +433,8 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             merge = _merge_heads(feats, run_encoder, params=params, failures=failures)
             _save_merge(models_dir, merge)
         else:
-            merge = _load_merge(Path(params.models), head_clusters=params.model.head_clusters)
+            # The loaded head's width, not the params': models saved before heads were merged have no max_clusters.
+            merge = _load_merge(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
         rows = []
         for i, (f, name) in enumerate(zip(feats, names)):
             if any(x.path == f.path for x in failures):

@@ -119,6 +119,22 @@ def test_a_run_with_auto_k_finds_three_kinds_and_apply_keeps_them(tmp_path):
     assert (tmp_path / "applied" / "clusters.csv").read_text() == (out / "clusters.csv").read_text()
     assert json.loads((tmp_path / "applied" / "summary.json").read_text())["clusters"]["n_clusters"] == 3
 
+    # Models saved before heads were merged: no clusters.json, no max_clusters; the head is the clusters.
+    import shutil
+
+    old = tmp_path / "old_models"
+    shutil.copytree(out / "models", old)
+    (old / "clusters.json").unlink()
+    saved = json.loads((old / "params.json").read_text())
+    saved["model"].pop("max_clusters")
+    saved["model"]["n_clusters"] = 8
+    (old / "params.json").write_text(json.dumps(saved))
+    params = make_params("debug=tiny", f"data.path={audio}", f"features.cache_dir={tmp_path / 'cache'}",
+                         "output.report=false", "task=apply", f"models={old}")
+    run(params, output_dir=tmp_path / "applied_old")
+    c = json.loads((tmp_path / "applied_old" / "summary.json").read_text())["clusters"]
+    assert c["n_clusters"] == c["head_clusters"] == 8
+
 
 def test_a_folder_of_two_files_and_k_above_the_files_are_reported(tmp_path):
     audio = _kinds_folder(tmp_path / "audio", 2, per_kind=1)
