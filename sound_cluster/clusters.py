@@ -96,9 +96,7 @@ class HeadMerge:
     def merge(self, posteriors: np.ndarray) -> np.ndarray:
         """Head posteriors ``(n, head clusters)`` -> the run's ``(n, k)`` (sums of merged columns)."""
         p = np.asarray(posteriors)
-        out = np.zeros((p.shape[0], self.k), dtype=p.dtype)
-        np.add.at(out.T, np.asarray(self.mapping), p.T)
-        return out
+        return _merged(p, np.asarray(self.mapping), self.k, dtype=p.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "requested": self.requested, "rule": self.rule, "mapping": list(self.mapping),
@@ -231,8 +229,9 @@ def merge_heads(clip_posteriors: np.ndarray, clip_embeddings: np.ndarray, *, n_c
     return HeadMerge(tuple(int(rank[g]) for g in group), k, n_clusters, rule, curve, scat)
 
 
-def _merged(p: np.ndarray, group: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros((p.shape[0], k))
+def _merged(p: np.ndarray, group: np.ndarray, k: int, *, dtype=np.float64) -> np.ndarray:
+    """Columns of ``p`` ``(n, head)`` summed by ``group`` (each head column's cluster) into ``(n, k)``."""
+    out = np.zeros((p.shape[0], k), dtype=dtype)
     np.add.at(out.T, group, p.T)
     return out
 

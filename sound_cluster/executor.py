@@ -11,6 +11,7 @@ a failure row.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -205,11 +206,7 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
         limit = 4 * n_workers
 
         def submit_more() -> None:
-            while len(pending) < limit:
-                try:
-                    i, item = next(it)
-                except StopIteration:
-                    return
+            for i, item in itertools.islice(it, max(0, limit - len(pending))):
                 try:
                     pending[pool.submit(_guarded, fn, item, stage)] = i
                 except BrokenProcessPool:  # this item was taken from the iterator: it fails here
@@ -304,11 +301,7 @@ def _map_dask(fn, items, stage, params: ExecutorParams, finish) -> None:
     token = uuid.uuid4().hex[:12]  # keys must be unique on a scheduler that other runs may share
 
     def submit_more() -> None:
-        while len(index) < limit:
-            try:
-                i, item = next(it)
-            except StopIteration:
-                return
+        for i, item in itertools.islice(it, max(0, limit - len(index))):
             fut = client.submit(_guarded_one_thread, fn, item, stage, pure=False, key=f"{stage}-{token}-{i}")
             index[fut] = i
             queue.add(fut)

@@ -436,8 +436,9 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             # The loaded head's width, not the params': models saved before heads were merged have no max_clusters.
             merge = _load_merge(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
         rows = []
+        unread = {x.path for x in failures}  # files whose features could not be read while merging
         for i, (f, name) in enumerate(zip(feats, names)):
-            if any(x.path == f.path for x in failures):
+            if f.path in unread:
                 continue
             try:  # one file's trouble (its cache entry, its output) must not cost the others
                 emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
