@@ -12,6 +12,7 @@ first and last boundary trimmed) for
   ours        the trained fold (trees/<file>.json, boundaries as written: refined to onsets)
   grid        the same trees with boundaries on the encoder's step grid (no refinement)
   untrained   the same fold with a freshly initialised merge autoencoder (step grid)
+(all three fold the leaves the pipeline folds: step embeddings with pauses carried, rae.pause_db)
   librosa     librosa.segment.agglomerative on the same files' log-mel frames, same count
 and the ratio ours / librosa. For the automatic count (``auto_k`` of each tree): the fraction
 of files whose count is within 1 of the truth, and F at 0.5 s of that cut. Last, the shortest
@@ -107,7 +108,8 @@ def main() -> None:
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
     from sound_cluster.fold import fold
-    from sound_cluster.pipeline import run
+    from sound_cluster.pauses import fold_leaves
+    from sound_cluster.pipeline import leaf_sizes, run
     from sound_cluster.rae import MergeAutoencoder
     from sound_cluster.tree import SegmentTree, doc_cut, read_tree_json
 
@@ -131,15 +133,18 @@ def main() -> None:
             doc = read_tree_json(tmp / "run" / "trees" / f"{rel}.json")
             dur = doc["duration_s"]
             est = {"ours": intervals([s["start_s"] for s in doc_cut(doc, k)[1:]], dur)}
+            frames = np.load(by_rel[rel].cache_path)
             with np.load(tmp / "run" / "posteriors" / f"{rel}.npz") as z:
-                emb = z["embedding"]
-            grid = SegmentTree.from_merges(fold(emb, weights=trained.fold_weights()),
+                # the leaves the pipeline folded: pauses carry the sound before them (rae.pause_db)
+                emb = fold_leaves(z["embedding"], frames, time_pool=params.model.time_pool,
+                                  pause_db=params.rae.pause_db)[0]
+            sizes = leaf_sizes(len(emb), duration_s=dur, step_rate_hz=doc["frame_rate_hz"])
+            grid = SegmentTree.from_merges(fold(emb, weights=trained.fold_weights(), sizes=sizes),
                                            frame_rate_hz=doc["frame_rate_hz"], duration_s=dur)
             est["grid"] = intervals(grid.boundaries_s(k), dur)
-            t = SegmentTree.from_merges(fold(emb, weights=untrained.fold_weights()), frame_rate_hz=doc["frame_rate_hz"],
+            t = SegmentTree.from_merges(fold(emb, weights=untrained.fold_weights(), sizes=sizes), frame_rate_hz=doc["frame_rate_hz"],
                                         duration_s=dur)
             est["untrained"] = intervals(t.boundaries_s(k), dur)
-            frames = np.load(by_rel[rel].cache_path)
             b = librosa.segment.agglomerative(frames.T, k=k)[1:]
             est["librosa"] = intervals(b / params.features.frame_rate_hz, dur)
             for name, e in est.items():
@@ -148,6 +153,7 @@ def main() -> None:
             auto = doc_cut(doc, "auto")
             scores[kind].setdefault("auto_within_1", []).append(float(abs(len(auto) - k) <= 1))
             scores[kind].setdefault("auto_k", []).append(float(len(auto)))
+            scores[kind].setdefault("by_pauses", []).append(float(doc["auto_k_rule"]["name"] == "sounds_between_pauses"))
             scores[kind].setdefault("auto@0.5", []).append(
                 f_measure(ref, intervals([s["start_s"] for s in auto[1:]], dur), 0.5) if len(auto) > 1 else 0.0)
             for kk in range(2, min(8, doc["n_leaves"]) + 1):
@@ -163,10 +169,12 @@ def main() -> None:
         for w in (0.1, 0.5):
             o, g, u, lib = (float(np.mean(s[f"{n}@{w}"])) for n in ("ours", "grid", "untrained", "librosa"))
             print(f"{kind:10s} {w:6.1f} {o:6.3f} {g:6.3f} {u:9.3f} {lib:8.3f} {o / lib if lib else float('nan'):11.2f}x")
-    print(f"\n{'files':10s} {'auto k within 1':>15s} {'mean auto k':>11s} {'true k':>6s} {'auto F@0.5':>10s}")
+    print(f"\n{'files':10s} {'auto k within 1':>15s} {'mean auto k':>11s} {'true k':>6s} {'auto F@0.5':>10s} "
+          f"{'counted by pauses':>17s}")
     for kind, s in scores.items():
         print(f"{kind:10s} {np.mean(s['auto_within_1']):15.2f} {np.mean(s['auto_k']):11.2f} "
-              f"{np.mean([len(truth[r]) for r in truth if r.startswith(kind)]):6.2f} {np.mean(s['auto@0.5']):10.3f}")
+              f"{np.mean([len(truth[r]) for r in truth if r.startswith(kind)]):6.2f} {np.mean(s['auto@0.5']):10.3f} "
+              f"{np.mean(s['by_pauses']):17.2f}")
     print(f"\nshortest segment in any 2- to 8-segment cut of our trees: {shortest:.3f} s")
 
 if __name__ == "__main__":

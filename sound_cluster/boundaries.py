@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .pauses import level_db
+
 MIN_RISE_NATS = 0.1  # smallest energy rise that counts as an onset (0.43 dB)
 
 
@@ -32,9 +34,7 @@ def energy_rise(frames: np.ndarray, *, width_frames: int = 3) -> np.ndarray:
         ``rise[f]`` = mean log energy of frames ``[f, f + w)`` minus that of ``[f - w, f)``;
         0 where either side would leave the file.
     """
-    x = np.asarray(frames, dtype=np.float64)
-    top = x.max(axis=1, keepdims=True)
-    energy = (top + np.log(np.exp(x - top).sum(axis=1, keepdims=True)))[:, 0]  # log of total power, stable
+    energy = level_db(frames) * (np.log(10.0) / 10.0)  # log of total power, in nats
     w = int(width_frames)
     csum = np.concatenate([[0.0], np.cumsum(energy)])
     rise = np.zeros(len(energy))

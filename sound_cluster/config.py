@@ -363,6 +363,7 @@ class RaeParams:
     max_any_leaves: int = 1500
     fold_device: str = "auto"
     fold_batch: int = 64
+    pause_db: float = 10.0
 
     def check(self, prefix: str = "rae", *, embedding_dim: int | None = None) -> None:
         _one_of(f"{prefix}.pairing", self.pairing, ("adjacent", "any"))
@@ -382,6 +383,7 @@ class RaeParams:
         _positive_float(f"{prefix}.learning_rate", self.learning_rate)
         _positive_float(f"{prefix}.margin", self.margin)
         _non_negative(f"{prefix}.negative_weight", self.negative_weight)
+        _non_negative(f"{prefix}.pause_db", self.pause_db, what="a number of dB >= 0 (0: pauses off)")
         if embedding_dim is not None and self.input_dim != embedding_dim:
             _fail(f"{prefix}.input_dim", self.input_dim, f"equal to model.embedding_dim={embedding_dim}")
 
@@ -397,6 +399,7 @@ class OutputParams:
     max_tree_depth: int = 400
     segments: int | str = "auto"
     auto_min_segment_s: float = 0.2
+    auto_min_sound_s: float = 0.1
     boundary_refine_s: float = 0.0
     export_segments: bool = False
     export_k: int | None = None
@@ -415,6 +418,7 @@ class OutputParams:
                                         or self.segments < 1):
             _fail(f"{prefix}.segments", self.segments, "auto or a positive integer")
         _positive_float(f"{prefix}.auto_min_segment_s", self.auto_min_segment_s)
+        _positive_float(f"{prefix}.auto_min_sound_s", self.auto_min_sound_s)
         _non_negative(f"{prefix}.boundary_refine_s", self.boundary_refine_s, what="a number of seconds >= 0")
         _positive_float(f"{prefix}.report_excerpt_s", self.report_excerpt_s)
         if self.export_jams:

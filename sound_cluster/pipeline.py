@@ -547,6 +547,22 @@ def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.n
     return sizes
 
 
+def job_leaves(job: FoldJob, *, params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """The leaves one file is folded from (its step embeddings, pauses carried over) and its quiet steps.
+
+    Raises
+    ------
+    OSError, ValueError, KeyError
+        The posteriors or the frames cannot be read.
+    """
+    from .pauses import fold_leaves
+
+    with np.load(job.npz, allow_pickle=False) as z:
+        emb = z["embedding"]
+    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
+    return fold_leaves(emb, frames, time_pool=params.model.time_pool, pause_db=params.rae.pause_db)
+
+
 def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path) -> dict[str, Any]:
     """Per-file job of the fold stage: tree JSON (and a plot) of one file.
 
@@ -557,6 +573,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     """
     from .boundaries import leaf_boundary_times
     from .fold import fold
+    from .pauses import count_sounds, fold_leaves
     from .tree import SegmentTree, resolve_k, write_tree_json
 
     with np.load(job.npz, allow_pickle=False) as z:
@@ -566,6 +583,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
                          f"(rae.max_any_leaves={params.rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
     out_params = params.output
     frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
+    emb, quiet = fold_leaves(emb, frames, time_pool=params.model.time_pool, pause_db=params.rae.pause_db)
     leaf_times = leaf_boundary_times(frames, n_leaves=len(emb), time_pool=params.model.time_pool,
                                      frame_rate_hz=params.features.frame_rate_hz,
                                      radius_s=out_params.boundary_refine_s, duration_s=job.duration_s)
@@ -575,9 +593,14 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
         merges = fold(emb, weights=weights, pairing=params.rae.pairing, sizes=sizes)
     tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=job.duration_s,
                                    leaf_times=leaf_times)
+    sounds = count_sounds(quiet, min_steps=int(np.ceil(out_params.auto_min_sound_s * step_rate_hz - 1e-9)))
+    auto = tree.auto_choice(min_segment_s=out_params.auto_min_segment_s, sounds=sounds,
+                            min_sound_s=out_params.auto_min_sound_s)
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
-                       min_segment_s=out_params.min_segment_s, auto_min_segment_s=out_params.auto_min_segment_s,
-                       boundary_refine_s=out_params.boundary_refine_s)
+                       min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
+    root = doc.pop("root")  # the small header first, so a reader sees it before the tree
+    doc["pauses"] = {"pause_db": params.rae.pause_db, "quiet_leaves": int(quiet.sum()), "sounds": sounds}
+    doc["root"] = root
     write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
     out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
                            "n_segments": resolve_k(doc, out_params.segments)}
@@ -615,10 +638,7 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
     extra: dict[str, Any] = {}
     if params.task == "fit":
         with timer.stage("rae_train"):
-            seqs = []
-            for j in jobs:
-                with np.load(j.npz, allow_pickle=False) as z:
-                    seqs.append(z["embedding"])
+            seqs = [job_leaves(j, params=params)[0] for j in jobs]
             r = params.rae
             model, losses = rae_mod.train_rae(seqs, dim=r.input_dim, size_weighted=r.size_weighted, epochs=r.epochs,
                                               steps_per_epoch=r.steps_per_epoch, batch_sequences=r.batch_sequences,
@@ -635,8 +655,7 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
     with timer.stage("fold"):
         device = _fold_device(params.rae.fold_device)
         if device == "gpu":
-            jobs = _fold_batched(jobs, weights=model.fold_weights(), batch=params.rae.fold_batch,
-                                 step_rate_hz=step_rate_hz)
+            jobs = _fold_batched(jobs, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz)
         results = map_files(
             functools.partial(fold_file, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz,
                               output_dir=output_dir),
@@ -666,18 +685,18 @@ def _fold_device(setting: str) -> str:
     return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
-def _fold_batched(jobs: list[FoldJob], *, weights, batch: int, step_rate_hz: float) -> list[FoldJob]:
-    """The jobs with their merges made by the lockstep fold, ``batch`` files at a time, in order of length.
+def _fold_batched(jobs: list[FoldJob], *, weights, params: Params, step_rate_hz: float) -> list[FoldJob]:
+    """The jobs with their merges made by the lockstep fold, ``rae.fold_batch`` files at a time, in order of length.
 
-    A file whose posteriors cannot be read keeps no merges: its own job reports the error.
+    A file whose posteriors or frames cannot be read keeps no merges: its own job reports the error.
     """
     from .fold_lockstep import fold_lockstep
 
+    batch = params.rae.fold_batch
     seqs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k, j in enumerate(jobs):
         try:
-            with np.load(j.npz, allow_pickle=False) as z:
-                emb = z["embedding"]
+            emb = job_leaves(j, params=params)[0]
         except (OSError, ValueError, KeyError):
             continue
         seqs[k] = emb, leaf_sizes(len(emb), duration_s=j.duration_s, step_rate_hz=step_rate_hz)

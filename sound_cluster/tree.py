@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1
-AUTO_K_RULE = "largest_cost_jump"  # the rule of SegmentTree.auto_k, recorded in each tree document
+# The rules of SegmentTree.auto_choice, recorded in each tree document.
+SOUNDS_RULE = "sounds_between_pauses"
+COST_RULE = "largest_cost_jump"
 
 
 @dataclass
@@ -105,8 +107,25 @@ class SegmentTree:
             return float(self.leaf_times[leaf])
         return min(leaf / self.frame_rate_hz, self.duration_s)
 
+    def auto_choice(self, *, min_segment_s: float, sounds: int = 0, min_sound_s: float = 0.1) -> dict[str, Any]:
+        """The file's own number of segments, and the rule that chose it (as the tree document records it).
+
+        Where pauses separate two or more sounds (``sounds``, from
+        :func:`sound_cluster.pauses.count_sounds`), each sound is a segment (rule
+        :data:`SOUNDS_RULE`, at most one segment per leaf). Otherwise the tree's merge costs
+        decide (rule :data:`COST_RULE`, :meth:`auto_k`).
+
+        Returns
+        -------
+        choice : dict
+            ``{"k": int, "name": str, ...}`` with the rule's settings.
+        """
+        if sounds >= 2:
+            return {"k": min(int(sounds), self.n_leaves), "name": SOUNDS_RULE, "min_sound_s": min_sound_s}
+        return {"k": self.auto_k(min_segment_s=min_segment_s), "name": COST_RULE, "min_segment_s": min_segment_s}
+
     def auto_k(self, *, min_segment_s: float) -> int:
-        """The number of segments this tree's own merge costs suggest (rule :data:`AUTO_K_RULE`).
+        """The number of segments this tree's own merge costs suggest (rule :data:`COST_RULE`).
 
         Costs are made monotone (the running maximum, a merge's height), then the cut chosen is
         the one before the largest relative jump in height, ``log h[n-k] - log h[n-k-1]``,
@@ -143,7 +162,7 @@ class SegmentTree:
     # JSON
 
     def to_json(self, *, source: str, posteriors: np.ndarray | None = None, max_depth: int | None = None,
-                min_segment_s: float = 0.0, auto_min_segment_s: float = 0.2,
+                min_segment_s: float = 0.0, auto: dict[str, Any] | None = None,
                 boundary_refine_s: float = 0.0) -> dict[str, Any]:
         """The tree as a schema-1 document (see DESIGN.md section 4).
 
@@ -158,12 +177,15 @@ class SegmentTree:
             so very deep trees stay within what JSON readers can nest.
         min_segment_s : float
             Nodes shorter than this are written without children.
-        auto_min_segment_s : float
-            Shortest segment the automatic count may give (recorded with ``auto_k``).
+        auto : dict, optional
+            The automatic count, from :meth:`auto_choice` (default: the merge-cost rule with
+            segments of at least 0.2 s).
         boundary_refine_s : float
             How far leaf boundaries were moved to onsets (recorded; the times come from
             ``leaf_times``).
         """
+        if auto is None:
+            auto = self.auto_choice(min_segment_s=0.2)
         csum = None
         if posteriors is not None:
             csum = np.concatenate([np.zeros((1, posteriors.shape[1])), np.cumsum(posteriors, axis=0)])
@@ -195,8 +217,7 @@ class SegmentTree:
                                                                   d["children"]))
         doc = {"schema_version": SCHEMA_VERSION, "source": source, "duration_s": round(self.duration_s, 4),
                "frame_rate_hz": self.frame_rate_hz, "n_leaves": self.n_leaves,
-               "auto_k": self.auto_k(min_segment_s=auto_min_segment_s),
-               "auto_k_rule": {"name": AUTO_K_RULE, "min_segment_s": auto_min_segment_s},
+               "auto_k": auto["k"], "auto_k_rule": {key: v for key, v in auto.items() if key != "k"},
                "boundary_refine_s": boundary_refine_s}
         if "cluster" in root:
             doc["cluster"] = root["cluster"]

@@ -177,7 +177,9 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
     for i, (f, sec) in enumerate([(300, 0.6), (900, 1.3), (2000, 0.9), (500, 2.1), (1200, 0.4)]):
-        sf.write(audio / f"t{i}.wav", np.concatenate([tone(f, sec / 2, seed=i), tone(f * 1.5, sec / 2, seed=i)]), SR)
+        pause = np.zeros(int(0.3 * SR) if i == 0 else 0, np.float32)  # t0's pause is carried by both folds
+        sf.write(audio / f"t{i}.wav", np.concatenate([tone(f, sec / 2, seed=i), pause, tone(f * 1.5, sec / 2, seed=i)]),
+                 SR)
     common = ("debug=tiny", f"data.path={audio}", f"features.cache_dir={tmp_path / 'cache'}", "output.report=false",
               "output.max_plots=0")
     fit = tmp_path / "fit"
@@ -190,7 +192,8 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
     assert names == [f"t{i}.wav.json" for i in range(5)]
     for name in names:  # the same merges; costs as float32 arithmetic on another engine gives them
         a, b = (json.loads((d / "trees" / name).read_text()) for d in (fit, applied))
-        assert a["auto_k"] == b["auto_k"] and a["cluster"] == b["cluster"]
+        assert a["auto_k"] == b["auto_k"] and a["cluster"] == b["cluster"] and a["pauses"] == b["pauses"]
+        assert (a["pauses"]["quiet_leaves"] > 0) == (name == "t0.wav.json")
         stack = [(a["root"], b["root"])]
         while stack:
             x, y = stack.pop()

@@ -40,7 +40,7 @@ def test_usage_examples_run_as_written(tmp_path):
         if "--version" in cmd:
             assert proc.stdout.startswith("sound-cluster ") and "tensorflow" in proc.stdout
         if "--segments auto" in cmd:
-            assert "segments by largest_cost_jump" in proc.stdout
+            assert "4 segments by sounds_between_pauses" in proc.stdout  # four digits, with pauses
     assert (tmp_path / "outputs" / "multirun").is_dir()
     assert list((tmp_path / "outputs" / "multirun").rglob("multirun.csv"))
 

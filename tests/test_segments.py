@@ -57,9 +57,17 @@ def test_auto_k_is_the_cut_before_the_largest_jump_and_respects_the_shortest_seg
     assert tree.cut(4) == [(0, 10), (10, 20), (20, 30), (30, 40)]
     assert tree.auto_k(min_segment_s=0.2) == 4
     assert tree.auto_k(min_segment_s=0.5) == 1  # 0.4 s segments are too short: no cut qualifies
-    doc = tree.to_json(source="x.wav", auto_min_segment_s=0.2)
+    doc = tree.to_json(source="x.wav", auto=tree.auto_choice(min_segment_s=0.2))
     assert doc["auto_k"] == 4 and doc["auto_k_rule"]["name"] == "largest_cost_jump"
     assert len(doc_cut(doc, "auto")) == 4
+    # Where pauses separate sounds, each sound is a segment, whatever the costs say.
+    by_sounds = tree.auto_choice(min_segment_s=0.2, sounds=6, min_sound_s=0.1)
+    assert by_sounds == {"k": 6, "name": "sounds_between_pauses", "min_sound_s": 0.1}
+    doc = tree.to_json(source="x.wav", auto=by_sounds)
+    assert doc["auto_k"] == 6 and doc["auto_k_rule"] == {"name": "sounds_between_pauses", "min_sound_s": 0.1}
+    assert len(doc_cut(doc, "auto")) == 6
+    assert tree.auto_choice(min_segment_s=0.2, sounds=1)["name"] == "largest_cost_jump"  # one sound: the costs
+    assert tree.auto_choice(min_segment_s=0.2, sounds=99)["k"] == 40  # never more segments than leaves
     # Degenerate inputs: one and two leaves choose one segment.
     one = SegmentTree.from_merges(Merges(np.empty(0, int), np.empty(0, int), np.empty(0), np.zeros((1, 1))),
                                   frame_rate_hz=25.0, duration_s=0.04)
