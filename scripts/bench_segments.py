@@ -12,7 +12,8 @@ first and last boundary trimmed) for
   ours        the trained fold (trees/<file>.json, boundaries as written: refined to onsets)
   grid        the same trees with boundaries on the encoder's step grid (no refinement)
   untrained   the same fold with a freshly initialised merge autoencoder (step grid)
-(all three fold the leaves the pipeline folds: step embeddings with pauses carried, rae.pause_db)
+(all three fold what the pipeline folds: step embeddings with pauses carried, rae.pause_db, and
+each sound first where pauses separate sounds, rae.sounds_first)
   librosa     librosa.segment.agglomerative on the same files' log-mel frames, same count
 and the ratio ours / librosa. For the automatic count (``auto_k`` of each tree): the fraction
 of files whose count is within 1 of the truth, and F at 0.5 s of that cut. Last, the shortest
@@ -108,7 +109,7 @@ def main() -> None:
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
     from sound_cluster.fold import fold
-    from sound_cluster.pauses import fold_leaves
+    from sound_cluster.pauses import fold_input
     from sound_cluster.pipeline import leaf_sizes, run
     from sound_cluster.rae import MergeAutoencoder
     from sound_cluster.tree import SegmentTree, doc_cut, read_tree_json
@@ -135,15 +136,17 @@ def main() -> None:
             est = {"ours": intervals([s["start_s"] for s in doc_cut(doc, k)[1:]], dur)}
             frames = np.load(by_rel[rel].cache_path)
             with np.load(tmp / "run" / "posteriors" / f"{rel}.npz") as z:
-                # the leaves the pipeline folded: pauses carry the sound before them (rae.pause_db)
-                emb = fold_leaves(z["embedding"], frames, time_pool=params.model.time_pool,
-                                  pause_db=params.rae.pause_db)[0]
-            sizes = leaf_sizes(len(emb), duration_s=dur, step_rate_hz=doc["frame_rate_hz"])
-            grid = SegmentTree.from_merges(fold(emb, weights=trained.fold_weights(), sizes=sizes),
+                # what the pipeline folded: pauses carry the sound before them, sounds fold first (rae settings)
+                fin = fold_input(z["embedding"], frames, rae=params.rae, time_pool=params.model.time_pool,
+                                 step_rate_hz=doc["frame_rate_hz"])
+            sizes = leaf_sizes(len(fin.leaves), duration_s=dur, step_rate_hz=doc["frame_rate_hz"])
+            grid = SegmentTree.from_merges(fold(fin.leaves, weights=trained.fold_weights(), sizes=sizes,
+                                                barriers=fin.barriers, min_size=fin.min_size),
                                            frame_rate_hz=doc["frame_rate_hz"], duration_s=dur)
             est["grid"] = intervals(grid.boundaries_s(k), dur)
-            t = SegmentTree.from_merges(fold(emb, weights=untrained.fold_weights(), sizes=sizes), frame_rate_hz=doc["frame_rate_hz"],
-                                        duration_s=dur)
+            t = SegmentTree.from_merges(fold(fin.leaves, weights=untrained.fold_weights(), sizes=sizes,
+                                             barriers=fin.barriers, min_size=fin.min_size),
+                                        frame_rate_hz=doc["frame_rate_hz"], duration_s=dur)
             est["untrained"] = intervals(t.boundaries_s(k), dur)
             b = librosa.segment.agglomerative(frames.T, k=k)[1:]
             est["librosa"] = intervals(b / params.features.frame_rate_hz, dur)

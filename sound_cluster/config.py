@@ -364,6 +364,9 @@ class RaeParams:
     fold_device: str = "auto"
     fold_batch: int = 64
     pause_db: float = 10.0
+    min_sound_s: float = 0.1
+    sounds_first: bool = True
+    min_node_s: float = 0.1
 
     def check(self, prefix: str = "rae", *, embedding_dim: int | None = None) -> None:
         _one_of(f"{prefix}.pairing", self.pairing, ("adjacent", "any"))
@@ -384,6 +387,12 @@ class RaeParams:
         _positive_float(f"{prefix}.margin", self.margin)
         _non_negative(f"{prefix}.negative_weight", self.negative_weight)
         _non_negative(f"{prefix}.pause_db", self.pause_db, what="a number of dB >= 0 (0: pauses off)")
+        _positive_float(f"{prefix}.min_sound_s", self.min_sound_s)
+        if not isinstance(self.sounds_first, bool):
+            _fail(f"{prefix}.sounds_first", self.sounds_first, "true or false")
+        _non_negative(f"{prefix}.min_node_s", self.min_node_s, what="a number of seconds >= 0 (0: off)")
+        if self.min_node_s > self.min_sound_s:  # a sound shorter than min_node_s could not grow to it
+            _fail(f"{prefix}.min_node_s", self.min_node_s, f"at most rae.min_sound_s={self.min_sound_s}")
         if embedding_dim is not None and self.input_dim != embedding_dim:
             _fail(f"{prefix}.input_dim", self.input_dim, f"equal to model.embedding_dim={embedding_dim}")
 
@@ -399,7 +408,6 @@ class OutputParams:
     max_tree_depth: int = 400
     segments: int | str = "auto"
     auto_min_segment_s: float = 0.2
-    auto_min_sound_s: float = 0.1
     boundary_refine_s: float = 0.0
     export_segments: bool = False
     export_k: int | None = None
@@ -418,7 +426,6 @@ class OutputParams:
                                         or self.segments < 1):
             _fail(f"{prefix}.segments", self.segments, "auto or a positive integer")
         _positive_float(f"{prefix}.auto_min_segment_s", self.auto_min_segment_s)
-        _positive_float(f"{prefix}.auto_min_sound_s", self.auto_min_sound_s)
         _non_negative(f"{prefix}.boundary_refine_s", self.boundary_refine_s, what="a number of seconds >= 0")
         _positive_float(f"{prefix}.report_excerpt_s", self.report_excerpt_s)
         if self.export_jams:

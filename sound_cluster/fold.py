@@ -117,9 +117,20 @@ def _score(c1, c2, n1, n2, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, ward, 
 
 
 @numba.njit(cache=True)
-def _fold_adjacent(leaves, leaf_sizes, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, use_mean, ward):
+def _tier(crosses, n1, n2, min_size):
+    """Which merges go first: 0 a node under ``min_size`` steps, 1 any other inside a sound, 2 across a barrier."""
+    if crosses:
+        return 2.0
+    return 0.0 if n1 < min_size or n2 < min_size else 1.0
+
+
+@numba.njit(cache=True)
+def _fold_adjacent(leaves, leaf_sizes, barrier, min_size, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, use_mean,
+                   ward):
     n, d = leaves.shape
     total = 2 * n - 1
+    start = np.empty(total, dtype=np.int64)  # first leaf of each node: a pair crosses a barrier at its right node's
+    start[:n] = np.arange(n)
     codes = np.empty((total, d), dtype=np.float32)
     codes[:n] = leaves
     sums = np.empty((total, d), dtype=np.float32)  # use_mean: sum of each node's leaves
@@ -138,15 +149,16 @@ def _fold_adjacent(leaves, leaf_sizes, w_enc_t, b_enc, w_dec_t, b_dec, size_weig
     right = np.empty(n - 1, dtype=np.int64)
     cost = np.empty(n - 1, dtype=np.float64)
     buf = np.empty(2 * d, dtype=np.float32)
-    heap = [(0.0, np.int64(0), np.int64(0))]
+    # Heap entries (tier, cost, left, right): a lower tier goes first whatever the costs (see _tier).
+    heap = [(0.0, 0.0, np.int64(0), np.int64(0))]
     heap.pop()
     for a in range(n - 1):
         c = _score(codes[a], codes[a + 1], size[a], size[a + 1], w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, ward, cand[a], buf)
-        heap.append((c, np.int64(a), np.int64(a + 1)))
+        heap.append((_tier(barrier[a + 1], size[a], size[a + 1], min_size), c, np.int64(a), np.int64(a + 1)))
     heapq.heapify(heap)
     m = n
     while m < total:
-        c, a, b = heapq.heappop(heap)
+        _, c, a, b = heapq.heappop(heap)
         if not (alive[a] and alive[b] and nxt[a] == b):
             continue  # stale: one of the pair was merged since this candidate was scored
         if use_mean:
@@ -156,6 +168,7 @@ def _fold_adjacent(leaves, leaf_sizes, w_enc_t, b_enc, w_dec_t, b_dec, size_weig
         else:
             codes[m] = cand[a]
         size[m] = size[a] + size[b]
+        start[m] = start[a]
         left[m - n] = a
         right[m - n] = b
         cost[m - n] = c
@@ -170,12 +183,12 @@ def _fold_adjacent(leaves, leaf_sizes, w_enc_t, b_enc, w_dec_t, b_dec, size_weig
             nxt[p] = m
             cp = _score(codes[p], codes[m], size[p], size[m], w_enc_t, b_enc, w_dec_t, b_dec, size_weighted,
                         ward, cand[p], buf)
-            heapq.heappush(heap, (cp, p, np.int64(m)))
+            heapq.heappush(heap, (_tier(barrier[start[m]], size[p], size[m], min_size), cp, p, np.int64(m)))
         if q >= 0:
             prev[q] = m
             cq = _score(codes[m], codes[q], size[m], size[q], w_enc_t, b_enc, w_dec_t, b_dec, size_weighted,
                         ward, cand[m], buf)
-            heapq.heappush(heap, (cq, np.int64(m), q))
+            heapq.heappush(heap, (_tier(barrier[start[q]], size[m], size[q], min_size), cq, np.int64(m), q))
         m += 1
     return left, right, cost, codes
 
@@ -188,7 +201,7 @@ def _check_leaves(leaves: np.ndarray, weights: FoldWeights) -> np.ndarray:
 
 
 def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent",
-         sizes: np.ndarray | None = None) -> Merges:
+         sizes: np.ndarray | None = None, barriers: np.ndarray | None = None, min_size: float = 0.0) -> Merges:
     """Fold a sequence into a binary tree by greedy merges.
 
     Parameters
@@ -203,6 +216,16 @@ def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent",
     sizes : np.ndarray [shape=(n,)], optional
         Each leaf's size in steps (default 1): the last step of a file usually covers only part
         of a step, and counting it whole would let Ward's factor keep a few milliseconds apart.
+    barriers : np.ndarray [shape=(n,), dtype=bool], optional
+        ``barriers[i]``: a sound starts at leaf ``i`` (see :mod:`sound_cluster.pauses`). A merge
+        across a barrier waits until no merge is left that crosses none, so the tree first folds
+        each sound into one node (the cut at ``barriers.sum() + 1`` segments is the sounds), then
+        the sounds. Adjacent pairing only.
+    min_size : float
+        A node smaller than this many steps merges with its cheaper neighbour (inside its sound)
+        before any other merge, so every cut into at most as many segments as are left after
+        those merges has no segment shorter than ``min_size`` steps (``rae.min_node_s``). 0: off.
+        Adjacent pairing only.
 
     Returns
     -------
@@ -212,7 +235,10 @@ def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent",
     leaf_sizes = np.ones(len(x)) if sizes is None else np.asarray(sizes, dtype=np.float64)
     if leaf_sizes.shape != (len(x),) or not np.all(leaf_sizes > 0):
         raise ValueError(f"sizes must be {len(x)} positive numbers, got shape {leaf_sizes.shape}")
+    barrier = check_barriers(barriers, len(x))
     if pairing == "any":
+        if barrier.any() or min_size > 0:
+            raise ValueError("barriers and min_size need rae.pairing=adjacent")
         return _fold_any(x, weights, leaf_sizes)
     if pairing != "adjacent":
         raise ValueError(f"rae.pairing must be one of adjacent, any, got {pairing!r}")
@@ -220,9 +246,19 @@ def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent",
     if n == 1:
         return Merges(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), x.copy())
     w = _layout(weights)
-    left, right, cost, codes = _fold_adjacent(x, leaf_sizes, *w, weights.size_weighted, weights.node_vector == "mean",
-                                              weights.linkage == "ward")
+    left, right, cost, codes = _fold_adjacent(x, leaf_sizes, barrier, float(min_size), *w, weights.size_weighted,
+                                              weights.node_vector == "mean", weights.linkage == "ward")
     return Merges(left, right, cost, codes)
+
+
+def check_barriers(barriers: np.ndarray | None, n: int) -> np.ndarray:
+    """``barriers`` as a bool array of shape ``(n,)`` (all False when None)."""
+    if barriers is None:
+        return np.zeros(n, dtype=np.bool_)
+    barrier = np.asarray(barriers, dtype=np.bool_)
+    if barrier.shape != (n,):
+        raise ValueError(f"barriers must have shape ({n},), got {barrier.shape}")
+    return barrier
 
 
 def _layout(weights: FoldWeights):
@@ -327,18 +363,25 @@ def _fold_any(x: np.ndarray, weights: FoldWeights, sizes: np.ndarray | None = No
     return st.result()
 
 
-def fold_reference(leaves: np.ndarray, *, weights: FoldWeights, sizes: np.ndarray | None = None) -> Merges:
+def fold_reference(leaves: np.ndarray, *, weights: FoldWeights, sizes: np.ndarray | None = None,
+                   barriers: np.ndarray | None = None, min_size: float = 0.0) -> Merges:
     """Direct O(n^2) implementation of the adjacent rule: rescore every neighbour pair each step.
 
-    Ties go to the pair whose left node has the smaller id, as in the heap. For tests.
+    Pairs with a node under ``min_size`` come first, pairs across a barrier after every other
+    pair; ties go to the pair whose left node has the smaller id, as in the heap. For tests.
     """
     st = _SlowFold(_check_leaves(leaves, weights), weights, sizes)
+    barrier = check_barriers(barriers, st.n)
+    first = list(range(st.n))  # first leaf of each node
     seq = list(range(st.n))
     for _ in range(st.n - 1):
         a = np.array(seq[:-1])
         b = np.array(seq[1:])
         c, p = st.score(a, b)
-        best = min(range(len(c)), key=lambda i: (c[i], a[i]))
+        tier = [2 if barrier[first[b[i]]] else 0 if min(st.size[a[i]], st.size[b[i]]) < min_size else 1
+                for i in range(len(c))]
+        best = min(range(len(c)), key=lambda i: (tier[i], c[i], a[i]))
+        first.append(first[a[best]])
         m = st.merge(a[best], b[best], c[best], p[best])
         seq[best:best + 2] = [m]
     return st.result()

@@ -19,11 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .fold import FoldWeights, Merges, normalize_rows
+from .fold import FoldWeights, Merges, check_barriers, normalize_rows
 
 
 def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
-                  sizes: Sequence[np.ndarray] | None = None) -> list[Merges]:
+                  sizes: Sequence[np.ndarray] | None = None,
+                  barriers: Sequence[np.ndarray | None] | None = None, min_size: float = 0.0) -> list[Merges]:
     """Fold every sequence of ``batch`` (adjacent pairs only), all in lockstep.
 
     Parameters
@@ -33,6 +34,10 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
     weights : FoldWeights
     sizes : sequence of np.ndarray [shape=(n_b,)], optional
         Each leaf's size in steps (default 1), as :func:`sound_cluster.fold.fold` takes them.
+    barriers : sequence of (np.ndarray [shape=(n_b,), dtype=bool] or None), optional
+        Where sounds start, as :func:`sound_cluster.fold.fold` takes them.
+    min_size : float
+        Steps below which a node merges first, as in :func:`sound_cluster.fold.fold`.
 
     Returns
     -------
@@ -50,9 +55,12 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
     b, n, d = len(xs), int(lengths.max()), weights.dim
     leaves = np.zeros((b, n, d), np.float32)
     size0 = np.zeros((b, n), np.float32)
+    barrier = np.zeros((b, n), bool)
     for i, x in enumerate(xs):
         leaves[i, :len(x)] = x
         size0[i, :len(x)] = 1.0 if sizes is None else np.asarray(sizes[i], np.float32)
+        if barriers is not None and barriers[i] is not None:
+            barrier[i, :len(x)] = check_barriers(barriers[i], len(x))
     pos = np.arange(n)
     nxt0 = np.where(pos[None, :] + 1 < lengths[:, None], pos[None, :] + 1, -1)  # (B, N); -1: no right neighbour
     prv0 = np.broadcast_to(pos - 1, (b, n)).copy()
@@ -61,7 +69,7 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
         return [Merges(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), x.copy()) for x in xs]
     flags = (weights.linkage == "ward", bool(weights.size_weighted), weights.node_vector == "mean")
     out_lr, out_cost, out_vec = _compiled_loop(flags)(
-        leaves, size0, nxt0.astype(np.int32), prv0.astype(np.int32), lengths.astype(np.int32),
+        leaves, size0, barrier, np.float32(min_size), nxt0.astype(np.int32), prv0.astype(np.int32), lengths.astype(np.int32),
         *(np.asarray(v, np.float32) for v in (weights.w_enc, weights.b_enc, weights.w_dec, weights.b_dec)))
 
     lr = ops.convert_to_numpy(out_lr).astype(np.int64)  # (B, N - 1, 2): the children of every merge
@@ -75,8 +83,8 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
     return out
 
 
-def _loop(leaves, size0, nxt0, prv0, n_leaves, w_enc, b_enc, w_dec, b_dec, *, ward: bool, size_weighted: bool,
-          use_mean: bool):
+def _loop(leaves, size0, barrier, min_size, nxt0, prv0, n_leaves, w_enc, b_enc, w_dec, b_dec, *, ward: bool,
+          size_weighted: bool, use_mean: bool):
     """The whole fold as one ``fori_loop`` over steps; returns the merge records (children, costs, vectors)."""
     from keras import ops
 
@@ -117,7 +125,16 @@ def _loop(leaves, size0, nxt0, prv0, n_leaves, w_enc, b_enc, w_dec, b_dec, *, wa
     def step(t, state):
         sums, vec, size, nxt, prv, node, cost, cand, out_lr, out_cost, out_vec = state
         active = t < n_leaves - 1  # (B,): files with merges left
-        i = ops.cast(ops.argmin(cost, axis=1), "int32")
+        # Tiers as in the heap fold: a pair with a node under min_size first; a pair across a barrier
+        # (a sound starts at its right node, whose position is its first leaf) waits for every other.
+        right = ops.clip(nxt, 0, n - 1)
+        crosses = ops.logical_and(ops.take_along_axis(barrier, right, axis=1), nxt >= 0)
+        small = ops.logical_or(size < min_size, ops.take_along_axis(size, right, axis=1) < min_size)
+        within = ops.where(crosses, inf, cost)
+        first = ops.where(small, within, inf)
+        pick = ops.where(ops.any(first < inf, axis=1, keepdims=True), first,
+                         ops.where(ops.any(within < inf, axis=1, keepdims=True), within, cost))
+        i = ops.cast(ops.argmin(pick, axis=1), "int32")
         j = at(nxt, i)
         slot = ops.stack([rows, ops.full((b,), t, dtype="int32")], axis=1)  # where this step's record goes
         out_lr = ops.scatter_update(out_lr, slot, ops.stack([at(node, i), at(node, j)], axis=1))

@@ -16,7 +16,13 @@ keep their own vectors (there is no sound before them to carry).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .config import RaeParams
 
 FLOOR_PERCENTILE = 5.0
 LOUD_PERCENTILE = 95.0
@@ -119,21 +125,93 @@ def fold_leaves(embedding: np.ndarray, frames: np.ndarray, *, time_pool: int, pa
     return (embedding[carry_sources(quiet)] if quiet.any() else embedding), quiet
 
 
-def count_sounds(quiet: np.ndarray, *, min_steps: int) -> int:
-    """How many sounds the pauses separate: runs of loud steps at least ``min_steps`` long.
+def sound_onsets(quiet: np.ndarray, *, min_steps: int) -> np.ndarray:
+    """Where the sounds that pauses separate start: runs of loud steps at least ``min_steps`` long.
 
     Parameters
     ----------
     quiet : np.ndarray [shape=(n_steps,), dtype=bool]
     min_steps : int
-        Shorter runs (a click, a burst of noise in a pause) are not counted.
+        Shorter runs (a click, a burst of noise in a pause) are not sounds: they belong to the
+        sound before them, as the pause does.
 
     Returns
     -------
-    n : int
-        0 when no run is long enough (a silent file).
+    onsets : np.ndarray [shape=(n_sounds,), dtype=int64]
+        The first step of each sound; empty when no run is long enough (a silent file).
     """
     loud = np.r_[False, ~np.asarray(quiet, dtype=bool), False].astype(np.int8)
     edges = np.diff(loud)
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return int(((ends - starts) >= max(1, int(min_steps))).sum())
+    return starts[(ends - starts) >= max(1, int(min_steps))]
+
+
+def sound_barriers(onsets: np.ndarray, *, n_steps: int) -> np.ndarray | None:
+    """The fold's barriers (:func:`sound_cluster.fold.fold`): True at the onset of every sound but the first.
+
+    Each sound then runs from its onset to the next sound's onset (its pause and any short
+    blip in it included), the first from the file's start. None when there are fewer than two
+    sounds.
+    """
+    if len(onsets) < 2:
+        return None
+    barriers = np.zeros(int(n_steps), dtype=bool)
+    barriers[np.asarray(onsets)[1:]] = True
+    return barriers
+
+
+@dataclass(frozen=True)
+class FoldInput:
+    """What one file's fold starts from.
+
+    Attributes
+    ----------
+    leaves : np.ndarray [shape=(n_steps, d)]
+        Step embeddings, pauses carried over.
+    quiet : np.ndarray [shape=(n_steps,), dtype=bool]
+        Steps read as pauses.
+    onsets : np.ndarray [shape=(n_sounds,), dtype=int64]
+        First step of each sound the pauses separate.
+    barriers : np.ndarray [shape=(n_steps,), dtype=bool] or None
+        For :func:`sound_cluster.fold.fold`: sounds fold first (``rae.sounds_first``, two or
+        more sounds, adjacent pairing); else None.
+    min_size : float
+        For :func:`sound_cluster.fold.fold`: nodes under this many steps merge first
+        (``rae.min_node_s``; 0 with any-pair folds).
+    """
+
+    leaves: np.ndarray
+    quiet: np.ndarray
+    onsets: np.ndarray
+    barriers: np.ndarray | None
+    min_size: float = 0.0
+
+    @property
+    def sounds(self) -> int:
+        return len(self.onsets)
+
+
+def fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaeParams", time_pool: int,
+               step_rate_hz: float) -> FoldInput:
+    """Leaves, pauses and sounds of one file, as the ``rae`` settings ask.
+
+    Parameters
+    ----------
+    embedding : np.ndarray [shape=(n_steps, d)]
+    frames : np.ndarray [shape=(n_frames, n_mels)]
+    rae : RaeParams
+        ``pause_db``, ``min_sound_s``, ``sounds_first``, ``min_node_s`` and ``pairing`` are used.
+    time_pool : int
+        Frames per step.
+    step_rate_hz : float
+        Steps per second.
+    """
+    leaves, quiet = fold_leaves(embedding, frames, time_pool=time_pool, pause_db=rae.pause_db)
+    min_steps = int(np.ceil(rae.min_sound_s * step_rate_hz - 1e-9))
+    onsets = sound_onsets(quiet, min_steps=min_steps)
+    barriers, min_size = None, 0.0
+    if rae.pairing == "adjacent":
+        min_size = rae.min_node_s * step_rate_hz
+        if rae.sounds_first:
+            barriers = sound_barriers(onsets, n_steps=len(quiet))
+    return FoldInput(leaves, quiet, onsets, barriers, min_size)

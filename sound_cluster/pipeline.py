@@ -547,20 +547,20 @@ def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.n
     return sizes
 
 
-def job_leaves(job: FoldJob, *, params: Params) -> tuple[np.ndarray, np.ndarray]:
-    """The leaves one file is folded from (its step embeddings, pauses carried over) and its quiet steps.
+def job_fold_input(job: FoldJob, *, params: Params, step_rate_hz: float):
+    """What one file is folded from: :class:`sound_cluster.pauses.FoldInput`.
 
     Raises
     ------
     OSError, ValueError, KeyError
         The posteriors or the frames cannot be read.
     """
-    from .pauses import fold_leaves
+    from .pauses import fold_input
 
     with np.load(job.npz, allow_pickle=False) as z:
         emb = z["embedding"]
     frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
-    return fold_leaves(emb, frames, time_pool=params.model.time_pool, pause_db=params.rae.pause_db)
+    return fold_input(emb, frames, rae=params.rae, time_pool=params.model.time_pool, step_rate_hz=step_rate_hz)
 
 
 def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path) -> dict[str, Any]:
@@ -573,7 +573,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     """
     from .boundaries import leaf_boundary_times
     from .fold import fold
-    from .pauses import count_sounds, fold_leaves
+    from .pauses import fold_input
     from .tree import SegmentTree, resolve_k, write_tree_json
 
     with np.load(job.npz, allow_pickle=False) as z:
@@ -583,23 +583,25 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
                          f"(rae.max_any_leaves={params.rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
     out_params = params.output
     frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
-    emb, quiet = fold_leaves(emb, frames, time_pool=params.model.time_pool, pause_db=params.rae.pause_db)
+    fin = fold_input(emb, frames, rae=params.rae, time_pool=params.model.time_pool, step_rate_hz=step_rate_hz)
+    emb = fin.leaves
     leaf_times = leaf_boundary_times(frames, n_leaves=len(emb), time_pool=params.model.time_pool,
                                      frame_rate_hz=params.features.frame_rate_hz,
                                      radius_s=out_params.boundary_refine_s, duration_s=job.duration_s)
     merges = job.merges
     if merges is None:
         sizes = leaf_sizes(len(emb), duration_s=job.duration_s, step_rate_hz=step_rate_hz)
-        merges = fold(emb, weights=weights, pairing=params.rae.pairing, sizes=sizes)
+        merges = fold(emb, weights=weights, pairing=params.rae.pairing, sizes=sizes, barriers=fin.barriers,
+                      min_size=fin.min_size)
     tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=job.duration_s,
                                    leaf_times=leaf_times)
-    sounds = count_sounds(quiet, min_steps=int(np.ceil(out_params.auto_min_sound_s * step_rate_hz - 1e-9)))
-    auto = tree.auto_choice(min_segment_s=out_params.auto_min_segment_s, sounds=sounds,
-                            min_sound_s=out_params.auto_min_sound_s)
+    auto = tree.auto_choice(min_segment_s=out_params.auto_min_segment_s, sounds=fin.sounds,
+                            min_sound_s=params.rae.min_sound_s)
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
                        min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
     root = doc.pop("root")  # the small header first, so a reader sees it before the tree
-    doc["pauses"] = {"pause_db": params.rae.pause_db, "quiet_leaves": int(quiet.sum()), "sounds": sounds}
+    doc["pauses"] = {"pause_db": params.rae.pause_db, "quiet_leaves": int(fin.quiet.sum()), "sounds": fin.sounds,
+                     "sounds_first": fin.barriers is not None}
     doc["root"] = root
     write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
     out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
@@ -636,9 +638,10 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
     jobs = [FoldJob(f.path, r.path, r.name, output_dir / "posteriors" / f"{r.name}.npz", f.cache_path, f.duration_s,
                     i < params.output.max_plots) for i, (f, r) in enumerate(zip(feats, rows))]
     extra: dict[str, Any] = {}
+    step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
     if params.task == "fit":
         with timer.stage("rae_train"):
-            seqs = [job_leaves(j, params=params)[0] for j in jobs]
+            seqs = [job_fold_input(j, params=params, step_rate_hz=step_rate_hz).leaves for j in jobs]
             r = params.rae
             model, losses = rae_mod.train_rae(seqs, dim=r.input_dim, size_weighted=r.size_weighted, epochs=r.epochs,
                                               steps_per_epoch=r.steps_per_epoch, batch_sequences=r.batch_sequences,
@@ -651,7 +654,6 @@ def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer
         import keras
 
         model = keras.saving.load_model(str(Path(params.models) / "rae.keras"), safe_mode=True, compile=False)
-    step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
     with timer.stage("fold"):
         device = _fold_device(params.rae.fold_device)
         if device == "gpu":
@@ -693,18 +695,20 @@ def _fold_batched(jobs: list[FoldJob], *, weights, params: Params, step_rate_hz:
     from .fold_lockstep import fold_lockstep
 
     batch = params.rae.fold_batch
-    seqs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    seqs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
     for k, j in enumerate(jobs):
         try:
-            emb = job_leaves(j, params=params)[0]
+            fin = job_fold_input(j, params=params, step_rate_hz=step_rate_hz)
         except (OSError, ValueError, KeyError):
             continue
-        seqs[k] = emb, leaf_sizes(len(emb), duration_s=j.duration_s, step_rate_hz=step_rate_hz)
+        seqs[k] = fin.leaves, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=step_rate_hz), \
+            fin.barriers
     order = sorted(seqs, key=lambda k: len(seqs[k][0]))  # similar lengths together: little padding
     out = list(jobs)
     for a in range(0, len(order), batch):
         chunk = order[a:a + batch]
-        merges = fold_lockstep([seqs[k][0] for k in chunk], weights=weights, sizes=[seqs[k][1] for k in chunk])
+        merges = fold_lockstep([seqs[k][0] for k in chunk], weights=weights, sizes=[seqs[k][1] for k in chunk],
+                               barriers=[seqs[k][2] for k in chunk], min_size=params.rae.min_node_s * step_rate_hz)
         for k, m in zip(chunk, merges):
             out[k] = dataclasses.replace(jobs[k], merges=m)
     return out

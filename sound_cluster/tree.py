@@ -111,7 +111,7 @@ class SegmentTree:
         """The file's own number of segments, and the rule that chose it (as the tree document records it).
 
         Where pauses separate two or more sounds (``sounds``, from
-        :func:`sound_cluster.pauses.count_sounds`), each sound is a segment (rule
+        :func:`sound_cluster.pauses.sound_onsets`), each sound is a segment (rule
         :data:`SOUNDS_RULE`, at most one segment per leaf). Otherwise the tree's merge costs
         decide (rule :data:`COST_RULE`, :meth:`auto_k`).
 

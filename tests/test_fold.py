@@ -29,7 +29,10 @@ def test_fast_fold_equals_direct_slow_rule(seed, size_weighted, node_vector, lin
     w = random_weights(d, seed, size_weighted=size_weighted, node_vector=node_vector, linkage=linkage)
     x = rng.standard_normal((n, d))
     sizes = rng.uniform(0.1, 3.0, n) if seed % 2 else None
-    fast, slow = fold(x, weights=w, sizes=sizes), fold_reference(x, weights=w, sizes=sizes)
+    barriers = rng.random(n) < 0.1 if seed >= 3 else None  # sounds fold first
+    min_size = (0.0, 2.5, 4.0)[seed % 3]  # small nodes merge first
+    fast = fold(x, weights=w, sizes=sizes, barriers=barriers, min_size=min_size)
+    slow = fold_reference(x, weights=w, sizes=sizes, barriers=barriers, min_size=min_size)
     np.testing.assert_array_equal(fast.left, slow.left)
     np.testing.assert_array_equal(fast.right, slow.right)
     np.testing.assert_allclose(fast.cost, slow.cost, rtol=1e-4, atol=1e-5)
@@ -156,14 +159,63 @@ def test_lockstep_batched_fold_equals_the_heap_fold(size_weighted, node_vector, 
     rng = np.random.default_rng(7)
     d = 8
     w = random_weights(d, 3, size_weighted=size_weighted, node_vector=node_vector, linkage=linkage)
-    batch = [rng.standard_normal((n, d)) for n in (1, 2, 17, 40)]
+    batch = [rng.standard_normal((n, d)) for n in (1, 2, 17, 40, 40)]
     sizes = [np.r_[np.ones(len(x) - 1), rng.uniform(0.2, 1.0)] for x in batch]
-    for got, x, s in zip(fold_lockstep(batch, weights=w, sizes=sizes), batch, sizes):
-        want = fold(x, weights=w, sizes=s)
+    barriers = [None, None, np.arange(17) % 5 == 3, None, np.isin(np.arange(40), [1, 9, 10, 30])]
+    got_all = fold_lockstep(batch, weights=w, sizes=sizes, barriers=barriers, min_size=2.5)
+    for got, x, s, b in zip(got_all, batch, sizes, barriers):
+        want = fold(x, weights=w, sizes=s, barriers=b, min_size=2.5)
         np.testing.assert_array_equal(got.left, want.left)
         np.testing.assert_array_equal(got.right, want.right)
         np.testing.assert_allclose(got.cost, want.cost, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(got.codes, want.codes, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_with_barriers_each_sound_folds_first_so_a_cut_gives_the_sounds(seed):
+    rng = np.random.default_rng(seed)
+    n, d = 60, 8
+    onsets = np.sort(rng.choice(np.arange(1, n), size=4, replace=False))
+    barriers = np.isin(np.arange(n), onsets)
+    x = rng.standard_normal((n, d))  # no structure: without barriers the cut would fall anywhere
+    tree = SegmentTree.from_merges(fold(x, weights=random_weights(d, seed, linkage="ward"), barriers=barriers),
+                                   frame_rate_hz=25.0, duration_s=n / 25)
+    edges = [0, *onsets.tolist(), n]
+    assert tree.cut(5) == list(zip(edges[:-1], edges[1:]))
+    for k in (2, 3, 4):  # coarser cuts join whole sounds
+        assert {s for s, _ in tree.cut(k)} <= set(edges)
+    with pytest.raises(ValueError, match="pairing=adjacent"):
+        fold(x, weights=random_weights(d, seed), pairing="any", barriers=barriers)
+    with pytest.raises(ValueError, match="barriers must have shape"):
+        fold(x, weights=random_weights(d, seed), barriers=barriers[:-1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_small_nodes_merge_first_so_coarse_cuts_hold_no_sliver(seed):
+    rng = np.random.default_rng(seed)
+    n, d = 80, 8
+    x = rng.standard_normal((n, d))
+    w = random_weights(d, seed, linkage="ward")
+    sizes = np.r_[np.ones(n - 1), 0.2]  # a partial last step, as at the end of a file
+
+    def phase_end(m):
+        """Merges before the first one of two nodes of 3 steps or more, and whether none with a small child follows."""
+        size = np.r_[sizes, np.zeros(n - 1)]
+        small = []
+        for i, (a, b) in enumerate(zip(m.left, m.right)):
+            small.append(min(size[a], size[b]) < 3.0)
+            size[n + i] = size[a] + size[b]
+        end = small.index(False)
+        return end, not any(small[end:])
+
+    assert not phase_end(fold(x, weights=w, sizes=sizes))[1]  # without the setting, big and small merges mix
+    merges = fold(x, weights=w, sizes=sizes, min_size=3.0)
+    end, clean = phase_end(merges)
+    assert clean
+    tree = SegmentTree.from_merges(merges, frame_rate_hz=25.0, duration_s=(n - 0.8) / 25)
+    for k in range(2, n - end + 1):  # every cut after the small merges: no segment under 3 steps
+        assert min(b - a for a, b in tree.cut(k)) >= 3
+    assert n - end >= 8
 
 
 def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
@@ -202,3 +254,7 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
             assert x["cost"] == pytest.approx(y["cost"], rel=1e-4, abs=1e-5)
             assert len(x.get("children", [])) == len(y.get("children", []))
             stack += list(zip(x.get("children", []), y.get("children", [])))
+    t0 = json.loads((fit / "trees" / "t0.wav.json").read_text())  # tone 0.3 s, pause 0.3 s, tone 0.3 s
+    assert t0["pauses"]["sounds"] == 2 and t0["pauses"]["sounds_first"]
+    assert t0["auto_k"] == 2 and t0["auto_k_rule"]["name"] == "sounds_between_pauses"
+    assert doc_cut(t0, "auto")[1]["start_s"] == pytest.approx(0.6, abs=0.041)  # where the second tone starts

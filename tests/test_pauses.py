@@ -6,7 +6,8 @@ import pytest
 from sound_cluster import pauses
 from sound_cluster.config import FeatureParams
 from sound_cluster.features import log_mel
-from sound_cluster.pauses import carry_sources, count_sounds, fold_leaves, level_db, quiet_steps
+from sound_cluster.pauses import (carry_sources, fold_leaves, level_db, quiet_steps, sound_barriers,
+                                  sound_onsets)
 
 from .conftest import SR, tone
 
@@ -73,15 +74,18 @@ def test_fold_leaves_copies_the_sound_into_its_pause():
     assert first > 0 and quiet.sum() > 0
     np.testing.assert_array_equal(leaves[quiet], np.repeat(emb[first - 1][None], quiet.sum(), axis=0))
     np.testing.assert_array_equal(leaves[~quiet], emb[~quiet])
-    assert count_sounds(quiet, min_steps=3) == 2
+    assert len(sound_onsets(quiet, min_steps=3)) == 2
     same, none = fold_leaves(emb, frames, time_pool=POOL, pause_db=0.0)
     assert not none.any() and np.array_equal(same, emb)
 
 
-def test_count_sounds_counts_runs_of_loud_steps_long_enough():
+def test_sounds_are_runs_of_loud_steps_long_enough_and_barriers_mark_all_but_the_first():
     q = np.array([1, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0], bool)
-    assert count_sounds(q, min_steps=1) == 4
-    assert count_sounds(q, min_steps=3) == 3  # the one-step blip between pauses is not a sound
-    assert count_sounds(q, min_steps=5) == 0
-    assert count_sounds(np.zeros(5, bool), min_steps=3) == 1  # no pause: one sound
-    assert count_sounds(np.ones(5, bool), min_steps=1) == 0
+    np.testing.assert_array_equal(sound_onsets(q, min_steps=1), [1, 5, 8, 13])
+    np.testing.assert_array_equal(sound_onsets(q, min_steps=3), [1, 8, 13])  # the blip at 5 is no sound
+    assert len(sound_onsets(q, min_steps=5)) == 0
+    np.testing.assert_array_equal(sound_onsets(np.zeros(5, bool), min_steps=3), [0])  # no pause: one sound
+    assert len(sound_onsets(np.ones(5, bool), min_steps=1)) == 0
+    barriers = sound_barriers(sound_onsets(q, min_steps=3), n_steps=len(q))
+    np.testing.assert_array_equal(np.flatnonzero(barriers), [8, 13])  # the first sound starts the file
+    assert sound_barriers(np.array([4]), n_steps=9) is None
