@@ -20,7 +20,7 @@ from sound_cluster.failures import Failure
 
 from .conftest import make_params
 from .test_cli import run_cli
-from .test_executor import _explode, assert_same_as_serial
+from .test_executor import _explode, assert_same_as_serial, check_chunked_map
 
 # Workers started as separate processes cannot import this test module: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -32,6 +32,35 @@ def test_dask_local_cluster_gives_the_serial_results(corpus, tmp_path):
     out = map_files(_explode, [Path("a"), Path("b"), Path("c")], params=ExecutorParams(kind="dask", n_workers=2),
                     stage="x")
     assert out[0] == "a" and out[2] == "c" and out[1] == Failure(Path("b"), "x", "RuntimeError: boom")
+
+
+def test_dask_sends_files_in_chunks_and_keeps_each_result():
+    check_chunked_map("dask")
+
+
+def _dies_once(path: Path) -> str:
+    marker = path.parent / "died-once"
+    if path.name == "f05" and not marker.exists():
+        marker.touch()
+        os._exit(1)  # the worker dies, as on an out-of-memory kill
+    return path.name
+
+
+def test_a_chunk_whose_worker_died_runs_again_file_by_file_and_loses_nothing(tmp_path):
+    import dask
+    import distributed  # noqa: F401 - its defaults must be in dask's config before the override below
+
+    close_dask_clients()
+    try:
+        # One death makes a KilledWorker (the default allows 3): the chunks the dead worker held are
+        # then split and each of their files runs again alone, on the restarted worker.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            items = [tmp_path / f"f{i:02d}" for i in range(64)]  # 2 files a task on 2 workers
+            out = map_files(_dies_once, items, params=ExecutorParams(kind="dask", n_workers=2), stage="x")
+    finally:
+        close_dask_clients()
+    assert (tmp_path / "died-once").exists()
+    assert out == [p.name for p in items]
 
 
 def test_a_whole_run_on_dask_writes_what_serial_writes(tmp_path):

@@ -48,6 +48,27 @@ def _explode(path: Path) -> str:
     return path.name
 
 
+def _explode_sevens(path: Path) -> str:
+    if path.name.endswith("7"):
+        raise RuntimeError("seven")
+    return path.name
+
+
+def check_chunked_map(kind: str) -> None:
+    """200 files go several to a task; every file keeps its own result or failure, in order."""
+    from sound_cluster.executor import chunk_size
+
+    items = [Path(f"f{i:03d}") for i in range(200)]
+    assert chunk_size(len(items), 2) > 1
+    out = map_files(_explode_sevens, items, params=ExecutorParams(kind=kind, n_workers=2), stage="x")
+    for p, got in zip(items, out, strict=True):
+        assert got == (Failure(p, "x", "RuntimeError: seven") if p.name.endswith("7") else p.name)
+
+
+def test_process_pool_sends_files_in_chunks_and_keeps_each_result():
+    check_chunked_map("process")
+
+
 def test_one_failure_stays_with_its_file():
     items = [Path("a"), Path("b"), Path("c")]
     for kind in ("serial", "process"):
