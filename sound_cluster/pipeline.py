@@ -695,20 +695,21 @@ def _fold_batched(jobs: list[FoldJob], *, weights, params: Params, step_rate_hz:
     from .fold_lockstep import fold_lockstep
 
     batch = params.rae.fold_batch
-    seqs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+    seqs: dict[int, tuple[Any, np.ndarray]] = {}  # job index -> (FoldInput, leaf sizes)
     for k, j in enumerate(jobs):
         try:
             fin = job_fold_input(j, params=params, step_rate_hz=step_rate_hz)
         except (OSError, ValueError, KeyError):
             continue
-        seqs[k] = fin.leaves, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=step_rate_hz), \
-            fin.barriers
-    order = sorted(seqs, key=lambda k: len(seqs[k][0]))  # similar lengths together: little padding
+        seqs[k] = fin, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=step_rate_hz)
+    order = sorted(seqs, key=lambda k: len(seqs[k][0].leaves))  # similar lengths together: little padding
     out = list(jobs)
     for a in range(0, len(order), batch):
         chunk = order[a:a + batch]
-        merges = fold_lockstep([seqs[k][0] for k in chunk], weights=weights, sizes=[seqs[k][1] for k in chunk],
-                               barriers=[seqs[k][2] for k in chunk], min_size=params.rae.min_node_s * step_rate_hz)
+        fins = [seqs[k][0] for k in chunk]
+        # min_size comes from the settings, the same for every file, as the heap fold reads it (FoldInput)
+        merges = fold_lockstep([f.leaves for f in fins], weights=weights, sizes=[seqs[k][1] for k in chunk],
+                               barriers=[f.barriers for f in fins], min_size=fins[0].min_size)
         for k, m in zip(chunk, merges):
             out[k] = dataclasses.replace(jobs[k], merges=m)
     return out
