@@ -2,11 +2,25 @@
 
 Every package is fetched with ``apt-get download`` and unpacked with ``dpkg-deb -x``; its audio
 files (wav, flac, ogg, mp3) are moved to ``OUT/audio/<package>/`` and everything else is deleted.
-A soundfont package is rendered instead: one note per General MIDI program at several pitches,
-and the drum kits of bank 128, through the ``fluidsynth`` command (``apt-get install fluidsynth``).
-``OUT/manifest.csv`` lists every file: package, version, licence, kind, file, duration_s;
+A soundfont package is rendered instead: one note per General MIDI program at several pitches and
+velocities, and the drum kits of bank 128, through the ``fluidsynth`` command (``apt-get install
+fluidsynth``), each note cut 50 ms after it falls 50 dB below its peak; a drum-kit package
+(avldrums) is rendered one kit per font file.
+Speech is also synthesized: every word and every short prompt of the Asterisk prompts'
+transcripts (en, fr, es, it, ru; from the asterisk-core-sounds-XX packages' documentation) is
+spoken by several voices of ``flite`` and ``espeak-ng`` (``apt-get install flite espeak-ng``),
+with random pitch and speed.
+``OUT/manifest.csv`` lists every file: package, version, licence, kind, file, duration_s, group;
 ``OUT/validation/`` holds the package kept out of pre-training (sonic-pi-samples, labelled by the
 prefix of each file name: ``bd_``, ``drum_``, ``guit_``, ...) with its ``labels.csv``.
+
+``group`` says which files are the same sound made differently, by how the corpus was made: one
+General MIDI program of one soundfont at other pitches and velocities (``<font>:prog000``); one
+General MIDI drum (by its GM name) in any kit, soundfont or sample folder (``drum:snare``); one
+text said by any voice, synthesized or recorded (``say:en:thank you``); one line of the
+hedgewars voice packs (``line:jump``). Pre-training takes a file of the same group as the
+positive partner of a crop (``pretrain.group_positives``); files without a group (empty) are
+their own group. Only the way each file was made is used, never a label of the benchmark sets.
 
 Reserved for independent evaluation and never fetched here: every 0 A.D. package,
 hydrogen-drumkits, timgm6mb-soundfont. fluid-soundfont-gm is left out as well: the bundled
@@ -55,13 +69,45 @@ PACKAGES = [
     ("lmms-common", "samples"),
     ("wesnoth-1.16-music", "music"),
     ("musescore-general-soundfont-small", "soundfont"),
+    ("opl3-soundfont", "soundfont"),
+    ("csound-soundfont", "soundfont"),
+    ("avldrums.lv2-soundfont", "drumfont"),  # two acoustic kits, each a soundfont of its own
 ]
+# Synthesized speech: the programs that speak (their own packages, for version and licence)
+# and the packages whose transcripts give the texts.
+TTS_LANGUAGES = ("en", "fr", "es", "it", "ru")
+TTS_ENGINES = ("flite", "espeak-ng")
 VALIDATION = "sonic-pi-samples"
 
 NOTE_S, GAP_S = 2.0, 1.0  # each rendered note sounds 2 s, then 1 s of release before the next
 PITCHES = (36, 43, 48, 55, 60, 67, 72, 79, 84)
+VELOCITIES = (70, 115)
+KIT_VELOCITIES = (45, 85, 120)  # a drum font's velocity layers
 DRUM_KITS = (0, 8, 16, 24, 25, 32, 40, 48, 56)  # GM2 kit programs on bank 128 (missing ones fall back)
 DRUM_NOTES = range(35, 82)
+# General MIDI percussion (key 35-81) by drum, with GM's pitch qualifiers (low, high, floor, 1, 2) left
+# out: a drum at another tuning is the same drum, as a note at another pitch is the same instrument.
+# How it is played (closed, open, pedal, mute) changes the sound and is kept.
+GM_DRUMS = {35: "bass drum", 36: "bass drum", 37: "side stick", 38: "snare", 39: "hand clap", 40: "snare",
+            41: "tom", 42: "closed hi-hat", 43: "tom", 44: "pedal hi-hat", 45: "tom", 46: "open hi-hat",
+            47: "tom", 48: "tom", 49: "crash cymbal", 50: "tom", 51: "ride cymbal", 52: "chinese cymbal",
+            53: "ride bell", 54: "tambourine", 55: "splash cymbal", 56: "cowbell", 57: "crash cymbal",
+            58: "vibraslap", 59: "ride cymbal", 60: "bongo", 61: "bongo", 62: "mute conga", 63: "open conga",
+            64: "open conga", 65: "timbale", 66: "timbale", 67: "agogo", 68: "agogo", 69: "cabasa", 70: "maracas",
+            71: "short whistle", 72: "long whistle", 73: "short guiro", 74: "long guiro", 75: "claves",
+            76: "wood block", 77: "wood block", 78: "mute cuica", 79: "open cuica", 80: "mute triangle",
+            81: "open triangle"}
+# Sample names (lmms-common's drums) -> GM drum name; the first pattern that matches wins.
+SAMPLE_DRUMS = ((r"hihat_closed", "closed hi-hat"), (r"hihat_foot", "pedal hi-hat"),
+                (r"hihat_open", "open hi-hat"), (r"rim", "side stick"), (r"bassdrum|kick", "bass drum"),
+                (r"snare", "snare"), (r"clap", "hand clap"), (r"crash", "crash cymbal"), (r"ride", "ride cymbal"),
+                (r"shaker", "maracas"), (r"clav", "claves"), (r"wood", "wood block"), (r"tom", "tom"))
+ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
+                   "klatt3", "klatt4", "croak", "whisper", "adam", "Andy", "annie", "aunty", "benjamin", "david",
+                   "ed", "edward", "Gene", "iven", "john", "linda", "max", "Michael", "paul", "quincy", "rob",
+                   "robert", "steph", "Storm", "travis", "victor", "Alicia", "Andrea", "belinda", "grandma",
+                   "grandpa", "shelby", "norbert", "zac")
+FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -162,15 +208,15 @@ def _vlq(n: int) -> bytes:
     return bytes(reversed(out))
 
 
-def write_midi(path: Path, *, channel: int, program: int, notes, velocity: int = 100, bank: int = 0) -> None:
-    """A format-0 MIDI file: one program, each note held NOTE_S then GAP_S of silence (480 ticks/s)."""
+def write_midi(path: Path, *, channel: int, program: int, notes, bank: int = 0) -> None:
+    """A format-0 MIDI file: one program, each (note, velocity) held NOTE_S then GAP_S of silence."""
     tps = 480  # ticks per quarter = ticks per second at 60 bpm
     ev = bytearray()
     ev += _vlq(0) + bytes([0xFF, 0x51, 0x03]) + (1_000_000).to_bytes(3, "big")  # 60 bpm
     ev += _vlq(0) + bytes([0xB0 | channel, 0x00, bank >> 7 & 0x7F])
     ev += _vlq(0) + bytes([0xB0 | channel, 0x20, bank & 0x7F])
     ev += _vlq(0) + bytes([0xC0 | channel, program])
-    for note in notes:
+    for note, velocity in notes:
         ev += _vlq(0) + bytes([0x90 | channel, note, velocity])
         ev += _vlq(int(NOTE_S * tps)) + bytes([0x80 | channel, note, 0])
         ev += _vlq(int(GAP_S * tps)) + bytes([0xFF, 0x01, 0x00])  # an empty text event marks the gap
@@ -179,34 +225,180 @@ def write_midi(path: Path, *, channel: int, program: int, notes, velocity: int =
     path.write_bytes(header + b"MTrk" + len(ev).to_bytes(4, "big") + bytes(ev))
 
 
-def render_soundfont(tree: Path, dest: Path, *, sample_rate: int = 16000) -> list[tuple[Path, float]]:
-    """Render every GM program at PITCHES and the drum kits' DRUM_NOTES, one wav per note."""
+def trim_tail(clip: np.ndarray, *, sample_rate: int, floor_db: float = 50.0, keep_s: float = 0.05) -> np.ndarray:
+    """``clip`` without the silence after its sound: up to ``keep_s`` past the last sample within
+    ``floor_db`` of its peak (a closed hi-hat rings 0.1 s of the 3 s each note is given)."""
+    level = np.abs(clip)
+    if clip.size == 0 or level.max() <= 0:
+        return clip[:0]
+    loud = np.flatnonzero(level >= level.max() * 10 ** (-floor_db / 20))
+    return clip[: min(clip.size, int(loud[-1]) + 1 + int(keep_s * sample_rate))]
+
+
+def render_soundfont(tree: Path, dest: Path, *, sample_rate: int = 16000, drums_only: bool = False
+                     ) -> list[tuple[Path, float]]:
+    """Render a soundfont package, one wav per note.
+
+    A General MIDI font: every program at PITCHES x VELOCITIES and the drum kits of bank 128 at
+    DRUM_NOTES. ``drums_only``: every font file of the package is one drum kit (its first preset),
+    rendered at DRUM_NOTES x KIT_VELOCITIES as ``kit000``, ``kit001``, ...
+    """
     if shutil.which("fluidsynth") is None:
         raise SystemExit("fluidsynth is needed to render soundfonts: apt-get install fluidsynth")
-    fonts = sorted(p for p in tree.rglob("*") if p.suffix.lower() in {".sf2", ".sf3"})
+    fonts = sorted({p.resolve() for p in tree.rglob("*") if p.suffix.lower() in {".sf2", ".sf3"} and p.exists()})
     if not fonts:
         raise SystemExit(f"no soundfont in {tree}")
-    font = fonts[0]
-    jobs = [(f"prog{p:03d}", 0, p, 0, PITCHES) for p in range(128)]
-    jobs += [(f"kit{k:03d}", 9, k, 128, DRUM_NOTES) for k in DRUM_KITS]
+    if drums_only:
+        kit_notes = [(n, v) for v in KIT_VELOCITIES for n in DRUM_NOTES]
+        jobs = [(font, f"kit{i:03d}", 0, 0, 0, kit_notes) for i, font in enumerate(fonts)]
+    else:
+        pitched = [(n, v) for v in VELOCITIES for n in PITCHES]
+        drums = [(n, v) for v in VELOCITIES for n in DRUM_NOTES]
+        jobs = [(fonts[0], f"prog{p:03d}", 0, p, 0, pitched) for p in range(128)]
+        jobs += [(fonts[0], f"kit{k:03d}", 9, k, 128, drums) for k in DRUM_KITS]
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, channel, program, bank, notes in jobs:
+        for font, name, channel, program, bank, notes in jobs:
             mid, wav = Path(tmp) / f"{name}.mid", Path(tmp) / f"{name}.wav"
             write_midi(mid, channel=channel, program=program, notes=notes, bank=bank)
             _run(["fluidsynth", "-ni", "-g", "0.6", "-r", str(sample_rate), "-F", str(wav), str(font), str(mid)])
             audio, sr = sf.read(wav, dtype="float32", always_2d=True)
             audio = audio.mean(axis=1)
             step = int((NOTE_S + GAP_S) * sr)
-            for i, note in enumerate(notes):
-                clip = audio[i * step:(i + 1) * step]
+            for i, (note, velocity) in enumerate(notes):
+                clip = trim_tail(audio[i * step:(i + 1) * step], sample_rate=sr)
                 if clip.size == 0 or np.max(np.abs(clip)) < 1e-3:  # a kit without this note
                     continue
-                target = dest / name / f"{name}_note{note:03d}.wav"
+                target = dest / name / f"{name}_note{note:03d}_v{velocity:03d}.wav"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 sf.write(target, clip, sr, subtype="PCM_16")
                 out.append((target, clip.size / sr))
     return out
+
+
+def transcripts(language: str, work: Path) -> dict[str, str]:
+    """Asterisk's prompt transcripts for ``language``: prompt name (``digits/1``) -> text (``one``)."""
+    import gzip
+
+    package = f"asterisk-core-sounds-{language}"
+    tree, _ = fetch(package, work)
+    found = list(tree.glob(f"usr/share/doc/{package}/core-sounds-*.txt.gz"))
+    if not found:
+        raise SystemExit(f"{package} has no transcript")
+    out = {}
+    for line in gzip.open(found[0], "rt", encoding="utf-8", errors="replace").read().splitlines():
+        if ":" in line and not line.startswith(";"):
+            name, text = line.split(":", 1)
+            out[name.strip()] = text.strip()
+    return out
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, letters and apostrophes only, single spaces: the key of a ``say:`` group."""
+    return " ".join(re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", text.lower()))
+
+
+def tts_texts(texts: dict[str, str], *, max_words: int = 3) -> list[str]:
+    """Every word of the transcripts and every prompt of at most ``max_words`` words (bracketed
+    descriptions of tones are not speech)."""
+    out: list[str] = []
+    for text in texts.values():
+        if text.startswith("["):
+            continue
+        said = normalise_text(text)
+        if not said:
+            continue
+        for unit in ([said] if len(said.split()) <= max_words else []) + said.split():
+            if unit not in out:
+                out.append(unit)
+    return out
+
+
+def synthesize(text: str, language: str, wav: Path, *, engine: str, voice: str, rng) -> None:
+    """Speak ``text`` into ``wav`` with ``flite`` or ``espeak-ng`` (pitch and speed drawn from ``rng``)."""
+    if engine == "flite":
+        _run(["flite", "-voice", voice, "--setf", f"duration_stretch={rng.uniform(0.85, 1.2):.2f}",
+              "--setf", f"int_f0_target_mean={rng.uniform(85, 190):.0f}", "-t", text, "-o", str(wav)])
+    else:
+        _run(["espeak-ng", "-v", f"{language}+{voice}", "-p", str(int(rng.integers(20, 81))),
+              "-s", str(int(rng.integers(130, 191))), "-w", str(wav), text])
+
+
+def render_speech(out: Path, work: Path, *, languages=TTS_LANGUAGES, en_voices: int = 10, voices: int = 5,
+                  seed: int = 0) -> list[dict]:
+    """Synthesize the transcripts' words and short prompts; rows for the manifest (with their ``say:`` group).
+
+    English gets ``en_voices`` renders per text (the four flite voices, the rest espeak-ng
+    variants), other languages ``voices`` espeak-ng variants. Also returns the rows that give the
+    recorded Asterisk prompts their ``say:`` groups (see :func:`asterisk_groups`).
+    """
+    for tool in ("flite", "espeak-ng"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed to synthesize speech: apt-get install flite espeak-ng")
+    engines = {}
+    for engine in TTS_ENGINES:
+        tree, version = fetch(engine, work)
+        engines[engine] = (version, licence_of(tree, engine))
+        shutil.rmtree(tree, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for language in languages:
+        texts = tts_texts(transcripts(language, work))
+        dest = out / "audio" / f"tts-{language}"
+        shutil.rmtree(dest, ignore_errors=True)
+        log.info("synthesizing %d texts in %s", len(texts), language)
+        for i, text in enumerate(texts):
+            n = en_voices if language == "en" else voices
+            picks = [("flite", v) for v in FLITE_VOICES] if language == "en" else []
+            picks += [("espeak-ng", str(v)) for v in rng.choice(ESPEAK_VARIANTS, size=n - len(picks), replace=False)]
+            for engine, voice in picks:
+                wav = dest / f"{engine}-{voice}" / f"{i:05d}.wav"
+                wav.parent.mkdir(parents=True, exist_ok=True)
+                synthesize(text, language, wav, engine=engine, voice=voice, rng=rng)
+                d = duration_s(wav)
+                if d is None or d < 0.05:
+                    wav.unlink(missing_ok=True)
+                    continue
+                version, licence = engines[engine]
+                rows.append({"package": engine, "version": version, "licence": licence, "kind": "speech-tts",
+                             "file": str(wav.relative_to(out)), "duration_s": round(d, 3),
+                             "group": f"say:{language}:{text}"})
+    return rows
+
+
+def asterisk_groups(work: Path, *, languages=TTS_LANGUAGES) -> dict[str, str]:
+    """``<language>/<prompt name>`` -> ``say:`` group, for the recorded prompts of at most three words."""
+    out = {}
+    for language in languages:
+        for name, text in transcripts(language, work).items():
+            said = normalise_text(text)
+            if said and not text.startswith("[") and len(said.split()) <= 3:
+                out[f"{language}/{name}"] = f"say:{language}:{said}"
+    return out
+
+
+def group_of(package: str, file: str, *, asterisk: dict[str, str]) -> str:
+    """The ``group`` of a corpus file from how it was made (see the module docstring); '' for none."""
+    path = Path(file)
+    stem = path.stem
+    if re.search(r"soundfont(-small)?$", package):
+        m = re.match(r"(prog|kit)(\d+)_note(\d+)", stem)
+        if m and m.group(1) == "prog":
+            return f"{package}:prog{m.group(2)}"
+        if m:
+            return f"drum:{GM_DRUMS.get(int(m.group(3)), 'note' + m.group(3))}"
+    if package == "lmms-common" and path.parent.name == "drums":
+        for pattern, name in SAMPLE_DRUMS:
+            if re.search(pattern, stem):
+                return f"drum:{name}"
+    if package == "hedgewars-data" and "voices" in path.parts:
+        return f"line:{stem.lower()}"
+    m = re.match(r"asterisk-core-sounds-(\w+)-wav$", package)
+    if m:
+        parts = path.parts
+        rel = "/".join(parts[parts.index("sounds") + 2:]) if "sounds" in parts else stem
+        return asterisk.get(f"{m.group(1)}/{rel.rsplit('.', 1)[0]}", "")
+    return ""
 
 
 def validation_label(name: str) -> str:
@@ -218,7 +410,8 @@ def validation_label(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="folder for the corpus (about 2 GB while it is built)")
-    ap.add_argument("--packages", nargs="*", help="only these packages (default: all)")
+    ap.add_argument("--packages", nargs="*", help="only these packages, and 'speech' for the synthesized speech "
+                                                   "(default: all)")
     ap.add_argument("--keep-debs", action="store_true", help="keep the downloaded .deb files")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -232,7 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         licence = licence_of(tree, package)
         dest = out / ("validation" if kind == "validation" else "audio") / package
         shutil.rmtree(dest, ignore_errors=True)
-        files = render_soundfont(tree, dest) if kind == "soundfont" else collect_audio(tree, dest)
+        if kind in ("soundfont", "drumfont"):
+            files = render_soundfont(tree, dest, drums_only=kind == "drumfont")
+        else:
+            files = collect_audio(tree, dest)
         # Licence texts travel with the audio.
         dest.mkdir(parents=True, exist_ok=True)
         for c in (tree / "usr/share/doc").glob("*/copyright"):
@@ -243,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         for path, d in files:
             rows.append({"package": package, "version": version, "licence": licence, "kind": kind,
                          "file": str(path.relative_to(out)), "duration_s": round(d, 3)})
+    if not args.packages or "speech" in args.packages:
+        rows += render_speech(out, work)
     manifest = out / "manifest.csv"
     if args.packages and manifest.exists():  # a partial rebuild keeps the other packages' rows
         with open(manifest, newline="", encoding="utf-8") as fh:
@@ -250,8 +448,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = [r for r in csv.DictReader(fh) if r["package"] not in done] + rows
         for r in rows:
             r["duration_s"] = float(r["duration_s"])
+    asterisk = asterisk_groups(work)
+    for r in rows:  # synthesized speech has its group from its text; the rest from where it lies
+        if r["kind"] not in ("speech-tts", "validation"):
+            r["group"] = group_of(r["package"], r["file"], asterisk=asterisk)
     with open(manifest, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["package", "version", "licence", "kind", "file", "duration_s"])
+        w = csv.DictWriter(fh, fieldnames=["package", "version", "licence", "kind", "file", "duration_s", "group"],
+                           restval="")
         w.writeheader()
         w.writerows(rows)
     val = [r for r in rows if r["kind"] == "validation"]
