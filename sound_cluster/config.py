@@ -222,6 +222,10 @@ class AugmentParams:
         colour, which both views of a file share, cannot decide the cluster
     mix_prob : probability that a view gets a crop of another file mixed underneath it
     mix_below_db : that crop's level below the view's, drawn from [mix_below_db, mix_below_db + 10] dB
+    mel_warp : the mel axis is stretched by a factor drawn from [1 - mel_warp, 1 + mel_warp] (as a
+        longer or shorter vocal tract moves every formant by one factor); 0: none
+    band_limit_prob : probability that everything above a random band (in the upper half of the
+        mel axis) is set to the view's floor, as a lower sample rate or a telephone line does
     """
 
     view_max_shift_frames: int = 16
@@ -231,13 +235,19 @@ class AugmentParams:
     eq_nats: float = 1.0
     mix_prob: float = 0.0
     mix_below_db: float = 10.0
+    mel_warp: float = 0.0
+    band_limit_prob: float = 0.0
+
+    FLOATS = ("eq_nats", "mix_prob", "mix_below_db", "mel_warp", "band_limit_prob")
 
     def check(self, prefix: str = "train.augment") -> None:
         for f in dataclasses.fields(self):
-            _non_negative(f"{prefix}.{f.name}", getattr(self, f.name),
-                          integer=f.name not in ("eq_nats", "mix_prob", "mix_below_db"))
-        if self.mix_prob > 1:
-            _fail(f"{prefix}.mix_prob", self.mix_prob, "in [0, 1]")
+            _non_negative(f"{prefix}.{f.name}", getattr(self, f.name), integer=f.name not in self.FLOATS)
+        for name in ("mix_prob", "band_limit_prob"):
+            if getattr(self, name) > 1:
+                _fail(f"{prefix}.{name}", getattr(self, name), "in [0, 1]")
+        if self.mel_warp >= 0.5:
+            _fail(f"{prefix}.mel_warp", self.mel_warp, "in [0, 0.5)")
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,9 @@ class TrainParams:
     contrastive_weight: float = 1.0
     temperature: float = 0.1
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    head_steps: int = 400
+    head_learning_rate: float = 3e-3
     patience: int = 6
     min_delta: float = 1e-3
     strategy: str = "default"
@@ -273,15 +286,16 @@ class TrainParams:
 
     def check(self, prefix: str = "train", *, n_clusters: int | None = None,
               head_key: str = "model.max_clusters, or model.n_clusters when larger") -> None:
-        for name in ("epochs", "batch_size", "crop_frames", "patience"):
+        for name in ("epochs", "batch_size", "crop_frames", "patience", "head_steps"):
             _positive_int(f"{prefix}.{name}", getattr(self, name))
         if self.steps_per_epoch is not None:
             _positive_int(f"{prefix}.steps_per_epoch", self.steps_per_epoch)
-        for name in ("gamma", "learning_rate", "temperature"):
+        for name in ("gamma", "learning_rate", "temperature", "head_learning_rate"):
             _positive_float(f"{prefix}.{name}", getattr(self, name))
         for name in ("consistency_weight", "contrastive_weight", "min_delta"):
             _non_negative(f"{prefix}.{name}", getattr(self, name))
         _one_of(f"{prefix}.strategy", self.strategy, ("default", "mirrored"))
+        _one_of(f"{prefix}.lr_schedule", self.lr_schedule, ("constant", "cosine"))
         _one_of(f"{prefix}.backbone", self.backbone, ("tuned", "frozen"))
         _non_negative(f"{prefix}.length_power", self.length_power, what="in [0, 1]")
         if self.length_power > 1:
@@ -299,12 +313,19 @@ class PretrainParams:
 
     n_clusters : K of the clustering head while pre-training; a fit replaces the head with its own
     max_minutes : stop after this many minutes of training (null: run every epoch)
+    group_prob : where the corpus' manifest groups files (the same sound made differently), the
+        probability that an example's second view comes from another file of its group
+    source_power : each source of the corpus (a package; the program that spoke synthesized
+        speech) is drawn with probability ~ files ** source_power: 1 draws every file equally
+        often, 0 every source equally often
     train : the training settings, every key of ``train``; ``conf/pretrain/default.yaml`` makes
         the views farther apart and the augmentation stronger than a fit's
     """
 
     n_clusters: int = 64
     max_minutes: float | None = None
+    group_prob: float = 0.5
+    source_power: float = 0.5
     train: TrainParams = field(default_factory=TrainParams)
 
     def check(self, prefix: str = "pretrain") -> None:
@@ -312,6 +333,10 @@ class PretrainParams:
             _fail(f"{prefix}.n_clusters", self.n_clusters, "an integer >= 2")
         if self.max_minutes is not None:
             _positive_float(f"{prefix}.max_minutes", self.max_minutes)
+        for name in ("group_prob", "source_power"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                _fail(f"{prefix}.{name}", value, "a number in [0, 1]")
         self.train.check(f"{prefix}.train", n_clusters=self.n_clusters, head_key=f"{prefix}.n_clusters")
 
 

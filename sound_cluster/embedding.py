@@ -88,7 +88,8 @@ def nt_xent(z, files, *, temperature: float):
     z : tensor [shape=(2B, D)]
         Rows ``i`` and ``B + i`` are the two views of one example.
     files : tensor [shape=(2B,)]
-        Each row's source file; rows of one file other than the partner are not negatives.
+        Each row's source file, or group of files; rows of one file or group other than the
+        partner are not negatives.
     temperature : float
         Scale of the cosine similarities.
     """
@@ -180,16 +181,45 @@ def build_encoder(params: ModelParams, *, n_mels: int) -> keras.Model:
 # Training
 
 
+def step_mask(info, *, steps, time_pool: int):
+    """Which output steps of each crop hold its file's own audio.
+
+    Parameters
+    ----------
+    info : tensor [shape=(N, 3)]
+        Per crop: group, first and one-past-last frame of the file's audio (see
+        :meth:`sound_cluster.crops.CropSampler.batch_with_files`).
+    steps : int
+        Output steps per crop, ``ceil(crop_frames / time_pool)``.
+    time_pool : int
+        Input frames per output step.
+
+    Returns
+    -------
+    tensor [shape=(N, steps), dtype=float32]
+        1 where the step's frames overlap the file's audio, else 0.
+    """
+    from .crops import END, START
+
+    first = ops.arange(steps) * time_pool  # (T',) first frame of each step
+    start = ops.cast(info[:, START], first.dtype)[:, None]
+    end = ops.cast(info[:, END], first.dtype)[:, None]
+    inside = ops.logical_and(first[None, :] < end, first[None, :] + time_pool > start)
+    return ops.cast(inside, "float32")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ClusterTrainer(keras.Model):
     """Trains an encoder on batches of view pairs (see :class:`sound_cluster.crops.CropSampler`).
 
     Input ``(2B, T, n_mels)``: rows ``i`` and ``B + i`` are two views of one example; the target
-    ``y`` ``(2B,)`` names each row's file. Loss: the clustering loss over the crops of both views,
-    plus ``consistency_weight`` times the cross-entropy between the two views' mean posteriors
-    (each view the other's target), plus ``contrastive_weight`` times an NT-Xent term on the
-    views' mean embeddings (SimCLR: each view must pick its partner out of the batch at
-    ``temperature``; other crops of the same file are left out of the negatives).
+    ``y`` ``(2B, 3)`` gives each row's group and the frames that hold its file's audio (a crop's
+    posterior and embedding are means over those steps only, as a file's are over its own steps).
+    Loss: the clustering loss over the crops of both views, plus ``consistency_weight`` times the
+    cross-entropy between the two views' mean posteriors (each view the other's target), plus
+    ``contrastive_weight`` times an NT-Xent term on the views' mean embeddings (SimCLR: each view
+    must pick its partner out of the batch at ``temperature``; other crops of the same group are
+    left out of the negatives).
     """
 
     def __init__(self, encoder: keras.Model, gamma: float = 1.0, consistency_weight: float = 1.0,
@@ -200,19 +230,21 @@ class ClusterTrainer(keras.Model):
         self.consistency_weight = float(consistency_weight)
         self.contrastive_weight = float(contrastive_weight)
         self.temperature = float(temperature)
+        self.time_pool = _time_geometry(encoder)[0]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in ("h_cond", "h_marg", "consistency", "contrastive")}
 
     def call(self, x, training=False):
         return self.encoder(x, training=training)
 
-    def _head_terms(self, logits):
+    def _head_terms(self, logits, mask):
         """Entropy terms and the two views' consistency for one head's logits ``(2B, T', K)``."""
         b = ops.shape(logits)[0] // 2
         logp = ops.log_softmax(logits, axis=-1)  # (2B, T', K)
-        steps = ops.cast(ops.shape(logp)[1], logp.dtype)
-        # Each crop is one example; its posterior is the mean over its steps, as a file's is at
+        # Each crop is one example; its posterior is the mean over its own steps, as a file's is at
         # inference. log q is already normalised, so it serves as logits for the entropy terms.
-        log_q = ops.logsumexp(logp, axis=1) - ops.log(steps)  # (2B, K)
+        log_mask = ops.where(mask > 0, ops.zeros_like(mask), ops.full_like(mask, -1e9))[:, :, None]
+        log_q = ops.logsumexp(logp + ops.cast(log_mask, logp.dtype), axis=1) \
+            - ops.log(ops.cast(ops.sum(mask, axis=1, keepdims=True), logp.dtype))  # (2B, K)
         h_cond, h_marg = entropy_terms(log_q)
         qa, qb = ops.exp(log_q[:b]), ops.exp(log_q[b:])
         la, lb = log_q[:b], log_q[b:]
@@ -222,14 +254,22 @@ class ClusterTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         emb = y_pred["embedding"]
-        h_cond, h_marg, consistency = self._head_terms(y_pred["logits"])
+        steps = ops.shape(emb)[1]
+        if y is None:  # no information: every step counts, every row is its own group
+            n = ops.shape(emb)[0]
+            y = ops.stack([ops.cast(ops.arange(n), "int32"), ops.zeros((n,), "int32"),
+                           ops.cast(ops.full((n,), steps * self.time_pool), "int32")], axis=1)
+        mask = step_mask(y, steps=steps, time_pool=self.time_pool)  # (2B, T')
+        h_cond, h_marg, consistency = self._head_terms(y_pred["logits"], mask)
         loss = h_cond - self.gamma * h_marg + self.consistency_weight * consistency
         if "logits_over" in y_pred:
-            hc, hm, cons = self._head_terms(y_pred["logits_over"])
+            hc, hm, cons = self._head_terms(y_pred["logits_over"], mask)
             loss = loss + hc - self.gamma * hm + self.consistency_weight * cons
         contrastive = ops.zeros(())
-        if self.contrastive_weight > 0 and y is not None:
-            contrastive = nt_xent(ops.mean(emb, axis=1), y, temperature=self.temperature)
+        if self.contrastive_weight > 0:
+            m = ops.cast(mask, emb.dtype)[:, :, None]
+            pooled = ops.sum(emb * m, axis=1) / ops.sum(m, axis=1)  # (2B, D): mean over the file's own steps
+            contrastive = nt_xent(pooled, y[:, 0], temperature=self.temperature)
             loss = loss + self.contrastive_weight * contrastive
         self.trackers["h_cond"].update_state(h_cond)
         self.trackers["h_marg"].update_state(h_marg)
@@ -435,8 +475,13 @@ def train_encoder(
     checkpoint: str | None = None,
     strategy: str = "default",
     freeze_backbone: bool = False,
+    lr_schedule: str = "constant",
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train an encoder on ``sampler``'s batches with ``model.fit``.
+
+    ``lr_schedule="cosine"``: the learning rate falls from ``learning_rate`` to nothing along a
+    half cosine over ``epochs * steps_per_epoch`` steps (a run stopped early by its time budget
+    or by early stopping ends before the bottom).
 
     ``freeze_backbone`` (with ``init``): only the cluster heads train; every layer copied from
     ``init`` keeps its weights.
@@ -479,9 +524,36 @@ def train_encoder(
                         encoder.get_layer(name).trainable = False
         trainer = ClusterTrainer(encoder, gamma=gamma, consistency_weight=consistency_weight,
                                  contrastive_weight=contrastive_weight, temperature=temperature)
-        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        rate = (keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps_per_epoch)
+                if lr_schedule == "cosine" else learning_rate)
+        trainer.compile(optimizer=keras.optimizers.Adam(rate))
+    on_epoch_end = (lambda epoch, logs: save_encoder(encoder, checkpoint)) if checkpoint else None
+    history = run_training(trainer, sampler, head_clusters=model.head_clusters,
+                           replicas=dist.num_replicas_in_sync if dist is not None else 1, epochs=epochs,
+                           steps_per_epoch=steps_per_epoch, patience=patience, min_delta=min_delta,
+                           max_seconds=max_seconds, on_epoch_end=on_epoch_end, log_dir=log_dir, verbose=verbose)
+    return encoder, history
+
+
+def run_training(trainer: keras.Model, sampler, *, head_clusters: int, replicas: int = 1, epochs: int,
+                 steps_per_epoch: int, patience: int, min_delta: float, max_seconds: float | None = None,
+                 on_epoch_end=None, log_dir: str | None = None, verbose: int = 2,
+                 usage: bool = True) -> dict[str, list[float]]:
+    """``trainer.fit`` on ``sampler``'s batches, with the usage log, early stopping and time budget.
+
+    ``replicas``: the batch is reordered so that each of that many contiguous shares holds whole
+    view pairs (see :func:`replica_order`). ``on_epoch_end(epoch, logs)``, if given, is called
+    after every epoch (e.g. to save a checkpoint). ``usage``: log the clusters a probe batch uses
+    after every epoch (:class:`ClusterUsage`; the trainer must have an ``encoder``).
+
+    Returns
+    -------
+    dict
+        Per-epoch ``loss``, ``h_cond``, ``h_marg``, ``consistency``, ``contrastive``, ``clusters_used``.
+    """
+    import tensorflow as tf
+
     shape = (2 * sampler.batch_size, sampler.crop, sampler.n_mels)
-    replicas = dist.num_replicas_in_sync if dist is not None else 1
     if sampler.batch_size % replicas:
         raise ValueError(f"train.batch_size={sampler.batch_size} must be a multiple of the {replicas} replicas")
 
@@ -491,18 +563,18 @@ def train_encoder(
             yield x[order], files[order]
 
     ds = tf.data.Dataset.from_generator(batches, output_signature=(
-        tf.TensorSpec(shape, tf.float32), tf.TensorSpec(shape[:1], tf.int32)))
+        tf.TensorSpec(shape, tf.float32), tf.TensorSpec((shape[0], 3), tf.int32)))
     ds = ds.prefetch(2)
     probe = np.concatenate([sampler.batch()[: sampler.batch_size] for _ in range(4)])
     callbacks: list[keras.callbacks.Callback] = [
-        ClusterUsage(probe, model.head_clusters),
         keras.callbacks.EarlyStopping(monitor="loss", patience=patience, min_delta=min_delta),
     ]
+    if usage:
+        callbacks.insert(0, ClusterUsage(probe, head_clusters))
     if max_seconds is not None:
         callbacks.append(TimeBudget(max_seconds))
-    if checkpoint:
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: save_encoder(encoder, checkpoint)))
+    if on_epoch_end is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
     import warnings
@@ -511,8 +583,7 @@ def train_encoder(
         warnings.filterwarnings("ignore", message=".*shuffle.*")
         hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                            verbose=verbose)
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    return encoder, history
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 
 
 def fit_encoder(
@@ -527,6 +598,9 @@ def fit_encoder(
     init: str | None = None,
     max_seconds: float | None = None,
     checkpoint: str | None = None,
+    groups: Sequence[int] | None = None,
+    group_prob: float = 1.0,
+    weights: Sequence[float] | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train an encoder on cached log-mel files with the settings of ``train``.
 
@@ -540,6 +614,9 @@ def fit_encoder(
         Training time budget (see :func:`train_encoder`).
     checkpoint : str, optional
         Where to save the encoder after every epoch (see :func:`train_encoder`).
+    groups, group_prob, weights : optional
+        Files that are the same sound made differently, and how files are drawn (see
+        :class:`sound_cluster.crops.CropSampler`).
 
     Returns
     -------
@@ -547,8 +624,14 @@ def fit_encoder(
     """
     from .crops import CropSampler
 
+    if init is not None and train.backbone == "frozen":
+        # Nothing of the encoder trains: the run's clusters and their head come after (sound_cluster.head).
+        from .head import pretrained_backbone
+
+        return pretrained_backbone(load_encoder(init), model=model, n_mels=n_mels), {}
     sampler = CropSampler([p for p, _ in frame_files], crop_frames=train.crop_frames, batch_size=train.batch_size,
-                          augment=train.augment, seed=seed, length_power=train.length_power)
+                          augment=train.augment, seed=seed, length_power=train.length_power, groups=groups,
+                          group_prob=group_prob, weights=weights)
     return train_encoder(
         sampler, model=model, n_mels=n_mels, gamma=train.gamma, consistency_weight=train.consistency_weight,
         contrastive_weight=train.contrastive_weight, temperature=train.temperature,
@@ -556,7 +639,7 @@ def fit_encoder(
         steps_per_epoch=train.resolved_steps_per_epoch(sum(n for _, n in frame_files)), patience=train.patience,
         min_delta=train.min_delta, seed=seed, log_dir=log_dir, verbose=verbose,
         init=load_encoder(init) if init is not None else None, max_seconds=max_seconds, checkpoint=checkpoint,
-        strategy=train.strategy, freeze_backbone=train.backbone == "frozen")
+        strategy=train.strategy, freeze_backbone=train.backbone == "frozen", lr_schedule=train.lr_schedule)
 
 
 def save_encoder(encoder: keras.Model, path) -> None:

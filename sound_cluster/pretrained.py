@@ -87,17 +87,17 @@ def resolve_init(model: ModelParams, features: FeatureParams) -> InitSource | No
     return InitSource(path, card)
 
 
-def transfer_weights(source, target) -> list[str]:
+def transfer_weights(source, target, *, skip=()) -> list[str]:
     """Copy the weights of every layer of ``source`` into the layer of the same name in ``target``.
 
-    Layers whose weight shapes differ (the cluster heads, when K differs) keep ``target``'s
-    fresh weights. Returns the names of the layers copied.
+    Layers named in ``skip``, and layers whose weight shapes differ (the cluster heads, when K
+    differs), keep ``target``'s fresh weights. Returns the names of the layers copied.
     """
     copied = []
     by_name = {layer.name: layer for layer in source.layers}
     for layer in target.layers:
         src = by_name.get(layer.name)
-        if src is None or not layer.weights:
+        if src is None or not layer.weights or layer.name in skip:
             continue
         ws = src.get_weights()
         if [w.shape for w in ws] == [tuple(w.shape) for w in layer.weights]:

@@ -40,7 +40,7 @@ def _tiny_encoder_with_card(folder: Path, **model_overrides) -> Path:
 
 
 def test_shipped_encoder_has_a_card_that_fits_the_default_settings():
-    assert make_params().model.init == "scratch"  # measured better on the benchmark sets (BENCHMARKS.md)
+    assert make_params().model.init == "pretrained"  # measured better on the benchmark sets (BENCHMARKS.md)
     assert SHIPPED.is_file() and card_path(SHIPPED).name == "encoder.json"
     card = json.loads(card_path(SHIPPED).read_text())
     assert card["corpus"]["hours"] >= 10, card["corpus"]
@@ -100,6 +100,15 @@ def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
     summary = json.loads((fit / "summary.json").read_text())
     assert summary["training"]["init"] == str(enc)
     assert (fit / "clusters.csv").read_text().count("\n") == 7
+    # train.backbone=frozen (the default): every pretrained layer is kept; the head is new, one output per cluster.
+    from sound_cluster import embedding
+
+    pre_enc, fit_enc = embedding.load_encoder(str(enc)), embedding.load_encoder(str(fit / "models" / "embedding.keras"))
+    for layer in pre_enc.layers:
+        if layer.weights and layer.name != "logits":
+            for a, b in zip(layer.get_weights(), fit_enc.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    assert fit_enc.get_layer("logits").units == summary["clusters"]["n_clusters"] == 4
 
 
 def test_mixing_puts_another_recording_underneath_at_a_lower_level(tmp_path):
@@ -114,3 +123,29 @@ def test_mixing_puts_another_recording_underneath_at_a_lower_level(tmp_path):
     # The mix only adds power; the added crop lies 10 to 20 dB (2.3 to 4.6 nats) below the view.
     assert np.all(x >= quiet[:20]) and np.all(x > -10.0)
     assert np.all(x <= -10.0 + np.log1p(10 ** -1.0) + 1e-5)
+
+
+def test_corpus_manifest_gives_groups_and_balances_sources(tmp_path):
+    from sound_cluster.pretrain import corpus_sampling
+
+    rows = [("audio/tts-en/flite-slt/00001.wav", "say:en:one"), ("audio/tts-en/espeak-ng-m3/00001.wav", "say:en:one"),
+            ("audio/tts-en/espeak-ng-m3/00002.wav", "say:en:two"),  # a group of one is no group
+            ("audio/font/prog000/prog000_note060_v070.wav", "font:prog000"),
+            ("audio/font/prog000/prog000_note067_v070.wav", "font:prog000"),
+            ("audio/font/kit000/kit000_note038_v070.wav", "drum:snare"),
+            ("audio/lmms/drums/snare01.ogg", "drum:snare"), ("audio/lmms/drums/zap.ogg", "")]
+    lines = ["package,version,licence,kind,file,duration_s,group"]
+    lines += [f"{f.split('/')[1]},1,MIT,k,{f},1.0,{g}" for f, g in rows]
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    audio = [tmp_path / f for f, _ in rows] + [tmp_path / "audio" / "elsewhere.wav"]  # one file the manifest lacks
+    groups, weights, summary = corpus_sampling(audio, root=tmp_path / "audio", source_power=0.0)
+    assert groups[0] == groups[1] >= 0 and groups[2] == -1 and groups[7] == groups[8] == -1
+    assert groups[3] == groups[4] >= 0 and groups[5] == groups[6] >= 0 and len(set(groups[:7]) - {-1}) == 3
+    # A soundfont's instruments and its kits are two sources; source_power=0 draws every source equally often.
+    assert summary["sources"] == {"tts-en": 3, "font/prog": 2, "font/kit": 1, "lmms": 2, "(not in the manifest)": 1}
+    share = {}
+    for (f, _), w in zip(rows, weights):
+        share[f.split("/")[1]] = share.get(f.split("/")[1], 0) + w
+    assert share["tts-en"] == pytest.approx(1.0) and share["lmms"] == pytest.approx(1.0)
+    assert weights[3] == pytest.approx(0.5) and weights[5] == pytest.approx(1.0)
+    assert corpus_sampling(audio, root=tmp_path / "nowhere" / "x", source_power=0.5) == (None, None, {})
