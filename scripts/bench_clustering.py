@@ -7,21 +7,23 @@ Usage: python scripts/bench_clustering.py [--data ../shared/data] [--sets fsdd i
 For each labelled set (``<data>/<set>/labels.csv`` with ``filename,label``, or ``path,label``), K =
 the number of labels. ``--validation`` adds the package that ``scripts/build_corpus.py`` keeps out
 of pre-training. Ours, once per ``model.init`` in ``--inits``: the default config (``conf/``, plus
-any Hydra-style overrides given, e.g. ``train.epochs=20``) trains an encoder on every clip (its head
-``model.max_clusters`` wide), merges the head into K clusters as a run does (``model.n_clusters=K``) and
-assigns each clip to the argmax of its merged mean posterior. Baseline: k-means (n_init=10) on the
-per-clip mean and standard deviation of 20 MFCCs, standardised. All are scored by NMI, ARI and
-accuracy (Hungarian matching), averaged over the seeds; the ratio column is NMI ours / baseline.
-Auto K: the same trained encoder merged with ``model.n_clusters=auto`` (the knee of the within-cluster
-scatter), and the same knee rule applied to k-means on the MFCC statistics (inertia at K = 1..max_clusters).
+any Hydra-style overrides given, e.g. ``train.epochs=20``) trains an encoder on every clip (or, with a
+pretrained encoder and ``train.backbone=frozen``, takes it as it is), clusters the clips and trains the
+cluster head on them as a run does (``model.n_clusters=K``), and assigns each clip to the argmax of its
+mean posterior (clusters.csv). Baseline: k-means (n_init=10) on the per-clip mean and standard
+deviation of 20 MFCCs, standardised. All are scored by NMI, ARI and accuracy (Hungarian matching),
+averaged over the seeds; the ratio column is NMI ours / baseline. Auto K: the same encoder with
+``model.n_clusters=auto`` (the knee of the within-cluster scatter over Ward's hierarchy), and the same
+knee rule applied to k-means on the MFCC statistics (inertia at K = 1..max_clusters).
 Where labels.csv has a ``speaker`` column (fsdd), NMI against the speaker is printed too. Also:
-training seconds per epoch and clips per second at inference.
+seconds to fit (encoder, clusters, head) and clips per second at inference.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import functools
 import logging
 import time
@@ -49,8 +51,9 @@ def main() -> None:
     from sklearn.preprocessing import StandardScaler
 
     from sound_cluster.audio import load
+    from sound_cluster.clusters import assign
     from sound_cluster.cli import compose_config
-    from sound_cluster.clusters import knee, merge_heads
+    from sound_cluster.clusters import knee
     from sound_cluster.config import params_from_config
     from sound_cluster.evaluate import clustering_scores
     from sound_cluster.executor import map_files
@@ -92,6 +95,7 @@ def main() -> None:
         x_base = StandardScaler().fit_transform(np.array(stats))
 
         from sound_cluster import embedding  # TensorFlow from here on
+        from sound_cluster.head import fit_clusters
 
         base, base_spk, base_auto = [], [], []
         for seed in args.seeds:
@@ -108,25 +112,25 @@ def main() -> None:
         base_mean = {m: mean(base, m) for m in ("nmi", "ari", "acc")}
         for init in args.inits:
             p = params_from_config(compose_config([*overrides, f"model.init={init}"]))
-            ours, spk, per_epoch, clips_s, auto = [], [], [], [], []
+            ours, spk, clips_s, auto, fit_s = [], [], [], [], []
             for j, seed in enumerate(args.seeds):
                 t0 = time.perf_counter()
                 src = resolve_init(p.model, p.features)
                 enc, hist = embedding.fit_encoder([(f.cache_path, f.n_frames) for f in feats], model=p.model,
                                                   train=p.train, n_mels=p.features.n_mels, seed=seed, verbose=0,
                                                   init=str(src.path) if src else None)
-                per_epoch.append((time.perf_counter() - t0) / len(hist["loss"]))
-                run = embedding.Posteriors(enc)
+                frames = lambda: (np.load(f.cache_path, mmap_mode="r") for f in feats)  # noqa: E731
+                final, _, _ = fit_clusters(enc, frames(), model=p.model, train=p.train, seed=seed)
+                fit_s.append(time.perf_counter() - t0)  # encoder, clusters and head: a run's train + cluster
+                run = embedding.Posteriors(final)
                 t0 = time.perf_counter()
-                outs = [run(np.load(f.cache_path)) for f in feats]
+                clusters = np.array([assign(run(x)[1])[0] for x in frames()])  # as clusters.csv has them
                 clips_s.append(len(feats) / (time.perf_counter() - t0))
-                clip_post = np.array([q.mean(axis=0) for _, q in outs])
-                clip_emb = np.array([e.mean(axis=0) for e, _ in outs])
-                merge = merge_heads(clip_post, clip_emb, n_clusters=k)
-                clusters = merge.merge(clip_post).argmax(axis=1)  # the mean of sums is the sum of means
                 ours.append(clustering_scores(labels, clusters))
-                merge_auto = merge_heads(clip_post, clip_emb, n_clusters="auto")
-                auto.append((merge_auto.k, clustering_scores(labels, merge_auto.merge(clip_post).argmax(axis=1))["nmi"]))
+                p_auto = dataclasses.replace(p.model, n_clusters="auto")
+                final, found, _ = fit_clusters(enc, frames(), model=p_auto, train=p.train, seed=seed)
+                run = embedding.Posteriors(final)
+                auto.append((found.k, clustering_scores(labels, [assign(run(x)[1])[0] for x in frames()])["nmi"]))
                 if speakers:
                     spk.append(clustering_scores(speakers, clusters)["nmi"])
                 print(f"  {name} {init} seed {seed}: NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs, "
@@ -135,14 +139,14 @@ def main() -> None:
                       + f"; auto K {auto[-1][0]} NMI {auto[-1][1]:.3f}, baseline auto K {base_auto[j][0]} "
                         f"NMI {base_auto[j][1]:.3f}", flush=True)
             rows_out.append((name, init, len(feats), skipped, k, {m: mean(ours, m) for m in ("nmi", "ari", "acc")},
-                             base_mean, float(np.mean(per_epoch)), float(np.mean(clips_s)),
+                             base_mean, float(np.mean(fit_s)), float(np.mean(clips_s)),
                              (float(np.mean(spk)), float(np.mean(base_spk))) if speakers else None,
                              (auto, base_auto),
                              [(o["nmi"], b["nmi"]) for o, b in zip(ours, base)]))
 
     print(f"\nmeans over seeds {args.seeds}; overrides: {args.overrides or 'none'}")
     print(f"{'set':12s} {'init':10s} {'clips':>5s} {'K':>3s} | {'ours NMI':>8s} {'ARI':>6s} {'ACC':>6s} | "
-          f"{'base NMI':>8s} {'ARI':>6s} {'ACC':>6s} | {'NMI ratio':>9s} {'wins':>4s} | {'s/epoch':>7s} {'clips/s':>7s}")
+          f"{'base NMI':>8s} {'ARI':>6s} {'ACC':>6s} | {'NMI ratio':>9s} {'wins':>4s} | {'fit s':>7s} {'clips/s':>7s}")
     for name, init, n, skipped, k, o, b, spe, cps, spk, _, per_seed in rows_out:
         wins = sum(a > c for a, c in per_seed)
         print(f"{name:12s} {init:10s} {n:5d} {k:3d} | {o['nmi']:8.3f} {o['ari']:6.3f} {o['acc']:6.3f} | "

@@ -1,12 +1,14 @@
-"""Per-file cluster assignments: the head's clusters merged into the run's K (chosen or given),
-each file's cluster from its posteriors, and the ``clusters.csv`` table.
+"""Per-file cluster assignments: the files' clusters (K chosen or given), each file's cluster from
+its posteriors, and the ``clusters.csv`` table.
 
-The encoder's head is trained with more clusters than the run keeps (``model.max_clusters``):
-the clustering loss asks for clusters of equal size, real folders are not equal, so a kind of
-sound with many members takes several head clusters. Those are merged along a Ward hierarchy of
-their centroids in the clip-embedding space; ``model.n_clusters=auto`` stops the merging at the
-knee of the within-cluster scatter curve (Satopaa et al. 2011, "Kneedle"). A merged cluster's
-posterior is the sum of its head clusters' posteriors, so posteriors, trees and clusters.csv agree.
+The clusters are found among the files themselves: Ward's hierarchy over the files' clip
+embeddings (the unit-length mean of each file's step embeddings), cut at K. Ward's clusters need
+not be of equal size, as real folders are not (the clustering loss asks for equal clusters, and
+the argmax of a head trained with it threw away what the embedding knew: measured in
+BENCHMARKS.md). ``model.n_clusters=auto`` chooses K at the knee of the within-cluster scatter
+over the cuts K = 1..``model.max_clusters`` (Satopaa et al. 2011, "Kneedle"). The encoder's
+cluster head is then trained to give every file's steps its cluster (a self-labelling pass, as in
+SCAN; :mod:`sound_cluster.head`), so posteriors, trees and clusters.csv agree.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ def assign(posteriors: np.ndarray) -> tuple[int, float]:
 
 @dataclass(frozen=True)
 class HeadMerge:
-    """How the head's clusters map onto the run's clusters.
+    """How the head's clusters map onto the run's clusters, and how K was chosen (``models/clusters.json``).
+
+    A fit trains a head of exactly K clusters (the mapping is the identity); models written
+    before that merged a wider head's clusters, and ``task=apply`` still reads them.
 
     Attributes
     ----------
@@ -115,50 +120,6 @@ class HeadMerge:
         return cls(tuple(range(n_clusters)), n_clusters, n_clusters)
 
 
-def ward_partitions(clip_posteriors: np.ndarray, clip_embeddings: np.ndarray) -> dict[int, np.ndarray]:
-    """Every partition of the head clusters along a weighted Ward hierarchy of their centroids.
-
-    Parameters
-    ----------
-    clip_posteriors : np.ndarray [shape=(n_files, n_head)]
-        Each file's mean posterior over the head's clusters (the soft weight of the file in each).
-    clip_embeddings : np.ndarray [shape=(n_files, D)]
-        Each file's representation, e.g. its unit-length mean embedding.
-
-    Returns
-    -------
-    dict of int to np.ndarray [shape=(n_head,)]
-        For k = n_head down to 1: the group (0..k-1, in no particular order) of every head cluster.
-        Each merge joins the two groups whose union raises the within-group sum of squares least
-        (Ward), with groups weighted by their posterior mass; empty head clusters go first.
-    """
-    p = np.asarray(clip_posteriors, dtype=np.float64)
-    x = np.asarray(clip_embeddings, dtype=np.float64)
-    n_head = p.shape[1]
-    mass = p.sum(axis=0) + 1e-12
-    centroid = (p.T @ x) / mass[:, None]  # (n_head, D)
-    group = np.arange(n_head)
-    alive = list(range(n_head))
-    out = {n_head: _compact(group)}
-    while len(alive) > 1:
-        m, c = mass[alive], centroid[alive]
-        d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-        cost = m[:, None] * m[None, :] / (m[:, None] + m[None, :]) * d2
-        cost[np.tril_indices(len(alive))] = np.inf
-        i, j = np.unravel_index(np.argmin(cost), cost.shape)
-        a, b = alive[i], alive[j]
-        centroid[a] = (mass[a] * centroid[a] + mass[b] * centroid[b]) / (mass[a] + mass[b])
-        mass[a] += mass[b]
-        group[group == b] = a
-        alive.remove(b)
-        out[len(alive)] = _compact(group)
-    return out
-
-
-def _compact(group: np.ndarray) -> np.ndarray:
-    return np.unique(group, return_inverse=True)[1].astype(np.int64)
-
-
 def within_scatter(x: np.ndarray, labels: np.ndarray) -> float:
     """Sum over clusters of the squared distances of the members ``x`` ``(n, D)`` to their mean."""
     total = 0.0
@@ -184,49 +145,93 @@ def knee(ks: np.ndarray, values: np.ndarray) -> tuple[int, np.ndarray]:
     return int(ks[int(np.argmax(gap))]), gap
 
 
-def merge_heads(clip_posteriors: np.ndarray, clip_embeddings: np.ndarray, *, n_clusters: int | str) -> HeadMerge:
-    """Merge the head's clusters into ``n_clusters`` (an integer, or ``"auto"``: chosen at the knee).
+@dataclass(frozen=True)
+class ClipClusters:
+    """The files' clusters.
+
+    Attributes
+    ----------
+    labels : np.ndarray [shape=(n_files,), dtype=int64]
+        Each file's cluster, numbered 0..k-1 from the most files to the fewest.
+    k, requested, rule, curve, scatter
+        As in :class:`HeadMerge`.
+    """
+
+    labels: np.ndarray
+    k: int
+    requested: int | str = "auto"
+    rule: str = "given"
+    curve: dict[int, float] = field(default_factory=dict)
+    scatter: dict[int, float] = field(default_factory=dict)
+
+    def record(self) -> HeadMerge:
+        """The record a run keeps (``models/clusters.json``): a head of k clusters, each its own."""
+        return HeadMerge(tuple(range(self.k)), self.k, self.requested, self.rule, self.curve, self.scatter)
+
+
+def cluster_clips(clip_embeddings: np.ndarray, *, n_clusters: int | str, max_clusters: int,
+                  max_exact: int = 4000, seed: int = 0) -> ClipClusters:
+    """Cluster files by Ward's hierarchy over their clip embeddings.
 
     Parameters
     ----------
-    clip_posteriors : np.ndarray [shape=(n_files, n_head)]
-        Each file's mean posterior over the head's clusters.
     clip_embeddings : np.ndarray [shape=(n_files, D)]
-        Each file's mean embedding; made unit-length here (the scale of an embedding says nothing
-        about its kind).
+        Each file's mean embedding; made unit-length here (its scale says nothing about its kind).
     n_clusters : int or "auto"
-        An integer above the head's size keeps the head as it is.
+        ``auto``: K at the knee of the within-cluster scatter of the cuts K = 1..max_clusters (no
+        more than there are files). An integer larger than the number of files gives one
+        cluster per file.
+    max_clusters : int
+        The largest K ``auto`` considers.
+    max_exact : int
+        Above this many files the hierarchy is built over the centroids of ``max_exact`` k-means
+        clusters of the files (each centroid counted once), so memory stays at
+        ``max_exact ** 2`` distances whatever the folder's size.
+    seed : int
+        Seeds that k-means (the hierarchy itself is deterministic).
 
     Returns
     -------
-    HeadMerge
-        Clusters numbered from the most files to the fewest (each file counted in the cluster of
-        the argmax of its merged posterior).
+    ClipClusters
     """
-    p = np.asarray(clip_posteriors, dtype=np.float64)
+    from scipy.cluster.hierarchy import fcluster, linkage
+
     x = np.asarray(clip_embeddings, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    n_head = p.shape[1]
-    parts = ward_partitions(p, x)
+    n = len(x)
+    if n == 1:
+        return ClipClusters(np.zeros(1, dtype=np.int64), 1, n_clusters, "one file" if n_clusters == "auto" else "given")
+    if n > max_exact:
+        from sklearn.cluster import MiniBatchKMeans
+
+        micro = MiniBatchKMeans(max_exact, random_state=seed, n_init=1, batch_size=4096).fit(x)
+        nodes, of_file = micro.cluster_centers_, micro.labels_
+    else:
+        nodes, of_file = x, np.arange(n)
+    tree = linkage(nodes, method="ward")
+
+    def cut(k: int) -> np.ndarray:
+        return (fcluster(tree, k, criterion="maxclust") - 1)[of_file]
+
     if n_clusters == "auto":
-        ks = np.arange(1, min(n_head, len(p)) + 1)  # no more clusters than files
-        scatter = np.array([within_scatter(x, _merged(p, parts[k], k).argmax(axis=1)) for k in ks])
+        ks = np.arange(1, min(max_clusters, n) + 1)
+        scatter = np.array([within_scatter(x, cut(int(k))) for k in ks])
         k, gap = knee(ks, scatter)
         if len(ks) < 3 and scatter[0] > 1e-9:  # two files that differ: too few for a knee, keep them apart
             k = int(ks[-1])
         curve = {int(a): float(b) for a, b in zip(ks, gap)}
         scat = {int(a): float(b) for a, b in zip(ks, scatter)}
-        rule = "knee of the within-cluster scatter over a Ward merge of the head's clusters"
+        rule = "knee of the within-cluster scatter over Ward's hierarchy of the clips"
     else:
-        k, curve, scat, rule = min(int(n_clusters), n_head), {}, {}, "given"
-    group = parts[k]
-    # Number clusters from the most files to the fewest (ties: more posterior mass first).
-    merged = _merged(p, group, k)
-    counts = np.bincount(merged.argmax(axis=1), minlength=k)
-    order = np.lexsort((-merged.sum(axis=0), -counts))  # new cluster i = old cluster order[i]
-    rank = np.empty(k, dtype=np.int64)
-    rank[order] = np.arange(k)
-    return HeadMerge(tuple(int(rank[g]) for g in group), k, n_clusters, rule, curve, scat)
+        k, curve, scat, rule = min(int(n_clusters), n), {}, {}, "given"
+    labels = cut(k)
+    # Number clusters from the most files to the fewest (ties: the cluster of the earlier file first).
+    found, first, counts = np.unique(labels, return_index=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    rank = np.empty(int(found.max()) + 1, dtype=np.int64)
+    rank[found[order]] = np.arange(len(found))
+    # Identical files can leave fewer clusters than asked for: k is what the cut holds.
+    return ClipClusters(rank[labels], len(found), n_clusters, rule, curve, scat)
 
 
 def _merged(p: np.ndarray, group: np.ndarray, k: int, *, dtype=np.float64) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .audio import decode, discover, probe, read_bytes
-from .clusters import Assignment, HeadMerge, assign, merge_heads, write_clusters
+from .clusters import Assignment, HeadMerge, assign, write_clusters
 from .config import FeatureParams, ModelParams, Params, saved_model_params
 from .errors import AudioError, ConfigError, SoundClusterError
 from .evaluate import evaluate_run, read_labels, read_segments
@@ -309,7 +309,7 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
         with timer.stage("pretrain"):
             state.extra["pretrain"] = pretrain(
                 [(f.cache_path, f.n_frames) for f in feats], params=params, output_dir=output_dir, corpus_root=root,
-                audio_seconds=sum(f.duration_s for f in feats))
+                audio_seconds=sum(f.duration_s for f in feats), audio_paths=[f.path for f in feats])
         return _write_summary(output_dir, state, status="complete")
 
     extra = state.extra
@@ -402,7 +402,9 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
 
     models_dir = output_dir / "models"
     extra: dict[str, Any] = {}
+    failures: list[Failure] = []
     if params.task == "fit":
+        from .head import fit_clusters
         from .pretrained import resolve_init
 
         init = resolve_init(params.model, params.features)
@@ -412,31 +414,37 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                 n_mels=params.features.n_mels, seed=params.seed, log_dir=str(output_dir / "tensorboard"),
                 verbose=0,  # one log line per epoch comes from the usage callback
                 init=str(init.path) if init else None)
+        with timer.stage("cluster"):
+            readable = _readable(feats, failures)
+            encoder, clusters, head_history = fit_clusters(
+                encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable),
+                model=params.model, train=params.train, seed=params.seed)
+            merge = clusters.record()
         embedding.save_encoder(encoder, models_dir / "embedding.keras")
         atomic_write_json(models_dir / "params.json", {
             "features": params.features.key_fields(), "model": params.model.to_dict(),
             "frame_rate_hz": params.features.frame_rate_hz,
             "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
         })
+        _save_merge(models_dir, merge)
         epochs = len(history.get("loss", []))
-        extra["training"] = {"init": str(init.path) if init else "scratch", "epochs": epochs,
-                             "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3),
-                             "history": history}
+        extra["training"] = {"init": str(init.path) if init else "scratch",
+                             "backbone": "trained" if init is None or params.train.backbone == "tuned" else "frozen",
+                             "epochs": epochs,
+                             "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3) if epochs else None,
+                             "history": history,
+                             "head": {"steps": params.train.head_steps,
+                                      "final_cross_entropy": round(head_history["loss"][-1], 4)}}
     else:
         encoder = embedding.load_encoder(str(Path(params.models) / "embedding.keras"))
         extra["models"] = str(params.models)
+        # The loaded head's width, not the params': models saved before heads were merged have no max_clusters.
+        merge = _load_merge(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
 
     with timer.stage("assign"):
         run_encoder = embedding.Posteriors(encoder)
-        failures: list[Failure] = []
-        if params.task == "fit":
-            merge = _merge_heads(feats, run_encoder, params=params, failures=failures)
-            _save_merge(models_dir, merge)
-        else:
-            # The loaded head's width, not the params': models saved before heads were merged have no max_clusters.
-            merge = _load_merge(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
         rows = []
-        unread = {x.path for x in failures}  # files whose features could not be read while merging
+        unread = {x.path for x in failures}  # files whose features could not be read while clustering
         for i, (f, name) in enumerate(zip(feats, names)):
             if f.path in unread:
                 continue
@@ -462,6 +470,12 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                          "choice": {"rule": merge.rule, "criterion": {str(k): round(v, 6) for k, v in merge.curve.items()},
                                     "within_scatter": {str(k): round(v, 6) for k, v in merge.scatter.items()}},
                          "warnings": _cluster_warnings(merge, sizes, n_files=len(rows))}
+    if params.task == "fit":
+        # clusters.csv holds the argmax of each file's mean posterior under the trained head; how
+        # often that is the file's cluster in the hierarchy the head was trained on:
+        label = {f.path: int(c) for f, c in zip(readable, clusters.labels)}
+        extra["clusters"]["head_agrees"] = round(float(np.mean([r.cluster == label[feats[r.index].path]
+                                                                for r in rows])), 4)
     for w in extra["clusters"]["warnings"]:
         log.warning("%s", w)
     log.info("clusters: K=%d (%s), %d used, sizes %s", merge.k,
@@ -470,23 +484,19 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
     return extra, rows, failures
 
 
-def _merge_heads(feats, run_encoder, *, params: Params, failures: list[Failure]) -> HeadMerge:
-    """Every file's mean posterior and embedding under the trained head, merged into the run's K.
-
-    Files whose cached features cannot be read are added to ``failures``.
-    """
-    clip_post, clip_emb = [], []
+def _readable(feats, failures: list[Failure]) -> list:
+    """The files whose cached features can be read; the others are added to ``failures``."""
+    out = []
     for f in feats:
         try:
-            emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
+            np.load(f.cache_path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as err:
             failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
             continue
-        clip_post.append(post.mean(axis=0))
-        clip_emb.append(emb.mean(axis=0))
-    if not clip_post:
+        out.append(f)
+    if not out:
         raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
-    return merge_heads(np.array(clip_post), np.array(clip_emb), n_clusters=params.model.n_clusters)
+    return out
 
 
 def _save_merge(models_dir: Path, merge: HeadMerge) -> None:

@@ -1,4 +1,4 @@
-"""Choosing K and merging the head's clusters: the rule on known structure, then whole runs on synthesized folders."""
+"""Choosing K and clustering the files: the rule on known structure, then whole runs on synthesized folders."""
 
 import json
 
@@ -6,58 +6,57 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sound_cluster.clusters import HeadMerge, knee, merge_heads, ward_partitions
+from sound_cluster.clusters import HeadMerge, cluster_clips, knee
 from sound_cluster.pipeline import run
 
 from .conftest import SR, make_params
 
 
-def _clips(n_kinds: int, *, per_kind: int = 6, n_head: int = 16, seed: int = 0):
-    """Clip embeddings in ``n_kinds`` tight groups, all equally far apart; each kind spread over two head clusters."""
+def _clips(n_kinds: int, *, per_kind: int = 6, seed: int = 0, sizes=None):
+    """Clip embeddings in ``n_kinds`` tight groups, all equally far apart."""
     rng = np.random.default_rng(seed)
-    kinds = np.repeat(np.arange(n_kinds), per_kind)
+    kinds = np.repeat(np.arange(n_kinds), sizes if sizes is not None else per_kind)
     centres = np.eye(12)[:n_kinds] * 3
-    emb = centres[kinds] + 0.05 * rng.normal(size=(len(kinds), 12))
-    heads = rng.permutation(n_head)[:2 * n_kinds].reshape(n_kinds, 2)  # two head clusters per kind, rest unused
-    post = np.full((len(kinds), n_head), 0.002)
-    post[np.arange(len(kinds)), heads[kinds, rng.integers(0, 2, len(kinds))]] = 1.0
-    return post / post.sum(axis=1, keepdims=True), emb, kinds
+    return centres[kinds] + 0.05 * rng.normal(size=(len(kinds), 12)), kinds
 
 
 @pytest.mark.parametrize("n_kinds", [3, 6])
 def test_auto_finds_the_number_of_kinds_and_numbers_clusters_by_size(n_kinds):
-    post, emb, kinds = _clips(n_kinds)
-    post, emb, kinds = post[:-2], emb[:-2], kinds[:-2]  # the last kind is the smallest
-    m = merge_heads(post, emb, n_clusters="auto")
-    assert m.k == n_kinds and m.requested == "auto" and m.rule.startswith("knee")
-    clusters = m.merge(post).argmax(axis=1)
+    emb, kinds = _clips(n_kinds, sizes=[6] * (n_kinds - 1) + [4])  # the last kind is the smallest
+    c = cluster_clips(emb, n_clusters="auto", max_clusters=16)
+    assert c.k == n_kinds and c.requested == "auto" and c.rule.startswith("knee")
     # One cluster per kind, and the smallest kind has the last number.
-    assert len({(a, b) for a, b in zip(kinds, clusters)}) == n_kinds
-    assert np.all(np.diff(np.bincount(clusters)) <= 0) and clusters[-1] == n_kinds - 1
-    assert max(m.curve, key=m.curve.get) == n_kinds and set(m.curve) == set(range(1, 17))
+    assert len({(a, b) for a, b in zip(kinds, c.labels)}) == n_kinds
+    assert np.all(np.diff(np.bincount(c.labels)) <= 0) and c.labels[-1] == n_kinds - 1
+    assert max(c.curve, key=c.curve.get) == n_kinds and set(c.curve) == set(range(1, 17))
 
 
-def test_merged_posteriors_are_sums_of_head_columns_and_round_trip():
-    post, emb, _ = _clips(3)
-    m = merge_heads(post, emb, n_clusters=2)
-    merged = m.merge(post)
-    assert merged.shape == (len(post), 2) and m.rule == "given" and m.curve == {}
-    np.testing.assert_allclose(merged.sum(axis=1), 1.0)
-    for c in range(2):
-        np.testing.assert_allclose(merged[:, c], post[:, np.array(m.mapping) == c].sum(axis=1))
-    again = HeadMerge.from_dict(json.loads(json.dumps(m.to_dict())))
-    assert again == m
-    assert merge_heads(post, emb, n_clusters=40).k == 16  # an integer above the head keeps the head
+def test_unequal_kinds_keep_their_sizes():
+    # The clustering loss asks for equal clusters; the hierarchy does not.
+    emb, kinds = _clips(3, sizes=[40, 8, 3])
+    c = cluster_clips(emb, n_clusters=3, max_clusters=32)
+    assert np.bincount(c.labels).tolist() == [40, 8, 3] and (c.labels == kinds).all()
 
 
-def test_ward_partitions_nest():
-    post, emb, _ = _clips(4)
-    parts = ward_partitions(post, emb)
-    assert sorted(parts) == list(range(1, 17))
-    for k in range(2, 17):  # each partition refines the next coarser one
-        fine, coarse = parts[k], parts[k - 1]
-        assert len(set(fine)) == k
-        assert all(len(set(coarse[fine == g])) == 1 for g in range(k))
+def test_given_k_and_its_record_round_trips():
+    emb, _ = _clips(3)
+    c = cluster_clips(emb, n_clusters=2, max_clusters=32)
+    assert c.k == 2 and c.rule == "given" and c.curve == {} and set(c.labels) == {0, 1}
+    m = c.record()
+    assert m.mapping == (0, 1) and m.k == 2
+    post = np.random.default_rng(0).dirichlet(np.ones(2), size=5)
+    np.testing.assert_array_equal(m.merge(post), post)  # the head is the clusters
+    assert HeadMerge.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    assert cluster_clips(emb, n_clusters=40, max_clusters=32).k == len(emb)  # more than the files: one each
+
+
+def test_many_files_are_clustered_through_centroids():
+    emb, kinds = _clips(4, per_kind=300, seed=1)
+    exact = cluster_clips(emb, n_clusters="auto", max_clusters=16)
+    coarse = cluster_clips(emb, n_clusters="auto", max_clusters=16, max_exact=50)
+    assert exact.k == coarse.k == 4
+    for c in (exact, coarse):
+        assert len({(a, b) for a, b in zip(kinds, c.labels)}) == 4
 
 
 def test_knee_of_flat_and_short_curves():
@@ -65,12 +64,13 @@ def test_knee_of_flat_and_short_curves():
     assert knee([1, 2, 3, 4, 5], [10.0, 2.0, 1.5, 1.2, 1.0])[0] == 2
 
 
-def test_identical_and_two_files_choose_without_crashing():
-    post = np.tile(np.eye(8)[0] * 0.9 + 0.0125, (5, 1))
-    emb = np.tile(np.arange(1.0, 5.0), (5, 1))
-    assert merge_heads(post, emb, n_clusters="auto").k == 1
-    two = merge_heads(np.eye(8)[:2] * 0.9 + 0.0125, np.eye(4)[:2], n_clusters="auto")
-    assert two.k == 2
+def test_identical_one_and_two_files_choose_without_crashing():
+    same = np.tile(np.arange(1.0, 5.0), (5, 1))
+    c = cluster_clips(same, n_clusters="auto", max_clusters=8)
+    assert c.k == 1 and (c.labels == 0).all()
+    assert cluster_clips(same, n_clusters=3, max_clusters=8).k == 1  # nothing tells them apart
+    assert cluster_clips(np.eye(4)[:2], n_clusters="auto", max_clusters=8).k == 2
+    assert cluster_clips(np.eye(4)[:1], n_clusters="auto", max_clusters=8).k == 1
 
 
 def _kinds_folder(root, n_kinds: int, per_kind: int = 5):
@@ -99,8 +99,8 @@ def test_a_run_with_auto_k_finds_three_kinds_and_apply_keeps_them(tmp_path):
     audio = _kinds_folder(tmp_path / "audio", 3)
     out, summary = _run(tmp_path, audio, "model.n_clusters=auto", "train.epochs=6", "train.steps_per_epoch=10")
     c = summary["clusters"]
-    assert c["requested"] == "auto" and c["n_clusters"] == 3 and c["head_clusters"] == 8
-    assert c["sizes"] == [5, 5, 5] and c["warnings"] == []
+    assert c["requested"] == "auto" and c["n_clusters"] == 3 and c["head_clusters"] == 3
+    assert c["sizes"] == [5, 5, 5] and c["warnings"] == [] and c["head_agrees"] == 1.0
     assert max(c["choice"]["criterion"], key=c["choice"]["criterion"].get) == "3"
     rows = (out / "clusters.csv").read_text().splitlines()[1:]
     by_kind = {}
@@ -133,7 +133,7 @@ def test_a_run_with_auto_k_finds_three_kinds_and_apply_keeps_them(tmp_path):
                          "output.report=false", "task=apply", f"models={old}")
     run(params, output_dir=tmp_path / "applied_old")
     c = json.loads((tmp_path / "applied_old" / "summary.json").read_text())["clusters"]
-    assert c["n_clusters"] == c["head_clusters"] == 8
+    assert c["n_clusters"] == c["head_clusters"] == 3
 
 
 def test_a_folder_of_two_files_and_k_above_the_files_are_reported(tmp_path):

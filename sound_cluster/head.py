@@ -1,0 +1,197 @@
+"""The run's clusters and the cluster head that gives every step a posterior over them.
+
+After the encoder is trained (``model.init=scratch``, or ``train.backbone=tuned``) or taken as it
+is (a pretrained encoder with ``train.backbone=frozen``, the default), every file is embedded
+once: its clip embedding (the mean of its step embeddings) goes to Ward's hierarchy
+(:func:`sound_cluster.clusters.cluster_clips`), which gives each file its cluster, and its steps
+(the normalised embeddings the head reads) train a new head of K clusters to give every crop of a
+file that file's cluster (cross-entropy of the crop's mean posterior: a self-labelling pass, as in
+SCAN). Posteriors, trees and clusters.csv then follow one set of clusters, and ``task=apply``
+uses the head on new files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Iterable
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .clusters import ClipClusters, cluster_clips
+from .config import AugmentParams, ModelParams, TrainParams
+from .embedding import PACKAGE, Posteriors, _time_geometry, build_encoder, run_training, step_mask
+
+log = logging.getLogger(__name__)
+
+HEAD_INPUT = "emb_norm"  # the layer whose output the cluster head reads
+
+
+def clip_inputs(encoder: keras.Model, frames: Iterable[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each file's clip embedding and the steps the cluster head reads, in one pass of the encoder.
+
+    Parameters
+    ----------
+    encoder : keras.Model
+        Built by :func:`sound_cluster.embedding.build_encoder`.
+    frames : iterable of np.ndarray [shape=(n_frames, n_mels)]
+        One log-mel array per file (may be memory-mapped; a generator keeps one file open at a time).
+
+    Returns
+    -------
+    clip_embeddings : np.ndarray [shape=(n_files, embedding_dim)]
+        The mean of each file's step embeddings.
+    steps : list of np.ndarray [shape=(n_steps, embedding_dim), dtype=float32]
+        Each file's normalised step embeddings; held in memory, 6.4 kB per second of audio at 25
+        steps per second and 64 dimensions.
+    """
+    run = Posteriors(encoder)
+    norm = encoder.get_layer(HEAD_INPUT)
+    clips, steps = [], []
+    for f in frames:
+        emb = run(f)[0]
+        clips.append(emb.mean(axis=0))
+        steps.append(np.asarray(norm(emb), dtype=np.float32))
+    return np.array(clips), steps
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LabelTrainer(keras.Model):
+    """Trains a cluster head to give each crop its file's cluster.
+
+    Input ``(N, T', D)``: crops of steps; target ``(N, 3)`` as
+    :meth:`sound_cluster.crops.CropSampler.batch_with_files` gives it, with the file's cluster in
+    place of its group. Loss: the cross-entropy between the cluster and the crop's posterior, the
+    mean over the crop's own steps (as a file's is at inference).
+    """
+
+    def __init__(self, head: keras.Model, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.head = head
+        self.time_pool = 1
+
+    def call(self, x, training=False):
+        return self.head(x, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        logits = y_pred["logits"]
+        mask = step_mask(y, steps=ops.shape(logits)[1], time_pool=1)  # (N, T')
+        logp = ops.log_softmax(logits, axis=-1)
+        log_mask = ops.where(mask > 0, ops.zeros_like(mask), ops.full_like(mask, -1e9))[:, :, None]
+        log_q = ops.logsumexp(logp + log_mask, axis=1) - ops.log(ops.sum(mask, axis=1, keepdims=True))  # (N, K)
+        target = ops.one_hot(y[:, 0], ops.shape(logits)[-1])
+        return -ops.mean(ops.sum(target * log_q, axis=-1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "head": keras.saving.serialize_keras_object(self.head)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "LabelTrainer":
+        config = dict(config)
+        config["head"] = keras.saving.deserialize_keras_object(config["head"])
+        return cls(**config)
+
+
+def train_label_head(steps: list[np.ndarray], labels: np.ndarray, *, k: int, train: TrainParams, time_pool: int,
+                     seed: int, verbose: int = 0) -> tuple[list[np.ndarray], dict[str, list[float]]]:
+    """Weights of a dense head of ``k`` clusters that gives every crop of a file the file's label.
+
+    Parameters
+    ----------
+    steps : list of np.ndarray [shape=(n_steps, D)]
+        Each file's normalised step embeddings (:func:`clip_inputs`).
+    labels : np.ndarray [shape=(n_files,)]
+        Each file's cluster, 0..k-1.
+    k : int
+    train : TrainParams
+        ``crop_frames`` (converted to steps), ``batch_size``, ``head_steps`` and
+        ``head_learning_rate`` are used; the spectrogram augmentations do not apply.
+    time_pool : int
+        The encoder's input frames per step.
+    seed : int
+
+    Returns
+    -------
+    weights : list of np.ndarray
+        The kernel ``(D, k)`` and bias ``(k,)`` of the encoder's ``logits`` layer.
+    history : dict
+        Per-epoch ``loss`` (cross-entropy in nats).
+    """
+    from .crops import CropSampler
+
+    keras.utils.set_random_seed(seed)
+    dim = int(steps[0].shape[1])
+    x_in = keras.Input(shape=(None, dim), name="steps")
+    head = keras.Model(x_in, {"logits": layers.Dense(k, name="logits")(x_in)}, name="cluster_head")
+    crop = max(1, -(-train.crop_frames // time_pool))
+    # The file's cluster stands in its group's place, so each row carries its target; both views of
+    # an example come from the file itself.
+    sampler = CropSampler(steps, crop_frames=crop, batch_size=train.batch_size,
+                          augment=AugmentParams(view_max_shift_frames=crop, mel_shift_bins=0, time_mask_frames=0,
+                                                freq_mask_bins=0, eq_nats=0.0),
+                          seed=seed, length_power=train.length_power, groups=labels, group_prob=0.0)
+    trainer = LabelTrainer(head)
+    trainer.compile(optimizer=keras.optimizers.Adam(train.head_learning_rate))
+    epochs = 10
+    history = run_training(trainer, sampler, head_clusters=k, epochs=epochs,
+                           steps_per_epoch=max(1, -(-train.head_steps // epochs)), patience=epochs, min_delta=0.0,
+                           verbose=verbose, usage=False)
+    return head.get_layer("logits").get_weights(), history
+
+
+def with_head(encoder: keras.Model, *, model: ModelParams, k: int, weights: list[np.ndarray]) -> keras.Model:
+    """A copy of ``encoder`` whose cluster head has ``k`` clusters and the given weights."""
+    from .embedding import HEADS
+    from .pretrained import transfer_weights
+
+    n_mels = int(encoder.input_shape[-1])
+    out = build_encoder(dataclasses.replace(model, n_clusters=k, max_clusters=k, overcluster=0), n_mels=n_mels)
+    transfer_weights(encoder, out, skip=HEADS)
+    out.get_layer("logits").set_weights(weights)
+    return out
+
+
+def fit_clusters(encoder: keras.Model, frames: Iterable[np.ndarray], *, model: ModelParams, train: TrainParams,
+                 seed: int, verbose: int = 0) -> tuple[keras.Model, ClipClusters, dict[str, list[float]]]:
+    """The run's clusters and an encoder whose head gives them.
+
+    Parameters
+    ----------
+    encoder : keras.Model
+        The trained (or pretrained) encoder; its own head is not used.
+    frames : iterable of np.ndarray [shape=(n_frames, n_mels)]
+        The run's files.
+    model : ModelParams
+        ``n_clusters`` (an integer or ``auto``) and ``max_clusters`` (the largest K ``auto`` considers).
+    train : TrainParams
+    seed : int
+
+    Returns
+    -------
+    encoder : keras.Model
+        ``encoder`` with a head of K clusters.
+    clusters : ClipClusters
+        Each file's cluster and how K was chosen.
+    history : dict
+        The head's training history.
+    """
+    clip_embeddings, steps = clip_inputs(encoder, frames)
+    clusters = cluster_clips(clip_embeddings, n_clusters=model.n_clusters, max_clusters=model.max_clusters, seed=seed)
+    log.info("clusters: K=%d (%s) over %d files; training the cluster head on them", clusters.k, clusters.rule,
+             len(steps))
+    weights, history = train_label_head(steps, clusters.labels, k=clusters.k, train=train,
+                                        time_pool=_time_geometry(encoder)[0], seed=seed, verbose=verbose)
+    return with_head(encoder, model=model, k=clusters.k, weights=weights), clusters, history
+
+
+def pretrained_backbone(init: keras.Model, *, model: ModelParams, n_mels: int) -> keras.Model:
+    """An encoder of ``model``'s architecture holding every weight of ``init`` but its cluster heads."""
+    from .embedding import HEADS
+    from .pretrained import transfer_weights
+
+    encoder = build_encoder(model, n_mels=n_mels)
+    copied = transfer_weights(init, encoder, skip=HEADS)
+    log.info("encoder keeps %d pretrained layers (%s) as they are", len(copied), ", ".join(copied))
+    return encoder
