@@ -133,7 +133,7 @@ def main() -> None:
                 auto.append((found.k, clustering_scores(labels, [assign(run(x)[1])[0] for x in frames()])["nmi"]))
                 if speakers:
                     spk.append(clustering_scores(speakers, clusters)["nmi"])
-                print(f"  {name} {init} seed {seed}: NMI {ours[-1]['nmi']:.3f} ({len(hist['loss'])} epochs, "
+                print(f"  {name} {init} seed {seed}: NMI {ours[-1]['nmi']:.3f} ({len(hist.get('loss', []))} encoder epochs, "
                       f"{len(set(clusters))}/{k} clusters used), baseline NMI {base[j]['nmi']:.3f}"
                       + (f"; NMI vs speaker {spk[-1]:.3f}" if speakers else "")
                       + f"; auto K {auto[-1][0]} NMI {auto[-1][1]:.3f}, baseline auto K {base_auto[j][0]} "

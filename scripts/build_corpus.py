@@ -19,7 +19,7 @@ General MIDI program of one soundfont at other pitches and velocities (``<font>:
 General MIDI drum (by its GM name) in any kit, soundfont or sample folder (``drum:snare``); one
 text said by any voice, synthesized or recorded (``say:en:thank you``); one line of the
 hedgewars voice packs (``line:jump``). Pre-training takes a file of the same group as the
-positive partner of a crop (``pretrain.group_positives``); files without a group (empty) are
+positive partner of a crop (``pretrain.group_prob`` of the time); files without a group (empty) are
 their own group. Only the way each file was made is used, never a label of the benchmark sets.
 
 Reserved for independent evaluation and never fetched here: every 0 A.D. package,
