@@ -148,13 +148,15 @@ usage: sound-cluster [FOLDER] [key=value ...]
   sound-cluster                                   the demo audio bundled with the package
   sound-cluster /data/field_recordings            a folder (same as data.path=/data/field_recordings)
   sound-cluster data.path="/data/my recordings"   a path with spaces: quote it for the shell
-  sound-cluster /data/rec model.n_clusters=12 train.epochs=30
+  sound-cluster /data/rec model.n_clusters=12     K fixed instead of chosen
+  sound-cluster /data/rec model.init=scratch      train the encoder on this folder alone
   sound-cluster /data/rec data.labels=/data/rec/labels.csv      adds NMI, ARI, accuracy
   sound-cluster task=apply models=outputs/<run>/models data.path=/data/new   no training
   sound-cluster -m model.n_clusters=8,16,32       a sweep: one run folder each
   sound-cluster debug=tiny                        small settings for a quick smoke run
 
-common settings: data.path, data.labels, data.strict, model.n_clusters (auto | K), train.epochs,
+common settings: data.path, data.labels, data.strict, model.n_clusters (auto | K),
+  model.init (pretrained | scratch | a .keras path), train.backbone (frozen | tuned), train.epochs,
   features.cache_dir, executor.kind (serial | process | dask), output.segments (auto | K),
   output.overwrite, seed
 all settings and their values: sound-cluster --cfg job     (Hydra's own options: --hydra-help)
