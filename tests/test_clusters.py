@@ -153,3 +153,25 @@ def test_identical_files_make_one_cluster(tmp_path):
         sf.write(audio / f"same{i}.wav", y, SR)
     _, summary = _run(tmp_path, audio, "model.n_clusters=auto")
     assert summary["clusters"]["n_clusters"] == 1 and summary["clusters"]["sizes"] == [4]
+
+
+def test_the_head_gives_small_clusters_beside_a_large_one():
+    """The self-labelling head gives every file its cluster: the 2-file cluster beside the 300-file one too."""
+    from sound_cluster.head import train_label_head
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [300, 6, 2])
+    centres = np.eye(8)[:3]
+    steps = []
+    for lab in labels:  # files of 5-40 steps scattered around their cluster's direction
+        x = centres[lab] + 0.3 * rng.normal(size=(int(rng.integers(5, 41)), 8))
+        steps.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    (kernel, bias), history = train_label_head(steps, labels, k=3, train=make_params().train, time_pool=4, seed=0)
+    assert kernel.shape == (8, 3) and bias.shape == (3,)
+    post = []
+    for s in steps:
+        z = s @ kernel + bias
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        post.append((e / e.sum(axis=1, keepdims=True)).mean(axis=0))
+    assert np.argmax(post, axis=1).tolist() == labels.tolist()
+    assert history["loss"][-1] < history["loss"][0]
