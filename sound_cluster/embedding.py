@@ -25,7 +25,7 @@ from .config import ModelParams, TrainParams
 log = logging.getLogger(__name__)
 
 PACKAGE = "sound_cluster"
-HEADS = ("logits", "logits_over")  # the layers a fit always trains, whatever it starts from
+HEADS = ("logits", "logits_over")  # the cluster heads: a fit never keeps a pretrained one, it trains its own K
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,6 +208,26 @@ def step_mask(info, *, steps, time_pool: int):
     return ops.cast(inside, "float32")
 
 
+def masked_mean_log_posterior(logp, mask):
+    """Log of each crop's mean posterior over its own steps.
+
+    Parameters
+    ----------
+    logp : tensor [shape=(N, T', K)]
+        Log posteriors of every step.
+    mask : tensor [shape=(N, T')]
+        :func:`step_mask`: 1 for the steps that hold the crop's file.
+
+    Returns
+    -------
+    tensor [shape=(N, K)]
+        ``log mean_t p_t`` over the masked steps; already normalised.
+    """
+    log_mask = ops.where(mask > 0, ops.zeros_like(mask), ops.full_like(mask, -1e9))[:, :, None]
+    return ops.logsumexp(logp + ops.cast(log_mask, logp.dtype), axis=1) \
+        - ops.log(ops.cast(ops.sum(mask, axis=1, keepdims=True), logp.dtype))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ClusterTrainer(keras.Model):
     """Trains an encoder on batches of view pairs (see :class:`sound_cluster.crops.CropSampler`).
@@ -242,9 +262,7 @@ class ClusterTrainer(keras.Model):
         logp = ops.log_softmax(logits, axis=-1)  # (2B, T', K)
         # Each crop is one example; its posterior is the mean over its own steps, as a file's is at
         # inference. log q is already normalised, so it serves as logits for the entropy terms.
-        log_mask = ops.where(mask > 0, ops.zeros_like(mask), ops.full_like(mask, -1e9))[:, :, None]
-        log_q = ops.logsumexp(logp + ops.cast(log_mask, logp.dtype), axis=1) \
-            - ops.log(ops.cast(ops.sum(mask, axis=1, keepdims=True), logp.dtype))  # (2B, K)
+        log_q = masked_mean_log_posterior(logp, mask)  # (2B, K)
         h_cond, h_marg = entropy_terms(log_q)
         qa, qb = ops.exp(log_q[:b]), ops.exp(log_q[b:])
         la, lb = log_q[:b], log_q[b:]
@@ -474,7 +492,6 @@ def train_encoder(
     max_seconds: float | None = None,
     checkpoint: str | None = None,
     strategy: str = "default",
-    freeze_backbone: bool = False,
     lr_schedule: str = "constant",
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train an encoder on ``sampler``'s batches with ``model.fit``.
@@ -482,9 +499,6 @@ def train_encoder(
     ``lr_schedule="cosine"``: the learning rate falls from ``learning_rate`` to nothing along a
     half cosine over ``epochs * steps_per_epoch`` steps (a run stopped early by its time budget
     or by early stopping ends before the bottom).
-
-    ``freeze_backbone`` (with ``init``): only the cluster heads train; every layer copied from
-    ``init`` keeps its weights.
 
     ``strategy="mirrored"`` builds and trains under ``tf.distribute.MirroredStrategy``: every
     local GPU (or logical CPU device) holds a copy and gets an equal share of each batch; the
@@ -516,12 +530,7 @@ def train_encoder(
             from .pretrained import transfer_weights
 
             copied = transfer_weights(init, encoder)
-            log.info("encoder starts from %d pretrained layers (%s)%s", len(copied), ", ".join(copied),
-                     "; they stay frozen" if freeze_backbone else "")
-            if freeze_backbone:
-                for name in copied:
-                    if name not in HEADS:
-                        encoder.get_layer(name).trainable = False
+            log.info("encoder starts from %d pretrained layers (%s)", len(copied), ", ".join(copied))
         trainer = ClusterTrainer(encoder, gamma=gamma, consistency_weight=consistency_weight,
                                  contrastive_weight=contrastive_weight, temperature=temperature)
         rate = (keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps_per_epoch)
@@ -639,7 +648,7 @@ def fit_encoder(
         steps_per_epoch=train.resolved_steps_per_epoch(sum(n for _, n in frame_files)), patience=train.patience,
         min_delta=train.min_delta, seed=seed, log_dir=log_dir, verbose=verbose,
         init=load_encoder(init) if init is not None else None, max_seconds=max_seconds, checkpoint=checkpoint,
-        strategy=train.strategy, freeze_backbone=train.backbone == "frozen", lr_schedule=train.lr_schedule)
+        strategy=train.strategy, lr_schedule=train.lr_schedule)
 
 
 def save_encoder(encoder: keras.Model, path) -> None:

@@ -22,7 +22,8 @@ from keras import layers, ops
 
 from .clusters import ClipClusters, cluster_clips
 from .config import AugmentParams, ModelParams, TrainParams
-from .embedding import PACKAGE, Posteriors, _time_geometry, build_encoder, run_training, step_mask
+from .embedding import (PACKAGE, Posteriors, _time_geometry, build_encoder, masked_mean_log_posterior, run_training,
+                        step_mask)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,6 @@ class LabelTrainer(keras.Model):
     def __init__(self, head: keras.Model, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.head = head
-        self.time_pool = 1
 
     def call(self, x, training=False):
         return self.head(x, training=training)
@@ -78,9 +78,7 @@ class LabelTrainer(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits = y_pred["logits"]
         mask = step_mask(y, steps=ops.shape(logits)[1], time_pool=1)  # (N, T')
-        logp = ops.log_softmax(logits, axis=-1)
-        log_mask = ops.where(mask > 0, ops.zeros_like(mask), ops.full_like(mask, -1e9))[:, :, None]
-        log_q = ops.logsumexp(logp + log_mask, axis=1) - ops.log(ops.sum(mask, axis=1, keepdims=True))  # (N, K)
+        log_q = masked_mean_log_posterior(ops.log_softmax(logits, axis=-1), mask)  # (N, K)
         target = ops.one_hot(y[:, 0], ops.shape(logits)[-1])
         return -ops.mean(ops.sum(target * log_q, axis=-1))
 
