@@ -120,16 +120,16 @@ def main() -> None:
                                                   train=p.train, n_mels=p.features.n_mels, seed=seed, verbose=0,
                                                   init=str(src.path) if src else None)
                 frames = lambda: (np.load(f.cache_path, mmap_mode="r") for f in feats)  # noqa: E731
-                final, _, _ = fit_clusters(enc, frames(), model=p.model, train=p.train, seed=seed)
+                final = fit_clusters(enc, frames(), model=p.model, train=p.train, seed=seed).encoder
                 fit_s.append(time.perf_counter() - t0)  # encoder, clusters and head: a run's train + cluster
                 run = embedding.Posteriors(final)
-                t0 = time.perf_counter()
+                t0 = time.perf_counter()  # a whole pass of the encoder, as task=apply makes it
                 clusters = np.array([assign(run(x)[1])[0] for x in frames()])  # as clusters.csv has them
                 clips_s.append(len(feats) / (time.perf_counter() - t0))
                 ours.append(clustering_scores(labels, clusters))
                 p_auto = dataclasses.replace(p.model, n_clusters="auto")
-                final, found, _ = fit_clusters(enc, frames(), model=p_auto, train=p.train, seed=seed)
-                run = embedding.Posteriors(final)
+                fitted = fit_clusters(enc, frames(), model=p_auto, train=p.train, seed=seed)
+                found, run = fitted.clusters, embedding.Posteriors(fitted.encoder)
                 auto.append((found.k, clustering_scores(labels, [assign(run(x)[1])[0] for x in frames()])["nmi"]))
                 if speakers:
                     spk.append(clustering_scores(speakers, clusters)["nmi"])

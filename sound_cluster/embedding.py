@@ -413,7 +413,15 @@ class Posteriors:
             out = body(x, training=False)
             return out["embedding"][0], tf.nn.softmax(out["logits"][0], axis=-1)
 
-        self._run = _run
+        # The cluster head alone, from step embeddings: a fit that already holds them needs no second pass.
+        tail = keras.Model(encoder.get_layer("emb_norm").input, encoder.get_layer("logits").output)
+        dim = int(encoder.get_layer("emb_norm").input.shape[-1])
+
+        @tf.function(input_signature=[tf.TensorSpec((None, dim), tf.float32)])
+        def _head(e):
+            return tf.nn.softmax(tail(e[None], training=False)[0], axis=-1)
+
+        self._run, self._head = _run, _head
 
     def _standardise(self, frames: np.ndarray) -> tuple[float, float]:
         """Offset and factor of :class:`InputStandardize` for the whole input, read in blocks (float64)."""
@@ -457,6 +465,20 @@ class Posteriors:
             embs.append(emb.numpy()[keep])
             posts.append(post.numpy()[keep])
         return np.concatenate(embs), np.concatenate(posts)
+
+    def from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Posteriors of steps whose embeddings are known (the first output of :meth:`__call__`).
+
+        Parameters
+        ----------
+        embeddings : np.ndarray [shape=(n_steps, embedding_dim)]
+
+        Returns
+        -------
+        posteriors : np.ndarray [shape=(n_steps, head clusters), dtype=float32]
+            As :meth:`__call__` gives them for the file, within float tolerance.
+        """
+        return self._head(np.asarray(embeddings, dtype=np.float32)).numpy()
 
 
 def _time_geometry(encoder: keras.Model) -> tuple[int, int]:

@@ -3,11 +3,12 @@
 After the encoder is trained (``model.init=scratch``, or ``train.backbone=tuned``) or taken as it
 is (a pretrained encoder with ``train.backbone=frozen``, the default), every file is embedded
 once: its clip embedding (the mean of its step embeddings) goes to Ward's hierarchy
-(:func:`sound_cluster.clusters.cluster_clips`), which gives each file its cluster, and its steps
-(the normalised embeddings the head reads) train a new head of K clusters to give every crop of a
-file that file's cluster (cross-entropy of the crop's mean posterior: a self-labelling pass, as in
-SCAN). Posteriors, trees and clusters.csv then follow one set of clusters, and ``task=apply``
-uses the head on new files.
+(:func:`sound_cluster.clusters.cluster_clips`), which gives each file its cluster, and its step
+embeddings train a new head of K clusters to give every crop of a file that file's cluster
+(cross-entropy of the crop's mean posterior: a self-labelling pass, as in SCAN). Posteriors,
+trees and clusters.csv then follow one set of clusters, and ``task=apply`` uses the head on new
+files. The step embeddings are kept, so the run's posteriors come from them and the head alone
+(:meth:`sound_cluster.embedding.Posteriors.from_embeddings`), not from a second pass of the encoder.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ HEAD_INPUT = "emb_norm"  # the layer whose output the cluster head reads
 
 
 def clip_inputs(encoder: keras.Model, frames: Iterable[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Each file's clip embedding and the steps the cluster head reads, in one pass of the encoder.
+    """Each file's clip embedding and step embeddings, in one pass of the encoder.
 
     Parameters
     ----------
@@ -45,16 +46,15 @@ def clip_inputs(encoder: keras.Model, frames: Iterable[np.ndarray]) -> tuple[np.
     clip_embeddings : np.ndarray [shape=(n_files, embedding_dim)]
         The mean of each file's step embeddings.
     steps : list of np.ndarray [shape=(n_steps, embedding_dim), dtype=float32]
-        Each file's normalised step embeddings; held in memory, 6.4 kB per second of audio at 25
-        steps per second and 64 dimensions.
+        Each file's step embeddings (the encoder's ``embedding`` output); held in memory, 6.4 kB per
+        second of audio at 25 steps per second and 64 dimensions.
     """
     run = Posteriors(encoder)
-    norm = encoder.get_layer(HEAD_INPUT)
     clips, steps = [], []
     for f in frames:
         emb = run(f)[0]
         clips.append(emb.mean(axis=0))
-        steps.append(np.asarray(norm(emb), dtype=np.float32))
+        steps.append(emb)
     return np.array(clips), steps
 
 
@@ -93,13 +93,14 @@ class LabelTrainer(keras.Model):
 
 
 def train_label_head(steps: list[np.ndarray], labels: np.ndarray, *, k: int, train: TrainParams, time_pool: int,
-                     seed: int, verbose: int = 0) -> tuple[list[np.ndarray], dict[str, list[float]]]:
+                     seed: int, norm: layers.LayerNormalization | None = None, verbose: int = 0
+                     ) -> tuple[list[np.ndarray], dict[str, list[float]]]:
     """Weights of a dense head of ``k`` clusters that gives every crop of a file the file's label.
 
     Parameters
     ----------
     steps : list of np.ndarray [shape=(n_steps, D)]
-        Each file's normalised step embeddings (:func:`clip_inputs`).
+        Each file's step embeddings (:func:`clip_inputs`).
     labels : np.ndarray [shape=(n_files,)]
         Each file's cluster, 0..k-1.
     k : int
@@ -110,6 +111,9 @@ def train_label_head(steps: list[np.ndarray], labels: np.ndarray, *, k: int, tra
     time_pool : int
         The encoder's input frames per step.
     seed : int
+    norm : keras.layers.LayerNormalization, optional
+        The encoder's ``emb_norm`` layer, which the head reads through: a frozen copy of it comes
+        before the dense layer. None: ``steps`` are read as they are.
 
     Returns
     -------
@@ -123,7 +127,13 @@ def train_label_head(steps: list[np.ndarray], labels: np.ndarray, *, k: int, tra
     keras.utils.set_random_seed(seed)
     dim = int(steps[0].shape[1])
     x_in = keras.Input(shape=(None, dim), name="steps")
-    head = keras.Model(x_in, {"logits": layers.Dense(k, name="logits")(x_in)}, name="cluster_head")
+    x = x_in
+    if norm is not None:
+        frozen = layers.LayerNormalization.from_config(norm.get_config())
+        x = frozen(x)
+        frozen.set_weights(norm.get_weights())
+        frozen.trainable = False
+    head = keras.Model(x_in, {"logits": layers.Dense(k, name="logits")(x)}, name="cluster_head")
     crop = max(1, -(-train.crop_frames // time_pool))
     # The file's cluster stands in its group's place, so each row carries its target; both views of
     # an example come from the file itself. Every cluster is drawn equally often: drawn by files, a
@@ -156,8 +166,31 @@ def with_head(encoder: keras.Model, *, model: ModelParams, k: int, weights: list
     return out
 
 
+@dataclasses.dataclass
+class FittedClusters:
+    """What :func:`fit_clusters` found.
+
+    Attributes
+    ----------
+    encoder : keras.Model
+        The encoder with a head of K clusters.
+    clusters : ClipClusters
+        Each file's cluster and how K was chosen.
+    history : dict
+        The head's training history.
+    step_embeddings : list of np.ndarray [shape=(n_steps, embedding_dim), dtype=float32]
+        Each file's step embeddings, as ``encoder`` gives them (the head was not in their way):
+        :meth:`sound_cluster.embedding.Posteriors.from_embeddings` turns them into posteriors.
+    """
+
+    encoder: keras.Model
+    clusters: ClipClusters
+    history: dict[str, list[float]]
+    step_embeddings: list[np.ndarray]
+
+
 def fit_clusters(encoder: keras.Model, frames: Iterable[np.ndarray], *, model: ModelParams, train: TrainParams,
-                 seed: int, verbose: int = 0) -> tuple[keras.Model, ClipClusters, dict[str, list[float]]]:
+                 seed: int, verbose: int = 0) -> FittedClusters:
     """The run's clusters and an encoder whose head gives them.
 
     Parameters
@@ -173,20 +206,16 @@ def fit_clusters(encoder: keras.Model, frames: Iterable[np.ndarray], *, model: M
 
     Returns
     -------
-    encoder : keras.Model
-        ``encoder`` with a head of K clusters.
-    clusters : ClipClusters
-        Each file's cluster and how K was chosen.
-    history : dict
-        The head's training history.
+    FittedClusters
     """
     clip_embeddings, steps = clip_inputs(encoder, frames)
     clusters = cluster_clips(clip_embeddings, n_clusters=model.n_clusters, max_clusters=model.max_clusters, seed=seed)
     log.info("clusters: K=%d (%s) over %d files; training the cluster head on them", clusters.k, clusters.rule,
              len(steps))
     weights, history = train_label_head(steps, clusters.labels, k=clusters.k, train=train,
-                                        time_pool=_time_geometry(encoder)[0], seed=seed, verbose=verbose)
-    return with_head(encoder, model=model, k=clusters.k, weights=weights), clusters, history
+                                        time_pool=_time_geometry(encoder)[0], seed=seed,
+                                        norm=encoder.get_layer(HEAD_INPUT), verbose=verbose)
+    return FittedClusters(with_head(encoder, model=model, k=clusters.k, weights=weights), clusters, history, steps)
 
 
 def pretrained_backbone(init: keras.Model, *, model: ModelParams, n_mels: int) -> keras.Model:

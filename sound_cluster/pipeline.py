@@ -314,12 +314,14 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
 
     extra = state.extra
     names = output_names([f.path for f in feats], root=rel_root)
-    embed_extra, rows, assign_failures = _embed_stage(feats, names, params=params, output_dir=output_dir,
-                                                      rel_root=rel_root, timer=timer)
+    n_failed = len(state.failures)
+    try:
+        embed_extra, rows = _embed_stage(feats, names, params=params, output_dir=output_dir, rel_root=rel_root,
+                                         timer=timer, failures=state.failures)
+    finally:  # also when no file could be assigned: that error sends the user to failures.csv
+        if len(state.failures) > n_failed:
+            write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
     extra.update(embed_extra)
-    if assign_failures:
-        state.failures += assign_failures
-        write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
     fold_extra, fold_failures, n_segments = _fold_stage([feats[r.index] for r in rows], rows, params=params,
                                                         output_dir=output_dir, timer=timer)
     extra.update(fold_extra)
@@ -391,18 +393,17 @@ def _with_model_features(params: Params) -> Params:
     return dataclasses.replace(params, features=feats, model=model)
 
 
-def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, rel_root: Path, timer: "_Timer"
-                 ) -> tuple[dict[str, Any], list[Assignment], list[Failure]]:
+def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, rel_root: Path, timer: "_Timer",
+                 failures: list[Failure]) -> tuple[dict[str, Any], list[Assignment]]:
     """Train (fit) or load (apply) the encoder, then assign every file; writes clusters.csv.
 
-    Returns the summary's entries, one row per assigned file (``rows[i].index`` points into
-    ``feats``) and the files that could not be assigned.
+    Returns the summary's entries and one row per assigned file (``rows[i].index`` points into
+    ``feats``); the files that could not be assigned are added to ``failures``, even when none could.
     """
     from . import embedding  # imports TensorFlow: only when this stage runs
 
     models_dir = output_dir / "models"
     extra: dict[str, Any] = {}
-    failures: list[Failure] = []
     if params.task == "fit":
         from .head import fit_clusters
         from .pretrained import resolve_init
@@ -416,9 +417,13 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                 init=str(init.path) if init else None)
         with timer.stage("cluster"):
             readable = _readable(feats, failures)
-            encoder, clusters, head_history = fit_clusters(
+            fitted = fit_clusters(
                 encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable),
                 model=params.model, train=params.train, seed=params.seed)
+            encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
+            # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
+            known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
+            del fitted
             merge = clusters.record()
         embedding.save_encoder(encoder, models_dir / "embedding.keras")
         atomic_write_json(models_dir / "params.json", {
@@ -436,6 +441,7 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                              "head": {"steps": params.train.head_steps,
                                       "final_cross_entropy": round(head_history["loss"][-1], 4)}}
     else:
+        known = {}
         encoder = embedding.load_encoder(str(Path(params.models) / "embedding.keras"))
         extra["models"] = str(params.models)
         # The loaded head's width, not the params': models saved before heads were merged have no max_clusters.
@@ -444,12 +450,16 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
     with timer.stage("assign"):
         run_encoder = embedding.Posteriors(encoder)
         rows = []
-        unread = {x.path for x in failures}  # files whose features could not be read while clustering
+        unread = {x.path for x in failures if x.stage == "assign"}  # features unreadable while clustering
         for i, (f, name) in enumerate(zip(feats, names)):
             if f.path in unread:
                 continue
             try:  # one file's trouble (its cache entry, its output) must not cost the others
-                emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
+                emb = known.pop(f.path, None)  # pop: the memory goes as the files are written
+                if emb is None:
+                    emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
+                else:
+                    post = run_encoder.from_embeddings(emb)
                 post = merge.merge(post)  # (T', K): the run's clusters
                 with atomic_open(output_dir / "posteriors" / f"{name}.npz", "wb", fsync=False) as fh:
                     np.savez(fh, embedding=emb, posteriors=post)
@@ -481,7 +491,7 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
     log.info("clusters: K=%d (%s), %d used, sizes %s", merge.k,
              "chosen: " + merge.rule if merge.requested == "auto" else "given", extra["clusters"]["used"],
              sizes.tolist())
-    return extra, rows, failures
+    return extra, rows
 
 
 def _readable(feats, failures: list[Failure]) -> list:

@@ -171,6 +171,11 @@ def test_demo_fit_then_apply_reproduces_assignments(tmp_path):
     assert [(r["path"], r["cluster"]) for r in applied] == [(r["path"], r["cluster"]) for r in rows]
     sa = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert "training" not in sa and sa["task"] == "apply"
+    # A fit reuses the step embeddings it clustered; apply runs the saved encoder from the start: one result.
+    for name in ("clips/0_george_0.wav.npz", "sequences/lucas_3141.wav.npz"):
+        with np.load(tmp_path / "r" / "posteriors" / name) as fit, np.load(tmp_path / "a" / "posteriors" / name) as ap:
+            np.testing.assert_allclose(ap["embedding"], fit["embedding"], atol=1e-5)
+            np.testing.assert_allclose(ap["posteriors"], fit["posteriors"], atol=1e-5)
 
 
 def test_apply_without_models_is_a_config_error(tmp_path):
