@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import logging
 import re
 import shutil
@@ -78,6 +79,7 @@ PACKAGES = [
 TTS_LANGUAGES = ("en", "fr", "es", "it", "ru")
 TTS_ENGINES = ("flite", "espeak-ng")
 VALIDATION = "sonic-pi-samples"
+MAX_WORDS = 3  # a prompt this short is synthesized whole, and groups with its recordings
 
 NOTE_S, GAP_S = 2.0, 1.0  # each rendered note sounds 2 s, then 1 s of release before the next
 PITCHES = (36, 43, 48, 55, 60, 67, 72, 79, 84)
@@ -276,6 +278,7 @@ def render_soundfont(tree: Path, dest: Path, *, sample_rate: int = 16000, drums_
     return out
 
 
+@functools.lru_cache(maxsize=None)  # speech synthesis and the recorded prompts' groups both read them
 def transcripts(language: str, work: Path) -> dict[str, str]:
     """Asterisk's prompt transcripts for ``language``: prompt name (``digits/1``) -> text (``one``)."""
     import gzip
@@ -298,17 +301,17 @@ def normalise_text(text: str) -> str:
     return " ".join(re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", text.lower()))
 
 
-def tts_texts(texts: dict[str, str], *, max_words: int = 3) -> list[str]:
-    """Every word of the transcripts and every prompt of at most ``max_words`` words (bracketed
-    descriptions of tones are not speech)."""
+def spoken(text: str) -> str:
+    """What a transcript line says, normalised; '' for a bracketed description of a tone (not speech)."""
+    return "" if text.startswith("[") else normalise_text(text)
+
+
+def tts_texts(texts: dict[str, str], *, max_words: int = MAX_WORDS) -> list[str]:
+    """Every word of the transcripts and every prompt of at most ``max_words`` words."""
     out: list[str] = []
     for text in texts.values():
-        if text.startswith("["):
-            continue
-        said = normalise_text(text)
-        if not said:
-            continue
-        for unit in ([said] if len(said.split()) <= max_words else []) + said.split():
+        said = spoken(text)
+        for unit in ([said] if said and len(said.split()) <= max_words else []) + said.split():
             if unit not in out:
                 out.append(unit)
     return out
@@ -367,12 +370,12 @@ def render_speech(out: Path, work: Path, *, languages=TTS_LANGUAGES, en_voices: 
 
 
 def asterisk_groups(work: Path, *, languages=TTS_LANGUAGES) -> dict[str, str]:
-    """``<language>/<prompt name>`` -> ``say:`` group, for the recorded prompts of at most three words."""
+    """``<language>/<prompt name>`` -> ``say:`` group, for the recorded prompts of at most ``MAX_WORDS`` words."""
     out = {}
     for language in languages:
         for name, text in transcripts(language, work).items():
-            said = normalise_text(text)
-            if said and not text.startswith("[") and len(said.split()) <= 3:
+            said = spoken(text)
+            if said and len(said.split()) <= MAX_WORDS:
                 out[f"{language}/{name}"] = f"say:{language}:{said}"
     return out
 

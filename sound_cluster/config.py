@@ -324,7 +324,7 @@ class PretrainParams:
 
     n_clusters: int = 64
     max_minutes: float | None = None
-    group_prob: float = 0.5
+    group_prob: float = 0.7  # as conf/pretrain/default.yaml
     source_power: float = 0.5
     train: TrainParams = field(default_factory=TrainParams)
 
