@@ -5,7 +5,9 @@ files (wav, flac, ogg, mp3) are moved to ``OUT/audio/<package>/`` and everything
 A soundfont package is rendered instead: one note per General MIDI program at several pitches and
 velocities, and the drum kits of bank 128, through the ``fluidsynth`` command (``apt-get install
 fluidsynth``), each note cut 50 ms after it falls 50 dB below its peak; a drum-kit package
-(avldrums) is rendered one kit per font file.
+(avldrums) is rendered one kit per font file; a GUS patch set (freepats) the same way through
+``timidity`` (``apt-get install timidity``). Recorded drum kits (hydrogen-data's own GMRockKit and
+TR808EmulationKit, exadrums' kit) give their hits as they are.
 Speech is also synthesized: every word and every short prompt of the Asterisk prompts'
 transcripts (en, fr, es, it, ru; from the asterisk-core-sounds-XX packages' documentation) is
 spoken by several voices of ``flite`` and ``espeak-ng`` (``apt-get install flite espeak-ng``),
@@ -73,7 +75,12 @@ PACKAGES = [
     ("opl3-soundfont", "soundfont"),
     ("csound-soundfont", "soundfont"),
     ("avldrums.lv2-soundfont", "drumfont"),  # two acoustic kits, each a soundfont of its own
+    ("freepats", "patchset"),  # sampled GM instruments and a drum set (GUS patches, rendered with timidity)
+    ("hydrogen-data", "drumkit"),  # Hydrogen's own two kits (GMRockKit, TR808EmulationKit), not hydrogen-drumkits
+    ("exadrums", "drumkit"),  # one acoustic kit's hits
 ]
+# Where a package keeps the audio that is taken (others: all of it): hydrogen-data's click and empty sample are not drums.
+AUDIO_UNDER = {"hydrogen-data": "usr/share/hydrogen/data/drumkits"}
 # Synthesized speech: the programs that speak (their own packages, for version and licence)
 # and the packages whose transcripts give the texts.
 TTS_LANGUAGES = ("en", "fr", "es", "it", "ru")
@@ -99,11 +106,16 @@ GM_DRUMS = {35: "bass drum", 36: "bass drum", 37: "side stick", 38: "snare", 39:
             71: "short whistle", 72: "long whistle", 73: "short guiro", 74: "long guiro", 75: "claves",
             76: "wood block", 77: "wood block", 78: "mute cuica", 79: "open cuica", 80: "mute triangle",
             81: "open triangle"}
-# Sample names (lmms-common's drums) -> GM drum name; the first pattern that matches wins.
-SAMPLE_DRUMS = ((r"hihat_closed", "closed hi-hat"), (r"hihat_foot", "pedal hi-hat"),
-                (r"hihat_open", "open hi-hat"), (r"rim", "side stick"), (r"bassdrum|kick", "bass drum"),
-                (r"snare", "snare"), (r"clap", "hand clap"), (r"crash", "crash cymbal"), (r"ride", "ride cymbal"),
-                (r"shaker", "maracas"), (r"clav", "claves"), (r"wood", "wood block"), (r"tom", "tom"))
+# Sample names (lmms-common's drums, the drum-kit packages' hits) -> GM drum name; the first pattern
+# that matches wins, case ignored. A snare's rimshot is a snare; a side stick is not.
+SAMPLE_DRUMS = ((r"hihat_closed|hat_?closed", "closed hi-hat"), (r"hihat_foot|hat_?pedal", "pedal hi-hat"),
+                (r"hihat_open|hat_?(semi)?open", "open hi-hat"), (r"rimshot", "snare"),
+                (r"rim|sidestick", "side stick"), (r"bassdrum|kick|^bd_", "bass drum"), (r"snare|^snr_", "snare"),
+                (r"clap", "hand clap"), (r"cowbell", "cowbell"), (r"crash", "crash cymbal"),
+                (r"ride_?bell|^bell-", "ride bell"), (r"ride", "ride cymbal"), (r"splash", "splash cymbal"),
+                (r"shaker", "maracas"), (r"clav", "claves"), (r"wood", "wood block"), (r"conga", "open conga"),
+                (r"tom", "tom"))
+DRUM_SAMPLE_PACKAGES = ("hydrogen-data", "exadrums")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
                    "klatt3", "klatt4", "croak", "whisper", "adam", "Andy", "annie", "aunty", "benjamin", "david",
                    "ed", "edward", "Gene", "iven", "john", "linda", "max", "Michael", "paul", "quincy", "rob",
@@ -155,8 +167,8 @@ def licence_of(tree: Path, package: str) -> str:
     # Not machine-readable: name the licences the text mentions, in the order they appear.
     found = []
     for pattern, name in ((r"\(MIT[,)]|\bMIT licen[sc]e", "MIT"), (r"\bCC0\b", "CC0"),
-                          (r"GNU General Public License,? (?:as published.*?)?version 2", "GPL-2"),
-                          (r"GNU General Public License,? (?:as published.*?)?version 3", "GPL-3"),
+                          (r"GNU General Public License,?\s+(?:as published.*?)?version 2", "GPL-2"),
+                          (r"GNU General Public License,?\s+(?:as published.*?)?version 3", "GPL-3"),
                           (r"/usr/share/common-licenses/GPL-2", "GPL-2")):
         if re.search(pattern, text, flags=re.S) and name not in found:
             found.append(name)
@@ -264,17 +276,58 @@ def render_soundfont(tree: Path, dest: Path, *, sample_rate: int = 16000, drums_
             mid, wav = Path(tmp) / f"{name}.mid", Path(tmp) / f"{name}.wav"
             write_midi(mid, channel=channel, program=program, notes=notes, bank=bank)
             _run(["fluidsynth", "-ni", "-g", "0.6", "-r", str(sample_rate), "-F", str(wav), str(font), str(mid)])
-            audio, sr = sf.read(wav, dtype="float32", always_2d=True)
-            audio = audio.mean(axis=1)
-            step = int((NOTE_S + GAP_S) * sr)
-            for i, (note, velocity) in enumerate(notes):
-                clip = trim_tail(audio[i * step:(i + 1) * step], sample_rate=sr)
-                if clip.size == 0 or np.max(np.abs(clip)) < 1e-3:  # a kit without this note
-                    continue
-                target = dest / name / f"{name}_note{note:03d}_v{velocity:03d}.wav"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(target, clip, sr, subtype="PCM_16")
-                out.append((target, clip.size / sr))
+            out += split_notes(wav, notes, dest / name, name=name)
+    return out
+
+
+def split_notes(wav: Path, notes, dest: Path, *, name: str) -> list[tuple[Path, float]]:
+    """Cut a render of :func:`write_midi`'s notes into one wav per note, each without its silent tail."""
+    audio, sr = sf.read(wav, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    step = int((NOTE_S + GAP_S) * sr)
+    out = []
+    for i, (note, velocity) in enumerate(notes):
+        clip = trim_tail(audio[i * step:(i + 1) * step], sample_rate=sr)
+        if clip.size == 0 or np.max(np.abs(clip)) < 1e-3:  # a kit without this note
+            continue
+        target = dest / f"{name}_note{note:03d}_v{velocity:03d}.wav"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(target, clip, sr, subtype="PCM_16")
+        out.append((target, clip.size / sr))
+    return out
+
+
+def render_patches(tree: Path, dest: Path, *, sample_rate: int = 16000) -> list[tuple[Path, float]]:
+    """Render a GUS patch set (freepats) through ``timidity``, as :func:`render_soundfont` renders a font:
+    every program its config lists at PITCHES x VELOCITIES, and its drum set at DRUM_NOTES x KIT_VELOCITIES."""
+    if shutil.which("timidity") is None:
+        raise SystemExit("timidity is needed to render GUS patches: apt-get install timidity")
+    found = sorted(tree.glob("etc/timidity/*.cfg"))
+    if not found:
+        raise SystemExit(f"no timidity config in {tree}")
+    lines = found[0].read_text(encoding="utf-8", errors="replace").splitlines()
+    patches = tree / "usr/share/midi" / found[0].stem
+    # The config names its patches under the installed path; point it at the unpacked tree.
+    config = "\n".join(f"dir {patches}" if line.startswith("dir ") else line for line in lines)
+    programs, section = [], None
+    for line in lines:
+        words = line.split()
+        if words[:1] in (["bank"], ["drumset"]):
+            section = words[0]
+        elif section == "bank" and words and words[0].isdigit():
+            programs.append(int(words[0]))
+    pitched = [(n, v) for v in VELOCITIES for n in PITCHES]
+    kit = [(n, v) for v in KIT_VELOCITIES for n in DRUM_NOTES]
+    jobs = [(f"prog{p:03d}", 0, p, pitched) for p in programs] + [("kit000", 9, 0, kit)]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "patches.cfg"
+        cfg.write_text(config + "\n", encoding="utf-8")
+        for name, channel, program, notes in jobs:
+            mid, wav = Path(tmp) / f"{name}.mid", Path(tmp) / f"{name}.wav"
+            write_midi(mid, channel=channel, program=program, notes=notes)
+            _run(["timidity", "-c", str(cfg), "-Ow1M", "-s", str(sample_rate), "-o", str(wav), str(mid)])
+            out += split_notes(wav, notes, dest / name, name=name)
     return out
 
 
@@ -384,15 +437,15 @@ def group_of(package: str, file: str, *, asterisk: dict[str, str]) -> str:
     """The ``group`` of a corpus file from how it was made (see the module docstring); '' for none."""
     path = Path(file)
     stem = path.stem
-    if re.search(r"soundfont(-small)?$", package):
+    if re.search(r"soundfont(-small)?$", package) or package == "freepats":
         m = re.match(r"(prog|kit)(\d+)_note(\d+)", stem)
         if m and m.group(1) == "prog":
             return f"{package}:prog{m.group(2)}"
         if m:
             return f"drum:{GM_DRUMS.get(int(m.group(3)), 'note' + m.group(3))}"
-    if package == "lmms-common" and path.parent.name == "drums":
+    if (package == "lmms-common" and path.parent.name == "drums") or package in DRUM_SAMPLE_PACKAGES:
         for pattern, name in SAMPLE_DRUMS:
-            if re.search(pattern, stem):
+            if re.search(pattern, stem, flags=re.IGNORECASE):
                 return f"drum:{name}"
     if package == "hedgewars-data" and "voices" in path.parts:
         return f"line:{stem.lower()}"
@@ -430,8 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(dest, ignore_errors=True)
         if kind in ("soundfont", "drumfont"):
             files = render_soundfont(tree, dest, drums_only=kind == "drumfont")
+        elif kind == "patchset":
+            files = render_patches(tree, dest)
         else:
-            files = collect_audio(tree, dest)
+            files = collect_audio(tree / AUDIO_UNDER.get(package, ""), dest)
         # Licence texts travel with the audio.
         dest.mkdir(parents=True, exist_ok=True)
         for c in (tree / "usr/share/doc").glob("*/copyright"):

@@ -132,6 +132,17 @@ def source_commit() -> str | None:
     return out + ("-dirty" if dirty else "")
 
 
+def started_from(card: dict[str, Any]) -> dict[str, Any]:
+    """The part of an encoder's card that the card of an encoder trained on from it keeps (and its own lineage)."""
+    training, corpus = card.get("training") or {}, card.get("corpus") or {}
+    out = {"init": card.get("init"), "steps": training.get("steps"), "wall_seconds": training.get("wall_seconds"),
+           "corpus_hours": corpus.get("hours"), "corpus_files": corpus.get("files"),
+           "commit": card.get("commit"), "written": card.get("written")}
+    if "started_from" in card:
+        out["started_from"] = card["started_from"]
+    return out
+
+
 def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_dir: Path, corpus_root: Path,
              audio_seconds: float, audio_paths: Sequence[Path] | None = None) -> dict[str, Any]:
     """Pre-train an encoder and write ``models/encoder.keras`` and its card ``models/encoder.json``.
@@ -188,6 +199,8 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
         "features": params.features.key_fields(),
         "model": model.to_dict(),
         "init": params.model.init if init is None else str(init.path),
+        # An encoder trained on from another: that one's run, so the card tells the whole training.
+        **({"started_from": started_from(init.card)} if init is not None else {}),
         "corpus": {**corpus_card(corpus_root, seconds=audio_seconds, n_files=len(frame_files)), "sampling": sampling},
         "training": {
             "epochs": epochs, "steps": steps, "batch_size": pt.train.batch_size,

@@ -110,6 +110,14 @@ def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
                 np.testing.assert_array_equal(a, b)
     assert fit_enc.get_layer("logits").units == summary["clusters"]["n_clusters"] == 4
 
+    # Pre-training on from that encoder: the new card keeps the first run, so it tells the whole training.
+    more = tmp_path / "more"
+    run_cli(f"data.path={audio}", "task=pretrain", f"model.init={enc}", f"features.cache_dir={cache}",
+            f"hydra.run.dir={more}", cwd=tmp_path)
+    card2 = json.loads((more / "models" / "encoder.json").read_text())
+    assert card2["init"] == str(enc) and card2["started_from"]["init"] == "scratch"
+    assert card2["started_from"]["steps"] == 6 and card2["started_from"]["wall_seconds"] == card["training"]["wall_seconds"]
+
 
 def test_mixing_puts_another_recording_underneath_at_a_lower_level(tmp_path):
     quiet = np.full((100, 8), -10.0, dtype=np.float32)
