@@ -1,0 +1,165 @@
+"""How the clips' embeddings are clustered, without training: a probe for issue #9.
+
+Usage: python scripts/probe_clip_clustering.py [--data ../shared/data] [--sets fsdd instruments drums]
+                                               [--validation CORPUS/validation] [--init pretrained]
+                                               [--draws 4]
+
+For each labelled set (``labels.csv`` as ``bench_clustering.py`` reads it) the encoder of
+``--init`` (``pretrained``, or the path of a ``.keras`` encoder) embeds every clip once (the mean
+of its step embeddings, made unit-length, as a fit does). Then, at K = the number of labels:
+
+  layers    Ward's NMI on the mean of the ``embedding`` layer (what a fit clusters) and of the
+            ``context`` layer below it (the representation before the last projection, which
+            transfers better in SimCLR's experiments)
+  methods   NMI of Ward, k-means (n_init=10), spectral clustering of the 10-nearest-neighbour graph
+            and average linkage on cosine distance, over trials: the whole set and ``--draws``
+            random subsets of 3, 5 and 8 of its classes; printed as the mean difference from Ward
+            and how often each beats it
+  K rules   over the same trials and the unions of two sets, how far the K chosen without labels is
+            from the number of labels (mean |log(chosen / true)|, and the share within 25 %):
+            the knee of Ward's within-cluster scatter (``model.n_clusters=auto``) and the knee of its
+            logarithm
+
+Nothing is trained or tuned here; the subsets are drawn with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def embed_sets(sets: list[tuple[str, Path]], *, init: str) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Each set's unit-length clip embeddings by layer, and its labels."""
+    import keras
+
+    from sound_cluster import embedding
+    from sound_cluster.cli import compose_config
+    from sound_cluster.config import params_from_config
+    from sound_cluster.executor import map_files
+    from sound_cluster.features import FeatureCache, warm_up
+    from sound_cluster.pipeline import FileFeatures, extract_features
+    from sound_cluster.pretrained import resolve_init
+
+    params = params_from_config(compose_config(["executor.kind=process", f"model.init={init}"]))
+    cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
+    cache.prepare()
+    warm_up(params.features)
+    encoder = embedding.load_encoder(str(resolve_init(params.model, params.features).path))
+    layers = ("embedding", "context")
+    body = keras.Model(encoder.input, {name: encoder.get_layer(name).output for name in layers})
+    out = {}
+    for name, folder in sets:
+        with open(folder / "labels.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        files = [folder / (r.get("filename") or r["path"]) for r in rows]
+        res = map_files(functools.partial(extract_features, cache=cache), files, params=params.executor,
+                        stage="features")
+        keep = [i for i, r in enumerate(res) if isinstance(r, FileFeatures)]
+        pooled = {layer: [] for layer in layers}
+        for i in keep:  # clips are short: one call per clip, standardised as a whole, as Posteriors does
+            y = body(np.load(res[i].cache_path)[None].astype(np.float32), training=False)
+            for layer in layers:
+                pooled[layer].append(np.asarray(y[layer])[0].mean(axis=0))
+        unit = {k: np.array(v) / np.linalg.norm(np.array(v), axis=1, keepdims=True) for k, v in pooled.items()}
+        out[name] = (unit, np.array([f"{name}:{rows[i]['label']}" for i in keep]))
+    return out
+
+
+def ward(x: np.ndarray, k: int) -> np.ndarray:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    return fcluster(linkage(x, "ward"), t=k, criterion="maxclust")
+
+
+def methods(x: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.cluster import KMeans, SpectralClustering
+
+    return {"ward": ward(x, k),
+            "kmeans": KMeans(k, n_init=10, random_state=0).fit_predict(x),
+            "spectral": SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=min(10, len(x) - 1),
+                                           random_state=0, assign_labels="cluster_qr").fit_predict(x),
+            "average-cosine": fcluster(linkage(x, "average", metric="cosine"), t=k, criterion="maxclust")}
+
+
+def k_rules(x: np.ndarray, *, max_clusters: int = 32) -> dict[str, int]:
+    from scipy.cluster.hierarchy import linkage
+
+    from sound_cluster.clusters import knee
+
+    z = linkage(x, "ward")
+    ks = np.arange(1, min(max_clusters, len(x)) + 1)
+    # Ward's merge height h adds h**2 / 2 to the within-cluster scatter: the scatter of every cut at once.
+    grown = np.concatenate([[0.0], np.cumsum(z[:, 2] ** 2 / 2.0)])
+    scatter = grown[len(x) - ks]
+    return {"knee": knee(ks, scatter)[0], "knee-log": knee(ks, np.log(np.maximum(scatter, 1e-12)))[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    ap.add_argument("--sets", nargs="*", default=["fsdd", "instruments", "drums"])
+    ap.add_argument("--validation", type=Path, default=None)
+    ap.add_argument("--init", default="pretrained")
+    ap.add_argument("--draws", type=int, default=4)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # A small class subset's neighbour graph may fall apart; spectral clustering then says so for every trial.
+    warnings.filterwarnings("ignore", message="Graph is not fully connected")
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    sets = [(n, args.data / n) for n in args.sets] + ([(args.validation.name, args.validation)]
+                                                       if args.validation else [])
+    data = embed_sets(sets, init=args.init)
+    print(f"encoder: {args.init}\n\nlayers (Ward, K = labels)")
+    for name, (unit, y) in data.items():
+        k = len(set(y))
+        print(f"  {name:12s} " + "  ".join(f"{layer} {nmi(y, ward(x, k)):.3f}" for layer, x in unit.items()))
+    rng = np.random.default_rng(0)
+    trials = []
+    for name, (unit, y) in data.items():
+        classes = np.unique(y)
+        trials.append((name, unit["embedding"], y))
+        for size in (3, 5, 8):
+            for _ in range(args.draws if size < len(classes) else 0):
+                m = np.isin(y, rng.choice(classes, size=size, replace=False))
+                trials.append((name, unit["embedding"][m], y[m]))
+    diffs: dict[str, dict[str, list[float]]] = {}
+    k_err: dict[str, list[float]] = {}
+    for name, x, y in trials:
+        k = len(set(y))
+        found = {m: nmi(y, lab) for m, lab in methods(x, k).items()}
+        for m, v in found.items():
+            diffs.setdefault(m, {}).setdefault(name, []).append(v - found["ward"])
+    names = list(data)
+    unions = []
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            (xa, ya), (xb, yb) = (data[names[a]][0]["embedding"], data[names[a]][1]), \
+                                 (data[names[b]][0]["embedding"], data[names[b]][1])
+            unions.append((f"{names[a]}+{names[b]}", np.vstack([xa, xb]), np.concatenate([ya, yb])))
+    for _, x, y in trials + unions:
+        for rule, k in k_rules(x).items():
+            k_err.setdefault(rule, []).append(abs(np.log(k / len(set(y)))))
+    print(f"\nmethods: mean NMI difference from Ward (wins) over the whole set and {args.draws} draws of 3, 5, 8 classes")
+    print(f"  {'method':15s} " + " ".join(f"{n:>22s}" for n in names))
+    for m, by in diffs.items():
+        print(f"  {m:15s} " + " ".join(f"{np.mean(by[n]):+8.3f} ({sum(d > 0 for d in by[n]):2d}/{len(by[n]):2d} wins)"
+                                       for n in names))
+    print(f"\nK rules over {len(trials) + len(unions)} trials (the above and {len(unions)} unions of two sets)")
+    for rule, e in k_err.items():
+        e = np.array(e)
+        print(f"  {rule:9s} mean |log(chosen/true)| {e.mean():.3f}, within 25 % of the true K: {np.mean(e < np.log(1.25)):.0%}")
+
+
+if __name__ == "__main__":
+    main()
