@@ -129,8 +129,9 @@ def main() -> None:
                 ours.append(clustering_scores(labels, clusters))
                 p_auto = dataclasses.replace(p.model, n_clusters="auto")
                 fitted = fit_clusters(enc, frames(), model=p_auto, train=p.train, seed=seed)
-                found, run = fitted.clusters, embedding.Posteriors(fitted.encoder)
-                auto.append((found.k, clustering_scores(labels, [assign(run(x)[1])[0] for x in frames()])["nmi"]))
+                run = embedding.Posteriors(fitted.encoder)  # from the kept step embeddings, as a run assigns
+                auto.append((fitted.clusters.k, clustering_scores(
+                    labels, [assign(run.from_embeddings(e))[0] for e in fitted.step_embeddings])["nmi"]))
                 if speakers:
                     spk.append(clustering_scores(speakers, clusters)["nmi"])
                 print(f"  {name} {init} seed {seed}: NMI {ours[-1]['nmi']:.3f} ({len(hist.get('loss', []))} encoder epochs, "

@@ -92,16 +92,12 @@ def methods(x: np.ndarray, k: int) -> dict[str, np.ndarray]:
 
 
 def k_rules(x: np.ndarray, *, max_clusters: int = 32) -> dict[str, int]:
-    from scipy.cluster.hierarchy import linkage
+    from sound_cluster.clusters import cluster_clips, knee
 
-    from sound_cluster.clusters import knee
-
-    z = linkage(x, "ward")
-    ks = np.arange(1, min(max_clusters, len(x)) + 1)
-    # Ward's merge height h adds h**2 / 2 to the within-cluster scatter: the scatter of every cut at once.
-    grown = np.concatenate([[0.0], np.cumsum(z[:, 2] ** 2 / 2.0)])
-    scatter = grown[len(x) - ks]
-    return {"knee": knee(ks, scatter)[0], "knee-log": knee(ks, np.log(np.maximum(scatter, 1e-12)))[0]}
+    found = cluster_clips(x, n_clusters="auto", max_clusters=max_clusters)  # as model.n_clusters=auto chooses
+    ks = np.array(sorted(found.scatter))
+    scatter = np.array([found.scatter[k] for k in ks])
+    return {"knee": found.k, "knee-log": knee(ks, np.log(np.maximum(scatter, 1e-12)))[0]}
 
 
 def main() -> None:
