@@ -22,14 +22,14 @@ seconds to fit (encoder, clusters, head) and clips per second at inference.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import functools
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
+
+from labelled import labelled_features, read_labels
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,14 +51,10 @@ def main() -> None:
     from sklearn.preprocessing import StandardScaler
 
     from sound_cluster.audio import load
-    from sound_cluster.clusters import assign
     from sound_cluster.cli import compose_config
-    from sound_cluster.clusters import knee
+    from sound_cluster.clusters import assign, knee
     from sound_cluster.config import params_from_config
     from sound_cluster.evaluate import clustering_scores
-    from sound_cluster.executor import map_files
-    from sound_cluster.features import FeatureCache, warm_up
-    from sound_cluster.pipeline import FileFeatures, extract_features
     from sound_cluster.pretrained import resolve_init
 
     rows_out = []
@@ -66,25 +62,16 @@ def main() -> None:
     if args.validation:
         sets.append((args.validation.name, args.validation))
     for name, folder in sets:
-        with open(folder / "labels.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows, _ = read_labels(folder)
         k = len({r["label"] for r in rows})
         overrides = [f"model.n_clusters={k}", "executor.kind=process", "model.init=scratch", *args.overrides]
         if args.cache:
             overrides.append(f"features.cache_dir={args.cache}")
         cfg = compose_config(overrides)
         params = params_from_config(cfg)
-        files = [folder / (r.get("filename") or r["path"]) for r in rows]
-        cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
-        cache.prepare()
-        warm_up(params.features)
-        res = map_files(functools.partial(extract_features, cache=cache), files, params=params.executor,
-                        stage="features")
-        keep = [i for i, r in enumerate(res) if isinstance(r, FileFeatures)]
-        feats = [res[i] for i in keep]
-        labels = [rows[i]["label"] for i in keep]
-        speakers = [rows[i]["speaker"] for i in keep] if "speaker" in rows[0] else None
-        skipped = len(files) - len(keep)
+        feats, rows, skipped = labelled_features(folder, params=params)
+        labels = [r["label"] for r in rows]
+        speakers = [r["speaker"] for r in rows] if "speaker" in rows[0] else None
 
         # Baseline features: MFCC mean and std per clip, from the same decoded audio.
         sr = params.features.sample_rate

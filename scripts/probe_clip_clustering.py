@@ -26,13 +26,13 @@ Nothing is trained or tuned here; the subsets are drawn with a fixed seed.
 from __future__ import annotations
 
 import argparse
-import csv
-import functools
 import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from labelled import labelled_features
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,33 +44,22 @@ def embed_sets(sets: list[tuple[str, Path]], *, init: str) -> dict[str, tuple[di
     from sound_cluster import embedding
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
-    from sound_cluster.executor import map_files
-    from sound_cluster.features import FeatureCache, warm_up
-    from sound_cluster.pipeline import FileFeatures, extract_features
     from sound_cluster.pretrained import resolve_init
 
     params = params_from_config(compose_config(["executor.kind=process", f"model.init={init}"]))
-    cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
-    cache.prepare()
-    warm_up(params.features)
     encoder = embedding.load_encoder(str(resolve_init(params.model, params.features).path))
     layers = ("embedding", "context")
     body = keras.Model(encoder.input, {name: encoder.get_layer(name).output for name in layers})
     out = {}
     for name, folder in sets:
-        with open(folder / "labels.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        files = [folder / (r.get("filename") or r["path"]) for r in rows]
-        res = map_files(functools.partial(extract_features, cache=cache), files, params=params.executor,
-                        stage="features")
-        keep = [i for i, r in enumerate(res) if isinstance(r, FileFeatures)]
+        feats, rows, _ = labelled_features(folder, params=params)
         pooled = {layer: [] for layer in layers}
-        for i in keep:  # clips are short: one call per clip, standardised as a whole, as Posteriors does
-            y = body(np.load(res[i].cache_path)[None].astype(np.float32), training=False)
+        for f in feats:  # clips are short: one call per clip, standardised as a whole, as Posteriors does
+            y = body(np.load(f.cache_path)[None].astype(np.float32), training=False)
             for layer in layers:
                 pooled[layer].append(np.asarray(y[layer])[0].mean(axis=0))
         unit = {k: np.array(v) / np.linalg.norm(np.array(v), axis=1, keepdims=True) for k, v in pooled.items()}
-        out[name] = (unit, np.array([f"{name}:{rows[i]['label']}" for i in keep]))
+        out[name] = (unit, np.array([f"{name}:{r['label']}" for r in rows]))
     return out
 
 

@@ -22,12 +22,13 @@ ratio is against ``kmeans-stats``. Nothing here is tuned: the neighbour counts a
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 
 import numba
 import numpy as np
+
+from labelled import read_labels
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,14 +97,13 @@ def main() -> None:
     sr = 16000
     for name in args.sets:
         folder = args.data / name
-        with open(folder / "labels.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows, files = read_labels(folder)
         if len(rows) > args.max_clips:
-            pick = np.random.default_rng(0).choice(len(rows), args.max_clips, replace=False)
-            rows = [rows[i] for i in sorted(pick)]
+            pick = sorted(np.random.default_rng(0).choice(len(rows), args.max_clips, replace=False))
+            rows, files = [rows[i] for i in pick], [files[i] for i in pick]
         labels, other, stats, seqs_cmn, seqs_raw = [], [], [], [], []
-        for r in rows:
-            y = load(folder / (r.get("filename") or r["path"]), sample_rate=sr)
+        for r, path in zip(rows, files):
+            y = load(path, sample_rate=sr)
             if len(y) < 2048:  # shorter than librosa's default window
                 y = np.pad(y, (0, 2048 - len(y)))
             m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)  # (20, frames) at 31 Hz

@@ -13,6 +13,7 @@ cluster at inference).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Sequence
 
@@ -413,15 +414,7 @@ class Posteriors:
             out = body(x, training=False)
             return out["embedding"][0], tf.nn.softmax(out["logits"][0], axis=-1)
 
-        # The cluster head alone, from step embeddings: a fit that already holds them needs no second pass.
-        tail = keras.Model(encoder.get_layer("emb_norm").input, encoder.get_layer("logits").output)
-        dim = int(encoder.get_layer("emb_norm").input.shape[-1])
-
-        @tf.function(input_signature=[tf.TensorSpec((None, dim), tf.float32)])
-        def _head(e):
-            return tf.nn.softmax(tail(e[None], training=False)[0], axis=-1)
-
-        self._run, self._head = _run, _head
+        self._run = _run
 
     def _standardise(self, frames: np.ndarray) -> tuple[float, float]:
         """Offset and factor of :class:`InputStandardize` for the whole input, read in blocks (float64)."""
@@ -479,6 +472,20 @@ class Posteriors:
             As :meth:`__call__` gives them for the file, within float tolerance.
         """
         return self._head(np.asarray(embeddings, dtype=np.float32)).numpy()
+
+    @functools.cached_property
+    def _head(self):
+        """The cluster head alone, from step embeddings, built on first use (``task=apply`` never needs it)."""
+        import tensorflow as tf
+
+        tail = keras.Model(self.encoder.get_layer("emb_norm").input, self.encoder.get_layer("logits").output)
+        dim = int(self.encoder.get_layer("emb_norm").input.shape[-1])
+
+        @tf.function(input_signature=[tf.TensorSpec((None, dim), tf.float32)])
+        def head(e):
+            return tf.nn.softmax(tail(e[None], training=False)[0], axis=-1)
+
+        return head
 
 
 def _time_geometry(encoder: keras.Model) -> tuple[int, int]:

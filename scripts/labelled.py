@@ -1,0 +1,51 @@
+"""Labelled folders for the benchmark and probe scripts: ``labels.csv`` rows, their files and features.
+
+A labelled folder holds ``labels.csv`` with ``filename,label`` (the shared sets; fsdd adds ``speaker``)
+or ``path,label`` (the corpus's validation package), paths relative to the folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from pathlib import Path
+
+
+def read_labels(folder: Path) -> tuple[list[dict[str, str]], list[Path]]:
+    """The rows of ``folder/labels.csv`` and the audio file each names, in file order."""
+    with open(folder / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return rows, [folder / (r.get("filename") or r["path"]) for r in rows]
+
+
+def labelled_features(folder: Path, *, params) -> tuple[list, list[dict[str, str]], int]:
+    """Features of a labelled folder's clips through the run's feature cache.
+
+    Parameters
+    ----------
+    folder : Path
+        A labelled folder.
+    params : sound_cluster.config.Params
+        A run's parameters: ``params.features`` (cache and settings) and ``params.executor``.
+
+    Returns
+    -------
+    feats : list of sound_cluster.pipeline.FileFeatures
+        The clips whose features could be made, in file order.
+    rows : list of dict
+        Their ``labels.csv`` rows.
+    skipped : int
+        Clips left out (too short or unreadable).
+    """
+    from sound_cluster.executor import map_files
+    from sound_cluster.features import FeatureCache, warm_up
+    from sound_cluster.pipeline import FileFeatures, extract_features
+
+    rows, files = read_labels(folder)
+    cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
+    cache.prepare()
+    warm_up(params.features)
+    res = map_files(functools.partial(extract_features, cache=cache), files, params=params.executor,
+                    stage="features")
+    keep = [i for i, r in enumerate(res) if isinstance(r, FileFeatures)]
+    return [res[i] for i in keep], [rows[i] for i in keep], len(files) - len(keep)
