@@ -79,7 +79,7 @@ PACKAGES = [
     ("avldrums.lv2-soundfont", "drumfont"),  # two acoustic kits, each a soundfont of its own
 ]
 # Fetched only when named in --packages: the shipped encoder was trained without them, and pre-training with
-# them lost fsdd's digits to its speakers (BENCHMARKS.md), so the default corpus stays the one its card describes.
+# them cost fsdd 0.025-0.061 NMI over two seeds (BENCHMARKS.md), so the default corpus stays the one its card describes.
 EXTRA_PACKAGES = [
     ("freepats", "patchset"),  # sampled GM instruments and a drum set (GUS patches, rendered with timidity)
     ("hydrogen-data", "drumkit"),  # Hydrogen's own two kits (GMRockKit, TR808EmulationKit), not hydrogen-drumkits
