@@ -1,12 +1,14 @@
 """How the clips' embeddings are clustered, without training: a probe for issue #9.
 
 Usage: python scripts/probe_clip_clustering.py [--data ../shared/data] [--sets fsdd instruments drums]
-                                               [--validation CORPUS/validation] [--init pretrained]
+                                               [--validation CORPUS/validation] [--init pretrained [PATH ...]]
                                                [--draws 4]
 
 For each labelled set (``labels.csv`` as ``bench_clustering.py`` reads it) the encoder of
 ``--init`` (``pretrained``, or the path of a ``.keras`` encoder) embeds every clip once (the mean
-of its step embeddings, made unit-length, as a fit does). Then, at K = the number of labels:
+of its step embeddings, made unit-length, as a fit does). With several encoders, each clip's unit
+embeddings from all of them are joined (scaled to unit length: an ensemble with equal weights) and
+each encoder's Ward NMI alone is printed first. Then, at K = the number of labels:
 
   layers    Ward's NMI on the mean of the ``embedding`` layer (what a fit clusters) and of the
             ``context`` layer below it (the representation before the last projection, which
@@ -94,7 +96,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     ap.add_argument("--sets", nargs="*", default=["fsdd", "instruments", "drums"])
     ap.add_argument("--validation", type=Path, default=None)
-    ap.add_argument("--init", default="pretrained")
+    ap.add_argument("--init", nargs="+", default=["pretrained"],
+                    help="encoders; with several, each clip's unit embeddings from each are joined (an ensemble)")
     ap.add_argument("--draws", type=int, default=4)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -104,8 +107,14 @@ def main() -> None:
 
     sets = [(n, args.data / n) for n in args.sets] + ([(args.validation.name, args.validation)]
                                                        if args.validation else [])
-    data = embed_sets(sets, init=args.init)
-    print(f"encoder: {args.init}\n\nlayers (Ward, K = labels)")
+    each = [embed_sets(sets, init=init) for init in args.init]
+    for init, one in zip(args.init, each) if len(each) > 1 else ():
+        print(f"encoder {init} alone (Ward, K = labels): " + ", ".join(
+            f"{name} {nmi(y, ward(unit['embedding'], len(set(y)))):.3f}" for name, (unit, y) in one.items()))
+    # Joined unit vectors scaled by 1/sqrt(n) stay unit-length: each encoder weighs the same in Ward's distances.
+    data = {name: ({layer: np.concatenate([one[name][0][layer] for one in each], axis=1) / np.sqrt(len(each))
+                    for layer in y_unit[0]}, y_unit[1]) for name, y_unit in each[0].items()}
+    print(f"encoder: {' + '.join(args.init)}\n\nlayers (Ward, K = labels)")
     for name, (unit, y) in data.items():
         k = len(set(y))
         print(f"  {name:12s} " + "  ".join(f"{layer} {nmi(y, ward(x, k)):.3f}" for layer, x in unit.items()))
