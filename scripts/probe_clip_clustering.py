@@ -39,8 +39,13 @@ from labelled import labelled_features
 HERE = Path(__file__).resolve().parent
 
 
-def embed_sets(sets: list[tuple[str, Path]], *, init: str) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Each set's unit-length clip embeddings by layer, and its labels."""
+def embed_sets(sets: list[tuple[str, Path]], *, inits: list[str]
+               ) -> tuple[list[dict[str, dict[str, np.ndarray]]], dict[str, np.ndarray]]:
+    """Each set's unit-length clip embeddings by layer from each encoder, and its labels.
+
+    Every clip's features are read once, for all encoders: ``embeddings[i][set][layer]`` is encoder
+    ``inits[i]``'s ``(n_clips, dim)`` array, ``labels[set]`` its ``set:label`` strings.
+    """
     import keras
 
     from sound_cluster import embedding
@@ -48,21 +53,28 @@ def embed_sets(sets: list[tuple[str, Path]], *, init: str) -> dict[str, tuple[di
     from sound_cluster.config import params_from_config
     from sound_cluster.pretrained import resolve_init
 
-    params = params_from_config(compose_config(["executor.kind=process", f"model.init={init}"]))
-    encoder = embedding.load_encoder(str(resolve_init(params.model, params.features).path))
+    params = params_from_config(compose_config(["executor.kind=process"]))
     layers = ("embedding", "context")
-    body = keras.Model(encoder.input, {name: encoder.get_layer(name).output for name in layers})
-    out = {}
+    bodies = []
+    for init in inits:
+        model = params_from_config(compose_config([f"model.init={init}"])).model
+        encoder = embedding.load_encoder(str(resolve_init(model, params.features).path))
+        bodies.append(keras.Model(encoder.input, {name: encoder.get_layer(name).output for name in layers}))
+    embeddings: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in inits]
+    labels = {}
     for name, folder in sets:
         feats, rows, _ = labelled_features(folder, params=params)
-        pooled = {layer: [] for layer in layers}
+        pooled = [{layer: [] for layer in layers} for _ in inits]
         for f in feats:  # clips are short: one call per clip, standardised as a whole, as Posteriors does
-            y = body(np.load(f.cache_path)[None].astype(np.float32), training=False)
-            for layer in layers:
-                pooled[layer].append(np.asarray(y[layer])[0].mean(axis=0))
-        unit = {k: np.array(v) / np.linalg.norm(np.array(v), axis=1, keepdims=True) for k, v in pooled.items()}
-        out[name] = (unit, np.array([f"{name}:{r['label']}" for r in rows]))
-    return out
+            x = np.load(f.cache_path)[None].astype(np.float32)
+            for body, into in zip(bodies, pooled):
+                y = body(x, training=False)
+                for layer in layers:
+                    into[layer].append(np.asarray(y[layer])[0].mean(axis=0))
+        for into, out in zip(pooled, embeddings):
+            out[name] = {k: np.array(v) / np.linalg.norm(np.array(v), axis=1, keepdims=True) for k, v in into.items()}
+        labels[name] = np.array([f"{name}:{r['label']}" for r in rows])
+    return embeddings, labels
 
 
 def ward(x: np.ndarray, k: int) -> np.ndarray:
@@ -107,13 +119,14 @@ def main() -> None:
 
     sets = [(n, args.data / n) for n in args.sets] + ([(args.validation.name, args.validation)]
                                                        if args.validation else [])
-    each = [embed_sets(sets, init=init) for init in args.init]
-    for init, one in zip(args.init, each) if len(each) > 1 else ():
-        print(f"encoder {init} alone (Ward, K = labels): " + ", ".join(
-            f"{name} {nmi(y, ward(unit['embedding'], len(set(y)))):.3f}" for name, (unit, y) in one.items()))
+    each, labels = embed_sets(sets, inits=args.init)
+    if len(each) > 1:
+        for init, one in zip(args.init, each):
+            print(f"encoder {init} alone (Ward, K = labels): " + ", ".join(
+                f"{name} {nmi(y, ward(one[name]['embedding'], len(set(y)))):.3f}" for name, y in labels.items()))
     # Joined unit vectors scaled by 1/sqrt(n) stay unit-length: each encoder weighs the same in Ward's distances.
-    data = {name: ({layer: np.concatenate([one[name][0][layer] for one in each], axis=1) / np.sqrt(len(each))
-                    for layer in y_unit[0]}, y_unit[1]) for name, y_unit in each[0].items()}
+    data = {name: ({layer: np.concatenate([one[name][layer] for one in each], axis=1) / np.sqrt(len(each))
+                    for layer in each[0][name]}, y) for name, y in labels.items()}
     print(f"encoder: {' + '.join(args.init)}\n\nlayers (Ward, K = labels)")
     for name, (unit, y) in data.items():
         k = len(set(y))
