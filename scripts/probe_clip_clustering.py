@@ -10,9 +10,11 @@ of its step embeddings, made unit-length, as a fit does). With several encoders,
 embeddings from all of them are joined (scaled to unit length: an ensemble with equal weights) and
 each encoder's Ward NMI alone is printed first. Then, at K = the number of labels:
 
-  layers    Ward's NMI on the mean of the ``embedding`` layer (what a fit clusters) and of the
-            ``context`` layer below it (the representation before the last projection, which
-            transfers better in SimCLR's experiments)
+  layers    Ward's NMI on the ``embedding`` layer's steps (what a fit clusters) and the ``context``
+            layer's below it (the representation before the last projection, which transfers better
+            in SimCLR's experiments), each pooled over the clip's steps by their mean (what a fit
+            does) and by their maximum; for a set whose labels.csv has a ``speaker`` column, the NMI
+            of the same clusters against the speaker too
   methods   NMI of Ward, k-means (n_init=10), spectral clustering of the 10-nearest-neighbour graph
             and average linkage on cosine distance, over trials: the whole set and ``--draws``
             random subsets of 3, 5 and 8 of its classes; printed as the mean difference from Ward
@@ -37,14 +39,18 @@ import numpy as np
 from labelled import labelled_features
 
 HERE = Path(__file__).resolve().parent
+# How a clip's step embeddings become one vector: the mean is what a fit uses.
+POOLS = {"mean": np.mean, "max": np.max}
 
 
 def embed_sets(sets: list[tuple[str, Path]], *, inits: list[str]
-               ) -> tuple[list[dict[str, dict[str, np.ndarray]]], dict[str, np.ndarray]]:
-    """Each set's unit-length clip embeddings by layer from each encoder, and its labels.
+               ) -> tuple[list[dict[str, dict[str, np.ndarray]]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each set's unit-length clip embeddings by layer and pooling from each encoder, and its labels.
 
-    Every clip's features are read once, for all encoders: ``embeddings[i][set][layer]`` is encoder
-    ``inits[i]``'s ``(n_clips, dim)`` array, ``labels[set]`` its ``set:label`` strings.
+    Every clip's features are read once, for all encoders: ``embeddings[i][set]["embedding mean"]``
+    (also ``"embedding max"``, ``"context mean"``, ``"context max"``) is encoder ``inits[i]``'s
+    ``(n_clips, dim)`` array; ``labels[set]`` holds the ``set:label`` strings and, where labels.csv
+    has a speaker column, ``speakers[set]`` the speakers.
     """
     import keras
 
@@ -61,20 +67,24 @@ def embed_sets(sets: list[tuple[str, Path]], *, inits: list[str]
         encoder = embedding.load_encoder(str(resolve_init(model, params.features).path))
         bodies.append(keras.Model(encoder.input, {name: encoder.get_layer(name).output for name in layers}))
     embeddings: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in inits]
-    labels = {}
+    labels, speakers = {}, {}
     for name, folder in sets:
         feats, rows, _ = labelled_features(folder, params=params)
-        pooled = [{layer: [] for layer in layers} for _ in inits]
+        pooled = [{f"{layer} {pool}": [] for layer in layers for pool in POOLS} for _ in inits]
         for f in feats:  # clips are short: one call per clip, standardised as a whole, as Posteriors does
             x = np.load(f.cache_path)[None].astype(np.float32)
             for body, into in zip(bodies, pooled):
                 y = body(x, training=False)
                 for layer in layers:
-                    into[layer].append(np.asarray(y[layer])[0].mean(axis=0))
+                    steps = np.asarray(y[layer])[0]
+                    for pool, fn in POOLS.items():
+                        into[f"{layer} {pool}"].append(fn(steps, axis=0))
         for into, out in zip(pooled, embeddings):
             out[name] = {k: np.array(v) / np.linalg.norm(np.array(v), axis=1, keepdims=True) for k, v in into.items()}
         labels[name] = np.array([f"{name}:{r['label']}" for r in rows])
-    return embeddings, labels
+        if rows and rows[0].get("speaker"):
+            speakers[name] = np.array([r["speaker"] for r in rows])
+    return embeddings, labels, speakers
 
 
 def ward(x: np.ndarray, k: int) -> np.ndarray:
@@ -119,27 +129,30 @@ def main() -> None:
 
     sets = [(n, args.data / n) for n in args.sets] + ([(args.validation.name, args.validation)]
                                                        if args.validation else [])
-    each, labels = embed_sets(sets, inits=args.init)
+    each, labels, speakers = embed_sets(sets, inits=args.init)
     if len(each) > 1:
         for init, one in zip(args.init, each):
             print(f"encoder {init} alone (Ward, K = labels): " + ", ".join(
-                f"{name} {nmi(y, ward(one[name]['embedding'], len(set(y)))):.3f}" for name, y in labels.items()))
+                f"{name} {nmi(y, ward(one[name]['embedding mean'], len(set(y)))):.3f}" for name, y in labels.items()))
     # Joined unit vectors scaled by 1/sqrt(n) stay unit-length: each encoder weighs the same in Ward's distances.
     data = {name: ({layer: np.concatenate([one[name][layer] for one in each], axis=1) / np.sqrt(len(each))
                     for layer in each[0][name]}, y) for name, y in labels.items()}
-    print(f"encoder: {' + '.join(args.init)}\n\nlayers (Ward, K = labels)")
+    print(f"encoder: {' + '.join(args.init)}\n\nlayers and pooling (Ward, K = labels; NMI against the label, and the speaker)")
     for name, (unit, y) in data.items():
         k = len(set(y))
-        print(f"  {name:12s} " + "  ".join(f"{layer} {nmi(y, ward(x, k)):.3f}" for layer, x in unit.items()))
+        found = {rep: ward(x, k) for rep, x in unit.items()}
+        print(f"  {name:12s} " + "  ".join(f"{rep} {nmi(y, lab):.3f}" for rep, lab in found.items()))
+        if name in speakers:
+            print(f"  {'  speaker':12s} " + "  ".join(f"{rep} {nmi(speakers[name], lab):.3f}" for rep, lab in found.items()))
     rng = np.random.default_rng(0)
     trials = []
     for name, (unit, y) in data.items():
         classes = np.unique(y)
-        trials.append((name, unit["embedding"], y))
+        trials.append((name, unit["embedding mean"], y))
         for size in (3, 5, 8):
             for _ in range(args.draws if size < len(classes) else 0):
                 m = np.isin(y, rng.choice(classes, size=size, replace=False))
-                trials.append((name, unit["embedding"][m], y[m]))
+                trials.append((name, unit["embedding mean"][m], y[m]))
     diffs: dict[str, dict[str, list[float]]] = {}
     k_err: dict[str, list[float]] = {}
     for name, x, y in trials:
@@ -151,8 +164,8 @@ def main() -> None:
     unions = []
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
-            (xa, ya), (xb, yb) = (data[names[a]][0]["embedding"], data[names[a]][1]), \
-                                 (data[names[b]][0]["embedding"], data[names[b]][1])
+            (xa, ya), (xb, yb) = (data[names[a]][0]["embedding mean"], data[names[a]][1]), \
+                                 (data[names[b]][0]["embedding mean"], data[names[b]][1])
             unions.append((f"{names[a]}+{names[b]}", np.vstack([xa, xb]), np.concatenate([ya, yb])))
     for _, x, y in trials + unions:
         for rule, k in k_rules(x).items():
