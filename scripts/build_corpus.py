@@ -78,8 +78,10 @@ PACKAGES = [
     ("csound-soundfont", "soundfont"),
     ("avldrums.lv2-soundfont", "drumfont"),  # two acoustic kits, each a soundfont of its own
 ]
-# Fetched only when named in --packages: the shipped encoder was trained without them, and pre-training with
-# them cost fsdd 0.025-0.061 NMI over two seeds (BENCHMARKS.md), so the default corpus stays the one its card describes.
+# Fetched only when named in --packages: the shipped encoder was trained without them, so the default corpus
+# stays the one its card describes. Over two pre-training seeds each they raise instruments and leave the other
+# sets within the seed's spread; no encoder trained with them passed the rule for replacing the shipped one
+# (BENCHMARKS.md).
 EXTRA_PACKAGES = [
     ("freepats", "patchset"),  # sampled GM instruments and a drum set (GUS patches, rendered with timidity)
     ("hydrogen-data", "drumkit"),  # Hydrogen's own two kits (GMRockKit, TR808EmulationKit), not hydrogen-drumkits
