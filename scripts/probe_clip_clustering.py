@@ -135,8 +135,8 @@ def main() -> None:
             print(f"encoder {init} alone (Ward, K = labels): " + ", ".join(
                 f"{name} {nmi(y, ward(one[name]['embedding mean'], len(set(y)))):.3f}" for name, y in labels.items()))
     # Joined unit vectors scaled by 1/sqrt(n) stay unit-length: each encoder weighs the same in Ward's distances.
-    data = {name: ({layer: np.concatenate([one[name][layer] for one in each], axis=1) / np.sqrt(len(each))
-                    for layer in each[0][name]}, y) for name, y in labels.items()}
+    data = {name: ({rep: np.concatenate([one[name][rep] for one in each], axis=1) / np.sqrt(len(each))
+                    for rep in each[0][name]}, y) for name, y in labels.items()}
     print(f"encoder: {' + '.join(args.init)}\n\nlayers and pooling (Ward, K = labels; NMI against the label, and the speaker)")
     for name, (unit, y) in data.items():
         k = len(set(y))
