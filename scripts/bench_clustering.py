@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelled import labelled_features, read_labels
+from labelled import labelled_features, read_labels, speakers_of
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,7 +71,7 @@ def main() -> None:
         params = params_from_config(cfg)
         feats, rows, skipped = labelled_features(folder, params=params)
         labels = [r["label"] for r in rows]
-        speakers = [r["speaker"] for r in rows] if "speaker" in rows[0] else None
+        speakers = speakers_of(rows)
 
         # Baseline features: MFCC mean and std per clip, from the same decoded audio.
         sr = params.features.sample_rate

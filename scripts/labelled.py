@@ -18,6 +18,11 @@ def read_labels(folder: Path) -> tuple[list[dict[str, str]], list[Path]]:
     return rows, [folder / (r.get("filename") or r["path"]) for r in rows]
 
 
+def speakers_of(rows: list[dict[str, str]]) -> list[str] | None:
+    """Each row's ``speaker``, or None where labels.csv has no such column (every set but fsdd)."""
+    return [r["speaker"] for r in rows] if rows and "speaker" in rows[0] else None
+
+
 def labelled_features(folder: Path, *, params) -> tuple[list, list[dict[str, str]], int]:
     """Features of a labelled folder's clips through the run's feature cache.
 

@@ -36,11 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from labelled import labelled_features
+from labelled import labelled_features, speakers_of
 
 HERE = Path(__file__).resolve().parent
 # How a clip's step embeddings become one vector: the mean is what a fit uses.
 POOLS = {"mean": np.mean, "max": np.max}
+FIT = "embedding mean"  # the representation a fit clusters
 
 
 def embed_sets(sets: list[tuple[str, Path]], *, inits: list[str]
@@ -80,10 +81,11 @@ def embed_sets(sets: list[tuple[str, Path]], *, inits: list[str]
                     for pool, fn in POOLS.items():
                         into[f"{layer} {pool}"].append(fn(steps, axis=0))
         for into, out in zip(pooled, embeddings):
-            out[name] = {k: np.array(v) / np.linalg.norm(np.array(v), axis=1, keepdims=True) for k, v in into.items()}
+            arrays = {k: np.array(v) for k, v in into.items()}
+            out[name] = {k: a / np.linalg.norm(a, axis=1, keepdims=True) for k, a in arrays.items()}
         labels[name] = np.array([f"{name}:{r['label']}" for r in rows])
-        if rows and rows[0].get("speaker"):
-            speakers[name] = np.array([r["speaker"] for r in rows])
+        if (spk := speakers_of(rows)) is not None:
+            speakers[name] = np.array(spk)
     return embeddings, labels, speakers
 
 
@@ -133,7 +135,7 @@ def main() -> None:
     if len(each) > 1:
         for init, one in zip(args.init, each):
             print(f"encoder {init} alone (Ward, K = labels): " + ", ".join(
-                f"{name} {nmi(y, ward(one[name]['embedding mean'], len(set(y)))):.3f}" for name, y in labels.items()))
+                f"{name} {nmi(y, ward(one[name][FIT], len(set(y)))):.3f}" for name, y in labels.items()))
     # Joined unit vectors scaled by 1/sqrt(n) stay unit-length: each encoder weighs the same in Ward's distances.
     data = {name: ({rep: np.concatenate([one[name][rep] for one in each], axis=1) / np.sqrt(len(each))
                     for rep in each[0][name]}, y) for name, y in labels.items()}
@@ -148,11 +150,11 @@ def main() -> None:
     trials = []
     for name, (unit, y) in data.items():
         classes = np.unique(y)
-        trials.append((name, unit["embedding mean"], y))
+        trials.append((name, unit[FIT], y))
         for size in (3, 5, 8):
             for _ in range(args.draws if size < len(classes) else 0):
                 m = np.isin(y, rng.choice(classes, size=size, replace=False))
-                trials.append((name, unit["embedding mean"][m], y[m]))
+                trials.append((name, unit[FIT][m], y[m]))
     diffs: dict[str, dict[str, list[float]]] = {}
     k_err: dict[str, list[float]] = {}
     for name, x, y in trials:
@@ -164,8 +166,8 @@ def main() -> None:
     unions = []
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
-            (xa, ya), (xb, yb) = (data[names[a]][0]["embedding mean"], data[names[a]][1]), \
-                                 (data[names[b]][0]["embedding mean"], data[names[b]][1])
+            (xa, ya), (xb, yb) = (data[names[a]][0][FIT], data[names[a]][1]), \
+                                 (data[names[b]][0][FIT], data[names[b]][1])
             unions.append((f"{names[a]}+{names[b]}", np.vstack([xa, xb]), np.concatenate([ya, yb])))
     for _, x, y in trials + unions:
         for rule, k in k_rules(x).items():
