@@ -88,7 +88,10 @@ class HeadMerge:
         ``auto``: the criterion at every candidate k (the normalised distance below the chord of
         the scatter curve; the chosen k has the largest); empty for an integer.
     scatter : dict of int to float
-        The clips' within-cluster sum of squares at every candidate k (unit-length clip embeddings).
+        The units' within-cluster sum of squares at every candidate k (unit-length embeddings).
+    unit : str
+        What was clustered: ``file`` or ``segment`` (:mod:`sound_cluster.units`); ``task=apply``
+        writes segments.csv for segment units.
     """
 
     mapping: tuple[int, ...]
@@ -97,6 +100,7 @@ class HeadMerge:
     rule: str = "given"
     curve: dict[int, float] = field(default_factory=dict)
     scatter: dict[int, float] = field(default_factory=dict)
+    unit: str = "file"
 
     def merge(self, posteriors: np.ndarray) -> np.ndarray:
         """Head posteriors ``(n, head clusters)`` -> the run's ``(n, k)`` (sums of merged columns)."""
@@ -104,7 +108,8 @@ class HeadMerge:
         return _merged(p, np.asarray(self.mapping), self.k, dtype=p.dtype)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "requested": self.requested, "rule": self.rule, "mapping": list(self.mapping),
+        return {"k": self.k, "requested": self.requested, "rule": self.rule, "unit": self.unit,
+                "mapping": list(self.mapping),
                 "curve": {str(k): round(v, 6) for k, v in self.curve.items()},
                 "scatter": {str(k): round(v, 6) for k, v in self.scatter.items()}}
 
@@ -112,7 +117,7 @@ class HeadMerge:
     def from_dict(cls, d: Mapping[str, Any]) -> "HeadMerge":
         return cls(tuple(int(c) for c in d["mapping"]), int(d["k"]), d.get("requested", d["k"]),
                    d.get("rule", "given"), {int(k): float(v) for k, v in d.get("curve", {}).items()},
-                   {int(k): float(v) for k, v in d.get("scatter", {}).items()})
+                   {int(k): float(v) for k, v in d.get("scatter", {}).items()}, str(d.get("unit", "file")))
 
     @classmethod
     def identity(cls, n_clusters: int) -> "HeadMerge":
@@ -164,9 +169,9 @@ class ClipClusters:
     curve: dict[int, float] = field(default_factory=dict)
     scatter: dict[int, float] = field(default_factory=dict)
 
-    def record(self) -> HeadMerge:
+    def record(self, *, unit: str = "file") -> HeadMerge:
         """The record a run keeps (``models/clusters.json``): a head of k clusters, each its own."""
-        return HeadMerge(tuple(range(self.k)), self.k, self.requested, self.rule, self.curve, self.scatter)
+        return HeadMerge(tuple(range(self.k)), self.k, self.requested, self.rule, self.curve, self.scatter, unit)
 
 
 def cluster_clips(clip_embeddings: np.ndarray, *, n_clusters: int | str, max_clusters: int,

@@ -128,6 +128,11 @@ class ConvBlock:
     pool: tuple[int, int] = (2, 2)
 
 
+# What a run clusters: whole files, the sounds inside files (segments of their trees), or either by
+# the rule of :func:`sound_cluster.units.choose_unit`.
+UNITS = ("auto", "file", "segment")
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """The encoder. ``blocks`` is the architecture table of ``conf/model/default.yaml``.
@@ -146,6 +151,8 @@ class ModelParams:
     standardize_by_std: bool = False
     overcluster: int = 0
     init: str = "scratch"
+    unit: str = "auto"
+    unit_min_file_s: float = 8.0
 
     # The fields that make up the architecture (what a pretrained encoder must share with the run).
     ARCHITECTURE = ("embedding_dim", "blocks", "context_kernel", "standardize_by_std")
@@ -174,6 +181,8 @@ class ModelParams:
         _positive_int(f"{prefix}.embedding_dim", self.embedding_dim)
         _positive_int(f"{prefix}.context_kernel", self.context_kernel)
         _non_negative(f"{prefix}.overcluster", self.overcluster, integer=True)
+        _one_of(f"{prefix}.unit", self.unit, UNITS)
+        _positive_float(f"{prefix}.unit_min_file_s", self.unit_min_file_s)
         if not isinstance(self.init, str) or not self.init:
             _fail(f"{prefix}.init", self.init, "pretrained, scratch or the path of a .keras encoder")
         if not self.blocks:
@@ -489,6 +498,9 @@ class Params:
             getattr(self, group).check(group)
         self.train.check("train", n_clusters=self.model.head_clusters)
         self.rae.check("rae", embedding_dim=self.model.embedding_dim)
+        if self.model.unit == "segment" and self.rae.pairing != "adjacent":
+            _fail("model.unit", self.model.unit, f"file or auto with rae.pairing={self.rae.pairing} (segment units "
+                  "are contiguous pieces of each file's tree: rae.pairing=adjacent)")
         check_features_fit_training(self.features, self.train)
         if self.task == "pretrain":
             self.pretrain.check("pretrain")

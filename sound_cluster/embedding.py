@@ -681,20 +681,10 @@ def fit_encoder(
 
 
 def save_encoder(encoder: keras.Model, path) -> None:
-    """Save to ``path`` (a ``.keras`` file) atomically: a temporary file beside it, then a rename."""
-    import os
-    from pathlib import Path
+    """Save an encoder to ``path`` (a ``.keras`` file) atomically (:func:`sound_cluster.io_utils.save_keras_model`)."""
+    from .io_utils import save_keras_model
 
-    from .io_utils import TMP_PREFIX
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")  # keras wants the .keras suffix
-    try:
-        encoder.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_keras_model(encoder, path)
 
 
 def load_encoder(path: str) -> keras.Model:

@@ -191,7 +191,7 @@ class FittedClusters:
 
 def fit_clusters(encoder: keras.Model, frames: Iterable[np.ndarray], *, model: ModelParams, train: TrainParams,
                  seed: int, verbose: int = 0) -> FittedClusters:
-    """The run's clusters and an encoder whose head gives them.
+    """The run's clusters of files and an encoder whose head gives them.
 
     Parameters
     ----------
@@ -209,13 +209,35 @@ def fit_clusters(encoder: keras.Model, frames: Iterable[np.ndarray], *, model: M
     FittedClusters
     """
     clip_embeddings, steps = clip_inputs(encoder, frames)
-    clusters = cluster_clips(clip_embeddings, n_clusters=model.n_clusters, max_clusters=model.max_clusters, seed=seed)
-    log.info("clusters: K=%d (%s) over %d files; training the cluster head on them", clusters.k, clusters.rule,
-             len(steps))
-    weights, history = train_label_head(steps, clusters.labels, k=clusters.k, train=train,
+    return fit_unit_clusters(encoder, clip_embeddings, steps, steps, model=model, train=train, seed=seed,
+                             verbose=verbose)
+
+
+def fit_unit_clusters(encoder: keras.Model, vectors: np.ndarray, unit_steps: list[np.ndarray],
+                      step_embeddings: list[np.ndarray], *, model: ModelParams, train: TrainParams, seed: int,
+                      verbose: int = 0) -> FittedClusters:
+    """Clusters of units (files, or segments of files) and an encoder whose head gives them.
+
+    Parameters
+    ----------
+    encoder : keras.Model
+    vectors : np.ndarray [shape=(n_units, D)]
+        Each unit's embedding (:func:`sound_cluster.clusters.cluster_clips` clusters them).
+    unit_steps : list of np.ndarray [shape=(n_steps, D)]
+        Each unit's step embeddings: the head learns to give crops of them the unit's cluster.
+    step_embeddings : list of np.ndarray [shape=(n_steps, D)]
+        Each file's step embeddings (kept in the result for the run's posteriors).
+    model, train, seed
+        As for :func:`fit_clusters`.
+    """
+    clusters = cluster_clips(vectors, n_clusters=model.n_clusters, max_clusters=model.max_clusters, seed=seed)
+    log.info("clusters: K=%d (%s) over %d units; training the cluster head on them", clusters.k, clusters.rule,
+             len(unit_steps))
+    weights, history = train_label_head(unit_steps, clusters.labels, k=clusters.k, train=train,
                                         time_pool=_time_geometry(encoder)[0], seed=seed,
                                         norm=encoder.get_layer(HEAD_INPUT), verbose=verbose)
-    return FittedClusters(with_head(encoder, model=model, k=clusters.k, weights=weights), clusters, history, steps)
+    return FittedClusters(with_head(encoder, model=model, k=clusters.k, weights=weights), clusters, history,
+                          step_embeddings)
 
 
 def pretrained_backbone(init: keras.Model, *, model: ModelParams, n_mels: int) -> keras.Model:

@@ -90,3 +90,15 @@ def remove_stale_temps(folder: Path, *, older_than_s: float = 600.0) -> int:
                     p.unlink()
                     n += 1
     return n
+
+
+def save_keras_model(model: Any, path: Path) -> None:
+    """Save a Keras model to ``path`` (a ``.keras`` file) atomically: a temporary file beside it, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")  # keras wants the .keras suffix
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

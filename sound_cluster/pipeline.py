@@ -27,8 +27,10 @@ from .evaluate import evaluate_run, read_labels, read_segments
 from .executor import map_files
 from .failures import Failure, display_path, write_failures
 from .features import FeatureCache, content_key, file_content_key, log_mel, warm_up
+from .fold_stage import fold_stage
 from .io_utils import atomic_open, atomic_write_json
 from .names import output_names
+from .units import SEGMENT
 
 log = logging.getLogger(__name__)
 
@@ -316,14 +318,16 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     names = output_names([f.path for f in feats], root=rel_root)
     n_failed = len(state.failures)
     try:
-        embed_extra, rows = _embed_stage(feats, names, params=params, output_dir=output_dir, rel_root=rel_root,
+        embed_extra, rows, unit_fit = _embed_stage(feats, names, params=params, output_dir=output_dir, rel_root=rel_root,
                                          timer=timer, failures=state.failures)
     finally:  # also when no file could be assigned: that error sends the user to failures.csv
         if len(state.failures) > n_failed:
             write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
     extra.update(embed_extra)
-    fold_extra, fold_failures, n_segments = _fold_stage([feats[r.index] for r in rows], rows, params=params,
-                                                        output_dir=output_dir, timer=timer)
+    fold_extra, fold_failures, n_segments = fold_stage(
+        [feats[r.index] for r in rows], rows, params=params, output_dir=output_dir, timer=timer,
+        trained=unit_fit.trained, merges=unit_fit.merges,
+        segments=params.output.export_segments or unit_fit.unit == SEGMENT)
     extra.update(fold_extra)
     with timer.stage("evaluate"):
         extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path))
@@ -404,8 +408,10 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
 
     models_dir = output_dir / "models"
     extra: dict[str, Any] = {}
+    unit_fit = UnitFit()
     if params.task == "fit":
-        from .head import fit_clusters
+        from .fold_stage import plan_units
+        from .head import clip_inputs, fit_unit_clusters
         from .pretrained import resolve_init
 
         init = resolve_init(params.model, params.features)
@@ -415,16 +421,31 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                 n_mels=params.features.n_mels, seed=params.seed, log_dir=str(output_dir / "tensorboard"),
                 verbose=0,  # one log line per epoch comes from the usage callback
                 init=str(init.path) if init else None)
-        with timer.stage("cluster"):
+        with timer.stage("embed"):
             readable = _readable(feats, failures)
-            fitted = fit_clusters(
-                encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable),
-                model=params.model, train=params.train, seed=params.seed)
+            clip_embeddings, steps = clip_inputs(
+                encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable))
+        units, choice, trained = plan_units(readable, steps, params=params, timer=timer)
+        with timer.stage("cluster"):
+            if units is None:
+                vectors, unit_steps = clip_embeddings, steps
+            else:
+                vectors, unit_steps = units.vectors, units.steps(steps)
+            fitted = fit_unit_clusters(encoder, vectors, unit_steps, steps, model=params.model, train=params.train,
+                                       seed=params.seed)
+            del unit_steps
             encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
             # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
             known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
-            del fitted
-            merge = clusters.record()
+            del fitted, steps
+            merge = clusters.record(unit=choice.unit)
+        unit_fit = UnitFit(choice.unit, trained)
+        extra["units"] = {**choice.to_dict(), "n_units": len(units) if units is not None else len(readable)}
+        if units is not None:
+            unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
+            # Each unit's span and cluster by file, to say how often the head agrees with them.
+            for f, s, e, c in zip(units.file, units.start, units.end, clusters.labels):
+                unit_fit.spans.setdefault(readable[int(f)].path, []).append((int(s), int(e), int(c)))
         embedding.save_encoder(encoder, models_dir / "embedding.keras")
         atomic_write_json(models_dir / "params.json", {
             "features": params.features.key_fields(), "model": params.model.to_dict(),
@@ -446,10 +467,13 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
         extra["models"] = str(params.models)
         # The loaded head's width, not the params': models saved before heads were merged have no max_clusters.
         merge = _load_merge(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
+        unit_fit = UnitFit(merge.unit)
+        extra["units"] = {"unit": merge.unit, "requested": merge.unit, "rule": "the models' unit"}
 
     with timer.stage("assign"):
         run_encoder = embedding.Posteriors(encoder)
         rows = []
+        agree: list[bool] = []  # segment units: the head's cluster of each unit equals the unit's cluster
         unread = {x.path for x in failures if x.stage == "assign"}  # features unreadable while clustering
         for i, (f, name) in enumerate(zip(feats, names)):
             if f.path in unread:
@@ -467,6 +491,7 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                 failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
                 continue
             k, conf = assign(post)
+            agree += [int(post[a:b].mean(axis=0).argmax()) == c for a, b, c in unit_fit.spans.pop(f.path, ())]
             rows.append(Assignment(display_path(f.path, rel_root), k, conf, f.duration_s, name, i))
     if not rows:
         raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
@@ -479,8 +504,11 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                          "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1),
                          "choice": {"rule": merge.rule, "criterion": {str(k): round(v, 6) for k, v in merge.curve.items()},
                                     "within_scatter": {str(k): round(v, 6) for k, v in merge.scatter.items()}},
-                         "warnings": _cluster_warnings(merge, sizes, n_files=len(rows))}
-    if params.task == "fit":
+                         "warnings": _cluster_warnings(merge, sizes, n_files=len(rows)) if merge.unit != SEGMENT
+                         else []}
+    if agree:
+        extra["clusters"]["head_agrees"] = round(float(np.mean(agree)), 4)
+    elif params.task == "fit":
         # clusters.csv holds the argmax of each file's mean posterior under the trained head; how
         # often that is the file's cluster in the hierarchy the head was trained on:
         label = {f.path: int(c) for f, c in zip(readable, clusters.labels)}
@@ -491,7 +519,29 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
     log.info("clusters: K=%d (%s), %d used, sizes %s", merge.k,
              "chosen: " + merge.rule if merge.requested == "auto" else "given", extra["clusters"]["used"],
              sizes.tolist())
-    return extra, rows
+    return extra, rows, unit_fit
+
+
+@dataclass
+class UnitFit:
+    """What the embed stage hands the fold stage about the units it clustered.
+
+    Attributes
+    ----------
+    unit : str
+        ``file`` or ``segment``.
+    trained : tuple (MergeAutoencoder, list of float) or None
+        The merge autoencoder trained to cut files into segment units (the fold stage reuses it).
+    merges : dict of Path to Merges
+        Each file's fold that the units were cut from.
+    spans : dict of Path to list of (int, int, int)
+        Each file's units: start and end step and cluster (to compare with the head's).
+    """
+
+    unit: str = "file"
+    trained: Any = None
+    merges: dict[Path, Any] = field(default_factory=dict)
+    spans: dict[Path, list[tuple[int, int, int]]] = field(default_factory=dict)
 
 
 def _readable(feats, failures: list[Failure]) -> list:
@@ -543,195 +593,6 @@ def _cluster_warnings(merge: HeadMerge, sizes: np.ndarray, *, n_files: int) -> l
     empty = int((sizes == 0).sum())
     if empty:
         out.append(f"{empty} of the {merge.k} clusters hold no file (no file's posterior peaks there)")
-    return out
-
-
-@dataclass(frozen=True)
-class FoldJob:
-    """One file's work in the fold stage (small, so it travels cheaply to a worker process)."""
-
-    path: Path
-    rel: str
-    name: str
-    npz: Path
-    frames: Path
-    duration_s: float
-    plot: bool
-    merges: Any = None  # the file's Merges when the batched fold made them (rae.fold_device=gpu)
-
-
-def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.ndarray:
-    """Each leaf's size in steps: 1, but the last step covers only the part of a step left in the file."""
-    sizes = np.ones(n_leaves)
-    sizes[-1] = float(np.clip(duration_s * step_rate_hz - (n_leaves - 1), 0.05, 1.0))
-    return sizes
-
-
-def job_fold_input(job: FoldJob, *, params: Params, step_rate_hz: float):
-    """What one file is folded from: :class:`sound_cluster.pauses.FoldInput`.
-
-    Raises
-    ------
-    OSError, ValueError, KeyError
-        The posteriors or the frames cannot be read.
-    """
-    from .pauses import fold_input
-
-    with np.load(job.npz, allow_pickle=False) as z:
-        emb = z["embedding"]
-    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
-    return fold_input(emb, frames, rae=params.rae, time_pool=params.model.time_pool, step_rate_hz=step_rate_hz)
-
-
-def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path) -> dict[str, Any]:
-    """Per-file job of the fold stage: tree JSON (and a plot) of one file.
-
-    Raises
-    ------
-    AudioError
-        With stage ``fold``: the file is too long for ``rae.pairing=any``.
-    """
-    from .boundaries import leaf_boundary_times
-    from .fold import fold
-    from .pauses import fold_input
-    from .tree import SegmentTree, resolve_k, write_tree_json
-
-    with np.load(job.npz, allow_pickle=False) as z:
-        emb, post = z["embedding"], z["posteriors"]
-    if params.rae.pairing == "any" and len(emb) > params.rae.max_any_leaves:
-        raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
-                         f"(rae.max_any_leaves={params.rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
-    out_params = params.output
-    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
-    fin = fold_input(emb, frames, rae=params.rae, time_pool=params.model.time_pool, step_rate_hz=step_rate_hz)
-    emb = fin.leaves
-    leaf_times = leaf_boundary_times(frames, n_leaves=len(emb), time_pool=params.model.time_pool,
-                                     frame_rate_hz=params.features.frame_rate_hz,
-                                     radius_s=out_params.boundary_refine_s, duration_s=job.duration_s)
-    merges = job.merges
-    if merges is None:
-        sizes = leaf_sizes(len(emb), duration_s=job.duration_s, step_rate_hz=step_rate_hz)
-        merges = fold(emb, weights=weights, pairing=params.rae.pairing, sizes=sizes, barriers=fin.barriers,
-                      min_size=fin.min_size)
-    tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=job.duration_s,
-                                   leaf_times=leaf_times)
-    auto = tree.auto_choice(min_segment_s=out_params.auto_min_segment_s, sounds=fin.sounds,
-                            min_sound_s=params.rae.min_sound_s)
-    doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
-                       min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
-    root = doc.pop("root")  # the small header first, so a reader sees it before the tree
-    doc["pauses"] = {"pause_db": params.rae.pause_db, "quiet_leaves": int(fin.quiet.sum()), "sounds": fin.sounds,
-                     "sounds_first": fin.barriers is not None}
-    doc["root"] = root
-    write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
-    out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
-                           "n_segments": resolve_k(doc, out_params.segments)}
-    if params.output.export_segments:
-        from .export import segment_rows
-
-        out["segments"] = segment_rows(doc, k=params.output.export_k or params.output.segments)
-    if params.output.export_jams:
-        from .export import write_jams
-
-        write_jams(doc, output_dir / "jams" / f"{job.name}.jams")
-    if job.plot:
-        from .report import plot_file
-
-        plot_file(frames, post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
-                  title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
-                  sample_rate=params.features.sample_rate, hop_length=params.features.hop_length,
-                  cuts=params.output.plot_cuts)
-    return out
-
-
-def _fold_stage(feats, rows, *, params: Params, output_dir: Path, timer: "_Timer"
-                ) -> tuple[dict, list[Failure], dict[str, int]]:
-    """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree.
-
-    Returns the summary's entries, the files whose fold failed, and each tree's number of
-    segments at ``output.segments`` by output name (the report orders files by it).
-    """
-    from . import rae as rae_mod
-    from .embedding import save_encoder
-
-    models_dir = output_dir / "models"
-    jobs = [FoldJob(f.path, r.path, r.name, output_dir / "posteriors" / f"{r.name}.npz", f.cache_path, f.duration_s,
-                    i < params.output.max_plots) for i, (f, r) in enumerate(zip(feats, rows))]
-    extra: dict[str, Any] = {}
-    step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
-    if params.task == "fit":
-        with timer.stage("rae_train"):
-            seqs = [job_fold_input(j, params=params, step_rate_hz=step_rate_hz).leaves for j in jobs]
-            r = params.rae
-            model, losses = rae_mod.train_rae(seqs, dim=r.input_dim, size_weighted=r.size_weighted, epochs=r.epochs,
-                                              steps_per_epoch=r.steps_per_epoch, batch_sequences=r.batch_sequences,
-                                              max_leaves=r.max_leaves, learning_rate=r.learning_rate, seed=params.seed,
-                                              negative_weight=r.negative_weight, margin=r.margin,
-                                              node_vector=r.node_vector, linkage=r.linkage)
-        save_encoder(model, models_dir / "rae.keras")
-        extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
-    else:
-        import keras
-
-        model = keras.saving.load_model(str(Path(params.models) / "rae.keras"), safe_mode=True, compile=False)
-    with timer.stage("fold"):
-        device = _fold_device(params.rae.fold_device)
-        if device == "gpu":
-            jobs = _fold_batched(jobs, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz)
-        results = map_files(
-            functools.partial(fold_file, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz,
-                              output_dir=output_dir),
-            jobs, params=params.executor, stage="fold", progress=params.output.progress)
-    done = [r for r in results if not isinstance(r, Failure)]
-    if params.output.export_segments:
-        from .export import write_segments
-
-        write_segments((row for d in done for row in d["segments"]), output_dir / "segments.csv")
-    extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "linkage": params.rae.linkage,
-                      "fold_device": device,
-                      "leaf_rate_hz": step_rate_hz,
-                      "auto_k_mean": round(float(np.mean([d["auto_k"] for d in done])), 3) if done else None,
-                      "leaves": int(sum(d["n_leaves"] for d in done)),
-                      "max_depth": int(max((d["depth"] for d in done), default=0)),
-                      "plots": int(sum(j.plot for j, r in zip(jobs, results) if not isinstance(r, Failure)))}
-    n_segments = {j.name: r["n_segments"] for j, r in zip(jobs, results) if not isinstance(r, Failure)}
-    return extra, [r for r in results if isinstance(r, Failure)], n_segments
-
-
-def _fold_device(setting: str) -> str:
-    """``rae.fold_device`` resolved: ``auto`` is ``gpu`` when TensorFlow sees one."""
-    if setting != "auto":
-        return setting
-    import tensorflow as tf
-
-    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-
-
-def _fold_batched(jobs: list[FoldJob], *, weights, params: Params, step_rate_hz: float) -> list[FoldJob]:
-    """The jobs with their merges made by the lockstep fold, ``rae.fold_batch`` files at a time, in order of length.
-
-    A file whose posteriors or frames cannot be read keeps no merges: its own job reports the error.
-    """
-    from .fold_lockstep import fold_lockstep
-
-    batch = params.rae.fold_batch
-    seqs: dict[int, tuple[Any, np.ndarray]] = {}  # job index -> (FoldInput, leaf sizes)
-    for k, j in enumerate(jobs):
-        try:
-            fin = job_fold_input(j, params=params, step_rate_hz=step_rate_hz)
-        except (OSError, ValueError, KeyError):
-            continue
-        seqs[k] = fin, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=step_rate_hz)
-    order = sorted(seqs, key=lambda k: len(seqs[k][0].leaves))  # similar lengths together: little padding
-    out = list(jobs)
-    for a in range(0, len(order), batch):
-        chunk = order[a:a + batch]
-        fins = [seqs[k][0] for k in chunk]
-        # min_size comes from the settings, the same for every file, as the heap fold reads it (FoldInput)
-        merges = fold_lockstep([f.leaves for f in fins], weights=weights, sizes=[seqs[k][1] for k in chunk],
-                               barriers=[f.barriers for f in fins], min_size=fins[0].min_size)
-        for k, m in zip(chunk, merges):
-            out[k] = dataclasses.replace(jobs[k], merges=m)
     return out
 
 

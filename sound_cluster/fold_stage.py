@@ -1,0 +1,361 @@
+"""The fold stage: the merge autoencoder trained (fit) or loaded (apply), every file folded into its tree.
+
+Per-file work (:func:`fold_file`: the fold, the tree JSON, the plot) runs through the executor;
+:func:`segment_units` folds the files in the process itself when a run clusters the sounds inside
+its files, so the units come from the very trees the fold stage then writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .config import Params, RaeParams
+from .errors import AudioError
+from .executor import map_files
+from .failures import Failure
+
+if TYPE_CHECKING:
+    from .pauses import FoldInput
+    from .tree import SegmentTree
+    from .units import Units
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One file's work in the fold stage (small, so it travels cheaply to a worker process)."""
+
+    path: Path
+    rel: str
+    name: str
+    npz: Path
+    frames: Path
+    duration_s: float
+    plot: bool
+    merges: Any = None  # the file's Merges when the batched fold made them (rae.fold_device=gpu)
+
+
+def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.ndarray:
+    """Each leaf's size in steps: 1, but the last step covers only the part of a step left in the file."""
+    sizes = np.ones(n_leaves)
+    sizes[-1] = float(np.clip(duration_s * step_rate_hz - (n_leaves - 1), 0.05, 1.0))
+    return sizes
+
+
+def job_fold_input(job: FoldJob, *, params: Params, step_rate_hz: float):
+    """What one file is folded from: :class:`sound_cluster.pauses.FoldInput`.
+
+    Raises
+    ------
+    OSError, ValueError, KeyError
+        The posteriors or the frames cannot be read.
+    """
+    from .pauses import fold_input
+
+    with np.load(job.npz, allow_pickle=False) as z:
+        emb = z["embedding"]
+    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
+    return fold_input(emb, frames, rae=params.rae, time_pool=params.model.time_pool, step_rate_hz=step_rate_hz)
+
+
+def fold_merges(fin: "FoldInput", *, weights, duration_s: float, params: Params, step_rate_hz: float):
+    """One file's fold (:func:`sound_cluster.fold.fold`) on the heap, from its :class:`FoldInput`."""
+    from .fold import fold
+
+    sizes = leaf_sizes(len(fin.leaves), duration_s=duration_s, step_rate_hz=step_rate_hz)
+    return fold(fin.leaves, weights=weights, pairing=params.rae.pairing, sizes=sizes, barriers=fin.barriers,
+                min_size=fin.min_size)
+
+
+def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float, params: Params,
+              step_rate_hz: float) -> tuple["SegmentTree", dict[str, Any]]:
+    """One file's :class:`~sound_cluster.tree.SegmentTree` and its own number of segments (``auto_choice``).
+
+    Parameters
+    ----------
+    fin : FoldInput
+        What the file was folded from (its sounds decide the count where pauses separate them).
+    merges : Merges
+    frames : np.ndarray [shape=(n_frames, n_mels)]
+        The file's log-mel frames (leaf boundaries move to onsets with ``output.boundary_refine_s``).
+    duration_s : float
+    params : Params
+        ``output.auto_min_segment_s``, ``output.boundary_refine_s``, ``rae.min_sound_s`` and the
+        feature and model geometry are used.
+    step_rate_hz : float
+    """
+    from .boundaries import leaf_boundary_times
+    from .tree import SegmentTree
+
+    leaf_times = leaf_boundary_times(frames, n_leaves=len(fin.leaves), time_pool=params.model.time_pool,
+                                     frame_rate_hz=params.features.frame_rate_hz,
+                                     radius_s=params.output.boundary_refine_s, duration_s=duration_s)
+    tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=duration_s, leaf_times=leaf_times)
+    auto = tree.auto_choice(min_segment_s=params.output.auto_min_segment_s, sounds=fin.sounds,
+                            min_sound_s=params.rae.min_sound_s)
+    return tree, auto
+
+
+def train_merge_model(leaves: Sequence[np.ndarray], *, rae: RaeParams, seed: int):
+    """The merge autoencoder trained on every file's leaves (:func:`sound_cluster.rae.train_rae`).
+
+    Returns
+    -------
+    model : MergeAutoencoder
+    losses : list of float
+        Mean merge cost per epoch.
+    """
+    from . import rae as rae_mod
+
+    return rae_mod.train_rae(leaves, dim=rae.input_dim, size_weighted=rae.size_weighted, epochs=rae.epochs,
+                             steps_per_epoch=rae.steps_per_epoch, batch_sequences=rae.batch_sequences,
+                             max_leaves=rae.max_leaves, learning_rate=rae.learning_rate, seed=seed,
+                             negative_weight=rae.negative_weight, margin=rae.margin, node_vector=rae.node_vector,
+                             linkage=rae.linkage)
+
+
+def segment_units(fins: Sequence["FoldInput"], steps: Sequence[np.ndarray], frames: Sequence[Any], *,
+                  durations_s: Sequence[float], weights, params: Params) -> "Units":
+    """The sounds of every file as units: each file folded, its tree cut at its own count.
+
+    Parameters
+    ----------
+    fins : sequence of FoldInput
+        Per file (:func:`sound_cluster.pauses.fold_input` of its step embeddings).
+    steps : sequence of np.ndarray [shape=(n_steps, D)]
+        Per file, the step embeddings (units are embedded from them, pauses left out).
+    frames : sequence of np.ndarray or path
+        Per file, its log-mel frames (or the ``.npy`` holding them).
+    durations_s : sequence of float
+    weights : FoldWeights
+        The trained merge autoencoder's.
+    params : Params
+
+    Returns
+    -------
+    Units
+        With each file's merges, so the fold stage writes the trees the units were cut from.
+    """
+    from .units import collect_units
+
+    step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
+    spans, merges = [], {}
+    for i, (fin, fr, dur) in enumerate(zip(fins, frames, durations_s)):
+        fr = np.load(fr, mmap_mode="r", allow_pickle=False) if isinstance(fr, (str, Path)) else fr
+        m = fold_merges(fin, weights=weights, duration_s=dur, params=params, step_rate_hz=step_rate_hz)
+        tree, auto = file_tree(fin, m, fr, duration_s=dur, params=params, step_rate_hz=step_rate_hz)
+        spans.append(tree.cut(int(auto["k"])))
+        merges[i] = m
+    return collect_units(spans, steps, [f.quiet for f in fins], merges=merges)
+
+
+def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
+    """What a fit clusters (``model.unit``): files, or the sounds of every file.
+
+    Parameters
+    ----------
+    feats : sequence of FileFeatures
+        The files whose step embeddings are ``steps``.
+    steps : sequence of np.ndarray [shape=(n_steps, D)]
+        Each file's step embeddings.
+    params : Params
+    timer
+        Times ``rae_train`` and ``units`` (segment units only).
+
+    Returns
+    -------
+    units : Units or None
+        The segments of every file; None for file units.
+    choice : UnitChoice
+    trained : tuple (MergeAutoencoder, list of float) or None
+        The merge autoencoder trained to cut the files (segment units), for the fold stage.
+    """
+    from .pauses import fold_input
+    from .units import SEGMENT, choose_unit
+
+    durations = [f.duration_s for f in feats]
+    if params.model.unit == "file" or params.rae.pairing != "adjacent":  # segments are contiguous: adjacent folds
+        return None, choose_unit("file", sounds=[], durations_s=durations, min_file_s=params.model.unit_min_file_s), None
+    step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
+    fins = [fold_input(e, np.load(f.cache_path, mmap_mode="r", allow_pickle=False), rae=params.rae,
+                       time_pool=params.model.time_pool, step_rate_hz=step_rate_hz) for f, e in zip(feats, steps)]
+    choice = choose_unit(params.model.unit, sounds=[f.sounds for f in fins], durations_s=durations,
+                         min_file_s=params.model.unit_min_file_s)
+    log.info("units: %s (%s)", choice.unit, choice.rule)
+    if choice.unit != SEGMENT:
+        return None, choice, None
+    with timer.stage("rae_train"):
+        trained = train_merge_model([f.leaves for f in fins], rae=params.rae, seed=params.seed)
+    with timer.stage("units"):
+        units = segment_units(fins, steps, [f.cache_path for f in feats], durations_s=durations,
+                              weights=trained[0].fold_weights(), params=params)
+    log.info("units: %d segments in %d files (%.1f per file)", len(units), len(feats), len(units) / max(len(feats), 1))
+    return units, choice, trained
+
+
+def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path,
+              segments: bool = False) -> dict[str, Any]:
+    """Per-file job of the fold stage: tree JSON (and a plot) of one file.
+
+    ``segments``: also return the file's rows of ``segments.csv`` (``output.export_segments``,
+    or a run whose units are segments).
+
+    Raises
+    ------
+    AudioError
+        With stage ``fold``: the file is too long for ``rae.pairing=any``.
+    """
+    from .pauses import fold_input
+    from .tree import resolve_k, write_tree_json
+
+    with np.load(job.npz, allow_pickle=False) as z:
+        emb, post = z["embedding"], z["posteriors"]
+    if params.rae.pairing == "any" and len(emb) > params.rae.max_any_leaves:
+        raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
+                         f"(rae.max_any_leaves={params.rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
+    out_params = params.output
+    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
+    fin = fold_input(emb, frames, rae=params.rae, time_pool=params.model.time_pool, step_rate_hz=step_rate_hz)
+    merges = job.merges
+    if merges is None:
+        merges = fold_merges(fin, weights=weights, duration_s=job.duration_s, params=params,
+                             step_rate_hz=step_rate_hz)
+    tree, auto = file_tree(fin, merges, frames, duration_s=job.duration_s, params=params, step_rate_hz=step_rate_hz)
+    doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
+                       min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
+    root = doc.pop("root")  # the small header first, so a reader sees it before the tree
+    doc["pauses"] = {"pause_db": params.rae.pause_db, "quiet_leaves": int(fin.quiet.sum()), "sounds": fin.sounds,
+                     "sounds_first": fin.barriers is not None}
+    doc["root"] = root
+    write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
+    out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
+                           "n_segments": resolve_k(doc, out_params.segments)}
+    if segments:
+        from .export import segment_rows
+
+        out["segments"] = segment_rows(doc, k=params.output.export_k or params.output.segments)
+    if params.output.export_jams:
+        from .export import write_jams
+
+        write_jams(doc, output_dir / "jams" / f"{job.name}.jams")
+    if job.plot:
+        from .report import plot_file
+
+        plot_file(frames, post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
+                  title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
+                  sample_rate=params.features.sample_rate, hop_length=params.features.hop_length,
+                  cuts=params.output.plot_cuts)
+    return out
+
+
+def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=None,
+               merges: dict[Path, Any] | None = None, segments: bool = False
+               ) -> tuple[dict, list[Failure], dict[str, int]]:
+    """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree.
+
+    Parameters
+    ----------
+    feats : sequence of FileFeatures
+        The files, in the order of ``rows``.
+    rows : sequence of Assignment
+    trained : tuple (MergeAutoencoder, list of float), optional
+        A merge autoencoder the run already trained (segment units), with its losses.
+    merges : dict of Path to Merges, optional
+        Folds already made (segment units), by audio path.
+    segments : bool
+        Write ``segments.csv`` (``output.export_segments``, or segment units).
+
+    Returns the summary's entries, the files whose fold failed, and each tree's number of
+    segments at ``output.segments`` by output name (the report orders files by it).
+    """
+    from .io_utils import save_keras_model
+
+    models_dir = output_dir / "models"
+    merges = merges or {}
+    jobs = [FoldJob(f.path, r.path, r.name, output_dir / "posteriors" / f"{r.name}.npz", f.cache_path, f.duration_s,
+                    i < params.output.max_plots, merges.get(f.path)) for i, (f, r) in enumerate(zip(feats, rows))]
+    extra: dict[str, Any] = {}
+    step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
+    if params.task == "fit":
+        if trained is None:
+            with timer.stage("rae_train"):
+                seqs = [job_fold_input(j, params=params, step_rate_hz=step_rate_hz).leaves for j in jobs]
+                trained = train_merge_model(seqs, rae=params.rae, seed=params.seed)
+        model, losses = trained
+        save_keras_model(model, models_dir / "rae.keras")
+        extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
+    else:
+        import keras
+
+        model = keras.saving.load_model(str(Path(params.models) / "rae.keras"), safe_mode=True, compile=False)
+    with timer.stage("fold"):
+        device = fold_device(params.rae.fold_device)
+        if device == "gpu":
+            jobs = _fold_batched(jobs, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz)
+        results = map_files(
+            functools.partial(fold_file, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz,
+                              output_dir=output_dir, segments=segments),
+            jobs, params=params.executor, stage="fold", progress=params.output.progress)
+    done = [r for r in results if not isinstance(r, Failure)]
+    if segments:
+        from .export import write_segments
+
+        seg_rows = [row for d in done for row in d["segments"]]
+        write_segments(seg_rows, output_dir / "segments.csv")
+        clusters = [int(r[4]) for r in seg_rows if r[4] != ""]
+        extra["segments"] = {"rows": len(seg_rows), "k": params.output.export_k or params.output.segments,
+                             "sizes": np.bincount(clusters).tolist() if clusters else []}
+    extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "linkage": params.rae.linkage,
+                      "fold_device": device,
+                      "leaf_rate_hz": step_rate_hz,
+                      "auto_k_mean": round(float(np.mean([d["auto_k"] for d in done])), 3) if done else None,
+                      "leaves": int(sum(d["n_leaves"] for d in done)),
+                      "max_depth": int(max((d["depth"] for d in done), default=0)),
+                      "plots": int(sum(j.plot for j, r in zip(jobs, results) if not isinstance(r, Failure)))}
+    n_segments = {j.name: r["n_segments"] for j, r in zip(jobs, results) if not isinstance(r, Failure)}
+    return extra, [r for r in results if isinstance(r, Failure)], n_segments
+
+
+def fold_device(setting: str) -> str:
+    """``rae.fold_device`` resolved: ``auto`` is ``gpu`` when TensorFlow sees one."""
+    if setting != "auto":
+        return setting
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def _fold_batched(jobs: list[FoldJob], *, weights, params: Params, step_rate_hz: float) -> list[FoldJob]:
+    """The jobs with their merges made by the lockstep fold, ``rae.fold_batch`` files at a time, in order of length.
+
+    A file whose posteriors or frames cannot be read keeps no merges: its own job reports the error.
+    """
+    from .fold_lockstep import fold_lockstep
+
+    batch = params.rae.fold_batch
+    seqs: dict[int, tuple[Any, np.ndarray]] = {}  # job index -> (FoldInput, leaf sizes)
+    for k, j in enumerate(jobs):
+        try:
+            fin = job_fold_input(j, params=params, step_rate_hz=step_rate_hz)
+        except (OSError, ValueError, KeyError):
+            continue
+        seqs[k] = fin, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=step_rate_hz)
+    order = sorted(seqs, key=lambda k: len(seqs[k][0].leaves))  # similar lengths together: little padding
+    out = list(jobs)
+    for a in range(0, len(order), batch):
+        chunk = order[a:a + batch]
+        fins = [seqs[k][0] for k in chunk]
+        # min_size comes from the settings, the same for every file, as the heap fold reads it (FoldInput)
+        merges = fold_lockstep([f.leaves for f in fins], weights=weights, sizes=[seqs[k][1] for k in chunk],
+                               barriers=[f.barriers for f in fins], min_size=fins[0].min_size)
+        for k, m in zip(chunk, merges):
+            out[k] = dataclasses.replace(jobs[k], merges=m)
+    return out
