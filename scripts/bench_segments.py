@@ -110,7 +110,8 @@ def main() -> None:
     from sound_cluster.config import params_from_config
     from sound_cluster.fold import fold
     from sound_cluster.pauses import fold_input
-    from sound_cluster.pipeline import leaf_sizes, run
+    from sound_cluster.fold_stage import leaf_sizes
+    from sound_cluster.pipeline import run
     from sound_cluster.rae import MergeAutoencoder
     from sound_cluster.tree import SegmentTree, doc_cut, read_tree_json
 

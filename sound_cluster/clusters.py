@@ -92,6 +92,8 @@ class HeadMerge:
     unit : str
         What was clustered: ``file`` or ``segment`` (:mod:`sound_cluster.units`); ``task=apply``
         writes segments.csv for segment units.
+    sound_length_s : float or None
+        Segment units: the typical sound length the fit counted sounds by in files without pauses.
     """
 
     mapping: tuple[int, ...]
@@ -101,6 +103,7 @@ class HeadMerge:
     curve: dict[int, float] = field(default_factory=dict)
     scatter: dict[int, float] = field(default_factory=dict)
     unit: str = "file"
+    sound_length_s: float | None = None
 
     def merge(self, posteriors: np.ndarray) -> np.ndarray:
         """Head posteriors ``(n, head clusters)`` -> the run's ``(n, k)`` (sums of merged columns)."""
@@ -109,6 +112,7 @@ class HeadMerge:
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "requested": self.requested, "rule": self.rule, "unit": self.unit,
+                "sound_length_s": self.sound_length_s,
                 "mapping": list(self.mapping),
                 "curve": {str(k): round(v, 6) for k, v in self.curve.items()},
                 "scatter": {str(k): round(v, 6) for k, v in self.scatter.items()}}
@@ -117,7 +121,8 @@ class HeadMerge:
     def from_dict(cls, d: Mapping[str, Any]) -> "HeadMerge":
         return cls(tuple(int(c) for c in d["mapping"]), int(d["k"]), d.get("requested", d["k"]),
                    d.get("rule", "given"), {int(k): float(v) for k, v in d.get("curve", {}).items()},
-                   {int(k): float(v) for k, v in d.get("scatter", {}).items()}, str(d.get("unit", "file")))
+                   {int(k): float(v) for k, v in d.get("scatter", {}).items()}, str(d.get("unit", "file")),
+                   None if d.get("sound_length_s") is None else float(d["sound_length_s"]))
 
     @classmethod
     def identity(cls, n_clusters: int) -> "HeadMerge":
@@ -169,9 +174,10 @@ class ClipClusters:
     curve: dict[int, float] = field(default_factory=dict)
     scatter: dict[int, float] = field(default_factory=dict)
 
-    def record(self, *, unit: str = "file") -> HeadMerge:
+    def record(self, *, unit: str = "file", sound_length_s: float | None = None) -> HeadMerge:
         """The record a run keeps (``models/clusters.json``): a head of k clusters, each its own."""
-        return HeadMerge(tuple(range(self.k)), self.k, self.requested, self.rule, self.curve, self.scatter, unit)
+        return HeadMerge(tuple(range(self.k)), self.k, self.requested, self.rule, self.curve, self.scatter, unit,
+                         sound_length_s)
 
 
 def cluster_clips(clip_embeddings: np.ndarray, *, n_clusters: int | str, max_clusters: int,

@@ -153,6 +153,7 @@ class ModelParams:
     init: str = "scratch"
     unit: str = "auto"
     unit_min_file_s: float = 8.0
+    unit_sound_s: float = 0.5
 
     # The fields that make up the architecture (what a pretrained encoder must share with the run).
     ARCHITECTURE = ("embedding_dim", "blocks", "context_kernel", "standardize_by_std")
@@ -183,6 +184,7 @@ class ModelParams:
         _non_negative(f"{prefix}.overcluster", self.overcluster, integer=True)
         _one_of(f"{prefix}.unit", self.unit, UNITS)
         _positive_float(f"{prefix}.unit_min_file_s", self.unit_min_file_s)
+        _positive_float(f"{prefix}.unit_sound_s", self.unit_sound_s)
         if not isinstance(self.init, str) or not self.init:
             _fail(f"{prefix}.init", self.init, "pretrained, scratch or the path of a .keras encoder")
         if not self.blocks:

@@ -187,15 +187,74 @@ def score_trees(docs: Mapping[str, Mapping], references: Mapping[str, Sequence])
             "per_file": per_file}
 
 
+def event_cluster(step_clusters: np.ndarray, *, start_s: float, end_s: float, step_rate_hz: float) -> int:
+    """The cluster that most of an event's steps take (ties: the lowest cluster).
+
+    Parameters
+    ----------
+    step_clusters : np.ndarray [shape=(n_steps,), dtype=int]
+        Each step's cluster (the argmax of its posterior).
+    start_s, end_s : float
+        The event, in seconds.
+    step_rate_hz : float
+        Steps per second; step ``i`` covers ``[i, i + 1) / step_rate_hz``.
+
+    Returns
+    -------
+    int
+        The majority cluster of the steps whose centres lie in the event; an event shorter than a
+        step takes the step under its midpoint.
+    """
+    n = len(step_clusters)
+    a = int(np.ceil(start_s * step_rate_hz - 0.5))
+    b = int(np.ceil(end_s * step_rate_hz - 0.5))
+    a, b = max(0, min(a, n - 1)), max(0, min(b, n))
+    if b <= a:
+        a = min(int(0.5 * (start_s + end_s) * step_rate_hz), n - 1)
+        b = a + 1
+    return int(np.bincount(np.asarray(step_clusters[a:b], dtype=np.int64)).argmax())
+
+
+def score_events(references: Mapping[str, Sequence[tuple[float, float, str]]],
+                 step_clusters: Mapping[str, tuple[np.ndarray, float]]) -> dict | None:
+    """Event NMI, ARI and accuracy: each labelled reference event takes the cluster most of its steps take.
+
+    Parameters
+    ----------
+    references : mapping of str to list of (start_s, end_s, label)
+        Reference events by file; events with an empty label are left out.
+    step_clusters : mapping of str to (np.ndarray, float)
+        By file: each step's cluster and the steps per second.
+
+    Returns
+    -------
+    dict or None
+        :func:`clustering_scores` over every labelled event of the files in both, and ``files``;
+        None when there is no such event.
+    """
+    labels, clusters, files = [], [], 0
+    for path in sorted(set(references) & set(step_clusters)):
+        steps, rate = step_clusters[path]
+        events = [(s, e, lab) for s, e, lab in references[path] if str(lab) != ""]
+        files += bool(events)
+        for s, e, lab in events:
+            labels.append(lab)
+            clusters.append(event_cluster(steps, start_s=s, end_s=e, step_rate_hz=rate))
+    if not labels:
+        return None
+    return {**clustering_scores(labels, clusters), "files": files}
+
+
 def evaluate_run(run_dir: Path, *, labels: Path | None = None, segments: Path | None = None) -> dict:
     """Score a finished run from its files (``clusters.csv``, ``trees/``), nothing recomputed.
 
     Returns
     -------
     dict
-        ``metrics`` (clip labels: NMI, ARI, accuracy) and ``segment_metrics`` (boundary F at
-        0.1 s and 0.5 s, L-measure; per file and mean), each present when its reference is
-        given and matches at least one file.
+        ``metrics`` (clip labels: NMI, ARI, accuracy), ``segment_metrics`` (boundary F at
+        0.1 s and 0.5 s, L-measure; per file and mean) and ``event_metrics`` (each labelled
+        reference segment as an event: NMI, ARI, accuracy of :func:`score_events`), each present
+        when its reference is given and matches at least one file.
     """
     from .clusters import read_clusters
     from .tree import read_tree_json
@@ -215,6 +274,13 @@ def evaluate_run(run_dir: Path, *, labels: Path | None = None, segments: Path | 
         scores = score_trees(docs, refs)
         if scores is not None:
             out["segment_metrics"] = {"segments": str(segments), **scores}
+        steps = {}
+        for p, doc in docs.items():
+            with np.load(run_dir / "posteriors" / f"{names.get(p, p)}.npz", allow_pickle=False) as z:
+                steps[p] = (z["posteriors"].argmax(axis=1), float(doc["frame_rate_hz"]))
+        scores = score_events(refs, steps)
+        if scores is not None:
+            out["event_metrics"] = {"segments": str(segments), **scores}
     return out
 
 

@@ -76,7 +76,7 @@ def fold_merges(fin: "FoldInput", *, weights, duration_s: float, params: Params,
 
 
 def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float, params: Params,
-              step_rate_hz: float) -> tuple["SegmentTree", dict[str, Any]]:
+              step_rate_hz: float, sound_length_s: float | None = None) -> tuple["SegmentTree", dict[str, Any]]:
     """One file's :class:`~sound_cluster.tree.SegmentTree` and its own number of segments (``auto_choice``).
 
     Parameters
@@ -91,6 +91,9 @@ def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float
         ``output.auto_min_segment_s``, ``output.boundary_refine_s``, ``rae.min_sound_s`` and the
         feature and model geometry are used.
     step_rate_hz : float
+    sound_length_s : float, optional
+        Segment units: the folder's typical sound length, which counts the sounds of a file
+        without pauses between them (:meth:`~sound_cluster.tree.SegmentTree.auto_choice`).
     """
     from .boundaries import leaf_boundary_times
     from .tree import SegmentTree
@@ -100,7 +103,8 @@ def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float
                                      radius_s=params.output.boundary_refine_s, duration_s=duration_s)
     tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=duration_s, leaf_times=leaf_times)
     auto = tree.auto_choice(min_segment_s=params.output.auto_min_segment_s, sounds=fin.sounds,
-                            min_sound_s=params.rae.min_sound_s)
+                            min_sound_s=params.rae.min_sound_s, sound_length_s=sound_length_s,
+                            loud_s=float((~fin.quiet).sum()) / step_rate_hz)
     return tree, auto
 
 
@@ -123,7 +127,7 @@ def train_merge_model(leaves: Sequence[np.ndarray], *, rae: RaeParams, seed: int
 
 
 def segment_units(fins: Sequence["FoldInput"], steps: Sequence[np.ndarray], frames: Sequence[Any], *,
-                  durations_s: Sequence[float], weights, params: Params) -> "Units":
+                  durations_s: Sequence[float], weights, params: Params, sound_length_s: float) -> "Units":
     """The sounds of every file as units: each file folded, its tree cut at its own count.
 
     Parameters
@@ -138,6 +142,8 @@ def segment_units(fins: Sequence["FoldInput"], steps: Sequence[np.ndarray], fram
     weights : FoldWeights
         The trained merge autoencoder's.
     params : Params
+    sound_length_s : float
+        The folder's typical sound length (:func:`sound_cluster.units.typical_sound_length_s`).
 
     Returns
     -------
@@ -151,7 +157,8 @@ def segment_units(fins: Sequence["FoldInput"], steps: Sequence[np.ndarray], fram
     for i, (fin, fr, dur) in enumerate(zip(fins, frames, durations_s)):
         fr = np.load(fr, mmap_mode="r", allow_pickle=False) if isinstance(fr, (str, Path)) else fr
         m = fold_merges(fin, weights=weights, duration_s=dur, params=params, step_rate_hz=step_rate_hz)
-        tree, auto = file_tree(fin, m, fr, duration_s=dur, params=params, step_rate_hz=step_rate_hz)
+        tree, auto = file_tree(fin, m, fr, duration_s=dur, params=params, step_rate_hz=step_rate_hz,
+                               sound_length_s=sound_length_s)
         spans.append(tree.cut(int(auto["k"])))
         merges[i] = m
     return collect_units(spans, steps, [f.quiet for f in fins], merges=merges)
@@ -177,13 +184,16 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
     choice : UnitChoice
     trained : tuple (MergeAutoencoder, list of float) or None
         The merge autoencoder trained to cut the files (segment units), for the fold stage.
+    sound_length_s : float or None
+        Segment units: the folder's typical sound length.
     """
     from .pauses import fold_input
-    from .units import SEGMENT, choose_unit
+    from .units import SEGMENT, choose_unit, sound_lengths_s, typical_sound_length_s
 
     durations = [f.duration_s for f in feats]
     if params.model.unit == "file" or params.rae.pairing != "adjacent":  # segments are contiguous: adjacent folds
-        return None, choose_unit("file", sounds=[], durations_s=durations, min_file_s=params.model.unit_min_file_s), None
+        choice = choose_unit("file", sounds=[], durations_s=durations, min_file_s=params.model.unit_min_file_s)
+        return None, choice, None, None
     step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
     fins = [fold_input(e, np.load(f.cache_path, mmap_mode="r", allow_pickle=False), rae=params.rae,
                        time_pool=params.model.time_pool, step_rate_hz=step_rate_hz) for f, e in zip(feats, steps)]
@@ -191,22 +201,27 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
                          min_file_s=params.model.unit_min_file_s)
     log.info("units: %s (%s)", choice.unit, choice.rule)
     if choice.unit != SEGMENT:
-        return None, choice, None
+        return None, choice, None, None
+    length_s, source = typical_sound_length_s(
+        [sound_lengths_s(f.quiet, f.onsets, step_rate_hz=step_rate_hz) for f in fins],
+        default_s=params.model.unit_sound_s)
+    log.info("units: typical sound %.2f s (%s)", length_s, source)
     with timer.stage("rae_train"):
         trained = train_merge_model([f.leaves for f in fins], rae=params.rae, seed=params.seed)
     with timer.stage("units"):
         units = segment_units(fins, steps, [f.cache_path for f in feats], durations_s=durations,
-                              weights=trained[0].fold_weights(), params=params)
+                              weights=trained[0].fold_weights(), params=params, sound_length_s=length_s)
     log.info("units: %d segments in %d files (%.1f per file)", len(units), len(feats), len(units) / max(len(feats), 1))
-    return units, choice, trained
+    return units, choice, trained, length_s
 
 
 def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, output_dir: Path,
-              segments: bool = False) -> dict[str, Any]:
+              segments: bool = False, sound_length_s: float | None = None) -> dict[str, Any]:
     """Per-file job of the fold stage: tree JSON (and a plot) of one file.
 
     ``segments``: also return the file's rows of ``segments.csv`` (``output.export_segments``,
-    or a run whose units are segments).
+    or a run whose units are segments). ``sound_length_s``: segment units, the folder's typical
+    sound length (see :func:`file_tree`).
 
     Raises
     ------
@@ -228,7 +243,8 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     if merges is None:
         merges = fold_merges(fin, weights=weights, duration_s=job.duration_s, params=params,
                              step_rate_hz=step_rate_hz)
-    tree, auto = file_tree(fin, merges, frames, duration_s=job.duration_s, params=params, step_rate_hz=step_rate_hz)
+    tree, auto = file_tree(fin, merges, frames, duration_s=job.duration_s, params=params, step_rate_hz=step_rate_hz,
+                           sound_length_s=sound_length_s)
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
                        min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
     root = doc.pop("root")  # the small header first, so a reader sees it before the tree
@@ -257,7 +273,7 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
 
 
 def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=None,
-               merges: dict[Path, Any] | None = None, segments: bool = False
+               merges: dict[Path, Any] | None = None, segments: bool = False, sound_length_s: float | None = None
                ) -> tuple[dict, list[Failure], dict[str, int]]:
     """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree.
 
@@ -272,6 +288,8 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
         Folds already made (segment units), by audio path.
     segments : bool
         Write ``segments.csv`` (``output.export_segments``, or segment units).
+    sound_length_s : float, optional
+        Segment units: the folder's typical sound length (:func:`file_tree`).
 
     Returns the summary's entries, the files whose fold failed, and each tree's number of
     segments at ``output.segments`` by output name (the report orders files by it).
@@ -302,7 +320,7 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
             jobs = _fold_batched(jobs, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz)
         results = map_files(
             functools.partial(fold_file, weights=model.fold_weights(), params=params, step_rate_hz=step_rate_hz,
-                              output_dir=output_dir, segments=segments),
+                              output_dir=output_dir, segments=segments, sound_length_s=sound_length_s),
             jobs, params=params.executor, stage="fold", progress=params.output.progress)
     done = [r for r in results if not isinstance(r, Failure)]
     if segments:

@@ -327,7 +327,7 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     fold_extra, fold_failures, n_segments = fold_stage(
         [feats[r.index] for r in rows], rows, params=params, output_dir=output_dir, timer=timer,
         trained=unit_fit.trained, merges=unit_fit.merges,
-        segments=params.output.export_segments or unit_fit.unit == SEGMENT)
+        segments=params.output.export_segments or unit_fit.unit == SEGMENT, sound_length_s=unit_fit.sound_length_s)
     extra.update(fold_extra)
     with timer.stage("evaluate"):
         extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path))
@@ -339,6 +339,10 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
         m = extra["segment_metrics"]
         log.info("against %s: boundary F %.3f at 0.1 s, %.3f at 0.5 s, L-measure %.3f (%d files)", m["segments"],
                  m["mean"]["f_0.1"], m["mean"]["f_0.5"], m["mean"]["l_measure"], m["n"])
+    if "event_metrics" in extra:
+        m = extra["event_metrics"]
+        log.info("against %s: events NMI %.3f, ARI %.3f, accuracy %.3f (%d events in %d files)", m["segments"],
+                 m["nmi"], m["ari"], m["acc"], m["n"], m["files"])
     if fold_failures:
         state.failures += fold_failures
         write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
@@ -425,7 +429,7 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             readable = _readable(feats, failures)
             clip_embeddings, steps = clip_inputs(
                 encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable))
-        units, choice, trained = plan_units(readable, steps, params=params, timer=timer)
+        units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer)
         with timer.stage("cluster"):
             if units is None:
                 vectors, unit_steps = clip_embeddings, steps
@@ -438,9 +442,10 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
             known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
             del fitted, steps
-            merge = clusters.record(unit=choice.unit)
-        unit_fit = UnitFit(choice.unit, trained)
-        extra["units"] = {**choice.to_dict(), "n_units": len(units) if units is not None else len(readable)}
+            merge = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
+        unit_fit = UnitFit(choice.unit, trained, sound_length_s=sound_length_s)
+        extra["units"] = {**choice.to_dict(), "n_units": len(units) if units is not None else len(readable),
+                          "sound_length_s": None if sound_length_s is None else round(sound_length_s, 4)}
         if units is not None:
             unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
             # Each unit's span and cluster by file, to say how often the head agrees with them.
@@ -467,8 +472,9 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
         extra["models"] = str(params.models)
         # The loaded head's width, not the params': models saved before heads were merged have no max_clusters.
         merge = _load_merge(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
-        unit_fit = UnitFit(merge.unit)
-        extra["units"] = {"unit": merge.unit, "requested": merge.unit, "rule": "the models' unit"}
+        unit_fit = UnitFit(merge.unit, sound_length_s=merge.sound_length_s)
+        extra["units"] = {"unit": merge.unit, "requested": merge.unit, "rule": "the models' unit",
+                          "sound_length_s": merge.sound_length_s}
 
     with timer.stage("assign"):
         run_encoder = embedding.Posteriors(encoder)
@@ -536,12 +542,16 @@ class UnitFit:
         Each file's fold that the units were cut from.
     spans : dict of Path to list of (int, int, int)
         Each file's units: start and end step and cluster (to compare with the head's).
+    sound_length_s : float or None
+        Segment units: the folder's typical sound length, which counts the sounds of files
+        without pauses.
     """
 
     unit: str = "file"
     trained: Any = None
     merges: dict[Path, Any] = field(default_factory=dict)
     spans: dict[Path, list[tuple[int, int, int]]] = field(default_factory=dict)
+    sound_length_s: float | None = None
 
 
 def _readable(feats, failures: list[Failure]) -> list:

@@ -200,13 +200,33 @@ def write_report(
             segs.append({"start_s": s["start_s"], "end_s": end, "cluster": s.get("cluster", ""),
                          "confidence": s.get("confidence", 0.0),
                          "audio": f"{audio}#t={s['start_s']:.3f},{min(end, length):.3f}" if s["start_s"] < length
-                         else None})
+                         else None, "src": None})
         plot = output_dir / "plots" / f"{r.name}.png"
         files.append({"path": r.path, "cluster": r.cluster, "confidence": r.confidence, "duration_s": r.duration_s,
                       "color": colors[r.cluster],
                       "tree": _url(f"trees/{r.name}.json"), "plot": _url(f"plots/{r.name}.png") if plot.is_file()
-                      else None, "segments": segs})
+                      else None, "segments": segs, "timeline": None})
 
+    seg_clusters, unit, n_units = [], (summary.get("units") or {}).get("unit", "file"), 0
+    if unit == "segment" and (output_dir / "segments.csv").is_file():
+        from .report_segments import read_segment_rows, reference_labels, segment_clusters, timeline
+
+        seg_rows = read_segment_rows(output_dir / "segments.csv")
+        n_units = len(seg_rows)
+        refs = _references(summary)
+        seg_clusters = segment_clusters(
+            output_dir, segments=seg_rows, audio_by_path={r.path: audio_paths[i] for i, r in enumerate(rows)},
+            name_by_path={r.path: r.name for r in rows}, colors=colors, excerpt_s=excerpt_s,
+            labels=reference_labels(seg_rows, refs) if refs else None)
+        sizes = np.bincount([s["cluster"] for s in seg_rows], minlength=k).tolist()
+        top = max(max(sizes), 1)
+        bars = [{"k": c, "n": sizes[c], "h": int(round(120 * sizes[c] / top)), "color": colors[c]} for c in range(k)]
+        by_path = {r.path: i for i, r in enumerate(rows)}
+        for f in files:
+            src = Path(audio_paths[by_path[f["path"]]]).absolute().as_uri()
+            f["timeline"] = timeline(f["segments"], duration_s=f["duration_s"], colors=colors, src=src)
+            for seg in f["segments"]:
+                seg["src"] = f"{src}#t={seg['start_s']:.3f},{seg['end_s']:.3f}"
     pca = _pca_plot(output_dir, rows, colors)
     k_plot = _k_choice_plot(output_dir, summary["clusters"])
     legend = [{"k": c, "color": colors[c], "n": sizes[c]} for c in range(k) if sizes[c]]
@@ -216,11 +236,24 @@ def write_report(
         title=html.unescape(Path(summary["data_path"]).name or summary["data_path"]), summary=summary,
         clusters=summary["clusters"], metrics=summary.get("metrics"), segment_metrics=summary.get("segment_metrics"),
         bars=bars, cluster_rows=cluster_rows, files=files, pca=pca, k_plot=k_plot, excerpt_s=excerpt_s, legend=legend,
-        has_labels=bool(labels), segments_k=segments_k)
+        has_labels=bool(labels), segments_k=segments_k, seg_clusters=seg_clusters, unit=unit, n_units=n_units,
+        event_metrics=summary.get("event_metrics"))
     out = output_dir / "report.html"
     with atomic_open(out, "w", fsync=False, encoding="utf-8") as fh:
         fh.write(page)
     return out
+
+
+def _references(summary: dict) -> dict:
+    """The reference segments the run was scored against (empty when none)."""
+    from .evaluate import read_segments
+
+    path = (summary.get("segment_metrics") or {}).get("segments")
+    try:
+        return read_segments(Path(path)) if path else {}
+    except Exception:  # noqa: BLE001 - the report shows what it can; the references were checked at the start
+        log.warning("report: could not read the reference segments %s again", path)
+        return {}
 
 
 def _labels_by_path(summary: dict) -> dict[str, str]:

@@ -18,6 +18,7 @@ SCHEMA_VERSION = 1
 # The rules of SegmentTree.auto_choice, recorded in each tree document.
 SOUNDS_RULE = "sounds_between_pauses"
 COST_RULE = "largest_cost_jump"
+LENGTH_RULE = "typical_sound_length"
 
 
 @dataclass
@@ -107,13 +108,18 @@ class SegmentTree:
             return float(self.leaf_times[leaf])
         return min(leaf / self.frame_rate_hz, self.duration_s)
 
-    def auto_choice(self, *, min_segment_s: float, sounds: int = 0, min_sound_s: float = 0.1) -> dict[str, Any]:
+    def auto_choice(self, *, min_segment_s: float, sounds: int = 0, min_sound_s: float = 0.1,
+                    sound_length_s: float | None = None, loud_s: float | None = None) -> dict[str, Any]:
         """The file's own number of segments, and the rule that chose it (as the tree document records it).
 
         Where pauses separate two or more sounds (``sounds``, from
         :func:`sound_cluster.pauses.sound_onsets`), each sound is a segment (rule
-        :data:`SOUNDS_RULE`, at most one segment per leaf). Otherwise the tree's merge costs
-        decide (rule :data:`COST_RULE`, :meth:`auto_k`).
+        :data:`SOUNDS_RULE`, at most one segment per leaf). Otherwise, given the folder's typical
+        sound length ``sound_length_s`` (segment units), the file's loud time ``loud_s`` holds
+        ``floor(loud_s / sound_length_s)`` sounds, at least one (rule :data:`LENGTH_RULE`: a sound up
+        to twice the typical length stays whole, n sounds of about that length joined together
+        are n), so units are comparable across files; else the tree's merge costs decide (rule :data:`COST_RULE`,
+        :meth:`auto_k`).
 
         Returns
         -------
@@ -122,6 +128,10 @@ class SegmentTree:
         """
         if sounds >= 2:
             return {"k": min(int(sounds), self.n_leaves), "name": SOUNDS_RULE, "min_sound_s": min_sound_s}
+        if sound_length_s:
+            loud = self.duration_s if loud_s is None else float(loud_s)
+            k = int(np.clip(np.floor(loud / sound_length_s + 1e-9), 1, self.n_leaves))
+            return {"k": k, "name": LENGTH_RULE, "sound_length_s": round(float(sound_length_s), 4)}
         return {"k": self.auto_k(min_segment_s=min_segment_s), "name": COST_RULE, "min_segment_s": min_segment_s}
 
     def auto_k(self, *, min_segment_s: float) -> int:

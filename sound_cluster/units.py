@@ -89,6 +89,39 @@ def choose_unit(requested: str, *, sounds: Sequence[int], durations_s: Sequence[
                       med_dur)
 
 
+def sound_lengths_s(quiet: np.ndarray, onsets: np.ndarray, *, step_rate_hz: float) -> np.ndarray:
+    """The loud time of each sound that pauses separate (from its onset to the next sound's, pauses left out).
+
+    Parameters
+    ----------
+    quiet : np.ndarray [shape=(n_steps,), dtype=bool]
+    onsets : np.ndarray [shape=(n_sounds,), dtype=int64]
+        :func:`sound_cluster.pauses.sound_onsets`.
+    step_rate_hz : float
+
+    Returns
+    -------
+    np.ndarray [shape=(n_sounds,)]
+        Seconds; empty when fewer than two sounds (a lone sound's length is the file's, not a sound's).
+    """
+    if len(onsets) < 2:
+        return np.empty(0)
+    loud = ~np.asarray(quiet, dtype=bool)
+    edges = np.r_[np.asarray(onsets), len(loud)]
+    return np.array([loud[a:b].sum() for a, b in zip(edges[:-1], edges[1:])], dtype=np.float64) / step_rate_hz
+
+
+def typical_sound_length_s(lengths: Sequence[np.ndarray], *, default_s: float) -> tuple[float, str]:
+    """The folder's typical sound length: the median of the sounds pauses separate, else ``default_s``.
+
+    Returns the length in seconds and where it came from.
+    """
+    pooled = np.concatenate([np.asarray(x, dtype=np.float64) for x in lengths]) if len(lengths) else np.empty(0)
+    if len(pooled):
+        return float(np.median(pooled)), f"median of the {len(pooled)} sounds between pauses"
+    return float(default_s), "model.unit_sound_s (no file has pauses between sounds)"
+
+
 def unit_vector(steps: np.ndarray, quiet: np.ndarray) -> np.ndarray:
     """One unit's embedding: the unit-length mean of its loud steps (of all its steps when none is loud).
 

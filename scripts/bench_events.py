@@ -1,0 +1,284 @@
+"""Kinds of sound inside recordings: event NMI of our segment units against the baselines, same run.
+
+Usage: python scripts/bench_events.py DATA [--files 12] [--events 8 14] [--sets ...] [--variants ...] [--seed 0]
+       [--untrained] [override ...]
+
+DATA is a folder holding the labelled sets ``drums/``, ``instruments/`` and ``fsdd/``, each with a
+``labels.csv`` (``filename,label``; audio paths relative to the set's folder). From them the script
+builds folders of recordings, each file a sequence of labelled events (drum hits; instrument notes,
+cut to 1 s; spoken digits; and ``mix``, all three together), in two variants: ``pauses`` (0.2-0.6 s
+of quiet between events) and ``butted`` (events joined end to end). Every event's kind is known.
+
+For each folder, in the same run:
+  ours auto      the real pipeline (``sound_cluster.pipeline.run``, model.unit=auto, K chosen)
+  ours true K    the same with model.n_clusters = the number of kinds
+  mfcc k-means   k-means at the true K on MFCC frames (20 coefficients, 100 Hz) smoothed over 0.5 s
+  avgn hdbscan   the AVGN / VocalPy recipe (Sainburg et al. 2020): cuts where the envelope rises
+                 above the file's floor + 12 dB, each cut's log-mel resized to 32 x 32, UMAP to 2-D,
+                 HDBSCAN (its own count)
+  avgn k-means   the same UMAP embedding, k-means at the true K
+  encoder@truth  our encoder's step embeddings averaged over each true event, Ward at the true K:
+                 the ceiling that our segmentation allows
+Scores: event NMI (each event takes the cluster that most of its steps or frames take), the number
+of clusters found, and for our trees (cut at their own count) and the AVGN cuts, the boundary
+hit-rate F-measure at 0.5 s (mir_eval). Last line per folder: best baseline at the true K, and our
+auto-K NMI as a ratio of it.
+
+--untrained also runs ours (auto K) with an untrained merge autoencoder (rae.epochs=1", "rae.steps_per_epoch=1", "rae.learning_rate=1e-9), to see
+whether training it gives better units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SR = 16000
+MAX_EVENT_S = 1.0
+
+
+def _read_set(folder: Path) -> list[tuple[Path, str]]:
+    with open(folder / "labels.csv", newline="") as fh:
+        return [(folder / (r.get("filename") or r["path"]), r["label"]) for r in csv.DictReader(fh)]
+
+
+def _event(path: Path) -> np.ndarray:
+    import librosa
+
+    y, sr = sf.read(path, dtype="float32", always_2d=True)
+    y = y.mean(axis=1)
+    if sr != SR:
+        y = librosa.resample(y, orig_sr=sr, target_sr=SR)
+    n = int(MAX_EVENT_S * SR)
+    if len(y) > n:  # long notes and cymbals: the first second, faded out over 30 ms
+        y = y[:n].copy()
+        fade = int(0.03 * SR)
+        y[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    peak = float(np.abs(y).max()) or 1.0
+    return (0.5 * y / peak).astype(np.float32)
+
+
+def build(data: Path, out: Path, *, sets: list[str], n_files: int, events: tuple[int, int], seed: int,
+          variants: tuple[str, ...] = ("pauses", "butted")) -> dict[str, int]:
+    """Write ``out/<set>_<variant>/`` folders of sequences with ``segments.csv``; returns each folder's kinds."""
+    rng = np.random.default_rng(seed)
+    pools = {name: _read_set(data / name) for name in ("drums", "instruments", "fsdd")}
+    kinds = {}
+    for name in sets:
+        if name == "mix":
+            pool = [(p, f"{src}:{lab}") for src in ("drums", "instruments", "fsdd") for p, lab in pools[src]]
+        else:
+            pool = pools[name]
+        plan = [[pool[i] for i in rng.choice(len(pool), size=int(rng.integers(events[0], events[1] + 1)),
+                                             replace=False)] for _ in range(n_files)]
+        for variant in variants:
+            folder = out / f"{name}_{variant}"
+            folder.mkdir(parents=True)
+            rows, seen = [], set()
+            for i, evs in enumerate(plan):
+                parts, t = [], 0.0
+                for j, (p, lab) in enumerate(evs):
+                    y = _event(p)
+                    rows.append((f"rec{i:02d}.wav", round(t, 4), round(t + len(y) / SR, 4), lab))
+                    seen.add(lab)
+                    parts.append(y)
+                    t += len(y) / SR
+                    if variant == "pauses" and j < len(evs) - 1:
+                        gap = np.zeros(int(rng.uniform(0.2, 0.6) * SR), np.float32)
+                        parts.append(gap)
+                        t += len(gap) / SR
+                y = np.concatenate(parts)
+                y = y + rng.normal(0, 1e-4, len(y)).astype(np.float32)  # a recording's floor, not digital zero
+                sf.write(folder / f"rec{i:02d}.wav", y, SR)
+            with open(folder / "segments.csv", "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["path", "start_s", "end_s", "label"])
+                w.writerows(rows)
+            kinds[folder.name] = len(seen)
+    return kinds
+
+
+def _refs(folder: Path) -> dict[str, list[tuple[float, float, str]]]:
+    out: dict[str, list] = {}
+    with open(folder / "segments.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            out.setdefault(r["path"], []).append((float(r["start_s"]), float(r["end_s"]), r["label"]))
+    return out
+
+
+def _event_nmi(refs, frame_clusters: dict[str, np.ndarray], rate_hz: float) -> float:
+    from sound_cluster.evaluate import score_events
+
+    return score_events(refs, {p: (c, rate_hz) for p, c in frame_clusters.items()})["nmi"]
+
+
+def _boundary_f(refs, cuts: dict[str, list[float]], window: float = 0.5) -> float:
+    import mir_eval
+
+    scores = []
+    for p, evs in refs.items():
+        ref = np.array([e[0] for e in evs[1:]])
+        est = np.array(sorted(cuts.get(p, [])))
+        if len(ref) == 0 or len(est) == 0:
+            scores.append(0.0)
+            continue
+        ri = np.c_[np.r_[0.0, ref], np.r_[ref, ref[-1] + 1.0]]
+        ei = np.c_[np.r_[0.0, est], np.r_[est, est[-1] + 1.0]]
+        scores.append(mir_eval.segment.detection(ri, ei, window=window, trim=True)[2])
+    return float(np.mean(scores))
+
+
+def mfcc_kmeans(folder: Path, refs, k: int, seed: int) -> float:
+    import librosa
+    from scipy.ndimage import uniform_filter1d
+    from sklearn.cluster import KMeans
+
+    feats = {}
+    for p in refs:
+        y, _ = sf.read(folder / p, dtype="float32")
+        m = librosa.feature.mfcc(y=y, sr=SR, n_mfcc=20, hop_length=SR // 100).T  # (frames, 20) at 100 Hz
+        feats[p] = uniform_filter1d(m, size=50, axis=0)
+    x = np.concatenate(list(feats.values()))
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    km = KMeans(k, n_init=4, random_state=seed).fit((x - mu) / sd)
+    return _event_nmi(refs, {p: km.predict((f - mu) / sd) for p, f in feats.items()}, 100.0)
+
+
+def avgn(folder: Path, refs, k: int, seed: int) -> tuple[float, float, int, float]:
+    """AVGN recipe: (NMI with HDBSCAN's count, NMI with k-means at k, HDBSCAN's count, boundary F@0.5)."""
+    import librosa
+    import umap
+    from scipy.ndimage import zoom
+    from sklearn.cluster import HDBSCAN, KMeans
+
+    cuts, specs, owner = {}, [], []
+    n_frames = {}
+    for p in refs:
+        y, _ = sf.read(folder / p, dtype="float32")
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=SR, n_fft=512, hop_length=SR // 100,
+                                                                 n_mels=64))
+        env = mel.max(axis=0)
+        loud = env > np.percentile(env, 5) + 12.0
+        edges = np.diff(np.r_[0, loud.astype(np.int8), 0])
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        keep = (ends - starts) >= 5  # at least 50 ms
+        starts, ends = starts[keep], ends[keep]
+        n_frames[p] = mel.shape[1]
+        cuts[p] = [s / 100.0 for s in starts[1:]]
+        for s, e in zip(starts, ends):
+            seg = mel[:, s:e]
+            specs.append(zoom(seg, (32 / seg.shape[0], 32 / seg.shape[1]), order=1).ravel())
+            owner.append((p, s, e))
+    x = np.array(specs)
+    emb = umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, len(x) - 1)).fit_transform(x)
+    hdb = HDBSCAN(min_cluster_size=5).fit_predict(emb)
+    km = KMeans(k, n_init=4, random_state=seed).fit_predict(emb)
+    out = []
+    for labels in (hdb, km):
+        frames = {p: np.full(n, -2, dtype=np.int64) for p, n in n_frames.items()}  # -2: outside every cut
+        for (p, s, e), c in zip(owner, labels):
+            frames[p][s:e] = c
+        out.append(_event_nmi(refs, {p: f + 2 for p, f in frames.items()}, 100.0))
+    return out[0], out[1], len(set(hdb) - {-1}), _boundary_f(refs, cuts)
+
+
+def ours(folder: Path, overrides: list[str], run_dir: Path) -> dict:
+    from sound_cluster.cli import compose_config
+    from sound_cluster.config import params_from_config
+    from sound_cluster.pipeline import run
+
+    cfg = compose_config([f"data.path={folder}", f"data.segments={folder / 'segments.csv'}", "output.max_plots=0",
+                          "output.report=false", *overrides])
+    t0 = time.perf_counter()
+    result = run(params_from_config(cfg), output_dir=run_dir, config=cfg)
+    s = result.summary
+    return {"nmi": s["event_metrics"]["nmi"], "k": s["clusters"]["n_clusters"], "unit": s["units"]["unit"],
+            "f05": s["segment_metrics"]["mean"]["f_0.5"], "seconds": time.perf_counter() - t0,
+            "units": s["units"].get("n_units")}
+
+
+def encoder_at_truth(run_dir: Path, refs, k: int) -> float:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from sound_cluster.evaluate import clustering_scores
+
+    vecs, labels = [], []
+    for p, evs in refs.items():
+        with np.load(run_dir / "posteriors" / f"{p}.npz") as z:
+            emb = z["embedding"]
+        rate = len(emb) / max(e for _, e, _ in evs)  # steps per second (25 Hz by default)
+        rate = round(rate)
+        for s, e, lab in evs:
+            a, b = int(s * rate), max(int(s * rate) + 1, int(e * rate))
+            v = emb[a:b].mean(axis=0)
+            vecs.append(v / (np.linalg.norm(v) + 1e-12))
+            labels.append(lab)
+    c = fcluster(linkage(np.array(vecs), method="ward"), k, criterion="maxclust")
+    return clustering_scores(labels, c)["nmi"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", type=Path, help="folder with drums/, instruments/ and fsdd/ (each with labels.csv)")
+    ap.add_argument("--files", type=int, default=12, help="recordings per folder")
+    ap.add_argument("--events", type=int, nargs=2, default=(8, 14), help="events per recording: min max")
+    ap.add_argument("--sets", nargs="+", default=["drums", "instruments", "fsdd", "mix"])
+    ap.add_argument("--variants", nargs="+", default=["pauses", "butted"], choices=["pauses", "butted"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--untrained", action="store_true", help="also ours with an untrained merge autoencoder")
+    ap.add_argument("overrides", nargs="*", help="pipeline overrides for our runs, e.g. model.unit_sound_s=0.4")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("drums", "instruments", "fsdd"):
+        if not (args.data / name / "labels.csv").is_file():
+            ap.error(f"{args.data / name / 'labels.csv'} not found: DATA must hold drums/, instruments/, fsdd/")
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        kinds = build(args.data, tmp / "audio", sets=args.sets, n_files=args.files, events=tuple(args.events),
+                      seed=args.seed, variants=tuple(args.variants))
+        for name, k in kinds.items():
+            folder = tmp / "audio" / name
+            refs = _refs(folder)
+            common = [f"seed={args.seed}", *args.overrides]
+            auto = ours(folder, common, tmp / "runs" / name / "auto")
+            true = ours(folder, [*common, f"model.n_clusters={k}"], tmp / "runs" / name / "true")
+            row = {"folder": name, "kinds": k, "events": sum(len(v) for v in refs.values()),
+                   "auto": auto, "true": true, "mfcc": mfcc_kmeans(folder, refs, k, args.seed)}
+            row["avgn_hdb"], row["avgn_km"], row["avgn_k"], row["avgn_f05"] = avgn(folder, refs, k, args.seed)
+            row["ceiling"] = encoder_at_truth(tmp / "runs" / name / "true", refs, k)
+            if args.untrained:
+                row["untrained"] = ours(folder, [*common, "rae.epochs=1", "rae.steps_per_epoch=1", "rae.learning_rate=1e-9"], tmp / "runs" / name / "untrained")
+            rows.append(row)
+            _print_row(row, header=len(rows) == 1, untrained=args.untrained)
+    ratios = [r["auto"]["nmi"] / max(r["mfcc"], r["avgn_km"]) for r in rows]
+    print(f"\nours (auto K) / best baseline at the true K: min {min(ratios):.2f}x, mean {np.mean(ratios):.2f}x; "
+          f"K within 30 % of the kinds on {sum(abs(r['auto']['k'] - r['kinds']) <= 0.3 * r['kinds'] for r in rows)} "
+          f"of {len(rows)} folders")
+
+
+def _print_row(r: dict, *, header: bool, untrained: bool) -> None:
+    if header:
+        print(f"{'folder':20s} {'kinds':>5s} {'events':>6s} | {'ours auto':>9s} {'K':>3s} {'F@.5':>5s} "
+              f"{'s':>4s} | {'true K':>6s} | {'mfcc km':>7s} | {'avgn hdb':>8s} {'K':>3s} {'avgn km':>7s} "
+              f"{'F@.5':>5s} | {'enc@truth':>9s} | {'ratio':>5s}" + ("  | untrained rae" if untrained else ""))
+    best = max(r["mfcc"], r["avgn_km"])
+    line = (f"{r['folder']:20s} {r['kinds']:5d} {r['events']:6d} | {r['auto']['nmi']:9.3f} {r['auto']['k']:3d} "
+            f"{r['auto']['f05']:5.2f} {r['auto']['seconds']:4.0f} | {r['true']['nmi']:6.3f} | {r['mfcc']:7.3f} | "
+            f"{r['avgn_hdb']:8.3f} {r['avgn_k']:3d} {r['avgn_km']:7.3f} {r['avgn_f05']:5.2f} | {r['ceiling']:9.3f} | "
+            f"{r['auto']['nmi'] / best:4.2f}x")
+    if untrained:
+        line += f"  | {r['untrained']['nmi']:.3f} F@.5 {r['untrained']['f05']:.2f}"
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Segment units: the sounds inside recordings clustered across files, chosen automatically, applied, reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sound_cluster.evaluate import event_cluster, score_events
+from sound_cluster.tree import LENGTH_RULE, SOUNDS_RULE, SegmentTree
+from sound_cluster.units import choose_unit, collect_units, sound_lengths_s, typical_sound_length_s, unit_vector
+
+from .conftest import SR, make_params
+
+KINDS = ("tone", "chirp", "noise")
+
+
+def _event(kind: str, rng: np.random.Generator, seconds: float = 0.45) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    env = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.01)  # 10 ms ramps
+    if kind == "tone":
+        y = np.sin(2 * np.pi * rng.uniform(500, 560) * t)
+    elif kind == "chirp":
+        f0, f1 = rng.uniform(1500, 1700), rng.uniform(4500, 5000)
+        y = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * seconds)))
+    else:
+        y = rng.standard_normal(t.size) / 3
+    return (0.5 * env * y).astype(np.float32)
+
+
+def write_recordings(folder: Path, *, n_files: int, seed: int) -> dict[str, list[tuple[float, float, str]]]:
+    """Recordings of two events of each kind in random order, 0.3-0.5 s of quiet between them."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    refs = {}
+    for i in range(n_files):
+        kinds = list(rng.permutation(KINDS * 2))
+        parts, events, t = [np.zeros(int(0.2 * SR), np.float32)], [], 0.2
+        for k in kinds:
+            y = _event(k, rng)
+            events.append((round(t, 4), round(t + len(y) / SR, 4), k))
+            gap = np.zeros(int(rng.uniform(0.3, 0.5) * SR), np.float32)
+            parts += [y, gap]
+            t += (len(y) + len(gap)) / SR
+        y = np.concatenate(parts) + (1e-4 * rng.standard_normal(sum(map(len, parts)))).astype(np.float32)
+        sf.write(folder / f"rec{i}.wav", y, SR)
+        refs[f"rec{i}.wav"] = events
+    return refs
+
+
+def write_references(refs, path: Path) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "start_s", "end_s", "label"])
+        for p, evs in refs.items():
+            w.writerows((p, s, e, lab) for s, e, lab in evs)
+    return path
+
+
+def read_segments_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One fit on three synthesized recordings, with the default settings (unit and K chosen)."""
+    from sound_cluster.pipeline import run
+
+    root = tmp_path_factory.mktemp("units")
+    refs = write_recordings(root / "audio", n_files=3, seed=0)
+    segments = write_references(refs, root / "segments.csv")
+    params = make_params(f"data.path={root / 'audio'}", f"data.segments={segments}", "executor.kind=serial",
+                         f"features.cache_dir={root / 'cache'}")
+    result = run(params, output_dir=root / "run")
+    return root, refs, result.summary
+
+
+def _kind_of_cluster(rows, refs) -> dict[int, set[str]]:
+    """For each cluster of segments.csv, the kinds of the reference events its segments start at."""
+    out: dict[int, set[str]] = {}
+    for r in rows:
+        s = float(r["start_s"])
+        kind = min(refs[r["path"]], key=lambda e: abs(e[0] - s))[2]
+        out.setdefault(int(r["cluster"]), set()).add(kind)
+    return out
+
+
+def test_recordings_are_clustered_by_their_sounds(fitted):
+    root, refs, summary = fitted
+    assert summary["units"]["unit"] == "segment" and "sounds between pauses" in summary["units"]["rule"]
+    assert summary["units"]["n_units"] == 18  # six events in each of three files
+    assert summary["clusters"]["n_clusters"] == 3  # chosen: three kinds
+    rows = read_segments_csv(root / "run" / "segments.csv")
+    assert len(rows) == 18 and list(rows[0]) == ["path", "segment", "start_s", "end_s", "cluster", "confidence"]
+    # Each segment starts at its event (a segment runs from its sound's onset to the next one's)...
+    for r in rows:
+        assert min(abs(float(r["start_s"]) - e[0]) for e in refs[r["path"]]) < 0.06
+    # ...and every kind is one cluster, across the three files.
+    kinds = _kind_of_cluster(rows, refs)
+    assert sorted(len(v) for v in kinds.values()) == [1, 1, 1] and set().union(*kinds.values()) == set(KINDS)
+    m = summary["event_metrics"]
+    assert (m["nmi"], m["acc"], m["n"], m["files"]) == (pytest.approx(1.0), pytest.approx(1.0), 18, 3)
+    # The head's posteriors give every unit its Ward cluster, and the trees' nodes carry them.
+    assert summary["clusters"]["head_agrees"] == 1.0
+    tree = json.loads((root / "run" / "trees" / "rec0.wav.json").read_text())
+    assert tree["auto_k"] == 6 and tree["auto_k_rule"]["name"] == SOUNDS_RULE
+    clusters_csv = read_segments_csv(root / "run" / "clusters.csv")
+    assert len(clusters_csv) == 3  # one row per file: its dominant cluster
+    saved = json.loads((root / "run" / "models" / "clusters.json").read_text())
+    assert saved["unit"] == "segment"
+
+
+def test_apply_gives_new_recordings_sounds_the_fits_clusters(fitted, tmp_path):
+    from sound_cluster.pipeline import run
+
+    root, refs, _ = fitted
+    fit_kinds = _kind_of_cluster(read_segments_csv(root / "run" / "segments.csv"), refs)
+    new_refs = write_recordings(tmp_path / "new", n_files=1, seed=7)
+    params = make_params("task=apply", f"models={root / 'run' / 'models'}", f"data.path={tmp_path / 'new'}",
+                         "executor.kind=serial", f"features.cache_dir={root / 'cache'}")
+    summary = run(params, output_dir=tmp_path / "run").summary
+    assert summary["units"]["unit"] == "segment"
+    rows = read_segments_csv(tmp_path / "run" / "segments.csv")
+    assert len(rows) == 6
+    for c, kinds in _kind_of_cluster(rows, new_refs).items():
+        assert kinds == fit_kinds[c]  # each new event in the cluster its kind had in the fit
+
+
+def test_every_snippet_the_report_links_exists(fitted):
+    root, _, _ = fitted
+    page = (root / "run" / "report.html").read_text(encoding="utf-8")
+    snippets = re.findall(r'src="(report/audio/segments/[^"]+)"', page)
+    assert len(snippets) >= 3 * 2  # most and least typical segments of three clusters
+    for rel in snippets:
+        info = sf.info(root / "run" / unquote(rel))
+        assert 0.3 < info.duration < 1.0  # the segment itself, not the file's start
+    assert page.count('class="timeline"') == 3 and "segments per cluster" in page
+
+
+def test_auto_unit_rule():
+    clips = choose_unit("auto", sounds=[1, 1, 2, 0, 1], durations_s=[0.5] * 5, min_file_s=8.0)
+    assert clips.unit == "file" and "one sound per file" in clips.rule
+    seqs = choose_unit("auto", sounds=[5, 7, 1], durations_s=[3.0] * 3, min_file_s=8.0)
+    assert seqs.unit == "segment" and seqs.median_sounds == 5
+    long = choose_unit("auto", sounds=[0, 1, 1], durations_s=[60.0, 45.0, 30.0], min_file_s=8.0)
+    assert long.unit == "segment" and "45.0 s" in long.rule
+    assert choose_unit("file", sounds=[9], durations_s=[100.0], min_file_s=8.0).unit == "file"
+
+
+def test_unit_vectors_leave_pauses_out():
+    steps = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 5.0], [0.0, 5.0]])
+    quiet = np.array([False, False, True, True])
+    np.testing.assert_allclose(unit_vector(steps, quiet), [1.0, 0.0])
+    np.testing.assert_allclose(unit_vector(steps, np.ones(4, bool)), [0.0, 1.0])  # all quiet: every step
+    units = collect_units([[(0, 2), (2, 4)], [(0, 4)]], [steps, steps], [np.zeros(4, bool), quiet])
+    assert units.file.tolist() == [0, 0, 1] and units.start.tolist() == [0, 2, 0] and units.end.tolist() == [2, 4, 4]
+    assert [len(s) for s in units.steps([steps, steps])] == [2, 2, 4]
+
+
+def test_typical_sound_length_and_the_count_of_files_without_pauses():
+    quiet = np.array([0, 0, 0, 1, 1, 0, 0, 1, 0, 0, 0, 0], bool)
+    np.testing.assert_allclose(sound_lengths_s(quiet, np.array([0, 5, 8]), step_rate_hz=10.0), [0.3, 0.2, 0.4])
+    assert sound_lengths_s(quiet, np.array([0]), step_rate_hz=10.0).size == 0  # one sound: no length to learn
+    assert typical_sound_length_s([np.array([0.3, 0.2, 0.4]), np.empty(0)], default_s=0.5)[0] == pytest.approx(0.3)
+    assert typical_sound_length_s([np.empty(0)], default_s=0.5)[0] == 0.5
+    # A chain of 20 leaves at 10 Hz: 2 s of sound without pauses holds floor(2.0 / 0.6) = 3 sounds.
+    n = 20
+    tree = SegmentTree(np.r_[0, np.arange(n, 2 * n - 2)], np.arange(1, n), np.arange(1.0, n), 10.0, 2.0)
+    choice = tree.auto_choice(min_segment_s=0.2, sounds=1, sound_length_s=0.6, loud_s=2.0)
+    assert choice == {"k": 3, "name": LENGTH_RULE, "sound_length_s": 0.6}
+    assert tree.auto_choice(min_segment_s=0.2, sounds=1, sound_length_s=0.6, loud_s=1.1)["k"] == 1  # one sound
+
+
+def test_event_metrics_equal_their_closed_form():
+    assert event_cluster(np.array([0, 0, 1, 1, 1, 2]), start_s=0.0, end_s=0.6, step_rate_hz=10) == 1  # majority
+    assert event_cluster(np.array([0, 0, 1, 1]), start_s=0.0, end_s=0.4, step_rate_hz=10) == 0  # tie: the lowest
+    assert event_cluster(np.array([0, 3, 1, 1]), start_s=0.11, end_s=0.13, step_rate_hz=10) == 3  # within one step
+    refs = {"a.wav": [(0.0, 0.2, "x"), (0.2, 0.4, "y"), (0.4, 0.6, "")], "b.wav": [(0.0, 0.2, "x"), (0.2, 0.4, "y")]}
+    steps = {"a.wav": (np.array([5, 5, 2, 2, 0, 0]), 10.0), "b.wav": (np.array([5, 5, 2, 2]), 10.0)}
+    perfect = score_events(refs, steps)
+    assert (perfect["nmi"], perfect["ari"], perfect["acc"], perfect["n"], perfect["files"]) == (
+        pytest.approx(1.0), pytest.approx(1.0), 1.0, 4, 2)  # the unlabelled event is left out
+    one = score_events(refs, {p: (np.zeros_like(c), r) for p, (c, r) in steps.items()})
+    assert (one["nmi"], one["ari"], one["acc"]) == (pytest.approx(0.0), pytest.approx(0.0), 0.5)
+    # x, y, x, x: accuracy 3/4; NMI = I / mean(H(labels), H(clusters)) with I = H(c) - H(c | labels)
+    mixed = score_events(refs, {"a.wav": steps["a.wav"], "b.wav": (np.array([5, 5, 5, 5]), 10.0)})
+    h_lab = np.log(2)
+    h_c = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    mi = h_c - 0.5 * (-(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)))
+    assert mixed["acc"] == 0.75 and mixed["nmi"] == pytest.approx(mi / (0.5 * (h_lab + h_c)))
+    assert score_events(refs, {}) is None
+
+
+def test_segment_units_need_adjacent_pairing():
+    from sound_cluster.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.unit must be file or auto with rae.pairing=any"):
+        make_params("model.unit=segment", "rae.pairing=any")
+    with pytest.raises(ConfigError, match=r"model.unit must be one of auto, file, segment, got 'sounds'"):
+        make_params("model.unit=sounds")
