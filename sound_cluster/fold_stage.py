@@ -313,6 +313,8 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
     else:
         import keras
 
+        from . import rae  # noqa: F401 - registers MergeAutoencoder, so the saved model loads
+
         model = keras.saving.load_model(str(Path(params.models) / "rae.keras"), safe_mode=True, compile=False)
     with timer.stage("fold"):
         device = fold_device(params.rae.fold_device)
