@@ -68,10 +68,11 @@ def _event(path: Path) -> np.ndarray:
 def build(data: Path, out: Path, *, sets: list[str], n_files: int, events: tuple[int, int], seed: int,
           variants: tuple[str, ...] = ("pauses", "butted")) -> dict[str, int]:
     """Write ``out/<set>_<variant>/`` folders of sequences with ``segments.csv``; returns each folder's kinds."""
-    rng = np.random.default_rng(seed)
     pools = {name: _read_set(data / name) for name in ("drums", "instruments", "fsdd")}
     kinds = {}
     for name in sets:
+        # One generator per set, so a folder is the same whatever other sets and variants are built.
+        rng = np.random.default_rng([seed, ["drums", "instruments", "fsdd", "mix"].index(name)])
         if name == "mix":
             pool = [(p, f"{src}:{lab}") for src in ("drums", "instruments", "fsdd") for p, lab in pools[src]]
         else:
@@ -79,6 +80,7 @@ def build(data: Path, out: Path, *, sets: list[str], n_files: int, events: tuple
         plan = [[pool[i] for i in rng.choice(len(pool), size=int(rng.integers(events[0], events[1] + 1)),
                                              replace=False)] for _ in range(n_files)]
         for variant in variants:
+            rng = np.random.default_rng([seed, ["drums", "instruments", "fsdd", "mix"].index(name), 1])
             folder = out / f"{name}_{variant}"
             folder.mkdir(parents=True)
             rows, seen = [], set()
@@ -229,10 +231,13 @@ def main() -> None:
     ap.add_argument("data", type=Path, help="folder with drums/, instruments/ and fsdd/ (each with labels.csv)")
     ap.add_argument("--files", type=int, default=12, help="recordings per folder")
     ap.add_argument("--events", type=int, nargs=2, default=(8, 14), help="events per recording: min max")
-    ap.add_argument("--sets", nargs="+", default=["drums", "instruments", "fsdd", "mix"])
+    ap.add_argument("--sets", nargs="+", default=["drums", "instruments", "fsdd", "mix"],
+                    choices=["drums", "instruments", "fsdd", "mix"])
     ap.add_argument("--variants", nargs="+", default=["pauses", "butted"], choices=["pauses", "butted"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--untrained", action="store_true", help="also ours with an untrained merge autoencoder")
+    ap.add_argument("--keep", type=Path, help="build the folders and write the runs here (kept) instead of a "
+                    "temporary folder")
     ap.add_argument("overrides", nargs="*", help="pipeline overrides for our runs, e.g. model.unit_sound_s=0.4")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -242,7 +247,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        tmp = args.keep or Path(tmp)
         kinds = build(args.data, tmp / "audio", sets=args.sets, n_files=args.files, events=tuple(args.events),
                       seed=args.seed, variants=tuple(args.variants))
         for name, k in kinds.items():

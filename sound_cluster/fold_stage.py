@@ -92,20 +92,32 @@ def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float
         feature and model geometry are used.
     step_rate_hz : float
     sound_length_s : float, optional
-        Segment units: the folder's typical sound length, which counts the sounds of a file
-        without pauses between them (:meth:`~sound_cluster.tree.SegmentTree.auto_choice`).
+        Segment units: the folder's typical length of one sound, which counts the file's units
+        (:func:`file_runs`, :func:`sound_cluster.units.count_units`).
     """
     from .boundaries import leaf_boundary_times
     from .tree import SegmentTree
+    from .units import count_units
 
     leaf_times = leaf_boundary_times(frames, n_leaves=len(fin.leaves), time_pool=params.model.time_pool,
                                      frame_rate_hz=params.features.frame_rate_hz,
                                      radius_s=params.output.boundary_refine_s, duration_s=duration_s)
     tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=duration_s, leaf_times=leaf_times)
+    units = None
+    if sound_length_s:
+        units = count_units(file_runs(fin, frames, params=params, step_rate_hz=step_rate_hz),
+                            sound_length_s=sound_length_s)
     auto = tree.auto_choice(min_segment_s=params.output.auto_min_segment_s, sounds=fin.sounds,
-                            min_sound_s=params.rae.min_sound_s, sound_length_s=sound_length_s,
-                            loud_s=float((~fin.quiet).sum()) / step_rate_hz)
+                            min_sound_s=params.rae.min_sound_s, units=units, sound_length_s=sound_length_s)
     return tree, auto
+
+
+def file_runs(fin: "FoldInput", frames: np.ndarray, *, params: Params, step_rate_hz: float):
+    """One file's sounds between pauses and the onsets inside them (:class:`sound_cluster.units.SoundRuns`)."""
+    from .units import onset_steps, sound_runs
+
+    onsets = onset_steps(frames, frame_rate_hz=params.features.frame_rate_hz, time_pool=params.model.time_pool)
+    return sound_runs(fin.quiet, fin.onsets, onsets, step_rate_hz=step_rate_hz)
 
 
 def train_merge_model(leaves: Sequence[np.ndarray], *, rae: RaeParams, seed: int):
@@ -188,7 +200,7 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
         Segment units: the folder's typical sound length.
     """
     from .pauses import fold_input
-    from .units import SEGMENT, choose_unit, sound_lengths_s, typical_sound_length_s
+    from .units import SEGMENT, choose_unit, typical_sound_length_s
 
     durations = [f.duration_s for f in feats]
     if params.model.unit == "file" or params.rae.pairing != "adjacent":  # segments are contiguous: adjacent folds
@@ -202,9 +214,9 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
     log.info("units: %s (%s)", choice.unit, choice.rule)
     if choice.unit != SEGMENT:
         return None, choice, None, None
-    length_s, source = typical_sound_length_s(
-        [sound_lengths_s(f.quiet, f.onsets, step_rate_hz=step_rate_hz) for f in fins],
-        default_s=params.model.unit_sound_s)
+    runs = [file_runs(fin, np.load(f.cache_path, mmap_mode="r", allow_pickle=False), params=params,
+                      step_rate_hz=step_rate_hz) for fin, f in zip(fins, feats)]
+    length_s, source = typical_sound_length_s(runs, default_s=params.model.unit_sound_s)
     log.info("units: typical sound %.2f s (%s)", length_s, source)
     with timer.stage("rae_train"):
         trained = train_merge_model([f.leaves for f in fins], rae=params.rae, seed=params.seed)

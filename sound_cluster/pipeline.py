@@ -441,8 +441,12 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
             # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
             known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
-            del fitted, steps
+            del fitted
             merge = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
+            _save_units(models_dir / "units.npz", vectors=vectors, labels=clusters.labels,
+                        files=[display_path(f.path, rel_root) for f in readable], units=units,
+                        n_steps=[len(e) for e in steps])
+        del steps
         unit_fit = UnitFit(choice.unit, trained, sound_length_s=sound_length_s)
         extra["units"] = {**choice.to_dict(), "n_units": len(units) if units is not None else len(readable),
                           "sound_length_s": None if sound_length_s is None else round(sound_length_s, 4)}
@@ -567,6 +571,25 @@ def _readable(feats, failures: list[Failure]) -> list:
     if not out:
         raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
     return out
+
+
+def _save_units(path: Path, *, vectors: np.ndarray, labels: np.ndarray, files: list[str], units,
+                n_steps: list[int]) -> None:
+    """``models/units.npz``: what was clustered (each unit's file, step span and embedding) and its cluster.
+
+    Arrays: ``vectors`` (n_units, D) float32, unit length as clustered; ``cluster``, ``unit_file``,
+    ``start``, ``end`` (n_units,) int64 (steps, half-open); ``files`` (n_files,) str, the paths of
+    clusters.csv. File units span their whole file.
+    """
+    if units is None:
+        file, start, end = np.arange(len(files)), np.zeros(len(files), np.int64), np.asarray(n_steps, np.int64)
+    else:
+        file, start, end = units.file, units.start, units.end
+    v = np.asarray(vectors, dtype=np.float64)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    with atomic_open(path, "wb", fsync=False) as fh:
+        np.savez(fh, vectors=v.astype(np.float32), cluster=np.asarray(labels, np.int64), unit_file=np.asarray(file),
+                 start=np.asarray(start), end=np.asarray(end), files=np.asarray(files, dtype=str))
 
 
 def _save_merge(models_dir: Path, merge: HeadMerge) -> None:

@@ -109,29 +109,28 @@ class SegmentTree:
         return min(leaf / self.frame_rate_hz, self.duration_s)
 
     def auto_choice(self, *, min_segment_s: float, sounds: int = 0, min_sound_s: float = 0.1,
-                    sound_length_s: float | None = None, loud_s: float | None = None) -> dict[str, Any]:
+                    units: int | None = None, sound_length_s: float | None = None) -> dict[str, Any]:
         """The file's own number of segments, and the rule that chose it (as the tree document records it).
 
-        Where pauses separate two or more sounds (``sounds``, from
-        :func:`sound_cluster.pauses.sound_onsets`), each sound is a segment (rule
-        :data:`SOUNDS_RULE`, at most one segment per leaf). Otherwise, given the folder's typical
-        sound length ``sound_length_s`` (segment units), the file's loud time ``loud_s`` holds
-        ``floor(loud_s / sound_length_s)`` sounds, at least one (rule :data:`LENGTH_RULE`: a sound up
-        to twice the typical length stays whole, n sounds of about that length joined together
-        are n), so units are comparable across files; else the tree's merge costs decide (rule :data:`COST_RULE`,
-        :meth:`auto_k`).
+        Segment units (``units`` given, :func:`sound_cluster.units.count_units` with the folder's
+        typical ``sound_length_s``): that many segments (rule :data:`SOUNDS_RULE` when it is the
+        number of sounds between pauses, else :data:`LENGTH_RULE`). Otherwise, where pauses
+        separate two or more sounds (``sounds``, from :func:`sound_cluster.pauses.sound_onsets`),
+        each sound is a segment (rule :data:`SOUNDS_RULE`, at most one segment per leaf), and
+        elsewhere the tree's merge costs decide (rule :data:`COST_RULE`, :meth:`auto_k`).
 
         Returns
         -------
         choice : dict
             ``{"k": int, "name": str, ...}`` with the rule's settings.
         """
+        if units is not None:
+            k = int(np.clip(units, 1, self.n_leaves))
+            if sounds >= 2 and k == sounds:
+                return {"k": k, "name": SOUNDS_RULE, "min_sound_s": min_sound_s}
+            return {"k": k, "name": LENGTH_RULE, "sound_length_s": round(float(sound_length_s or 0.0), 4)}
         if sounds >= 2:
             return {"k": min(int(sounds), self.n_leaves), "name": SOUNDS_RULE, "min_sound_s": min_sound_s}
-        if sound_length_s:
-            loud = self.duration_s if loud_s is None else float(loud_s)
-            k = int(np.clip(np.floor(loud / sound_length_s + 1e-9), 1, self.n_leaves))
-            return {"k": k, "name": LENGTH_RULE, "sound_length_s": round(float(sound_length_s), 4)}
         return {"k": self.auto_k(min_segment_s=min_segment_s), "name": COST_RULE, "min_segment_s": min_segment_s}
 
     def auto_k(self, *, min_segment_s: float) -> int:

@@ -14,7 +14,8 @@ import soundfile as sf
 
 from sound_cluster.evaluate import event_cluster, score_events
 from sound_cluster.tree import LENGTH_RULE, SOUNDS_RULE, SegmentTree
-from sound_cluster.units import choose_unit, collect_units, sound_lengths_s, typical_sound_length_s, unit_vector
+from sound_cluster.units import (choose_unit, collect_units, count_units, sound_runs, typical_sound_length_s,
+                                 unit_vector)
 
 from .conftest import SR, make_params
 
@@ -169,18 +170,28 @@ def test_unit_vectors_leave_pauses_out():
     assert [len(s) for s in units.steps([steps, steps])] == [2, 2, 4]
 
 
-def test_typical_sound_length_and_the_count_of_files_without_pauses():
+def test_typical_sound_length_and_the_count_of_units():
     quiet = np.array([0, 0, 0, 1, 1, 0, 0, 1, 0, 0, 0, 0], bool)
-    np.testing.assert_allclose(sound_lengths_s(quiet, np.array([0, 5, 8]), step_rate_hz=10.0), [0.3, 0.2, 0.4])
-    assert sound_lengths_s(quiet, np.array([0]), step_rate_hz=10.0).size == 0  # one sound: no length to learn
-    assert typical_sound_length_s([np.array([0.3, 0.2, 0.4]), np.empty(0)], default_s=0.5)[0] == pytest.approx(0.3)
-    assert typical_sound_length_s([np.empty(0)], default_s=0.5)[0] == 0.5
-    # A chain of 20 leaves at 10 Hz: 2 s of sound without pauses holds floor(2.0 / 0.6) = 3 sounds.
+    runs = sound_runs(quiet, np.array([0, 5, 8]), np.array([0, 5, 8, 10]), step_rate_hz=10.0)
+    np.testing.assert_allclose(runs.loud_s, [0.3, 0.2, 0.4])
+    assert runs.onsets.tolist() == [1, 1, 2] and runs.intervals_s.tolist() == [pytest.approx(0.2)]
+    # Most runs hold one onset: a run is a sound, and the typical length is the median run's.
+    assert typical_sound_length_s([runs], default_s=0.5) == (pytest.approx(0.3), pytest.approx(
+        "median loud time of the 3 sounds between pauses"))
+    # Sounds joined without pauses: one run of 2 s holding onsets every 0.5 s.
+    joined = sound_runs(np.zeros(20, bool), np.array([0]), np.arange(0, 20, 5), step_rate_hz=10.0)
+    length, source = typical_sound_length_s([joined, joined, joined], default_s=0.3)
+    assert length == pytest.approx(0.5) and source.startswith("median interval between onsets")
+    assert count_units(joined, sound_length_s=0.5) == 4
+    assert count_units(joined, sound_length_s=1.2) == 1  # a sound up to twice the typical length stays whole
+    assert count_units(runs, sound_length_s=0.3) == 3  # each run at least one unit
+    assert typical_sound_length_s([], default_s=0.5)[0] == 0.5
+    # The tree takes the count; it is the pauses' rule when it equals the sounds between pauses.
     n = 20
     tree = SegmentTree(np.r_[0, np.arange(n, 2 * n - 2)], np.arange(1, n), np.arange(1.0, n), 10.0, 2.0)
-    choice = tree.auto_choice(min_segment_s=0.2, sounds=1, sound_length_s=0.6, loud_s=2.0)
-    assert choice == {"k": 3, "name": LENGTH_RULE, "sound_length_s": 0.6}
-    assert tree.auto_choice(min_segment_s=0.2, sounds=1, sound_length_s=0.6, loud_s=1.1)["k"] == 1  # one sound
+    assert tree.auto_choice(min_segment_s=0.2, sounds=1, units=4, sound_length_s=0.5) == {
+        "k": 4, "name": LENGTH_RULE, "sound_length_s": 0.5}
+    assert tree.auto_choice(min_segment_s=0.2, sounds=3, units=3, sound_length_s=0.5)["name"] == SOUNDS_RULE
 
 
 def test_event_metrics_equal_their_closed_form():
