@@ -152,6 +152,7 @@ class ModelParams:
     overcluster: int = 0
     init: str = "scratch"
     unit: str = "auto"
+    max_segment_clusters: int = 64
     unit_min_file_s: float = 8.0
     unit_sound_s: float = 0.5
 
@@ -183,6 +184,9 @@ class ModelParams:
         _positive_int(f"{prefix}.context_kernel", self.context_kernel)
         _non_negative(f"{prefix}.overcluster", self.overcluster, integer=True)
         _one_of(f"{prefix}.unit", self.unit, UNITS)
+        if isinstance(self.max_segment_clusters, bool) or not isinstance(self.max_segment_clusters, int) \
+                or self.max_segment_clusters < 2:
+            _fail(f"{prefix}.max_segment_clusters", self.max_segment_clusters, "an integer >= 2")
         _positive_float(f"{prefix}.unit_min_file_s", self.unit_min_file_s)
         _positive_float(f"{prefix}.unit_sound_s", self.unit_sound_s)
         if not isinstance(self.init, str) or not self.init:
@@ -498,7 +502,9 @@ class Params:
         _non_negative("seed", self.seed, integer=True)
         for group in ("data", "features", "model", "executor", "output"):
             getattr(self, group).check(group)
-        self.train.check("train", n_clusters=self.model.head_clusters)
+        segment_k = self.model.max_segment_clusters if self.model.unit != "file" and self.model.n_clusters == "auto" else 0
+        self.train.check("train", n_clusters=max(self.model.head_clusters, segment_k),
+                         head_key="model.max_clusters, model.max_segment_clusters, or model.n_clusters when larger")
         self.rae.check("rae", embedding_dim=self.model.embedding_dim)
         if self.model.unit == "segment" and self.rae.pairing != "adjacent":
             _fail("model.unit", self.model.unit, f"file or auto with rae.pairing={self.rae.pairing} (segment units "

@@ -215,7 +215,7 @@ def fit_clusters(encoder: keras.Model, frames: Iterable[np.ndarray], *, model: M
 
 def fit_unit_clusters(encoder: keras.Model, vectors: np.ndarray, unit_steps: list[np.ndarray],
                       step_embeddings: list[np.ndarray], *, model: ModelParams, train: TrainParams, seed: int,
-                      verbose: int = 0) -> FittedClusters:
+                      max_clusters: int | None = None, verbose: int = 0) -> FittedClusters:
     """Clusters of units (files, or segments of files) and an encoder whose head gives them.
 
     Parameters
@@ -229,8 +229,11 @@ def fit_unit_clusters(encoder: keras.Model, vectors: np.ndarray, unit_steps: lis
         Each file's step embeddings (kept in the result for the run's posteriors).
     model, train, seed
         As for :func:`fit_clusters`.
+    max_clusters : int, optional
+        The largest K ``auto`` considers; ``model.max_clusters`` by default.
     """
-    clusters = cluster_clips(vectors, n_clusters=model.n_clusters, max_clusters=model.max_clusters, seed=seed)
+    clusters = cluster_clips(vectors, n_clusters=model.n_clusters, max_clusters=max_clusters or model.max_clusters,
+                             seed=seed)
     log.info("clusters: K=%d (%s) over %d units; training the cluster head on them", clusters.k, clusters.rule,
              len(unit_steps))
     weights, history = train_label_head(unit_steps, clusters.labels, k=clusters.k, train=train,

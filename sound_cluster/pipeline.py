@@ -436,7 +436,8 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
             else:
                 vectors, unit_steps = units.vectors, units.steps(steps)
             fitted = fit_unit_clusters(encoder, vectors, unit_steps, steps, model=params.model, train=params.train,
-                                       seed=params.seed)
+                                       seed=params.seed, max_clusters=params.model.max_segment_clusters
+                                       if units is not None else params.model.max_clusters)
             del unit_steps
             encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
             # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.

@@ -42,7 +42,8 @@ def test_debug_tiny_overlay():
         ("rae.node_vector=sum", r"rae\.node_vector must be one of mean, code, got 'sum'"),
         ("rae.input_dim=8", r"rae\.input_dim must be equal to model\.embedding_dim=64, got 8"),
         ("train.batch_size=20", r"train\.batch_size must be at least twice the cluster head's size "
-                                r"\(model\.max_clusters, or model\.n_clusters when larger\): 64, got 20"),
+                                r"\(model\.max_clusters, model\.max_segment_clusters, or model\.n_clusters when "
+                                r"larger\): 128, got 20"),
         ("model.n_clusters=80", r"train\.batch_size must be at least twice .*: 160, got 128"),
         ("train.temperature=0", r"train\.temperature .* got 0"),
         ("train.length_power=1.5", r"train\.length_power must be in \[0, 1\], got 1.5"),
