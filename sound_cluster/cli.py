@@ -94,8 +94,8 @@ def _record_sweep_job(output_dir: Path, overrides: list[str], summary: dict) -> 
     from .io_utils import atomic_write_text
 
     table = output_dir.parent / "multirun.csv"
-    columns = ["job", "overrides", "status", "clusters_used", "n_clusters", "nmi", "ari", "acc", "boundary_f_0.5",
-               "files_processed", "run_dir"]
+    columns = ["job", "overrides", "status", "unit", "clusters_used", "n_clusters", "nmi", "ari", "acc",
+               "event_nmi", "boundary_f_0.5", "files_processed", "run_dir"]
     rows = []
     if table.is_file():
         with open(table, newline="", encoding="utf-8") as fh:
@@ -104,6 +104,7 @@ def _record_sweep_job(output_dir: Path, overrides: list[str], summary: dict) -> 
     seg = summary.get("segment_metrics", {}).get("mean", {})
     rows = [r for r in rows if r.get("run_dir") != str(output_dir)] + [{
         "job": output_dir.name, "overrides": " ".join(overrides), "status": summary.get("status", ""),
+        "unit": summary.get("units", {}).get("unit", ""), "event_nmi": summary.get("event_metrics", {}).get("nmi", ""),
         "clusters_used": clusters.get("used", ""), "n_clusters": clusters.get("n_clusters", ""),
         "nmi": metrics.get("nmi", ""), "ari": metrics.get("ari", ""), "acc": metrics.get("acc", ""),
         "boundary_f_0.5": seg.get("f_0.5", ""), "files_processed": summary.get("files_processed", ""),
@@ -141,7 +142,9 @@ sound-cluster: find the kinds of sound in a folder of audio, without labels.
 
 Every file gets a cluster (clusters.csv) and a segment tree (trees/), with plots, a report to
 browse and listen to (report.html) and a summary (summary.json), in a new run folder under
-outputs/<date>/<time>/ (set it with hydra.run.dir=...).
+outputs/<date>/<time>/ (set it with hydra.run.dir=...). In a folder of recordings the sounds
+inside the files are clustered across files (model.unit=segment, chosen automatically) and
+every segment gets its cluster (segments.csv).
 
 usage: sound-cluster [FOLDER] [key=value ...]
 
@@ -149,13 +152,15 @@ usage: sound-cluster [FOLDER] [key=value ...]
   sound-cluster /data/field_recordings            a folder (same as data.path=/data/field_recordings)
   sound-cluster data.path="/data/my recordings"   a path with spaces: quote it for the shell
   sound-cluster /data/rec model.n_clusters=12     K fixed instead of chosen
+  sound-cluster /data/rec model.unit=segment      cluster the sounds inside files (auto: by the folder)
   sound-cluster /data/rec model.init=scratch      train the encoder on this folder alone
   sound-cluster /data/rec data.labels=/data/rec/labels.csv      adds NMI, ARI, accuracy
   sound-cluster task=apply models=outputs/<run>/models data.path=/data/new   no training
   sound-cluster -m model.n_clusters=8,16,32       a sweep: one run folder each
   sound-cluster debug=tiny                        small settings for a quick smoke run
 
-common settings: data.path, data.labels, data.strict, model.n_clusters (auto | K),
+common settings: data.path, data.labels, data.segments, data.strict, model.n_clusters (auto | K),
+  model.unit (auto | file | segment),
   model.init (pretrained | scratch | a .keras path), train.backbone (frozen | tuned), train.epochs,
   features.cache_dir, executor.kind (serial | process | dask), output.segments (auto | K),
   output.overwrite, seed
