@@ -232,7 +232,7 @@ def cluster_clips(clip_embeddings: np.ndarray, *, n_clusters: int | str, max_clu
             k = int(ks[-1])
         curve = {int(a): float(b) for a, b in zip(ks, gap)}
         scat = {int(a): float(b) for a, b in zip(ks, scatter)}
-        rule = "knee of the within-cluster scatter over Ward's hierarchy of the clips"
+        rule = "knee of the within-cluster scatter over Ward's hierarchy of the units"
     else:
         k, curve, scat, rule = min(int(n_clusters), n), {}, {}, "given"
     labels = cut(k)

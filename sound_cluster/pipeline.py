@@ -329,6 +329,9 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
         trained=unit_fit.trained, merges=unit_fit.merges,
         segments=params.output.export_segments or unit_fit.unit == SEGMENT, sound_length_s=unit_fit.sound_length_s)
     extra.update(fold_extra)
+    if unit_fit.unit == SEGMENT and "segments" in fold_extra:
+        log.info("segments: %d in %d files, per cluster %s (segments.csv)", fold_extra["segments"]["rows"],
+                 fold_extra["trees"]["written"], fold_extra["segments"]["sizes"])
     with timer.stage("evaluate"):
         extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path))
     if "metrics" in extra:
@@ -527,9 +530,9 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                                                                 for r in rows])), 4)
     for w in extra["clusters"]["warnings"]:
         log.warning("%s", w)
-    log.info("clusters: K=%d (%s), %d used, sizes %s", merge.k,
+    log.info("clusters: K=%d (%s), %d used, %s %s", merge.k,
              "chosen: " + merge.rule if merge.requested == "auto" else "given", extra["clusters"]["used"],
-             sizes.tolist())
+             "files per dominant cluster" if merge.unit == SEGMENT else "sizes", sizes.tolist())
     return extra, rows, unit_fit
 
 
