@@ -200,6 +200,31 @@ def _rewrite_args(argv: list[str]) -> list[str]:
     return out
 
 
+def compose_checked(args: list[str] | tuple[str, ...]) -> dict:
+    """The resolved config for command-line style arguments, as the command line composes it (for the Python API).
+
+    Path values get ``~`` expanded and are quoted as the command line does them.
+
+    Raises
+    ------
+    ConfigError
+        An override names a setting the config does not have (with the closest one), or Hydra
+        cannot parse it.
+    """
+    from hydra.errors import HydraException
+
+    from .errors import ConfigError
+
+    args = _rewrite_args(list(args))
+    problems = _unknown_keys(args)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    try:
+        return compose_config(args)
+    except (HydraException, ValueError) as err:
+        raise ConfigError(f"cannot read the settings {args}: {err}") from None
+
+
 def _config_keys() -> set[str]:
     """Every dotted key of the composed config, and the config groups (for did-you-mean)."""
     cfg = compose_config([])

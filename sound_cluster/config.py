@@ -57,12 +57,20 @@ class DataParams:
     strict: bool = False
     labels: Path | None = None
     segments: Path | None = None
+    segments_format: str = "auto"
 
     def check(self, prefix: str = "data") -> None:
         if self.labels is not None and not Path(self.labels).is_file():
             _fail(f"{prefix}.labels", str(self.labels), "an existing CSV file (path,label) or null")
-        if self.segments is not None and not Path(self.segments).is_file():
-            _fail(f"{prefix}.segments", str(self.segments), "an existing CSV file (path,start_s,end_s,label) or null")
+        _one_of(f"{prefix}.segments_format", self.segments_format, ("auto", "csv", "audacity", "raven"))
+        if self.segments is not None:
+            seg = Path(self.segments)
+            if self.segments_format == "csv" and not seg.is_file() or not (seg.is_file() or seg.is_dir()):
+                _fail(f"{prefix}.segments", str(self.segments), "an existing CSV file (path,start_s,end_s,label), a "
+                      "folder of Audacity label tracks or Raven selection tables, or null")
+            if self.segments_format in ("audacity", "raven") and not seg.is_dir():
+                _fail(f"{prefix}.segments", str(self.segments), f"a folder of {self.segments_format} files with "
+                      f"{prefix}.segments_format={self.segments_format}")
         if not self.extensions or not all(isinstance(e, str) and e.strip(".") for e in self.extensions):
             _fail(f"{prefix}.extensions", list(self.extensions), "a non-empty list of file extensions")
 
@@ -127,6 +135,8 @@ class ConvBlock:
     kernel: tuple[int, int] = (3, 3)
     pool: tuple[int, int] = (2, 2)
 
+
+EXPORTS = ("segments", "jams", "audacity", "raven")  # output.export (sound_cluster.export writes them)
 
 # What a run clusters: whole files, the sounds inside files (segments of their trees), or either by
 # the rule of :func:`sound_cluster.units.choose_unit`.
@@ -449,12 +459,18 @@ class OutputParams:
     segments: int | str = "auto"
     auto_min_segment_s: float = 0.2
     boundary_refine_s: float = 0.0
+    export: tuple[str, ...] = ()
     export_segments: bool = False
     export_k: int | None = None
     export_jams: bool = False
     report: bool = True
     report_excerpt_s: float = 10.0
     overwrite: bool = False
+
+    def exports(self) -> set[str]:
+        """What the run exports: ``output.export``, with ``export_segments`` and ``export_jams`` as aliases."""
+        return (set(self.export) | ({"segments"} if self.export_segments else set())
+                | ({"jams"} if self.export_jams else set()))
 
     def check(self, prefix: str = "output") -> None:
         for name in ("export_segments", "export_jams", "report", "overwrite"):
@@ -468,11 +484,15 @@ class OutputParams:
         _positive_float(f"{prefix}.auto_min_segment_s", self.auto_min_segment_s)
         _non_negative(f"{prefix}.boundary_refine_s", self.boundary_refine_s, what="a number of seconds >= 0")
         _positive_float(f"{prefix}.report_excerpt_s", self.report_excerpt_s)
-        if self.export_jams:
+        if not isinstance(self.export, (list, tuple)) or not all(isinstance(e, str) for e in self.export):
+            _fail(f"{prefix}.export", self.export, "a list of " + ", ".join(EXPORTS))
+        for e in self.export:
+            _one_of(f"{prefix}.export", e, EXPORTS)
+        if self.export_jams or "jams" in self.export:
             try:
                 import jams  # noqa: F401
             except ImportError:
-                _fail(f"{prefix}.export_jams", True, "false unless the jams package is installed "
+                _fail(f"{prefix}.export", "jams", "without jams unless the jams package is installed "
                       "(pip install 'sound-cluster[jams]')")
         _non_negative(f"{prefix}.max_plots", self.max_plots, integer=True)
         if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in self.plot_cuts):

@@ -1,4 +1,5 @@
-"""Export trees for other tools: flat segments (CSV rows) and JAMS ``multi_segment`` hierarchies."""
+"""Export trees for other tools: flat segments (CSV rows), Audacity label tracks, Raven selection tables
+and JAMS ``multi_segment`` hierarchies."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from typing import Any, Iterable, Mapping
 from .io_utils import atomic_open, atomic_write_text
 
 SEGMENT_COLUMNS = ("path", "segment", "start_s", "end_s", "cluster", "confidence")
+# Raven's selection table: these columns first, tab-separated (Raven Pro 1.6 User's Manual, chapter 6,
+# "Selection tables"; crowsetta.formats.bbox.Raven reads them), then ours.
+RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
+                 "Cluster", "Confidence")
+
+
+def cluster_name(cluster: Any) -> str:
+    """A cluster as a label other tools show: ``c03`` (two digits at least); empty when the segment has none."""
+    return "" if cluster in ("", None) else f"c{int(cluster):02d}"
 
 
 def segment_rows(doc: Mapping[str, Any], *, k: int | str) -> list[tuple]:
@@ -27,6 +37,41 @@ def write_segments(rows: Iterable[tuple], out_path: Path) -> None:
     w.writerow(SEGMENT_COLUMNS)
     w.writerows(rows)
     atomic_write_text(out_path, buf.getvalue())
+
+
+def write_audacity(rows: Iterable[tuple], out_path: Path) -> None:
+    """One file's segments as an Audacity label track (File > Import > Labels).
+
+    Audacity's label text: one label a line, ``start<TAB>end<TAB>label``, times in seconds (the
+    Audacity manual, "Importing and Exporting Labels"); crowsetta reads it as ``aud-seq``. The label
+    is the cluster's name (``c03``); the format has no field for the confidence.
+
+    Parameters
+    ----------
+    rows : iterable of tuple
+        :func:`segment_rows` of the file.
+    """
+    lines = [f"{float(r[2]):.6f}\t{float(r[3]):.6f}\t{cluster_name(r[4])}\n" for r in rows]
+    atomic_write_text(out_path, "".join(lines), fsync=False)
+
+
+def write_raven(rows: Iterable[tuple], out_path: Path, *, high_freq_hz: float, low_freq_hz: float = 0.0) -> None:
+    """One file's segments as a Raven selection table (File > Open Selection Table).
+
+    Parameters
+    ----------
+    rows : iterable of tuple
+        :func:`segment_rows` of the file.
+    high_freq_hz, low_freq_hz : float
+        Each selection's band: the file's whole range (a segment is a span of time, not of frequency).
+    """
+    buf = io.StringIO()
+    buf.write("\t".join(RAVEN_COLUMNS) + "\n")
+    for i, r in enumerate(rows, start=1):
+        buf.write("\t".join([str(i), "Spectrogram 1", "1", f"{float(r[2]):.6f}", f"{float(r[3]):.6f}",
+                             f"{low_freq_hz:.1f}", f"{high_freq_hz:.1f}", cluster_name(r[4]),
+                             "" if r[5] in ("", None) else f"{float(r[5]):.4f}"]) + "\n")
+    atomic_write_text(out_path, buf.getvalue(), fsync=False)
 
 
 def write_jams(doc: Mapping[str, Any], out_path: Path, *, max_levels: int = 8) -> None:

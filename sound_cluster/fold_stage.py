@@ -266,11 +266,24 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
     out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
                            "n_segments": resolve_k(doc, out_params.segments)}
-    if segments:
+    exports = params.output.exports()
+    rows = None
+    if segments or exports & {"audacity", "raven"}:
         from .export import segment_rows
 
-        out["segments"] = segment_rows(doc, k=params.output.export_k or params.output.segments)
-    if params.output.export_jams:
+        rows = segment_rows(doc, k=params.output.export_k or params.output.segments)
+    if segments:
+        out["segments"] = rows
+    if "audacity" in exports:
+        from .export import write_audacity
+
+        write_audacity(rows, output_dir / "export" / "audacity" / f"{job.name}.txt")
+    if "raven" in exports:
+        from .export import write_raven
+
+        write_raven(rows, output_dir / "export" / "raven" / f"{job.name}.selections.txt",
+                    high_freq_hz=_nyquist_hz(job.path, default_hz=params.features.sample_rate / 2))
+    if "jams" in exports:
         from .export import write_jams
 
         write_jams(doc, output_dir / "jams" / f"{job.name}.jams")
@@ -282,6 +295,16 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
                   sample_rate=params.features.sample_rate, hop_length=params.features.hop_length,
                   cuts=params.output.plot_cuts)
     return out
+
+
+def _nyquist_hz(path: Path, *, default_hz: float) -> float:
+    """Half the file's own sample rate (the top of a Raven selection), or ``default_hz`` if it cannot be read."""
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)).samplerate / 2.0
+    except Exception:  # noqa: BLE001 - the file was decoded before; a selection's band is not worth a failure
+        return float(default_hz)
 
 
 def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=None,

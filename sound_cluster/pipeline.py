@@ -152,7 +152,7 @@ def library_versions() -> dict[str, str]:
 
 # What a run writes into its folder; a folder holding any of these already holds a run.
 RUN_OUTPUTS = ("summary.json", "clusters.csv", "failures.csv", "segments.csv", "report.html", "trees", "posteriors",
-               "plots", "models", "tensorboard", "report", "jams")
+               "plots", "models", "tensorboard", "report", "jams", "export")
 
 
 @dataclass
@@ -264,7 +264,8 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
 
     # References are read before any work: a malformed file fails now, not after training.
     references = {"data.labels": read_labels(labels_path) if labels_path else None,
-                  "data.segments": read_segments(segments_path) if segments_path else None}
+                  "data.segments": read_segments(segments_path, fmt=params.data.segments_format) if segments_path
+                  else None}
 
     with timer.stage("discover"):
         files, failures = discover(root, extensions=params.data.extensions,
@@ -327,13 +328,15 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     fold_extra, fold_failures, n_segments = fold_stage(
         [feats[r.index] for r in rows], rows, params=params, output_dir=output_dir, timer=timer,
         trained=unit_fit.trained, merges=unit_fit.merges,
-        segments=params.output.export_segments or unit_fit.unit == SEGMENT, sound_length_s=unit_fit.sound_length_s)
+        segments="segments" in params.output.exports() or unit_fit.unit == SEGMENT,
+        sound_length_s=unit_fit.sound_length_s)
     extra.update(fold_extra)
     if unit_fit.unit == SEGMENT and "segments" in fold_extra:
         log.info("segments: %d in %d files, per cluster %s (segments.csv)", fold_extra["segments"]["rows"],
                  fold_extra["trees"]["written"], fold_extra["segments"]["sizes"])
     with timer.stage("evaluate"):
-        extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path))
+        extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path,
+                                  segments_format=params.data.segments_format))
     if "metrics" in extra:
         m = extra["metrics"]
         log.info("against %s: NMI %.3f, ARI %.3f, accuracy %.3f (%d files)", m["labels"], m["nmi"], m["ari"],
@@ -372,11 +375,13 @@ def _check_references(references: dict[str, dict | None], files: list[Path], rel
     The demo's own references cover only part of it by design (labels the clips, segments the
     joined sequences): that is said at INFO level.
     """
+    from .evaluate import match_references
+
     found = {display_path(f, rel_root) for f in files}
     for key, ref in references.items():
         if ref is None:
             continue
-        matched = len(found & set(ref))
+        matched = len(match_references(ref, found))
         extra.setdefault("references", {})[key] = {"rows": len(ref), "files_matched": matched,
                                                    "files_without": len(found) - matched}
         if matched == 0:

@@ -250,7 +250,8 @@ def _references(summary: dict) -> dict:
 
     path = (summary.get("segment_metrics") or {}).get("segments")
     try:
-        return read_segments(Path(path)) if path else {}
+        return read_segments(Path(path), fmt=(summary.get("config") or {}).get("data", {}).get(
+            "segments_format", "auto")) if path else {}
     except Exception:  # noqa: BLE001 - the report shows what it can; the references were checked at the start
         log.warning("report: could not read the reference segments %s again", path)
         return {}

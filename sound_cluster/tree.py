@@ -67,6 +67,39 @@ class SegmentTree:
         return cls(np.asarray(merges.left), np.asarray(merges.right), np.asarray(merges.cost, dtype=np.float64),
                    float(frame_rate_hz), float(duration_s), None if leaf_times is None else np.asarray(leaf_times))
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "SegmentTree":
+        """The tree of a tree document (:meth:`to_json`, ``trees/<path>.json``).
+
+        Raises
+        ------
+        ValueError
+            The document was written without the children of some nodes (``output.max_tree_depth``,
+            ``output.min_segment_s``): its merges cannot all be recovered.
+        """
+        n = int(doc["n_leaves"])
+        left, right = np.zeros(max(n - 1, 0), dtype=np.int64), np.zeros(max(n - 1, 0), dtype=np.int64)
+        cost = np.zeros(max(n - 1, 0))
+        leaf_times = np.zeros(n + 1)
+
+        def node_id(node: dict[str, Any]) -> int:
+            return int(node["start"]) if node.get("order") is None else n + int(node["order"])
+
+        stack = [doc["root"]]
+        while stack:
+            node = stack.pop()
+            if node.get("order") is None:  # a leaf
+                leaf_times[node["start"]], leaf_times[node["end"]] = node["start_s"], node["end_s"]
+                continue
+            children = node.get("children")
+            if not children:
+                raise ValueError(f"{doc.get('source', 'the tree')}: the node at {node['start_s']:.3f} s was written "
+                                 "without its children (output.max_tree_depth, output.min_segment_s)")
+            i = int(node["order"])
+            left[i], right[i], cost[i] = node_id(children[0]), node_id(children[1]), float(node["cost"])
+            stack += children
+        return cls(left, right, cost, float(doc["frame_rate_hz"]), float(doc["duration_s"]), leaf_times)
+
     @property
     def n_leaves(self) -> int:
         return int(len(self.left)) + 1

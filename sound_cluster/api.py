@@ -1,0 +1,153 @@
+"""The Python API: run the pipeline from a notebook or a script, and read a finished run.
+
+>>> import sound_cluster
+>>> run = sound_cluster.cluster("recordings/", "model.n_clusters=8")   # doctest: +SKIP
+>>> run.clusters.to_pandas().head()                                    # doctest: +SKIP
+>>> run.tree("park/morning.wav").cut(4)                                # doctest: +SKIP
+
+:func:`cluster` composes the same configuration as the command line (Hydra's compose API, the
+same checks and messages), runs the same pipeline in the calling process without changing the
+working directory or configuring logging, and returns a :class:`Run`; :func:`load_run` reads a
+finished run folder into the same :class:`Run`. Importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+
+class Table(list):
+    """Rows of a run's table (dicts with typed values); :meth:`to_pandas` when pandas is installed."""
+
+    def to_pandas(self):
+        """The rows as a ``pandas.DataFrame`` (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self))
+
+
+def _int_or_none(v: str) -> int | None:
+    return int(v) if v not in ("", None) else None
+
+
+def _float_or_none(v: str) -> float | None:
+    return float(v) if v not in ("", None) else None
+
+
+CLUSTER_TYPES: dict[str, Callable[[str], Any]] = {"cluster": int, "confidence": float, "duration_s": float}
+SEGMENT_TYPES: dict[str, Callable[[str], Any]] = {"segment": int, "start_s": float, "end_s": float,
+                                                  "cluster": _int_or_none, "confidence": _float_or_none}
+
+
+def _read_table(path: Path, types: dict[str, Callable[[str], Any]]) -> Table:
+    if not path.is_file():
+        return Table()
+    with open(path, newline="", encoding="utf-8") as fh:
+        return Table({k: types.get(k, str)(v) for k, v in row.items()} for row in csv.DictReader(fh))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder and what it holds.
+
+    Attributes
+    ----------
+    dir : Path
+        The run folder.
+    """
+
+    dir: Path
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """``summary.json``: status, counts, clusters and K, units, metrics, stage seconds, config."""
+        return json.loads((self.dir / "summary.json").read_text(encoding="utf-8"))
+
+    @property
+    def clusters(self) -> Table:
+        """``clusters.csv``: one row per file (``path``, ``cluster``, ``confidence``, ``duration_s``, ``name``)."""
+        return _read_table(self.dir / "clusters.csv", CLUSTER_TYPES)
+
+    @property
+    def segments(self) -> Table:
+        """``segments.csv``: one row per segment (``path``, ``segment``, ``start_s``, ``end_s``, ``cluster``,
+        ``confidence``); empty when the run wrote none (file units without ``output.export=[segments]``)."""
+        return _read_table(self.dir / "segments.csv", SEGMENT_TYPES)
+
+    @property
+    def report_path(self) -> Path | None:
+        """``report.html``, or None when the run wrote no report."""
+        p = self.dir / "report.html"
+        return p if p.is_file() else None
+
+    def tree_doc(self, path: str) -> dict[str, Any]:
+        """The tree document of the file at ``path`` (as in clusters.csv), as written under ``trees/``."""
+        from .tree import read_tree_json
+
+        names = {r["path"]: r["name"] for r in self.clusters}
+        if path not in names:
+            raise KeyError(f"{path!r} is not a file of the run in {self.dir} (see its clusters.csv)")
+        return read_tree_json(self.dir / "trees" / f"{names[path]}.json")
+
+    def tree(self, path: str):
+        """The :class:`~sound_cluster.tree.SegmentTree` of the file at ``path`` (cut it with ``.cut(k)``)."""
+        from .tree import SegmentTree
+
+        return SegmentTree.from_json(self.tree_doc(path))
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A finished (or interrupted) run folder as a :class:`Run`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``run_dir`` holds no ``summary.json``.
+    """
+    run_dir = Path(run_dir).expanduser().absolute()
+    if not (run_dir / "summary.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a sound-cluster run folder (no summary.json)")
+    return Run(run_dir)
+
+
+def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | Path | None = None) -> Run:
+    """Run the pipeline on ``path`` with command-line style overrides; the run's folder as a :class:`Run`.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The folder of audio (``data.path``); None runs on the demo bundled with the package.
+    *overrides : str
+        Settings as on the command line, e.g. ``"model.n_clusters=8"``, ``"model.unit=segment"``.
+    output_dir : str or Path, optional
+        The run folder; by default ``outputs/<date>/<time>`` under the current folder, as the
+        command line does.
+
+    Raises
+    ------
+    ConfigError
+        An unknown setting (naming the closest one), a value out of range or two that do not fit
+        together; nothing is written.
+    AudioError
+        The folder holds no usable audio.
+    """
+    from .cli import compose_checked
+    from .config import params_from_config
+    from .pipeline import run
+
+    args = ([f"data.path={path}"] if path is not None else []) + list(overrides)
+    cfg = compose_checked(args)
+    params = params_from_config(cfg)
+    if output_dir is None:
+        output_dir = Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
+        base, i = output_dir, 1
+        while output_dir.exists():
+            output_dir, i = base.with_name(f"{base.name}-{i}"), i + 1
+    output_dir = Path(output_dir).expanduser().absolute()
+    run(params, output_dir=output_dir, config=cfg)
+    return Run(output_dir)
