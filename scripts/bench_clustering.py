@@ -1,6 +1,6 @@
 """Clip clustering quality: ours against k-means on MFCC statistics, measured in the same run.
 
-Usage: python scripts/bench_clustering.py [--data ../shared/data] [--sets fsdd instruments drums]
+Usage: python scripts/bench_clustering.py --data DATA [--sets fsdd instruments drums]
                                           [--validation CORPUS/validation] [--inits pretrained scratch]
                                           [--seeds 0 1 2] [override ...]
 
@@ -29,14 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from labelled import labelled_features, read_labels, speakers_of
+from labelled import data_folder, labelled_features, read_labels, speakers_of
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=data_folder(""), required=data_folder() is None,
+                    help="the folder holding fsdd/, instruments/ and drums/, each with labels.csv; default: $SOUND_CLUSTER_DATA")
     ap.add_argument("--sets", nargs="*", default=["fsdd", "instruments", "drums"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--validation", type=Path, default=None, help="a labelled folder (labels.csv: path,label)")

@@ -1,6 +1,6 @@
 """Segment boundaries of our trees against librosa's agglomerative segmentation, same run.
 
-Usage: python scripts/bench_segments.py [--fsdd ../shared/data/fsdd] [--files 40] [--seed 0] [override ...]
+Usage: python scripts/bench_segments.py --fsdd FSDD [--files 40] [--seed 0] [override ...]
 
 Builds files by joining 4-8 digit clips of one FSDD speaker: --files with pauses of 0.05-0.3 s
 between digits, --files with none, and --files "noisy": the files with pauses mixed with
@@ -23,6 +23,7 @@ segment in any 2- to 8-segment cut of our trees.
 from __future__ import annotations
 
 import argparse
+import sys
 import logging
 import tempfile
 from pathlib import Path
@@ -31,6 +32,9 @@ import numpy as np
 import soundfile as sf
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from labelled import data_folder  # noqa: E402
 
 
 def make_files(fsdd: Path, out: Path, *, n_files: int, seed: int) -> dict[str, list[tuple[float, float]]]:
@@ -96,7 +100,8 @@ def intervals(bounds: np.ndarray, duration: float) -> list[tuple[float, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fsdd", type=Path, default=HERE.parent.parent / "shared" / "data" / "fsdd")
+    ap.add_argument("--fsdd", type=Path, default=data_folder("fsdd"), required=data_folder() is None,
+                    help="the FSDD folder (its *.wav files); default: $SOUND_CLUSTER_DATA/fsdd")
     ap.add_argument("--files", type=int, default=40, help="files of each kind (with pauses, without)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*")

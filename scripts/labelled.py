@@ -11,6 +11,20 @@ import functools
 from pathlib import Path
 
 
+DATA_ENV = "SOUND_CLUSTER_DATA"
+
+
+def data_folder(sub: str = "") -> Path | None:
+    """The labelled data folder from ``$SOUND_CLUSTER_DATA`` (with ``sub`` under it), or None when it is not set.
+
+    It holds ``fsdd/``, ``instruments/`` and ``drums/``, each with ``labels.csv``.
+    """
+    import os
+
+    root = os.environ.get(DATA_ENV)
+    return None if not root else Path(root).expanduser() / sub
+
+
 def read_labels(folder: Path) -> tuple[list[dict[str, str]], list[Path]]:
     """The rows of ``folder/labels.csv`` and the audio file each names, in file order."""
     with open(folder / "labels.csv", newline="") as fh:

@@ -1,6 +1,6 @@
 """Build the bundled demo (sound_cluster/demo/) from the Free Spoken Digit Dataset.
 
-Usage: python scripts/make_demo.py [--fsdd ../shared/data/fsdd]
+Usage: python scripts/make_demo.py --fsdd FSDD
 
 Copies 30 clips (digits 0-9 from three speakers) and writes four files made by joining
 clips of a fourth speaker, with pauses of 0.05-0.3 s or none, plus ``labels.csv``
@@ -11,6 +11,7 @@ joined files. Deterministic: the same source gives the same demo.
 from __future__ import annotations
 
 import argparse
+import sys
 import csv
 import shutil
 from pathlib import Path
@@ -19,6 +20,9 @@ import numpy as np
 import soundfile as sf
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from labelled import data_folder  # noqa: E402
 DEMO = HERE.parent / "sound_cluster" / "demo"
 CLIP_SPEAKERS = ("george", "jackson", "nicolas")
 SEQUENCES = {  # name: (digits, pause seconds or None)
@@ -31,7 +35,8 @@ SEQUENCES = {  # name: (digits, pause seconds or None)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fsdd", type=Path, default=HERE.parent.parent / "shared" / "data" / "fsdd")
+    ap.add_argument("--fsdd", type=Path, default=data_folder("fsdd"), required=data_folder() is None,
+                    help="the FSDD folder (its *.wav files); default: $SOUND_CLUSTER_DATA/fsdd")
     args = ap.parse_args()
     (DEMO / "clips").mkdir(parents=True, exist_ok=True)
     (DEMO / "sequences").mkdir(parents=True, exist_ok=True)

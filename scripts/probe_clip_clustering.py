@@ -1,6 +1,6 @@
 """How the clips' embeddings are clustered, without training: a probe for issue #9.
 
-Usage: python scripts/probe_clip_clustering.py [--data ../shared/data] [--sets fsdd instruments drums]
+Usage: python scripts/probe_clip_clustering.py --data DATA [--sets fsdd instruments drums]
                                                [--validation CORPUS/validation] [--init pretrained [PATH ...]]
                                                [--draws 4]
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelled import labelled_features, speakers_of
+from labelled import data_folder, labelled_features, speakers_of
 
 HERE = Path(__file__).resolve().parent
 # How a clip's step embeddings become one vector: the mean is what a fit uses.
@@ -117,7 +117,8 @@ def k_rules(x: np.ndarray, *, max_clusters: int = 32) -> dict[str, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=data_folder(""), required=data_folder() is None,
+                    help="the folder holding fsdd/, instruments/ and drums/, each with labels.csv; default: $SOUND_CLUSTER_DATA")
     ap.add_argument("--sets", nargs="*", default=["fsdd", "instruments", "drums"])
     ap.add_argument("--validation", type=Path, default=None)
     ap.add_argument("--init", nargs="+", default=["pretrained"],

@@ -1,6 +1,6 @@
-"""Which clip similarity clusters a labelled folder best, without training: a probe for issue #9.
+"""Which clip similarity clusters a labelled folder best, without training: a probe for better clip similarities.
 
-Usage: python scripts/probe_clip_similarity.py [--data ../shared/data] [--sets fsdd instruments drums]
+Usage: python scripts/probe_clip_similarity.py --data DATA [--sets fsdd instruments drums]
                                                [--max-clips 800] [--neighbours 10 20] [--seeds 0 1 2]
 
 For each labelled set (``labels.csv`` with ``filename`` or ``path``, and ``label``; a ``speaker``
@@ -28,7 +28,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from labelled import read_labels
+from labelled import data_folder, read_labels
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,7 +77,8 @@ def knn_spectral(dist: np.ndarray, *, k: int, neighbours: int, seed: int) -> np.
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=data_folder(""), required=data_folder() is None,
+                    help="the folder holding fsdd/, instruments/ and drums/, each with labels.csv; default: $SOUND_CLUSTER_DATA")
     ap.add_argument("--sets", nargs="+", default=["fsdd", "instruments", "drums"])
     ap.add_argument("--max-clips", type=int, default=800)
     ap.add_argument("--neighbours", nargs="+", type=int, default=[10, 20])
