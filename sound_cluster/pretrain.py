@@ -98,7 +98,7 @@ def corpus_card(root: Path, *, seconds: float, n_files: int) -> dict[str, Any]:
     seconds, n_files : float, int
         Audio seconds and files that went into training (after failures).
     """
-    card: dict[str, Any] = {"path": str(root), "hours": round(seconds / 3600, 3), "seconds": round(seconds, 1),
+    card: dict[str, Any] = {"hours": round(seconds / 3600, 3), "seconds": round(seconds, 1),
                             "files": n_files}
     # build_corpus.py writes OUT/manifest.csv and OUT/audio/: data.path may be either folder.
     manifest = find_manifest(root)
@@ -119,8 +119,12 @@ def corpus_card(root: Path, *, seconds: float, n_files: int) -> dict[str, Any]:
     return card
 
 
-def source_commit() -> str | None:
-    """The git commit the package was loaded from, when it is a checkout (None for an installed wheel)."""
+def source_commit() -> dict[str, Any] | None:
+    """The git commit the package was loaded from, when it is a checkout (None for an installed wheel).
+
+    ``clean`` is false when the checkout had uncommitted changes: the commit alone then does not
+    reproduce the training.
+    """
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -129,7 +133,7 @@ def source_commit() -> str | None:
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return out + ("-dirty" if dirty else "")
+    return {"id": out, "clean": not dirty}
 
 
 def started_from(card: dict[str, Any]) -> dict[str, Any]:
@@ -209,8 +213,8 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
             "settings": dataclasses.asdict(pt.train),
             "final": {k: round(v[-1], 4) for k, v in history.items() if v},
         },
-        "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        # The machine by kind and size, never by name or path.
+        "machine": {"processor": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
         "commit": source_commit(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
