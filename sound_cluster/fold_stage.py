@@ -40,7 +40,8 @@ class FoldJob:
     frames: Path
     duration_s: float
     plot: bool
-    merges: Any = None  # the file's Merges when the batched fold made them (rae.fold_device=gpu)
+    merges: Any = None  # the file's Merges when made before (segment units, or the batched fold)
+    units: int | None = None  # segment units: the file's count, when the fit counted it already
 
 
 def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.ndarray:
@@ -76,7 +77,8 @@ def fold_merges(fin: "FoldInput", *, weights, duration_s: float, params: Params,
 
 
 def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float, params: Params,
-              step_rate_hz: float, sound_length_s: float | None = None) -> tuple["SegmentTree", dict[str, Any]]:
+              step_rate_hz: float, units: int | None = None, sound_length_s: float | None = None
+              ) -> tuple["SegmentTree", dict[str, Any]]:
     """One file's :class:`~sound_cluster.tree.SegmentTree` and its own number of segments (``auto_choice``).
 
     Parameters
@@ -91,22 +93,18 @@ def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float
         ``output.auto_min_segment_s``, ``output.boundary_refine_s``, ``rae.min_sound_s`` and the
         feature and model geometry are used.
     step_rate_hz : float
+    units : int, optional
+        Segment units: the file's number of units (:func:`count_file_units`); None otherwise.
     sound_length_s : float, optional
-        Segment units: the folder's typical length of one sound, which counts the file's units
-        (:func:`file_runs`, :func:`sound_cluster.units.count_units`).
+        Segment units: the folder's typical length of one sound (recorded with the choice).
     """
     from .boundaries import leaf_boundary_times
     from .tree import SegmentTree
-    from .units import count_units
 
     leaf_times = leaf_boundary_times(frames, n_leaves=len(fin.leaves), time_pool=params.model.time_pool,
                                      frame_rate_hz=params.features.frame_rate_hz,
                                      radius_s=params.output.boundary_refine_s, duration_s=duration_s)
     tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=duration_s, leaf_times=leaf_times)
-    units = None
-    if sound_length_s:
-        units = count_units(file_runs(fin, frames, params=params, step_rate_hz=step_rate_hz),
-                            sound_length_s=sound_length_s)
     auto = tree.auto_choice(min_segment_s=params.output.auto_min_segment_s, sounds=fin.sounds,
                             min_sound_s=params.rae.min_sound_s, units=units, sound_length_s=sound_length_s)
     return tree, auto
@@ -118,6 +116,14 @@ def file_runs(fin: "FoldInput", frames: np.ndarray, *, params: Params, step_rate
 
     onsets = onset_steps(frames, frame_rate_hz=params.features.frame_rate_hz, time_pool=params.model.time_pool)
     return sound_runs(fin.quiet, fin.onsets, onsets, step_rate_hz=step_rate_hz)
+
+
+def count_file_units(fin: "FoldInput", frames: np.ndarray, *, params: Params, step_rate_hz: float,
+                     sound_length_s: float) -> int:
+    """Segment units: one file's number of units (:func:`sound_cluster.units.count_units` of its :func:`file_runs`)."""
+    from .units import count_units
+
+    return count_units(file_runs(fin, frames, params=params, step_rate_hz=step_rate_hz), sound_length_s=sound_length_s)
 
 
 def train_merge_model(leaves: Sequence[np.ndarray], *, rae: RaeParams, seed: int):
@@ -139,7 +145,8 @@ def train_merge_model(leaves: Sequence[np.ndarray], *, rae: RaeParams, seed: int
 
 
 def segment_units(fins: Sequence["FoldInput"], steps: Sequence[np.ndarray], frames: Sequence[Any], *,
-                  durations_s: Sequence[float], weights, params: Params, sound_length_s: float) -> "Units":
+                  durations_s: Sequence[float], weights, params: Params, counts: Sequence[int],
+                  sound_length_s: float) -> "Units":
     """The sounds of every file as units: each file folded, its tree cut at its own count.
 
     Parameters
@@ -154,26 +161,30 @@ def segment_units(fins: Sequence["FoldInput"], steps: Sequence[np.ndarray], fram
     weights : FoldWeights
         The trained merge autoencoder's.
     params : Params
+    counts : sequence of int
+        Per file, its number of units (:func:`count_file_units`).
     sound_length_s : float
         The folder's typical sound length (:func:`sound_cluster.units.typical_sound_length_s`).
 
     Returns
     -------
     Units
-        With each file's merges, so the fold stage writes the trees the units were cut from.
+        With each file's merges and count, so the fold stage writes the trees the units were cut from.
     """
     from .units import collect_units
 
     step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
     spans, merges = [], {}
-    for i, (fin, fr, dur) in enumerate(zip(fins, frames, durations_s)):
+    for i, (fin, fr, dur, n) in enumerate(zip(fins, frames, durations_s, counts)):
         fr = np.load(fr, mmap_mode="r", allow_pickle=False) if isinstance(fr, (str, Path)) else fr
         m = fold_merges(fin, weights=weights, duration_s=dur, params=params, step_rate_hz=step_rate_hz)
-        tree, auto = file_tree(fin, m, fr, duration_s=dur, params=params, step_rate_hz=step_rate_hz,
+        tree, auto = file_tree(fin, m, fr, duration_s=dur, params=params, step_rate_hz=step_rate_hz, units=n,
                                sound_length_s=sound_length_s)
         spans.append(tree.cut(int(auto["k"])))
         merges[i] = m
-    return collect_units(spans, steps, [f.quiet for f in fins], merges=merges)
+    units = collect_units(spans, steps, [f.quiet for f in fins], merges=merges)
+    units.counts = {i: int(n) for i, n in enumerate(counts)}
+    return units
 
 
 def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
@@ -200,12 +211,15 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
         Segment units: the folder's typical sound length.
     """
     from .pauses import fold_input
-    from .units import SEGMENT, choose_unit, typical_sound_length_s
+    from .units import SEGMENT, UnitChoice, choose_unit, count_units, typical_sound_length_s
 
     durations = [f.duration_s for f in feats]
-    if params.model.unit == "file" or params.rae.pairing != "adjacent":  # segments are contiguous: adjacent folds
-        choice = choose_unit("file", sounds=[], durations_s=durations, min_file_s=params.model.unit_min_file_s)
-        return None, choice, None, None
+    if params.model.unit == "file":
+        return None, choose_unit("file", sounds=[], durations_s=durations, min_file_s=params.model.unit_min_file_s), \
+            None, None
+    if params.rae.pairing != "adjacent":  # model.unit=auto (segment is refused by the checks): segments are contiguous
+        return None, UnitChoice("file", params.model.unit, f"rae.pairing={params.rae.pairing} folds are not contiguous "
+                                "in time: files are the units"), None, None
     step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
     fins = [fold_input(e, np.load(f.cache_path, mmap_mode="r", allow_pickle=False), rae=params.rae,
                        time_pool=params.model.time_pool, step_rate_hz=step_rate_hz) for f, e in zip(feats, steps)]
@@ -218,11 +232,13 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
                       step_rate_hz=step_rate_hz) for fin, f in zip(fins, feats)]
     length_s, source = typical_sound_length_s(runs, default_s=params.model.unit_sound_s)
     log.info("units: typical sound %.2f s (%s)", length_s, source)
+    counts = [count_units(r, sound_length_s=length_s) for r in runs]
     with timer.stage("rae_train"):
         trained = train_merge_model([f.leaves for f in fins], rae=params.rae, seed=params.seed)
     with timer.stage("units"):
         units = segment_units(fins, steps, [f.cache_path for f in feats], durations_s=durations,
-                              weights=trained[0].fold_weights(), params=params, sound_length_s=length_s)
+                              weights=trained[0].fold_weights(), params=params, counts=counts,
+                              sound_length_s=length_s)
     log.info("units: %d segments in %d files (%.1f per file)", len(units), len(feats), len(units) / max(len(feats), 1))
     return units, choice, trained, length_s
 
@@ -255,8 +271,11 @@ def fold_file(job: FoldJob, *, weights, params: Params, step_rate_hz: float, out
     if merges is None:
         merges = fold_merges(fin, weights=weights, duration_s=job.duration_s, params=params,
                              step_rate_hz=step_rate_hz)
+    units = job.units
+    if units is None and sound_length_s:  # segment units the fit did not count (task=apply)
+        units = count_file_units(fin, frames, params=params, step_rate_hz=step_rate_hz, sound_length_s=sound_length_s)
     tree, auto = file_tree(fin, merges, frames, duration_s=job.duration_s, params=params, step_rate_hz=step_rate_hz,
-                           sound_length_s=sound_length_s)
+                           units=units, sound_length_s=sound_length_s)
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
                        min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
     root = doc.pop("root")  # the small header first, so a reader sees it before the tree
@@ -308,8 +327,8 @@ def _nyquist_hz(path: Path, *, default_hz: float) -> float:
 
 
 def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=None,
-               merges: dict[Path, Any] | None = None, segments: bool = False, sound_length_s: float | None = None
-               ) -> tuple[dict, list[Failure], dict[str, int]]:
+               merges: dict[Path, Any] | None = None, counts: dict[Path, int] | None = None, segments: bool = False,
+               sound_length_s: float | None = None) -> tuple[dict, list[Failure], dict[str, int]]:
     """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree.
 
     Parameters
@@ -321,6 +340,8 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
         A merge autoencoder the run already trained (segment units), with its losses.
     merges : dict of Path to Merges, optional
         Folds already made (segment units), by audio path.
+    counts : dict of Path to int, optional
+        Segment units: each file's number of units, where the fit counted them, by audio path.
     segments : bool
         Write ``segments.csv`` (``output.export_segments``, or segment units).
     sound_length_s : float, optional
@@ -332,9 +353,10 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
     from .io_utils import save_keras_model
 
     models_dir = output_dir / "models"
-    merges = merges or {}
+    merges, counts = merges or {}, counts or {}
     jobs = [FoldJob(f.path, r.path, r.name, output_dir / "posteriors" / f"{r.name}.npz", f.cache_path, f.duration_s,
-                    i < params.output.max_plots, merges.get(f.path)) for i, (f, r) in enumerate(zip(feats, rows))]
+                    i < params.output.max_plots, merges.get(f.path), counts.get(f.path))
+            for i, (f, r) in enumerate(zip(feats, rows))]
     extra: dict[str, Any] = {}
     step_rate_hz = params.features.frame_rate_hz / params.model.time_pool
     if params.task == "fit":

@@ -327,7 +327,7 @@ def _run_stages(state: _RunState, output_dir: Path) -> dict[str, Any]:
     extra.update(embed_extra)
     fold_extra, fold_failures, n_segments = fold_stage(
         [feats[r.index] for r in rows], rows, params=params, output_dir=output_dir, timer=timer,
-        trained=unit_fit.trained, merges=unit_fit.merges,
+        trained=unit_fit.trained, merges=unit_fit.merges, counts=unit_fit.counts,
         segments="segments" in params.output.exports() or unit_fit.unit == SEGMENT,
         sound_length_s=unit_fit.sound_length_s)
     extra.update(fold_extra)
@@ -461,6 +461,7 @@ def _embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, r
                           "sound_length_s": None if sound_length_s is None else round(sound_length_s, 4)}
         if units is not None:
             unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
+            unit_fit.counts = {readable[i].path: n for i, n in units.counts.items()}
             # Each unit's span and cluster by file, to say how often the head agrees with them.
             for f, s, e, c in zip(units.file, units.start, units.end, clusters.labels):
                 unit_fit.spans.setdefault(readable[int(f)].path, []).append((int(s), int(e), int(c)))
@@ -553,6 +554,8 @@ class UnitFit:
         The merge autoencoder trained to cut files into segment units (the fold stage reuses it).
     merges : dict of Path to Merges
         Each file's fold that the units were cut from.
+    counts : dict of Path to int
+        Each file's number of units (its tree's cut).
     spans : dict of Path to list of (int, int, int)
         Each file's units: start and end step and cluster (to compare with the head's).
     sound_length_s : float or None
@@ -563,6 +566,7 @@ class UnitFit:
     unit: str = "file"
     trained: Any = None
     merges: dict[Path, Any] = field(default_factory=dict)
+    counts: dict[Path, int] = field(default_factory=dict)
     spans: dict[Path, list[tuple[int, int, int]]] = field(default_factory=dict)
     sound_length_s: float | None = None
 

@@ -232,6 +232,8 @@ class Units:
         Each unit's embedding (:func:`unit_vector`).
     merges : dict of int to Merges
         Each file's fold, by file index, so the fold stage writes the trees the units came from.
+    counts : dict of int to int
+        Each file's number of units, by file index (the cut of its tree).
     """
 
     file: np.ndarray
@@ -239,6 +241,7 @@ class Units:
     end: np.ndarray
     vectors: np.ndarray
     merges: dict[int, Any] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(len(self.file))
