@@ -13,12 +13,11 @@ finished run folder into the same :class:`Run`. Importing this module does not i
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class Table(list):
@@ -29,26 +28,6 @@ class Table(list):
         import pandas as pd
 
         return pd.DataFrame(list(self))
-
-
-def _int_or_none(v: str) -> int | None:
-    return int(v) if v not in ("", None) else None
-
-
-def _float_or_none(v: str) -> float | None:
-    return float(v) if v not in ("", None) else None
-
-
-CLUSTER_TYPES: dict[str, Callable[[str], Any]] = {"cluster": int, "confidence": float, "duration_s": float}
-SEGMENT_TYPES: dict[str, Callable[[str], Any]] = {"segment": int, "start_s": float, "end_s": float,
-                                                  "cluster": _int_or_none, "confidence": _float_or_none}
-
-
-def _read_table(path: Path, types: dict[str, Callable[[str], Any]]) -> Table:
-    if not path.is_file():
-        return Table()
-    with open(path, newline="", encoding="utf-8") as fh:
-        return Table({k: types.get(k, str)(v) for k, v in row.items()} for row in csv.DictReader(fh))
 
 
 @dataclass(frozen=True)
@@ -71,13 +50,20 @@ class Run:
     @property
     def clusters(self) -> Table:
         """``clusters.csv``: one row per file (``path``, ``cluster``, ``confidence``, ``duration_s``, ``name``)."""
-        return _read_table(self.dir / "clusters.csv", CLUSTER_TYPES)
+        from .clusters import read_clusters
+
+        path = self.dir / "clusters.csv"
+        return Table({"path": a.path, "cluster": a.cluster, "confidence": a.confidence, "duration_s": a.duration_s,
+                      "name": a.name} for a in read_clusters(path)) if path.is_file() else Table()
 
     @property
     def segments(self) -> Table:
         """``segments.csv``: one row per segment (``path``, ``segment``, ``start_s``, ``end_s``, ``cluster``,
         ``confidence``); empty when the run wrote none (file units without ``output.export=[segments]``)."""
-        return _read_table(self.dir / "segments.csv", SEGMENT_TYPES)
+        from .export import read_segments_table
+
+        path = self.dir / "segments.csv"
+        return Table(read_segments_table(path)) if path.is_file() else Table()
 
     @property
     def report_path(self) -> Path | None:

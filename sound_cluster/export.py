@@ -31,6 +31,17 @@ def segment_rows(doc: Mapping[str, Any], *, k: int | str) -> list[tuple]:
              s.get("cluster", ""), s.get("confidence", "")) for i, s in enumerate(segs)]
 
 
+def read_segments_table(path: Path) -> list[dict[str, Any]]:
+    """``segments.csv`` as dicts with typed values (``cluster`` and ``confidence`` None where a row has none)."""
+    def num(cast, v: str):
+        return cast(v) if v != "" else None
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{"path": r["path"], "segment": int(r["segment"]), "start_s": float(r["start_s"]),
+                 "end_s": float(r["end_s"]), "cluster": num(int, r["cluster"]),
+                 "confidence": num(float, r["confidence"])} for r in csv.DictReader(fh)]
+
+
 def write_segments(rows: Iterable[tuple], out_path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

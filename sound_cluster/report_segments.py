@@ -10,7 +10,6 @@ that segment from the original file.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -25,16 +24,10 @@ TYPICAL = 3  # most and least typical segments shown per cluster
 
 
 def read_segment_rows(path: Path) -> list[dict[str, Any]]:
-    """``segments.csv`` as dicts with typed times, cluster and confidence (rows without a cluster left out)."""
-    out = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            if r["cluster"] == "":
-                continue
-            out.append({"path": r["path"], "segment": int(r["segment"]), "start_s": float(r["start_s"]),
-                        "end_s": float(r["end_s"]), "cluster": int(r["cluster"]),
-                        "confidence": float(r["confidence"] or 0.0)})
-    return out
+    """``segments.csv`` rows that carry a cluster (:func:`sound_cluster.export.read_segments_table`)."""
+    from .export import read_segments_table
+
+    return [r for r in read_segments_table(path) if r["cluster"] is not None]
 
 
 def write_snippet(audio_path: Path, out_path: Path, *, start_s: float, end_s: float) -> None:
