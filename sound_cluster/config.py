@@ -47,6 +47,10 @@ def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
         _fail(key, value, "one of " + ", ".join(choices))
 
 
+EXPORTS = ("segments", "jams", "audacity", "raven")  # output.export (sound_cluster.export writes them)
+SEGMENT_FORMATS = ("auto", "csv", "audacity", "raven")  # data.segments_format (sound_cluster.evaluate reads them)
+
+
 @dataclass(frozen=True)
 class DataParams:
     """Where the audio is. ``path`` is absolute once built (``None`` means the bundled demo)."""
@@ -62,7 +66,7 @@ class DataParams:
     def check(self, prefix: str = "data") -> None:
         if self.labels is not None and not Path(self.labels).is_file():
             _fail(f"{prefix}.labels", str(self.labels), "an existing CSV file (path,label) or null")
-        _one_of(f"{prefix}.segments_format", self.segments_format, ("auto", "csv", "audacity", "raven"))
+        _one_of(f"{prefix}.segments_format", self.segments_format, SEGMENT_FORMATS)
         if self.segments is not None:
             seg = Path(self.segments)
             if self.segments_format == "csv" and not seg.is_file() or not (seg.is_file() or seg.is_dir()):
@@ -135,8 +139,6 @@ class ConvBlock:
     kernel: tuple[int, int] = (3, 3)
     pool: tuple[int, int] = (2, 2)
 
-
-EXPORTS = ("segments", "jams", "audacity", "raven")  # output.export (sound_cluster.export writes them)
 
 # What a run clusters: whole files, the sounds inside files (segments of their trees), or either by
 # the rule of :func:`sound_cluster.units.choose_unit`.

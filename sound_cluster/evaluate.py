@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .config import SEGMENT_FORMATS
 from .errors import ConfigError
 
 
@@ -76,7 +77,6 @@ def score_assignments(labels: Mapping[str, str], assignments: Mapping[str, int])
     return clustering_scores([labels[p] for p in common], [assignments[p] for p in common])
 
 
-SEGMENT_FORMATS = ("auto", "csv", "audacity", "raven")  # data.segments_format
 
 
 def read_segments(path: Path, *, fmt: str = "auto") -> dict[str, list[tuple[float, float, str]]]:
