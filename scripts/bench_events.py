@@ -211,12 +211,13 @@ def encoder_at_truth(run_dir: Path, refs, k: int) -> float:
 
     from sound_cluster.evaluate import clustering_scores
 
+    import json
+
+    rate = json.loads((run_dir / "summary.json").read_text())["trees"]["leaf_rate_hz"]  # steps per second
     vecs, labels = [], []
     for p, evs in refs.items():
         with np.load(run_dir / "posteriors" / f"{p}.npz") as z:
             emb = z["embedding"]
-        rate = len(emb) / max(e for _, e, _ in evs)  # steps per second (25 Hz by default)
-        rate = round(rate)
         for s, e, lab in evs:
             a, b = int(s * rate), max(int(s * rate) + 1, int(e * rate))
             v = emb[a:b].mean(axis=0)
