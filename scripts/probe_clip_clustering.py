@@ -1,4 +1,4 @@
-"""How the clips' embeddings are clustered, without training: a probe for issue #9.
+"""How the clips' embeddings are clustered, without training: layers, poolings, clustering methods and K rules.
 
 Usage: python scripts/probe_clip_clustering.py --data DATA [--sets fsdd instruments drums]
                                                [--validation CORPUS/validation] [--init pretrained [PATH ...]]
