@@ -51,12 +51,12 @@ def main() -> None:
     from sklearn.cluster import KMeans
     from sklearn.preprocessing import StandardScaler
 
-    from sound_cluster.audio import load
+    from sound_cluster.ingest.audio import load
     from sound_cluster.cli import compose_config
-    from sound_cluster.clusters import assign, knee
+    from sound_cluster.embed.clusters import assign, knee
     from sound_cluster.config import params_from_config
-    from sound_cluster.evaluate import clustering_scores
-    from sound_cluster.pretrained import resolve_init
+    from sound_cluster.outputs.evaluate import clustering_scores
+    from sound_cluster.embed.shipped import resolve_init
 
     rows_out = []
     sets = [(name, args.data / name) for name in args.sets]
@@ -82,8 +82,8 @@ def main() -> None:
             stats.append(np.concatenate([m.mean(axis=1), m.std(axis=1)]))
         x_base = StandardScaler().fit_transform(np.array(stats))
 
-        from sound_cluster import embedding  # TensorFlow from here on
-        from sound_cluster.head import fit_clusters
+        from sound_cluster.embed import inference, training  # TensorFlow from here on
+        from sound_cluster.embed.head import fit_clusters
 
         base, base_spk, base_auto = [], [], []
         for seed in args.seeds:
@@ -104,20 +104,20 @@ def main() -> None:
             for j, seed in enumerate(args.seeds):
                 t0 = time.perf_counter()
                 src = resolve_init(p.model, p.features)
-                enc, hist = embedding.fit_encoder([(f.cache_path, f.n_frames) for f in feats], model=p.model,
+                enc, hist = training.fit_encoder([(f.cache_path, f.n_frames) for f in feats], model=p.model,
                                                   train=p.train, n_mels=p.features.n_mels, seed=seed, verbose=0,
                                                   init=str(src.path) if src else None)
                 frames = lambda: (np.load(f.cache_path, mmap_mode="r") for f in feats)  # noqa: E731
                 final = fit_clusters(enc, frames(), model=p.model, train=p.train, seed=seed).encoder
                 fit_s.append(time.perf_counter() - t0)  # encoder, clusters and head: a run's train + cluster
-                run = embedding.Posteriors(final)
+                run = inference.Posteriors(final)
                 t0 = time.perf_counter()  # a whole pass of the encoder, as task=apply makes it
                 clusters = np.array([assign(run(x)[1])[0] for x in frames()])  # as clusters.csv has them
                 clips_s.append(len(feats) / (time.perf_counter() - t0))
                 ours.append(clustering_scores(labels, clusters))
                 p_auto = dataclasses.replace(p.model, n_clusters="auto")
                 fitted = fit_clusters(enc, frames(), model=p_auto, train=p.train, seed=seed)
-                run = embedding.Posteriors(fitted.encoder)  # from the kept step embeddings, as a run assigns
+                run = inference.Posteriors(fitted.encoder)  # from the kept step embeddings, as a run assigns
                 auto.append((fitted.clusters.k, clustering_scores(
                     labels, [assign(run.from_embeddings(e))[0] for e in fitted.step_embeddings])["nmi"]))
                 if speakers:

@@ -10,7 +10,7 @@ cut to 1 s; spoken digits; and ``mix``, all three together), in two variants: ``
 of quiet between events) and ``butted`` (events joined end to end). Every event's kind is known.
 
 For each folder, in the same run:
-  ours auto      the real pipeline (``sound_cluster.pipeline.run``, model.unit=auto, K chosen)
+  ours auto      the real pipeline (``sound_cluster.run.pipeline.run``, model.unit=auto, K chosen)
   ours true K    the same with model.n_clusters = the number of kinds
   mfcc k-means   k-means at the true K on MFCC frames (20 coefficients, 100 Hz) smoothed over 0.5 s
   avgn hdbscan   the AVGN / VocalPy recipe (Sainburg et al. 2020): cuts where the envelope rises
@@ -116,7 +116,7 @@ def _refs(folder: Path) -> dict[str, list[tuple[float, float, str]]]:
 
 
 def _event_nmi(refs, frame_clusters: dict[str, np.ndarray], rate_hz: float) -> float:
-    from sound_cluster.evaluate import score_events
+    from sound_cluster.outputs.evaluate import score_events
 
     return score_events(refs, {p: (c, rate_hz) for p, c in frame_clusters.items()})["nmi"]
 
@@ -194,7 +194,7 @@ def avgn(folder: Path, refs, k: int, seed: int) -> tuple[float, float, int, floa
 def ours(folder: Path, overrides: list[str], run_dir: Path) -> dict:
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
-    from sound_cluster.pipeline import run
+    from sound_cluster.run.pipeline import run
 
     cfg = compose_config([f"data.path={folder}", f"data.segments={folder / 'segments.csv'}", "output.max_plots=0",
                           "output.report=false", *overrides])
@@ -209,7 +209,7 @@ def ours(folder: Path, overrides: list[str], run_dir: Path) -> dict:
 def encoder_at_truth(run_dir: Path, refs, k: int) -> float:
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    from sound_cluster.evaluate import clustering_scores
+    from sound_cluster.outputs.evaluate import clustering_scores
 
     import json
 

@@ -26,10 +26,12 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-from sound_cluster.config import ExecutorParams, FeatureParams, usable_cores
-from sound_cluster.executor import map_files
-from sound_cluster.features import FeatureCache
-from sound_cluster.pipeline import demo_path, extract_features
+from sound_cluster.config import ExecutorParams, FeatureParams
+from sound_cluster.run.preflight import usable_cores
+from sound_cluster.run.executor import map_files
+from sound_cluster.ingest.features import FeatureCache
+from sound_cluster.ingest.extract import extract_features
+from sound_cluster.run.run_dir import demo_path
 
 
 def make_audio(folder: Path, *, minutes: float, file_s: float, sr: int) -> list[Path]:

@@ -9,7 +9,7 @@ width --dim, random). librosa is skipped at larger n once one size has taken ove
 Then the seed-style any-pair loop (one Keras call per candidate pair, every pair of current nodes
 rescored at every step) at n = 16 and 32, against our folds on the same leaves. Ratios are
 librosa / ours and seed / ours (higher: ours faster).
-Then the batched lockstep fold (``rae.fold_device=gpu``, :mod:`sound_cluster.fold_lockstep`) on
+Then the batched lockstep fold (``rae.fold_device=gpu``, :mod:`sound_cluster.segment.lockstep`) on
 --batch files of --batch-leaves leaves each, against the heap fold of the same files one after
 another, on whatever device the Keras backend picks (TensorFlow on this machine's CPU; with
 ``KERAS_BACKEND=jax`` on a GPU machine); the first call, which compiles, is timed apart.
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from sound_cluster.fold import FoldWeights, fold
+from sound_cluster.segment.fold import FoldWeights, fold
 
 
 def random_weights(d: int, seed: int = 0) -> FoldWeights:
@@ -58,7 +58,7 @@ def lockstep(w: FoldWeights, rng: np.random.Generator, *, batch: int, sizes: lis
     """The batched fold against the heap fold on the same files; checks the merges agree."""
     import keras
 
-    from sound_cluster.fold_lockstep import fold_lockstep
+    from sound_cluster.segment.lockstep import fold_lockstep
 
     print(f"\nlockstep fold of {batch} files at once ({keras.backend.backend()} backend) against the heap fold")
     print(f"{'leaves':>8s} {'heap s':>9s} {'lockstep s':>11s} {'first call':>11s} {'ratio':>7s} {'same merges':>12s}")
@@ -113,9 +113,9 @@ def main() -> None:
         lockstep(w, rng, batch=args.batch, sizes=args.batch_leaves)
     if args.skip_seed:
         return
-    from sound_cluster.rae import MergeAutoencoder
+    from sound_cluster.segment.merge_model import MergeAutoencoder
 
-    model = MergeAutoencoder(args.dim)
+    model = MergeAutoencoder(args.dim, size_weighted=False, node_vector="mean", linkage="ward")
     print(f"\n{'n':>8s} {'seed loop':>10s} {'ours any':>9s} {'ours adj':>9s} {'seed/any':>9s} {'seed/adj':>9s}")
     for n in (16, 32):
         x = rng.standard_normal((n, args.dim)).astype(np.float32)

@@ -34,7 +34,7 @@ def make_long_wav(path: Path, *, minutes: float, seed: int = 0) -> None:
     """The demo's clips joined end to end with 0.2-1.5 s pauses and noise at -50 dBFS, written in blocks."""
     import soundfile as sf
 
-    from sound_cluster.audio import load
+    from sound_cluster.ingest.audio import load
 
     clips = [load(p, sample_rate=SR) for p in sorted((HERE.parent / "sound_cluster" / "demo" / "clips").glob("*.wav"))]
     rng = np.random.default_rng(seed)

@@ -5,7 +5,7 @@ Usage: python scripts/bench_segments.py --fsdd FSDD [--files 40] [--seed 0] [ove
 Builds files by joining 4-8 digit clips of one FSDD speaker: --files with pauses of 0.05-0.3 s
 between digits, --files with none, and --files "noisy": the files with pauses mixed with
 synthesized noise (white noise through a one-pole low-pass, a rumble-and-hiss mix) at 10 dB SNR,
-so the true boundaries are known. Runs the real pipeline (``sound_cluster.pipeline.run``,
+so the true boundaries are known. Runs the real pipeline (``sound_cluster.run.pipeline.run``,
 default config plus overrides) on them, then cuts each file's tree at the true number of
 segments. Scores: boundary hit-rate F-measure at 0.1 s and 0.5 s (mir_eval.segment.detection,
 first and last boundary trimmed) for
@@ -113,12 +113,12 @@ def main() -> None:
 
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
-    from sound_cluster.fold import fold
-    from sound_cluster.pauses import fold_input
-    from sound_cluster.fold_stage import leaf_sizes
-    from sound_cluster.pipeline import run
-    from sound_cluster.rae import MergeAutoencoder
-    from sound_cluster.tree import SegmentTree, doc_cut, read_tree_json
+    from sound_cluster.segment.fold import fold
+    from sound_cluster.segment.pauses import fold_input
+    from sound_cluster.run.fold_stage import leaf_sizes
+    from sound_cluster.run.pipeline import run
+    from sound_cluster.segment.merge_model import MergeAutoencoder
+    from sound_cluster.segment.tree import SegmentTree, doc_cut, read_tree_json
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -49,16 +49,16 @@ def labelled_features(folder: Path, *, params) -> tuple[list, list[dict[str, str
 
     Returns
     -------
-    feats : list of sound_cluster.pipeline.FileFeatures
+    feats : list of sound_cluster.ingest.extract.FileFeatures
         The clips whose features could be made, in file order.
     rows : list of dict
         Their ``labels.csv`` rows.
     skipped : int
         Clips left out (too short or unreadable).
     """
-    from sound_cluster.executor import map_files
-    from sound_cluster.features import FeatureCache, warm_up
-    from sound_cluster.pipeline import FileFeatures, extract_features
+    from sound_cluster.run.executor import map_files
+    from sound_cluster.ingest.features import FeatureCache, warm_up
+    from sound_cluster.ingest.extract import FileFeatures, extract_features
 
     rows, files = read_labels(folder)
     cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)

@@ -55,17 +55,17 @@ def embed_sets(sets: list[tuple[str, Path]], *, inits: list[str]
     """
     import keras
 
-    from sound_cluster import embedding
+    from sound_cluster.embed.encoder import load_encoder
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
-    from sound_cluster.pretrained import resolve_init
+    from sound_cluster.embed.shipped import resolve_init
 
     params = params_from_config(compose_config(["executor.kind=process"]))
     layers = ("embedding", "context")
     bodies = []
     for init in inits:
         model = params_from_config(compose_config([f"model.init={init}"])).model
-        encoder = embedding.load_encoder(str(resolve_init(model, params.features).path))
+        encoder = load_encoder(str(resolve_init(model, params.features).path))
         bodies.append(keras.Model(encoder.input, {name: encoder.get_layer(name).output for name in layers}))
     embeddings: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in inits]
     labels, speakers = {}, {}
@@ -107,7 +107,7 @@ def methods(x: np.ndarray, k: int) -> dict[str, np.ndarray]:
 
 
 def k_rules(x: np.ndarray, *, max_clusters: int = 32) -> dict[str, int]:
-    from sound_cluster.clusters import cluster_clips, knee
+    from sound_cluster.embed.clusters import cluster_clips, knee
 
     found = cluster_clips(x, n_clusters="auto", max_clusters=max_clusters)  # as model.n_clusters=auto chooses
     ks = np.array(sorted(found.scatter))

@@ -92,7 +92,7 @@ def main() -> None:
     from sklearn.metrics import normalized_mutual_info_score as nmi
     from sklearn.preprocessing import StandardScaler
 
-    from sound_cluster.audio import load
+    from sound_cluster.ingest.audio import load
 
     warnings.filterwarnings("ignore", message="Graph is not fully connected")
     sr = 16000

@@ -24,8 +24,8 @@ def main() -> None:
     from scipy.cluster.hierarchy import fcluster, linkage
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
-    from sound_cluster.clusters import cluster_clips
-    from sound_cluster.evaluate import clustering_scores
+    from sound_cluster.embed.clusters import cluster_clips
+    from sound_cluster.outputs.evaluate import clustering_scores
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", type=Path)

@@ -50,7 +50,7 @@ class Run:
     @property
     def clusters(self) -> Table:
         """``clusters.csv``: one row per file (``path``, ``cluster``, ``confidence``, ``duration_s``, ``name``)."""
-        from .clusters import read_clusters
+        from sound_cluster.embed.clusters import read_clusters
 
         path = self.dir / "clusters.csv"
         return Table({"path": a.path, "cluster": a.cluster, "confidence": a.confidence, "duration_s": a.duration_s,
@@ -60,7 +60,7 @@ class Run:
     def segments(self) -> Table:
         """``segments.csv``: one row per segment (``path``, ``segment``, ``start_s``, ``end_s``, ``cluster``,
         ``confidence``); empty when the run wrote none (file units without ``output.export=[segments]``)."""
-        from .export import read_segments_table
+        from sound_cluster.outputs.export import read_segments_table
 
         path = self.dir / "segments.csv"
         return Table(read_segments_table(path)) if path.is_file() else Table()
@@ -73,7 +73,7 @@ class Run:
 
     def tree_doc(self, path: str) -> dict[str, Any]:
         """The tree document of the file at ``path`` (as in clusters.csv), as written under ``trees/``."""
-        from .tree import read_tree_json
+        from sound_cluster.segment.tree import read_tree_json
 
         names = {r["path"]: r["name"] for r in self.clusters}
         if path not in names:
@@ -81,8 +81,8 @@ class Run:
         return read_tree_json(self.dir / "trees" / f"{names[path]}.json")
 
     def tree(self, path: str):
-        """The :class:`~sound_cluster.tree.SegmentTree` of the file at ``path`` (cut it with ``.cut(k)``)."""
-        from .tree import SegmentTree
+        """The :class:`~sound_cluster.segment.tree.SegmentTree` of the file at ``path`` (cut it with ``.cut(k)``)."""
+        from sound_cluster.segment.tree import SegmentTree
 
         return SegmentTree.from_json(self.tree_doc(path))
 
@@ -122,13 +122,14 @@ def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | P
     AudioError
         The folder holds no usable audio.
     """
-    from .cli import compose_checked
-    from .config import params_from_config
-    from .pipeline import run
+    from sound_cluster.cli import compose_checked
+    from sound_cluster.config import params_from_config
+    from sound_cluster.run.preflight import preflight
+    from sound_cluster.run.pipeline import run
 
     args = ([f"data.path={path}"] if path is not None else []) + list(overrides)
     cfg = compose_checked(args)
-    params = params_from_config(cfg)
+    params = preflight(params_from_config(cfg))
     if output_dir is None:
         output_dir = Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
         base, i = output_dir, 1

@@ -1,7 +1,7 @@
 """The command line: the only place that knows about Hydra.
 
 ``sound-cluster [key=value ...]`` composes ``conf/config.yaml`` with the overrides, checks the
-values (:mod:`sound_cluster.config`) and runs :func:`sound_cluster.pipeline.run` in Hydra's
+values (:mod:`sound_cluster.config`) and runs :func:`sound_cluster.run.pipeline.run` in Hydra's
 run folder.
 """
 
@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import SoundClusterError
+from sound_cluster.errors import SoundClusterError
 
 log = logging.getLogger("sound_cluster")
 
@@ -37,6 +37,27 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"sound_cluster configs not found next to {here}")
 
 
+def register_defaults() -> None:
+    """Hand every group's defaults (the settings dataclasses of :mod:`sound_cluster.config`) to Hydra.
+
+    ``conf/config.yaml`` names them in its defaults list (``sound_cluster_root``, ``data: default``, ...);
+    stating each default once, in its dataclass, keeps the config a run composes and the settings
+    documented in the code from disagreeing.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from sound_cluster.config import default_nodes
+
+    store = ConfigStore.instance()
+    nodes = default_nodes()
+    store.store(name="sound_cluster_root", node=nodes.pop(""))
+    for group, node in nodes.items():
+        store.store(group=group, name="default", node=node)
+
+
+register_defaults()
+
+
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """The resolved config as a plain dict, composed with Hydra's compose API (for scripts and tests)."""
     from hydra import compose, initialize_config_dir
@@ -52,15 +73,16 @@ def _raise_interrupt(signum, frame):  # SIGTERM -> same clean-up path as Ctrl-C
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _app(cfg: DictConfig) -> None:
-    from .config import params_from_config
-    from .pipeline import run
+    from sound_cluster.config import params_from_config
+    from sound_cluster.run.preflight import preflight
+    from sound_cluster.run.pipeline import run
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         container = OmegaConf.to_container(cfg, resolve=True)
-        params = params_from_config(container)
+        params = preflight(params_from_config(container))  # before any work: settings, then the machine
         result = run(params, output_dir=output_dir, config=container)
     except SoundClusterError as err:
         log.error("%s", err)
@@ -91,7 +113,7 @@ def _record_sweep_job(output_dir: Path, overrides: list[str], summary: dict) -> 
     import csv
     import io
 
-    from .io_utils import atomic_write_text
+    from sound_cluster.io_utils import atomic_write_text
 
     table = output_dir.parent / "multirun.csv"
     columns = ["job", "overrides", "status", "unit", "clusters_used", "n_clusters", "nmi", "ari", "acc",
@@ -213,7 +235,7 @@ def compose_checked(args: list[str] | tuple[str, ...]) -> dict:
     """
     from hydra.errors import HydraException
 
-    from .errors import ConfigError
+    from sound_cluster.errors import ConfigError
 
     args = _rewrite_args(list(args))
     problems = _unknown_keys(args)
@@ -263,7 +285,7 @@ def _unknown_keys(argv: list[str]) -> list[str]:
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from sound_cluster import __version__
 
     parts = [f"sound-cluster {__version__}"]
     for dist in ("tensorflow", "keras", "librosa", "numpy", "hydra-core"):

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 from sound_cluster.cli import compose_config
 from sound_cluster.config import params_from_config
+from sound_cluster.run.preflight import preflight
 
 SR = 16000
 
@@ -27,7 +28,8 @@ def compose_cfg(*overrides: str) -> dict:
 
 
 def make_params(*overrides: str, base_dir: Path | None = None):
-    return params_from_config(compose_cfg(*overrides), base_dir=base_dir)
+    """What the command line would run with: the composed config, checked, with the machine's settings resolved."""
+    return preflight(params_from_config(compose_cfg(*overrides), base_dir=base_dir))
 
 
 GOOD = {  # relative path -> (samples, sample rate, subtype)

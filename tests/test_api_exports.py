@@ -13,7 +13,7 @@ import pytest
 
 import sound_cluster
 from sound_cluster.errors import ConfigError
-from sound_cluster.evaluate import evaluate_run, read_segments
+from sound_cluster.outputs.evaluate import evaluate_run, read_segments
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "sound_cluster" / "demo"
@@ -90,6 +90,7 @@ def test_references_as_raven_tables_or_audacity_labels_score_as_the_csv(demo_run
     assert from_csv["event_metrics"]["n"] == 19  # every labelled word of the four sequences
 
 
+@pytest.mark.slow
 def test_the_api_gives_what_the_command_line_gives(demo_run):
     tmp, run = demo_run
     cli_dir = tmp / "cli"
@@ -113,7 +114,7 @@ def test_load_run_round_trips(demo_run):
     assert set(row) == {"path", "cluster", "confidence", "duration_s", "name"} and isinstance(row["cluster"], int)
     tree = run.tree("sequences/lucas_3141.wav")
     doc = run.tree_doc("sequences/lucas_3141.wav")
-    from sound_cluster.tree import doc_cut
+    from sound_cluster.segment.tree import doc_cut
 
     k = doc["auto_k"]
     assert tree.n_leaves == doc["n_leaves"] and tree.cut(k) == [(s["start"], s["end"]) for s in doc_cut(doc, k)]

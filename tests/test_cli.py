@@ -40,6 +40,7 @@ def test_console_script_is_installed():
     assert Path(EXE).exists(), "pip install -e . installs the sound-cluster console script"
 
 
+@pytest.mark.slow
 def test_end_to_end_on_bad_input_corpus(corpus, tmp_path):
     run_dir = tmp_path / "run"
     run_cli(f"data.path={corpus}", f"features.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}",
@@ -70,6 +71,7 @@ def test_end_to_end_on_bad_input_corpus(corpus, tmp_path):
     assert s2["cache"]["hits"] == len(good_names()) and s2["cache"]["misses"] == 0
 
 
+@pytest.mark.slow
 def test_clean_folder_writes_header_only_failures(tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -108,6 +110,7 @@ def test_strict_stops_at_first_bad_file(corpus, tmp_path):
     assert "data.strict=true" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_leaves_no_half_written_file_and_resumes(tmp_path, sig):
     audio = tmp_path / "audio"
@@ -146,6 +149,7 @@ def read_clusters(run_dir):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_demo_fit_then_apply_reproduces_assignments(tmp_path):
     run_cli(f"features.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     s = json.loads((tmp_path / "r" / "summary.json").read_text())

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sound_cluster.clusters import HeadMerge, cluster_clips, knee
-from sound_cluster.pipeline import run
+from sound_cluster.embed.clusters import ClusterRecord, cluster_clips, knee
+from sound_cluster.run.pipeline import run
 
 from .conftest import SR, make_params
 
@@ -42,11 +42,13 @@ def test_given_k_and_its_record_round_trips():
     emb, _ = _clips(3)
     c = cluster_clips(emb, n_clusters=2, max_clusters=32)
     assert c.k == 2 and c.rule == "given" and c.curve == {} and set(c.labels) == {0, 1}
-    m = c.record()
-    assert m.mapping == (0, 1) and m.k == 2
-    post = np.random.default_rng(0).dirichlet(np.ones(2), size=5)
-    np.testing.assert_array_equal(m.merge(post), post)  # the head is the clusters
-    assert HeadMerge.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    m = c.record(unit="file")
+    assert m.k == 2 and m.requested == 2 and m.unit == "file"
+    assert ClusterRecord.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    # Records of sound-cluster 0.1 carry an identity mapping: read; one that merges clusters is refused.
+    assert ClusterRecord.from_dict({**m.to_dict(), "mapping": [0, 1]}) == m
+    with pytest.raises(ValueError, match="fit them again"):
+        ClusterRecord.from_dict({**m.to_dict(), "mapping": [0, 0]})
     assert cluster_clips(emb, n_clusters=40, max_clusters=32).k == len(emb)  # more than the files: one each
 
 
@@ -119,27 +121,23 @@ def test_a_run_with_auto_k_finds_three_kinds_and_apply_keeps_them(tmp_path):
     assert (tmp_path / "applied" / "clusters.csv").read_text() == (out / "clusters.csv").read_text()
     assert json.loads((tmp_path / "applied" / "summary.json").read_text())["clusters"]["n_clusters"] == 3
 
-    # Models saved before heads were merged: no clusters.json, no max_clusters; the head is the clusters.
+    # Models without their record of K (models/clusters.json) are refused before any work, naming it.
     import shutil
+
+    from sound_cluster.errors import ConfigError
 
     old = tmp_path / "old_models"
     shutil.copytree(out / "models", old)
     (old / "clusters.json").unlink()
-    saved = json.loads((old / "params.json").read_text())
-    saved["model"].pop("max_clusters")
-    saved["model"]["n_clusters"] = 8
-    (old / "params.json").write_text(json.dumps(saved))
-    params = make_params("debug=tiny", f"data.path={audio}", f"features.cache_dir={tmp_path / 'cache'}",
-                         "output.report=false", "task=apply", f"models={old}")
-    run(params, output_dir=tmp_path / "applied_old")
-    c = json.loads((tmp_path / "applied_old" / "summary.json").read_text())["clusters"]
-    assert c["n_clusters"] == c["head_clusters"] == 3
+    with pytest.raises(ConfigError, match=r"models must be a folder holding clusters\.json"):
+        make_params("debug=tiny", f"data.path={audio}", "task=apply", f"models={old}")
 
 
 def test_a_folder_of_two_files_and_k_above_the_files_are_reported(tmp_path):
     audio = _kinds_folder(tmp_path / "audio", 2, per_kind=1)
     _, summary = _run(tmp_path, audio, "model.n_clusters=auto")
-    assert summary["clusters"]["n_clusters"] in (1, 2) and summary["status"] == "complete"
+    # Two files of different kinds: too few for a knee, and they differ, so they stay apart.
+    assert summary["clusters"]["n_clusters"] == 2 and summary["status"] == "complete"
     _, summary = _run(tmp_path / "b", audio, "model.n_clusters=5")
     warnings = summary["clusters"]["warnings"]
     assert any("model.n_clusters=5 is more than the 2 files" in w for w in warnings)
@@ -157,7 +155,7 @@ def test_identical_files_make_one_cluster(tmp_path):
 
 def test_the_head_gives_small_clusters_beside_a_large_one():
     """The self-labelling head gives every file its cluster: the 2-file cluster beside the 300-file one too."""
-    from sound_cluster.head import train_label_head
+    from sound_cluster.embed.head import train_label_head
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], [300, 6, 2])

@@ -36,11 +36,12 @@ def test_debug_tiny_overlay():
         ("features.fmax=20000", r"features\.fmax .* got 20000"),
         ("features.hop_length=1024", r"features\.hop_length .* got 1024"),
         ("features.log_offset=0", r"features\.log_offset .* got 0"),
-        ("executor.kind=threads", r"executor\.kind must be one of serial, process, dask, got 'threads'"),
+        ("executor.kind=threads", r"executor\.kind must be one of auto, serial, process, dask, got 'threads'"),
         ("executor.n_workers=0", r"executor\.n_workers .* got 0"),
         ("task=train", r"task must be one of fit, apply, pretrain, got 'train'"),
         ("rae.node_vector=sum", r"rae\.node_vector must be one of mean, code, got 'sum'"),
-        ("rae.input_dim=8", r"rae\.input_dim must be equal to model\.embedding_dim=64, got 8"),
+        ("rae.min_node_s=0.5", r"rae\.min_node_s must be at most rae\.min_sound_s=0\.1, got 0\.5"),
+        ("output.progress=sometimes", r"output\.progress must be auto, true or false, got 'sometimes'"),
         ("train.batch_size=20", r"train\.batch_size must be at least twice the cluster head's size "
                                 r"\(model\.max_clusters, model\.max_segment_clusters, or model\.n_clusters when "
                                 r"larger\): 128, got 20"),
@@ -66,3 +67,30 @@ def test_unknown_key_is_an_error():
     cfg["features"]["n_melz"] = 3
     with pytest.raises(ConfigError, match=r"unknown key features\.n_melz"):
         params_from_config(cfg)
+
+
+def test_the_composed_default_config_is_the_dataclasses_defaults_field_by_field():
+    """Defaults are stated once (the dataclasses); what Hydra composes must be exactly them."""
+    import dataclasses
+
+    from sound_cluster.config import Params
+
+    built, default = params_from_config(compose_cfg()), Params()
+
+    def walk(a, b, key):
+        if dataclasses.is_dataclass(a):
+            assert type(a) is type(b), key
+            for f in dataclasses.fields(a):
+                walk(getattr(a, f.name), getattr(b, f.name), f"{key}.{f.name}" if key else f.name)
+        else:
+            assert a == b and type(a) is type(b), (key, a, b)
+
+    walk(built, default, "")
+    assert default.model.init == "pretrained" and len(default.model.blocks) == 4  # what the shipped encoder needs
+
+
+def test_no_group_of_the_config_is_stated_in_yaml():
+    from sound_cluster.cli import config_dir
+
+    assert sorted(p.relative_to(config_dir()).as_posix() for p in config_dir().rglob("*.yaml")) == \
+        ["config.yaml", "debug/tiny.yaml"]

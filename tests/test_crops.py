@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 from sound_cluster.config import AugmentParams
-from sound_cluster.crops import END, GROUP, START, CropSampler, FrameFile
+from sound_cluster.embed.crops import END, GROUP, START, CropSampler, FrameFile
 
 QUIET = AugmentParams(view_max_shift_frames=0, mel_shift_bins=0, time_mask_frames=0, freq_mask_bins=0, eq_nats=0.0)
 
@@ -89,7 +89,8 @@ def test_short_files_report_the_frames_they_fill(tmp_path):
 def test_step_mask_and_masked_posteriors_ignore_padding():
     import keras
     from keras import ops
-    from sound_cluster.embedding import ClusterTrainer, step_mask
+    from sound_cluster.embed.losses import step_mask
+    from sound_cluster.embed.training import ClusterTrainer
 
     info = np.array([[0, 0, 12], [1, 3, 8], [2, 9, 12]], dtype=np.int32)
     mask = np.asarray(step_mask(info, steps=3, time_pool=4))

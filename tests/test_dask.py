@@ -15,8 +15,8 @@ import cloudpickle
 import pytest
 from sound_cluster.config import ExecutorParams
 from sound_cluster.errors import ConfigError
-from sound_cluster.executor import close_dask_clients, dask_client, map_files
-from sound_cluster.failures import Failure
+from sound_cluster.run.executor import close_dask_clients, dask_client, map_files
+from sound_cluster.ingest.failures import Failure
 
 from .conftest import make_params
 from .test_cli import run_cli
@@ -63,8 +63,9 @@ def test_a_chunk_whose_worker_died_runs_again_file_by_file_and_loses_nothing(tmp
     assert out == [p.name for p in items]
 
 
+@pytest.mark.slow
 def test_a_whole_run_on_dask_writes_what_serial_writes(tmp_path):
-    from sound_cluster.pipeline import demo_path
+    from sound_cluster.run.run_dir import demo_path
 
     runs = {}
     for kind in ("serial", "dask"):
@@ -118,6 +119,7 @@ def scheduler(tmp_path):
             p.wait()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_file(scheduler, tmp_path):
     address, workers = scheduler
     victim = workers[0].pid

@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 
 from sound_cluster.config import ExecutorParams, FeatureParams
-from sound_cluster.audio import discover
-from sound_cluster.executor import map_files
-from sound_cluster.failures import Failure
-from sound_cluster.features import FeatureCache
-from sound_cluster.pipeline import FileFeatures, extract_features
+from sound_cluster.ingest.audio import discover
+from sound_cluster.run.executor import map_files
+from sound_cluster.ingest.failures import Failure
+from sound_cluster.ingest.features import FeatureCache
+from sound_cluster.ingest.extract import FileFeatures, extract_features
 
 from .conftest import BAD
 
@@ -56,7 +56,7 @@ def _explode_sevens(path: Path) -> str:
 
 def check_chunked_map(kind: str) -> None:
     """200 files go several to a task; every file keeps its own result or failure, in order."""
-    from sound_cluster.executor import chunk_size
+    from sound_cluster.run.executor import chunk_size
 
     items = [Path(f"f{i:03d}") for i in range(200)]
     assert chunk_size(len(items), 2) > 1

@@ -5,9 +5,9 @@ import pytest
 import soundfile as sf
 
 from sound_cluster.config import FeatureParams
-from sound_cluster.features import FeatureCache, log_mel
+from sound_cluster.ingest.features import FeatureCache, log_mel
 from sound_cluster.io_utils import TMP_PREFIX
-from sound_cluster.pipeline import extract_features
+from sound_cluster.ingest.extract import extract_features
 
 from .conftest import SR, tone
 
@@ -92,13 +92,13 @@ def test_log_mel_in_blocks_equals_one_call(n_samples):
 
 def test_large_files_are_hashed_and_decoded_in_blocks_with_the_same_result(tmp_path, monkeypatch):
     """Above STREAM_ABOVE_BYTES a file is never read whole; the cache key and frames must not change."""
-    import sound_cluster.pipeline as pipeline
+    import sound_cluster.ingest.extract as extract
 
     wav = tmp_path / "stereo44k.wav"
     rng = np.random.default_rng(3)
     sf.write(wav, (0.1 * rng.standard_normal((44100 * 2 + 7, 2))).astype(np.float32), 44100, subtype="PCM_16")
     in_memory = _extract(wav, tmp_path / "c1")
-    monkeypatch.setattr(pipeline, "STREAM_ABOVE_BYTES", 1000)
+    monkeypatch.setattr(extract, "STREAM_ABOVE_BYTES", 1000)
     streamed = _extract(wav, tmp_path / "c2")
     assert streamed.cache_path.name == in_memory.cache_path.name  # the same content key
     np.testing.assert_array_equal(np.load(streamed.cache_path), np.load(in_memory.cache_path))
@@ -106,7 +106,7 @@ def test_large_files_are_hashed_and_decoded_in_blocks_with_the_same_result(tmp_p
 
 
 def test_decoding_in_blocks_equals_one_read(tmp_path):
-    from sound_cluster.audio import decode
+    from sound_cluster.ingest.audio import decode
 
     wav = tmp_path / "a.wav"
     y = (0.1 * np.random.default_rng(4).standard_normal((22050 + 13, 2))).astype(np.float32)

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from sound_cluster.fold import FoldWeights, fold, fold_reference, score_pairs
-from sound_cluster.tree import SegmentTree, doc_cut, read_tree_json, render, write_tree_json
+from sound_cluster.segment.fold import FoldWeights, fold, fold_reference, score_pairs
+from sound_cluster.segment.tree import SegmentTree, doc_cut, read_tree_json, render, write_tree_json
 
 
 def random_weights(d, seed=0, scale=0.3, size_weighted=True, node_vector="mean", linkage="plain"):
@@ -84,7 +84,8 @@ def test_top_split_of_a_two_part_signal_falls_at_the_join():
     d = 8
     eye = np.eye(d, dtype=np.float32)
     w = FoldWeights(np.concatenate([eye, eye]) * 2.0, np.zeros(d, np.float32),
-                    np.concatenate([eye, eye], axis=1), np.zeros(2 * d, np.float32))
+                    np.concatenate([eye, eye], axis=1), np.zeros(2 * d, np.float32), size_weighted=True,
+                    node_vector="mean", linkage="plain")
     tree = SegmentTree.from_merges(fold(two_part_signal(d=d), weights=w), frame_rate_hz=10.0, duration_s=8.0)
     assert tree.cut(2) == [(0, 30), (30, 80)]
     assert tree.boundaries_s(2).tolist() == [3.0]
@@ -141,12 +142,12 @@ def test_show_command_prints_depth_and_segments(tmp_path):
     w = random_weights(8)
     tree = SegmentTree.from_merges(fold(two_part_signal(), weights=w), frame_rate_hz=10.0, duration_s=8.0)
     write_tree_json(tree.to_json(source="x.wav"), tmp_path / "x.wav.json")
-    out = subprocess.run([sys.executable, "-m", "sound_cluster.show", str(tmp_path / "x.wav.json"), "--segments",
+    out = subprocess.run([sys.executable, "-m", "sound_cluster.outputs.show", str(tmp_path / "x.wav.json"), "--segments",
                           "3"], capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert lines[0].startswith("x.wav: 8.000 s, 80 leaves at 10 Hz") and len(lines) == 4
     assert render(read_tree_json(tmp_path / "x.wav.json"), depth=0).count("\n") == 1
-    bad = subprocess.run([sys.executable, "-m", "sound_cluster.show", str(tmp_path / "x.wav.json"), "--segments",
+    bad = subprocess.run([sys.executable, "-m", "sound_cluster.outputs.show", str(tmp_path / "x.wav.json"), "--segments",
                           "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--segments must be auto or between 1 and 80" in bad.stderr
 
@@ -154,7 +155,7 @@ def test_show_command_prints_depth_and_segments(tmp_path):
 @pytest.mark.parametrize("size_weighted, node_vector, linkage", [(False, "mean", "ward"), (True, "code", "plain")])
 def test_lockstep_batched_fold_equals_the_heap_fold(size_weighted, node_vector, linkage):
     """The accelerator's fold, run here on the CPU: a batch of unequal files, the heap fold's trees."""
-    from sound_cluster.fold_lockstep import fold_lockstep
+    from sound_cluster.segment.lockstep import fold_lockstep
 
     rng = np.random.default_rng(7)
     d = 8
@@ -222,7 +223,7 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
     """rae.fold_device=gpu (forced, here on the CPU) in a whole run: the same tree files as the heap fold."""
     import soundfile as sf
 
-    from sound_cluster.pipeline import run
+    from sound_cluster.run.pipeline import run
 
     from .conftest import SR, make_params, tone
 

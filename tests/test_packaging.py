@@ -1,5 +1,6 @@
-"""The wheel carries the configs and the demo, and an installed copy finds them."""
+"""The wheel carries the configs and the demo, and an installed copy finds them; saved models keep loading."""
 
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +29,8 @@ def test_wheel_contains_configs_and_demo(wheel):
         assert f"sound_cluster/conf/{conf.relative_to(ROOT / 'conf').as_posix()}" in names
     assert "sound_cluster/demo/clips/0_george_0.wav" in names
     assert "sound_cluster/demo/README.md" in names
-    assert {"sound_cluster/pretrained/encoder.keras", "sound_cluster/pretrained/encoder.json"} <= names
+    assert {"sound_cluster/embed/pretrained/encoder.keras", "sound_cluster/embed/pretrained/encoder.json",
+            "sound_cluster/outputs/templates/report.html.j2"} <= names
 
 
 def test_installed_wheel_composes_its_own_config(wheel, tmp_path):
@@ -37,7 +39,7 @@ def test_installed_wheel_composes_its_own_config(wheel, tmp_path):
                    check=True, capture_output=True, timeout=600)
     code = (
         "from hydra import compose, initialize_config_dir\n"
-        "import sound_cluster.cli as c, sound_cluster.pipeline as p\n"
+        "import sound_cluster.cli as c, sound_cluster.run.run_dir as p\n"
         "d = c.config_dir()\n"
         "assert str(d).startswith(%r), d\n"
         "with initialize_config_dir(version_base='1.3', config_dir=str(d)):\n"
@@ -45,7 +47,7 @@ def test_installed_wheel_composes_its_own_config(wheel, tmp_path):
         "assert cfg.features.n_mels == 40\n"
         "assert (p.demo_path() / 'clips' / '0_george_0.wav').is_file()\n"
         "assert str(p.demo_path()).startswith(%r)\n"
-        "import sound_cluster.pretrained as pt, sound_cluster.embedding as e\n"
+        "import sound_cluster.embed.shipped as pt, sound_cluster.embed.encoder as e\n"
         "assert str(pt.SHIPPED).startswith(%r), pt.SHIPPED\n"
         "enc = e.load_encoder(str(pt.SHIPPED))\n"  # safe mode: only registered classes may load
         "assert enc.get_layer('logits') is not None\n"
@@ -59,3 +61,22 @@ def test_importing_the_package_does_not_import_tensorflow():
     proc = subprocess.run([sys.executable, "-c", "import sound_cluster, sys; print('tensorflow' in sys.modules)"],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_apply_reads_models_saved_by_sound_cluster_0_1(tmp_path):
+    """``tests/data/models_0_1``: a tiny fit of the demo sequences saved before the package was laid out by stage
+    (segment units, so the merge autoencoder and the unit record are read too). Keras finds the saved classes by
+    their registered names wherever their modules now live."""
+    from tests.test_cli import run_cli
+
+    models = Path(__file__).parent / "data" / "models_0_1"
+    run = tmp_path / "run"
+    proc = run_cli("task=apply", f"models={models}", "data.path=sound_cluster/demo/sequences",
+                   f"hydra.run.dir={run}", "output.report=false", cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["units"]["unit"] == "segment"
+    rows = (run / "clusters.csv").read_text().splitlines()
+    assert len(rows) == 1 + summary["files_processed"] and summary["files_failed"] == 0
+    assert (run / "segments.csv").is_file() and len(list((run / "trees").rglob("*.json"))) == len(rows) - 1

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from sound_cluster.config import AugmentParams
-from sound_cluster.crops import CropSampler
+from sound_cluster.embed.crops import CropSampler
 from sound_cluster.errors import ConfigError
-from sound_cluster.pretrained import SHIPPED, card_path, resolve_init
+from sound_cluster.embed.shipped import SHIPPED, card_path, resolve_init
 
 from .conftest import SR, make_params, tone
 from .test_cli import run_cli
@@ -29,7 +29,7 @@ def _folder(root: Path, n: int = 6) -> Path:
 
 def _tiny_encoder_with_card(folder: Path, **model_overrides) -> Path:
     """A tiny untrained encoder saved with a card that records the tiny settings."""
-    from sound_cluster import embedding
+    from sound_cluster.embed import encoder as embedding
 
     params = make_params("debug=tiny", *[f"model.{k}={v}" for k, v in model_overrides.items()])
     encoder = embedding.build_encoder(params.model, n_mels=params.features.n_mels)
@@ -65,8 +65,8 @@ def test_feature_or_architecture_mismatch_is_refused_before_work(tmp_path):
 
 
 def test_weights_transfer_by_layer_name_and_the_head_is_new_when_k_differs(tmp_path):
-    from sound_cluster import embedding
-    from sound_cluster.pretrained import transfer_weights
+    from sound_cluster.embed import encoder as embedding
+    from sound_cluster.embed.shipped import transfer_weights
 
     source = embedding.load_encoder(str(_tiny_encoder_with_card(tmp_path)))
     params = make_params("debug=tiny", "model.n_clusters=12")  # the head: 12 wide, the source's 8
@@ -79,6 +79,7 @@ def test_weights_transfer_by_layer_name_and_the_head_is_new_when_k_differs(tmp_p
     assert target.get_layer("logits").get_weights()[0].shape[-1] == 12
 
 
+@pytest.mark.slow
 def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
     audio = _folder(tmp_path / "audio")
     cache = tmp_path / "cache"
@@ -101,7 +102,7 @@ def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
     assert summary["training"]["init"] == str(enc)
     assert (fit / "clusters.csv").read_text().count("\n") == 7
     # train.backbone=frozen (the default): every pretrained layer is kept; the head is new, one output per cluster.
-    from sound_cluster import embedding
+    from sound_cluster.embed import encoder as embedding
 
     pre_enc, fit_enc = embedding.load_encoder(str(enc)), embedding.load_encoder(str(fit / "models" / "embedding.keras"))
     for layer in pre_enc.layers:
@@ -134,7 +135,7 @@ def test_mixing_puts_another_recording_underneath_at_a_lower_level(tmp_path):
 
 
 def test_corpus_manifest_gives_groups_and_balances_sources(tmp_path):
-    from sound_cluster.pretrain import corpus_sampling
+    from sound_cluster.embed.pretraining import corpus_sampling
 
     rows = [("audio/tts-en/flite-slt/00001.wav", "say:en:one"), ("audio/tts-en/espeak-ng-m3/00001.wav", "say:en:one"),
             ("audio/tts-en/espeak-ng-m3/00002.wav", "say:en:two"),  # a group of one is no group

@@ -17,6 +17,7 @@ def usage_commands() -> list[str]:
     return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_usage_examples_run_as_written(tmp_path):
     commands = usage_commands()
     assert len(commands) >= 10 and all(c.startswith("sound-cluster") for c in commands)
@@ -53,6 +54,7 @@ def test_misspelt_key_names_the_closest(tmp_path, key, hint):
     assert not (tmp_path / "outputs").exists()  # nothing left behind
 
 
+@pytest.mark.slow
 def test_labels_with_filename_header_checked_before_work(tmp_path):
     import soundfile as sf
 

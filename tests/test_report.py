@@ -12,7 +12,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from sound_cluster.pipeline import demo_path, run
+from sound_cluster.run.pipeline import run
+from sound_cluster.run.run_dir import demo_path
 
 from .conftest import compose_cfg, make_params
 
@@ -54,7 +55,7 @@ def test_report_links_and_players_exist(demo_run):
 
 
 def result_rows(run_dir):
-    from sound_cluster.clusters import read_clusters
+    from sound_cluster.embed.clusters import read_clusters
 
     return read_clusters(run_dir / "clusters.csv")
 
@@ -109,7 +110,7 @@ def test_report_in_headless_chromium(demo_run, tmp_path):
 def test_eval_command_reproduces_summary_metrics(demo_run):
     run_dir, result = demo_run
     summary = json.loads((run_dir / "summary.json").read_text())
-    proc = subprocess.run([sys.executable, "-m", "sound_cluster.evaluate", str(run_dir), "--labels",
+    proc = subprocess.run([sys.executable, "-m", "sound_cluster.outputs.evaluate", str(run_dir), "--labels",
                            str(demo_path() / "labels.csv"), "--segments", str(demo_path() / "segments.csv")],
                           capture_output=True, text=True, check=True)
     again = json.loads(proc.stdout)
@@ -146,7 +147,7 @@ def test_exports_segments_csv_and_jams(demo_run):
 def test_long_plots_are_drawn_from_a_decimated_view():
     import numpy as np
 
-    from sound_cluster.report import _decimate
+    from sound_cluster.outputs.report import _decimate
 
     x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
     view, factor = _decimate(x, max_columns=4)

@@ -17,10 +17,10 @@ import soundfile as sf
 
 from sound_cluster.config import FeatureParams, saved_model_params
 from sound_cluster.errors import ConfigError
-from sound_cluster.features import FeatureCache
+from sound_cluster.ingest.features import FeatureCache
 from sound_cluster.io_utils import atomic_write_text
-from sound_cluster.names import output_names
-from sound_cluster.pipeline import extract_features
+from sound_cluster.ingest.names import output_names
+from sound_cluster.ingest.extract import extract_features
 
 from .conftest import SR, make_params, tone
 from .test_cli import EXE, run_cli
@@ -69,6 +69,7 @@ def _odd_corpus(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_odd_names_reused_folder_and_umask_end_to_end(tmp_path):
     corpus = _odd_corpus(tmp_path / "corpus")
     run_dir = tmp_path / "run"
@@ -160,7 +161,7 @@ def test_saved_model_params_are_checked_like_a_runs():
 def test_apply_refuses_a_broken_params_json(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
-    for name in ("embedding.keras", "rae.keras"):
+    for name in ("embedding.keras", "rae.keras", "clusters.json"):
         (models / name).write_bytes(b"")
     (models / "params.json").write_text(json.dumps({"features": {**FeatureParams().key_fields(), "hop_length": 0},
                                                     "model": {}}))
@@ -173,7 +174,7 @@ def test_apply_refuses_a_broken_params_json(tmp_path):
 
 
 def test_n_workers_capped_at_usable_cores(caplog):
-    from sound_cluster.config import usable_cores
+    from sound_cluster.run.preflight import usable_cores
 
     params = make_params("executor.n_workers=64")
     assert params.executor.n_workers == usable_cores()
@@ -218,7 +219,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path, start):
         if {start!r} == "forkserver":
             sys.modules["tensorflow"] = types.ModuleType("tensorflow")
         from sound_cluster.config import ExecutorParams
-        from sound_cluster.executor import map_files
+        from sound_cluster.run.executor import map_files
         from slowjob import slow
         print("ready", flush=True)
         map_files(slow, [Path(f"f{{i}}.wav") for i in range(8)], params=ExecutorParams(kind="process", n_workers=2),
@@ -251,7 +252,9 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path, start):
 def test_files_that_cannot_be_assigned_are_in_failures_even_when_none_can(tmp_path):
     """Every cache entry gone before assigning: the run stops, and the list it points to holds the reasons."""
     from sound_cluster.errors import AudioError
-    from sound_cluster.pipeline import FileFeatures, _embed_stage, _Timer
+    from sound_cluster.ingest.extract import FileFeatures
+    from sound_cluster.run.embed_stage import embed_stage as _embed_stage
+    from sound_cluster.run.run_dir import Timer as _Timer
 
     params = make_params("task=fit")  # the shipped encoder, frozen: nothing is read before assigning
     feats = [FileFeatures(tmp_path / f"{i}.wav", tmp_path / f"gone{i}.npy", 1.0, 100, True) for i in range(2)]

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sound_cluster.evaluate import event_cluster, score_events
-from sound_cluster.tree import LENGTH_RULE, SOUNDS_RULE, SegmentTree
-from sound_cluster.units import (choose_unit, collect_units, count_units, sound_runs, typical_sound_length_s,
+from sound_cluster.outputs.evaluate import event_cluster, score_events
+from sound_cluster.segment.tree import LENGTH_RULE, SOUNDS_RULE, SegmentTree
+from sound_cluster.segment.units import (choose_unit, collect_units, count_units, sound_runs, typical_sound_length_s,
                                  unit_vector)
 
 from .conftest import SR, make_params
@@ -72,7 +72,7 @@ def read_segments_csv(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """One fit on three synthesized recordings, with the default settings (unit and K chosen)."""
-    from sound_cluster.pipeline import run
+    from sound_cluster.run.pipeline import run
 
     root = tmp_path_factory.mktemp("units")
     refs = write_recordings(root / "audio", n_files=3, seed=0)
@@ -121,7 +121,7 @@ def test_recordings_are_clustered_by_their_sounds(fitted):
 
 
 def test_apply_gives_new_recordings_sounds_the_fits_clusters(fitted, tmp_path):
-    from sound_cluster.pipeline import run
+    from sound_cluster.run.pipeline import run
 
     root, refs, _ = fitted
     fit_kinds = _kind_of_cluster(read_segments_csv(root / "run" / "segments.csv"), refs)

@@ -1,0 +1,100 @@
+"""Settings of the fold stage: the merge autoencoder and the fold (``rae``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sound_cluster.config.checks import fail, non_negative, one_of, positive_float, positive_int
+
+@dataclass(frozen=True)
+class RaeParams:
+    """The merge autoencoder and the fold (see :mod:`sound_cluster.segment.merge_model`, :mod:`sound_cluster.segment.fold`).
+
+    Attributes
+    ----------
+    pairing
+        adjacent: contiguous segments, O(n log n) | any: the seed's any-pair search (small inputs)
+    node_vector
+        what stands for a merged node in later merges: mean (unit-length mean of its leaves) | code (its
+        parent code, as in Socher et al. 2011; trained folds then degenerate)
+    linkage
+        ward: each merge cost times n1*n2/(n1+n2) (children's sizes), so lone steps join a neighbour early
+        and no sliver is left to the last merges | plain: the cost alone
+    size_weighted
+        true: weight each child's reconstruction error by its share of the leaves
+    epochs
+        training through chosen trees
+    batch_sequences
+        windows folded per step
+    max_leaves
+        leaves per training window
+    negative_weight
+        hinge on merging a leaf of another window: keeps unrelated merges dear
+    margin
+        hinge margin for merging a leaf of another window (2.0 measured better than 1.0 with ward)
+    max_any_leaves
+        pairing=any refuses longer files (its cost grows as n^2 per merge)
+    fold_device
+        auto: the batched lockstep fold when TensorFlow sees a GPU, else the heap fold on the CPU | cpu:
+        the heap fold (numba) | gpu: the batched fold (on the CPU too when no GPU is seen)
+    fold_batch
+        files folded together by the batched fold (sorted by length, so padding stays small)
+    pause_db
+        a step within this many dB of the file's floor (and as far below its loud level) is a pause: it
+        takes the leaf of the sound before it, so cuts fall where sounds start | 0: off
+    min_sound_s
+        a run of loud steps between pauses this long (seconds) or longer is a sound; shorter ones (a
+        click, noise in a pause) belong to the sound before them
+    sounds_first
+        where pauses separate sounds, each sound folds into one node before sounds merge, so the cut into
+        as many segments as sounds is the sounds (the automatic count uses it)
+    min_node_s
+        a node shorter than this (seconds) merges into its cheaper neighbour before any other merge, so no
+        cut into a few segments holds a sliver | 0: off (at most min_sound_s)
+    """
+
+    pairing: str = "adjacent"
+    node_vector: str = "mean"
+    linkage: str = "ward"
+    size_weighted: bool = False
+    epochs: int = 6
+    steps_per_epoch: int = 10
+    batch_sequences: int = 16
+    max_leaves: int = 48
+    learning_rate: float = 3e-3
+    negative_weight: float = 1.0
+    margin: float = 2.0
+    max_any_leaves: int = 1500
+    fold_device: str = "auto"
+    fold_batch: int = 64
+    pause_db: float = 10.0
+    min_sound_s: float = 0.1
+    sounds_first: bool = True
+    min_node_s: float = 0.1
+
+    def check(self, prefix: str = "rae") -> None:
+        one_of(f"{prefix}.pairing", self.pairing, ("adjacent", "any"))
+        one_of(f"{prefix}.fold_device", self.fold_device, ("auto", "cpu", "gpu"))
+        positive_int(f"{prefix}.fold_batch", self.fold_batch)
+        if self.fold_device == "gpu" and self.pairing != "adjacent":
+            fail(f"{prefix}.fold_device", self.fold_device, f"cpu or auto with {prefix}.pairing={self.pairing} "
+                  "(the batched fold merges adjacent pairs only)")
+        one_of(f"{prefix}.node_vector", self.node_vector, ("mean", "code"))
+        one_of(f"{prefix}.linkage", self.linkage, ("ward", "plain"))
+        if not isinstance(self.size_weighted, bool):
+            fail(f"{prefix}.size_weighted", self.size_weighted, "true or false")
+        for name in ("epochs", "steps_per_epoch", "batch_sequences", "max_any_leaves"):
+            positive_int(f"{prefix}.{name}", getattr(self, name))
+        if isinstance(self.max_leaves, bool) or not isinstance(self.max_leaves, int) or self.max_leaves < 2:
+            fail(f"{prefix}.max_leaves", self.max_leaves, "an integer >= 2")
+        positive_float(f"{prefix}.learning_rate", self.learning_rate)
+        positive_float(f"{prefix}.margin", self.margin)
+        non_negative(f"{prefix}.negative_weight", self.negative_weight)
+        non_negative(f"{prefix}.pause_db", self.pause_db, what="a number of dB >= 0 (0: pauses off)")
+        positive_float(f"{prefix}.min_sound_s", self.min_sound_s)
+        if not isinstance(self.sounds_first, bool):
+            fail(f"{prefix}.sounds_first", self.sounds_first, "true or false")
+        non_negative(f"{prefix}.min_node_s", self.min_node_s, what="a number of seconds >= 0 (0: off)")
+        if self.min_node_s > self.min_sound_s:  # a sound shorter than min_node_s could not grow to it
+            fail(f"{prefix}.min_node_s", self.min_node_s, f"at most rae.min_sound_s={self.min_sound_s}")
+

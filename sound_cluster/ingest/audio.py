@@ -1,0 +1,258 @@
+"""Ingest: find audio files under a folder and decode them to mono float32 at one sample rate.
+
+Decoding goes through soundfile (libsndfile: wav, flac, ogg, mp3). Each file is read into
+memory once, so that hashing it for the feature cache and decoding it cost one read, and
+so that file names which are not valid UTF-8 still open (libsndfile is given bytes, not a name).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from sound_cluster.errors import AudioError
+from sound_cluster.ingest.failures import Failure
+
+log = logging.getLogger(__name__)
+
+# libsndfile logs "data : 32000 (should be 15979)" when a WAV's data chunk is cut short.
+_TRUNCATED_RE = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
+
+
+def discover(
+    root: Path,
+    *,
+    extensions: tuple[str, ...],
+    follow_symlinks: bool = True,
+) -> tuple[list[Path], list[Failure]]:
+    """Find audio files under ``root``, recursively.
+
+    Parameters
+    ----------
+    root : Path
+        Folder to search (or a single audio file).
+    extensions : tuple of str
+        Allowed extensions without the dot, matched case-insensitively.
+    follow_symlinks : bool
+        Follow symlinked folders. A folder already visited (a symlink loop) is skipped.
+
+    Returns
+    -------
+    files : list of Path
+        Absolute paths, sorted, each real file once even when reachable by several links.
+    failures : list of Failure
+        Folders that could not be listed and symlink loops, with stage ``discover``.
+
+    Raises
+    ------
+    AudioError
+        ``root`` does not exist.
+    """
+    root = Path(os.path.abspath(root))
+    allowed = {e.lower().lstrip(".") for e in extensions}
+    if not root.exists():
+        raise AudioError(f"data.path does not exist: {root}", stage="discover")
+    if root.is_file():
+        return [root], []
+
+    files: list[Path] = []
+    failures: list[Failure] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+
+    def on_error(err: OSError) -> None:
+        failures.append(Failure(Path(err.filename or root), "discover", f"cannot list folder: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=follow_symlinks):
+        try:
+            st = os.stat(dirpath)
+        except OSError as err:
+            on_error(err)
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            failures.append(Failure(Path(dirpath), "discover", "symlink loop: folder already visited, skipped"))
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for name in dirnames:  # searched as a folder; say so, since its name promises one audio file
+            if "." in name and name.rsplit(".", 1)[-1].lower() in allowed:
+                failures.append(Failure(Path(dirpath) / name, "discover",
+                                        "a folder named like an audio file: searched as a folder, not read as audio"))
+        for name in sorted(filenames):
+            if name.rsplit(".", 1)[-1].lower() not in allowed or "." not in name:
+                continue
+            path = Path(dirpath) / name
+            try:
+                fst = os.stat(path)
+            except OSError:
+                failures.append(Failure(path, "discover", "broken symlink or unreadable entry"))
+                continue
+            if (fst.st_dev, fst.st_ino) in seen_files:
+                continue  # same file reached through another link
+            seen_files.add((fst.st_dev, fst.st_ino))
+            files.append(path)
+    return sorted(files), failures
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a whole file, turning OS errors into :class:`AudioError` with a readable reason."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise AudioError("file does not exist") from None
+    except IsADirectoryError:
+        raise AudioError("is a folder, not a file") from None
+    except OSError as err:
+        raise AudioError(f"cannot read file: {err.strerror}") from None
+    if not data:
+        raise AudioError("empty file (0 bytes)")
+    return data
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says about a file. ``duration_s`` is in seconds."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    duration_s: float
+    format: str
+    subtype: str
+
+
+def _source(data: bytes | Path):
+    """What libsndfile reads: the bytes in memory, or the file itself (large files are not read whole)."""
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else str(data)
+
+
+def probe(data: bytes | Path) -> AudioInfo:
+    """Parse the header of an encoded file (its bytes, or its path) and check it is complete.
+
+    Raises
+    ------
+    AudioError
+        Not an audio format libsndfile reads, or a WAV whose data is cut short.
+    """
+    try:
+        with sf.SoundFile(_source(data)) as f:
+            info = AudioInfo(f.samplerate, f.channels, f.frames, f.frames / f.samplerate, f.format, f.subtype)
+            extra = f.extra_info
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(f"not a readable audio file ({_sf_message(err)})") from None
+    m = _TRUNCATED_RE.search(extra or "")
+    if m and int(m.group(2)) < int(m.group(1)):
+        declared, held = int(m.group(1)), int(m.group(2))
+        raise AudioError(f"truncated file: header declares {declared} bytes of audio but only {held} are present")
+    if info.sample_rate <= 0 or info.channels <= 0:
+        raise AudioError(f"invalid header: sample rate {info.sample_rate}, {info.channels} channels")
+    return info
+
+
+def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: AudioInfo | None = None,
+           block_frames: int = 1 << 20) -> np.ndarray:
+    """Decode an encoded file to mono float32 at ``sample_rate``, a block at a time.
+
+    Parameters
+    ----------
+    data : bytes or Path
+        The whole encoded file, or its path (then it is read a block at a time, so a long
+        recording never sits in memory at its original rate and channel count).
+    sample_rate : int
+        Target rate in Hz; other rates are resampled (soxr, high quality, as a stream: the output
+        equals resampling the whole signal at once).
+    min_samples : int
+        Fewest samples (at ``sample_rate``) accepted, e.g. one analysis window.
+    info : AudioInfo, optional
+        The result of :func:`probe` on ``data``, when the caller already has it.
+    block_frames : int
+        Frames (at the file's rate) decoded at once.
+
+    Returns
+    -------
+    y : np.ndarray [shape=(n_samples,), dtype=float32]
+        Mono waveform, channels averaged.
+
+    Raises
+    ------
+    AudioError
+        Unreadable, empty, non-finite or too short audio; the reason says which.
+    """
+    info = info or probe(data)
+    if info.frames == 0:
+        raise AudioError("no audio samples (0 frames)")
+    resampler = None
+    if info.sample_rate != sample_rate:
+        import soxr
+
+        resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    # The output is written into one array of the length the header promises (grown if it lied), so
+    # the decoded chunks are never held twice.
+    ratio = float(sample_rate) / info.sample_rate
+    out = np.empty(int(np.ceil(info.frames * ratio)) + 16, dtype=np.float32)
+    filled, bad, total = 0, 0, 0
+    try:
+        with sf.SoundFile(_source(data)) as f:
+            while True:
+                y = f.read(block_frames, dtype="float32", always_2d=True)  # (n, channels)
+                last = y.shape[0] < block_frames
+                total += y.size
+                finite = np.isfinite(y)
+                if not finite.all():
+                    bad += int(y.size - np.count_nonzero(finite))
+                # Downmix: (n, channels) -> (n,); a mono file needs no arithmetic.
+                y = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
+                if resampler is not None:
+                    y = resampler.resample_chunk(np.ascontiguousarray(y), last=last)
+                if filled + y.shape[0] > out.shape[0]:
+                    out = np.concatenate([out[:filled], np.empty(max(y.shape[0], out.shape[0] // 2), np.float32)])
+                out[filled:filled + y.shape[0]] = y
+                filled += y.shape[0]
+                if last:
+                    break
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise AudioError(f"decoding failed ({_sf_message(err)})") from None
+    if total == 0:
+        raise AudioError("no audio samples (0 frames)")
+    if bad:
+        raise AudioError(f"{bad} of {total} samples are NaN or infinite")
+    y = out[:filled]
+    if resampler is not None:  # the length librosa.resample gives (ceil of the ratio), as the cache always held
+        n = int(np.ceil((total // info.channels) * ratio))
+        y = out[:n] if out.shape[0] >= n else np.pad(out, (0, n - out.shape[0]))
+        y[filled:] = 0.0
+    if y.shape[0] < min_samples:
+        raise AudioError(
+            f"too short: {y.shape[0]} samples at {sample_rate} Hz ({y.shape[0] / sample_rate * 1000:.1f} ms), "
+            f"shorter than one analysis frame ({min_samples} samples)"
+        )
+    return y
+
+
+def load(path: Path, *, sample_rate: int, min_samples: int = 1) -> np.ndarray:
+    """Read and decode one file: ``path -> (n_samples,) float32`` mono at ``sample_rate`` Hz.
+
+    See :func:`decode` for the checks made and the errors raised.
+    """
+    return decode(read_bytes(path), sample_rate=sample_rate, min_samples=min_samples)
+
+
+def _sf_message(err: Exception) -> str:
+    msg = str(err).strip()
+    # soundfile prefixes "Error opening <_io.BytesIO object at 0x...>: "; the object name helps nobody.
+    msg = re.sub(r"^Error opening <[^>]*>:\s*", "", msg)
+    # We hand libsndfile bytes, so its "does not exist ... (possibly a pipe?)" means it found no
+    # format it knows in them; its decoder notes that follow only confuse.
+    if "not a regular file" in msg:
+        msg = "unrecognised or corrupt data"
+    return msg.split("\n")[0].strip() or type(err).__name__

@@ -1,0 +1,424 @@
+"""Scores against references: clip labels (NMI, ARI, accuracy under the best cluster-to-label matching)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from sound_cluster.config import SEGMENT_FORMATS
+from sound_cluster.errors import ConfigError
+
+
+def clustering_scores(labels: Sequence, clusters: Sequence[int]) -> dict[str, float]:
+    """NMI, ARI and accuracy of ``clusters`` against ``labels``.
+
+    Accuracy matches clusters to labels one-to-one (Hungarian algorithm on the contingency
+    table); with more clusters than labels the unmatched clusters count as errors.
+
+    Returns
+    -------
+    dict
+        ``nmi``, ``ari``, ``acc`` in [0, 1] (ARI may be slightly negative) and ``n``, the count.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    from sklearn.metrics.cluster import contingency_matrix
+
+    labels = np.asarray([str(x) for x in labels])
+    clusters = np.asarray(clusters)
+    if labels.size == 0:
+        return {"nmi": float("nan"), "ari": float("nan"), "acc": float("nan"), "n": 0}
+    table = contingency_matrix(labels, clusters)  # (n_labels, n_clusters)
+    rows, cols = linear_sum_assignment(-table)
+    return {
+        "nmi": float(normalized_mutual_info_score(labels, clusters)),
+        "ari": float(adjusted_rand_score(labels, clusters)),
+        "acc": float(table[rows, cols].sum() / labels.size),
+        "n": int(labels.size),
+    }
+
+
+def _path_column(fieldnames, path: Path, key: str, rest: tuple[str, ...]) -> str:
+    """The column naming each file: ``path``, or ``filename`` (the header of most labelled folders)."""
+    names = set(fieldnames or ())
+    col = "path" if "path" in names else "filename" if "filename" in names else None
+    if col is None or not set(rest) <= names:
+        raise ConfigError(f"{key} file {path} must have columns path (or filename),{','.join(rest)}; "
+                          f"got {fieldnames}")
+    return col
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """``path,label`` (or ``filename,label``) CSV -> {relative path: label}. The first row is the header.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or has no path (or filename) and label columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"data.labels must be an existing CSV file, got {str(path)!r}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        col = _path_column(reader.fieldnames, path, "data.labels", ("label",))
+        return {row[col].replace("\\", "/"): row["label"] for row in reader}
+
+
+def score_assignments(labels: Mapping[str, str], assignments: Mapping[str, int]) -> dict[str, float] | None:
+    """Scores over the files that have both a label and a cluster; None when there are none."""
+    common = sorted(set(labels) & set(assignments))
+    if not common:
+        return None
+    return clustering_scores([labels[p] for p in common], [assignments[p] for p in common])
+
+
+
+
+def read_segments(path: Path, *, fmt: str = "auto") -> dict[str, list[tuple[float, float, str]]]:
+    """Reference segments -> {relative path: [(start_s, end_s, label), ...] sorted}.
+
+    Parameters
+    ----------
+    path : Path
+        A CSV file ``path,start_s,end_s,label`` (or ``filename,...``), or a folder of Audacity label
+        tracks (``<audio path>.txt`` or ``<audio stem>.txt``) or Raven selection tables
+        (``<audio path or stem>[.Table.1].selections.txt``), searched recursively; a folder's keys
+        are the label files' paths relative to it without those suffixes (:func:`match_references`
+        pairs them with audio files).
+    fmt : {"auto", "csv", "audacity", "raven"}
+        ``auto``: a file is CSV; a folder holding ``*.selections.txt`` files (or tables whose first
+        line starts with ``Selection``) is Raven, else Audacity.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, missing columns, or a row whose times are not numbers with end > start >= 0.
+    """
+    path = Path(path)
+    if fmt == "auto":
+        fmt = "csv" if path.is_file() else _folder_format(path)
+    if fmt == "csv":
+        return _read_segments_csv(path)
+    if not path.is_dir():
+        raise ConfigError(f"data.segments must be a folder of {fmt} files with data.segments_format={fmt}, "
+                          f"got {str(path)!r}")
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for f in sorted(path.rglob("*.txt")):
+        rel = f.relative_to(path).as_posix()
+        key = re.sub(r"(\.Table\.\d+)?\.selections\.txt$", "", rel) if fmt == "raven" else rel[:-len(".txt")]
+        rows = _read_raven(f) if fmt == "raven" else _read_audacity(f)
+        if rows:
+            out[key] = sorted(rows)
+    return out
+
+
+def _folder_format(path: Path) -> str:
+    files = sorted(path.rglob("*.txt")) if path.is_dir() else []
+    if any(f.name.endswith(".selections.txt") for f in files):
+        return "raven"
+    for f in files[:5]:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            if fh.readline().startswith("Selection\t"):
+                return "raven"
+    return "audacity"
+
+
+def _times(key: str, where: str, start: str, end: str) -> tuple[float, float]:
+    try:
+        s, e = float(start), float(end)
+    except ValueError:
+        raise ConfigError(f"{key} {where}: times must be numbers, got {start!r}, {end!r}") from None
+    if not 0 <= s < e:
+        raise ConfigError(f"{key} {where}: need 0 <= start_s < end_s, got {s}, {e}")
+    return s, e
+
+
+def _read_audacity(path: Path) -> list[tuple[float, float, str]]:
+    """An Audacity label track: ``start<TAB>end<TAB>label`` lines; ``\\`` lines (a label's frequency range) skipped."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("\\"):
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise ConfigError(f"data.segments {path} line {i}: an Audacity label line is start<TAB>end<TAB>label, "
+                                  f"got {line!r}")
+            s, e = _times("data.segments", f"{path} line {i}", parts[0], parts[1])
+            out.append((s, e, parts[2] if len(parts) > 2 else ""))
+    return out
+
+
+def _read_raven(path: Path) -> list[tuple[float, float, str]]:
+    """A Raven selection table: one row per selection (a selection listed in several views counts once); the label
+    from its ``Annotation`` column, else ``Cluster`` (what sound-cluster writes), else none."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        need = {"Selection", "Begin Time (s)", "End Time (s)"}
+        if not need <= set(reader.fieldnames or ()):
+            raise ConfigError(f"data.segments {path}: a Raven selection table needs the columns "
+                              f"{', '.join(sorted(need))}; got {reader.fieldnames}")
+        label = next((c for c in ("Annotation", "Cluster") if c in reader.fieldnames), None)
+        seen, out = set(), []
+        for i, row in enumerate(reader, start=2):
+            if row["Selection"] in seen:
+                continue
+            seen.add(row["Selection"])
+            s, e = _times("data.segments", f"{path} line {i}", row["Begin Time (s)"], row["End Time (s)"])
+            out.append((s, e, (row.get(label) or "") if label else ""))
+    return out
+
+
+def match_references(references: Mapping[str, Sequence], paths: Iterable[str]) -> dict[str, Sequence]:
+    """Each audio path's references: under the path itself, or under the path without its extension."""
+    out = {}
+    for p in paths:
+        if p in references:
+            out[p] = references[p]
+        elif "." in p.rsplit("/", 1)[-1] and p.rsplit(".", 1)[0] in references:
+            out[p] = references[p.rsplit(".", 1)[0]]
+    return out
+
+
+def _read_segments_csv(path: Path) -> dict[str, list[tuple[float, float, str]]]:
+    if not path.is_file():
+        raise ConfigError(f"data.segments must be an existing CSV file, got {str(path)!r}")
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        col = _path_column(reader.fieldnames, path, "data.segments", ("start_s", "end_s", "label"))
+        for i, row in enumerate(reader, start=2):
+            s, e = _times(f"data.segments {path}", f"line {i}", row["start_s"], row["end_s"])
+            out.setdefault(row[col].replace("\\", "/"), []).append((s, e, row["label"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def reference_partition(segments: Sequence[tuple[float, float, str]], duration_s: float
+                        ) -> tuple[np.ndarray, list[str]]:
+    """Labelled segments -> a partition of ``[0, duration_s)``: gaps become segments labelled ``""``.
+
+    Returns
+    -------
+    intervals : np.ndarray [shape=(n, 2)]
+    labels : list of str
+    """
+    edges, labels, t = [], [], 0.0
+    for s, e, lab in segments:
+        s, e = min(s, duration_s), min(e, duration_s)
+        if s > t + 1e-6:
+            edges.append((t, s))
+            labels.append("")
+        if e > max(s, t):
+            edges.append((max(s, t), e))
+            labels.append(str(lab))
+            t = e
+    if duration_s > t + 1e-6:
+        edges.append((t, duration_s))
+        labels.append("")
+    return np.array(edges, dtype=float), labels
+
+
+def tree_levels(doc: Mapping, *, max_levels: int = 8) -> tuple[list[np.ndarray], list[list[str]]]:
+    """Nested cuts of a tree document at k = 2, 4, 8, ... leaves, as a hierarchy for mir_eval.
+
+    Each segment is labelled with its cluster (or its order when there are no clusters).
+    """
+    from sound_cluster.segment.tree import doc_cut
+
+    intervals, labels = [], []
+    k = 2
+    while k <= doc["n_leaves"] and len(intervals) < max_levels:
+        segs = doc_cut(doc, k)
+        iv = np.array([(s["start_s"], s["end_s"]) for s in segs], dtype=float)
+        iv[-1, 1] = doc["duration_s"]
+        intervals.append(iv)
+        labels.append([str(s.get("cluster", s["order"])) for s in segs])
+        k *= 2
+    if not intervals:
+        intervals.append(np.array([[0.0, doc["duration_s"]]]))
+        labels.append([str(doc.get("cluster", 0))])
+    return intervals, labels
+
+
+def score_tree(doc: Mapping, segments: Sequence[tuple[float, float, str]]) -> dict[str, float]:
+    """Boundary F at 0.1 s and 0.5 s of the tree cut at the reference count, and the L-measure.
+
+    The reference is the file's labelled segments with gaps filled (:func:`reference_partition`);
+    the tree is cut into as many segments (capped at its leaves). Boundary hit rates use
+    ``mir_eval.segment.detection`` with the first and last boundary trimmed; the L-measure
+    (``mir_eval.hierarchy.lmeasure``) compares the reference with the tree's nested cuts.
+    """
+    import mir_eval
+
+    from sound_cluster.segment.tree import doc_cut
+
+    dur = float(doc["duration_s"])
+    ref, ref_labels = reference_partition(segments, dur)
+    k = min(len(ref), doc["n_leaves"])
+    segs = doc_cut(doc, k)
+    est = np.array([(s["start_s"], s["end_s"]) for s in segs], dtype=float)
+    est[-1, 1] = dur
+    out = {"n_segments": int(len(ref))}
+    for w in (0.1, 0.5):
+        out[f"f_{w}"] = float(mir_eval.segment.detection(ref, est, window=w, trim=True)[2])
+    est_h, est_l = tree_levels(doc)
+    _, _, l_f = mir_eval.hierarchy.lmeasure([ref], [ref_labels], est_h, est_l, frame_size=0.1)
+    out["l_measure"] = float(l_f)
+    return out
+
+
+def score_trees(docs: Mapping[str, Mapping], references: Mapping[str, Sequence]) -> dict | None:
+    """Per-file :func:`score_tree` for files with both a tree and references, and their means."""
+    common = sorted(set(docs) & set(references))
+    if not common:
+        return None
+    per_file = {p: score_tree(docs[p], references[p]) for p in common}
+    keys = ("f_0.1", "f_0.5", "l_measure")
+    return {"n": len(common), "mean": {k: float(np.mean([v[k] for v in per_file.values()])) for k in keys},
+            "per_file": per_file}
+
+
+def event_cluster(step_clusters: np.ndarray, *, start_s: float, end_s: float, step_rate_hz: float) -> int:
+    """The cluster that most of an event's steps take (ties: the lowest cluster).
+
+    Parameters
+    ----------
+    step_clusters : np.ndarray [shape=(n_steps,), dtype=int]
+        Each step's cluster (the argmax of its posterior).
+    start_s, end_s : float
+        The event, in seconds.
+    step_rate_hz : float
+        Steps per second; step ``i`` covers ``[i, i + 1) / step_rate_hz``.
+
+    Returns
+    -------
+    int
+        The majority cluster of the steps whose centres lie in the event; an event shorter than a
+        step takes the step under its midpoint.
+    """
+    n = len(step_clusters)
+    a = int(np.ceil(start_s * step_rate_hz - 0.5))
+    b = int(np.ceil(end_s * step_rate_hz - 0.5))
+    a, b = max(0, min(a, n - 1)), max(0, min(b, n))
+    if b <= a:
+        a = min(int(0.5 * (start_s + end_s) * step_rate_hz), n - 1)
+        b = a + 1
+    return int(np.bincount(np.asarray(step_clusters[a:b], dtype=np.int64)).argmax())
+
+
+def score_events(references: Mapping[str, Sequence[tuple[float, float, str]]],
+                 step_clusters: Mapping[str, tuple[np.ndarray, float]]) -> dict | None:
+    """Event NMI, ARI and accuracy: each labelled reference event takes the cluster most of its steps take.
+
+    Parameters
+    ----------
+    references : mapping of str to list of (start_s, end_s, label)
+        Reference events by file; events with an empty label are left out.
+    step_clusters : mapping of str to (np.ndarray, float)
+        By file: each step's cluster and the steps per second.
+
+    Returns
+    -------
+    dict or None
+        :func:`clustering_scores` over every labelled event of the files in both, and ``files``;
+        None when there is no such event.
+    """
+    labels, clusters, files = [], [], 0
+    for path in sorted(set(references) & set(step_clusters)):
+        steps, rate = step_clusters[path]
+        events = [(s, e, lab) for s, e, lab in references[path] if str(lab) != ""]
+        files += bool(events)
+        for s, e, lab in events:
+            labels.append(lab)
+            clusters.append(event_cluster(steps, start_s=s, end_s=e, step_rate_hz=rate))
+    if not labels:
+        return None
+    return {**clustering_scores(labels, clusters), "files": files}
+
+
+def evaluate_run(run_dir: Path, *, labels: Path | None = None, segments: Path | None = None,
+                 segments_format: str = "auto") -> dict:
+    """Score a finished run from its files (``clusters.csv``, ``trees/``), nothing recomputed.
+
+    Returns
+    -------
+    dict
+        ``metrics`` (clip labels: NMI, ARI, accuracy), ``segment_metrics`` (boundary F at
+        0.1 s and 0.5 s, L-measure; per file and mean) and ``event_metrics`` (each labelled
+        reference segment as an event: NMI, ARI, accuracy of :func:`score_events`), each present
+        when its reference is given and matches at least one file.
+    """
+    from sound_cluster.embed.clusters import read_clusters
+    from sound_cluster.segment.tree import read_tree_json
+
+    run_dir = Path(run_dir)
+    out: dict = {}
+    if labels is not None:
+        assignments = {a.path: a.cluster for a in read_clusters(run_dir / "clusters.csv")}
+        scores = score_assignments(read_labels(labels), assignments)
+        if scores is not None:
+            out["metrics"] = {"labels": str(labels), **scores}
+    if segments is not None:
+        names = {a.path: a.name for a in read_clusters(run_dir / "clusters.csv")}
+        refs = match_references(read_segments(segments, fmt=segments_format), names)
+        docs = {p: read_tree_json(run_dir / "trees" / f"{names[p]}.json") for p in refs
+                if (run_dir / "trees" / f"{names[p]}.json").is_file()}
+        scores = score_trees(docs, refs)
+        if scores is not None:
+            out["segment_metrics"] = {"segments": str(segments), **scores}
+        steps = {}
+        for p, doc in docs.items():
+            with np.load(run_dir / "posteriors" / f"{names[p]}.npz", allow_pickle=False) as z:
+                steps[p] = (z["posteriors"].argmax(axis=1), float(doc["frame_rate_hz"]))
+        scores = score_events(refs, steps)
+        if scores is not None:
+            out["event_metrics"] = {"segments": str(segments), **scores}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sound-cluster-eval RUN_DIR [--labels CSV] [--segments CSV]``: score an existing run, print JSON."""
+    import argparse
+    import json
+    import sys
+
+    from sound_cluster.errors import SoundClusterError
+
+    ap = argparse.ArgumentParser(prog="sound-cluster-eval", description=main.__doc__.split(":", 1)[1].strip())
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--labels", type=Path, help="CSV path,label (clip labels)")
+    ap.add_argument("--segments", type=Path, help="reference segments: CSV path,start_s,end_s,label, or a folder of "
+                    "Audacity label tracks or Raven selection tables")
+    ap.add_argument("--segments-format", choices=SEGMENT_FORMATS, default="auto")
+    args = ap.parse_args(argv)
+    if not (args.run_dir / "clusters.csv").is_file():
+        print(f"sound-cluster-eval: {args.run_dir} is not a run folder (no clusters.csv)", file=sys.stderr)
+        return 2
+    if args.labels is None and args.segments is None:
+        ap.error("give --labels, --segments or both")
+    try:
+        result = evaluate_run(args.run_dir, labels=args.labels, segments=args.segments,
+                              segments_format=args.segments_format)
+    except SoundClusterError as err:
+        print(f"sound-cluster-eval: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    missing = [f"--{name} {ref} names none of the run's files" for name, ref, key in
+               (("labels", args.labels, "metrics"), ("segments", args.segments, "segment_metrics"))
+               if ref is not None and key not in result]
+    for m in missing:
+        print(f"sound-cluster-eval: {m} (paths must be relative to the run's data.path, as in clusters.csv)",
+              file=sys.stderr)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Export trees for other tools: flat segments (CSV rows), Audacity label tracks, Raven selection tables
+and JAMS ``multi_segment`` hierarchies."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from sound_cluster.io_utils import atomic_open, atomic_write_text
+
+SEGMENT_COLUMNS = ("path", "segment", "start_s", "end_s", "cluster", "confidence")
+# Raven's selection table: these columns first, tab-separated (Raven Pro 1.6 User's Manual, chapter 6,
+# "Selection tables"; crowsetta.formats.bbox.Raven reads them), then ours.
+RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
+                 "Cluster", "Confidence")
+
+
+def cluster_name(cluster: Any) -> str:
+    """A cluster as a label other tools show: ``c03`` (two digits at least); empty when the segment has none."""
+    return "" if cluster in ("", None) else f"c{int(cluster):02d}"
+
+
+def segment_rows(doc: Mapping[str, Any], *, k: int | str) -> list[tuple]:
+    """The tree cut into ``min(k, n_leaves)`` segments (``"auto"``: its ``auto_k``) as ``segments.csv`` rows."""
+    from sound_cluster.segment.tree import doc_cut
+
+    segs = doc_cut(doc, k)
+    return [(doc["source"], i, s["start_s"], doc["duration_s"] if i == len(segs) - 1 else s["end_s"],
+             s.get("cluster", ""), s.get("confidence", "")) for i, s in enumerate(segs)]
+
+
+def read_segments_table(path: Path) -> list[dict[str, Any]]:
+    """``segments.csv`` as dicts with typed values (``cluster`` and ``confidence`` None where a row has none)."""
+    def num(cast, v: str):
+        return cast(v) if v != "" else None
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{"path": r["path"], "segment": int(r["segment"]), "start_s": float(r["start_s"]),
+                 "end_s": float(r["end_s"]), "cluster": num(int, r["cluster"]),
+                 "confidence": num(float, r["confidence"])} for r in csv.DictReader(fh)]
+
+
+def write_segments(rows: Iterable[tuple], out_path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SEGMENT_COLUMNS)
+    w.writerows(rows)
+    atomic_write_text(out_path, buf.getvalue())
+
+
+def write_audacity(rows: Iterable[tuple], out_path: Path) -> None:
+    """One file's segments as an Audacity label track (File > Import > Labels).
+
+    Audacity's label text: one label a line, ``start<TAB>end<TAB>label``, times in seconds (the
+    Audacity manual, "Importing and Exporting Labels"); crowsetta reads it as ``aud-seq``. The label
+    is the cluster's name (``c03``); the format has no field for the confidence.
+
+    Parameters
+    ----------
+    rows : iterable of tuple
+        :func:`segment_rows` of the file.
+    """
+    lines = [f"{float(r[2]):.6f}\t{float(r[3]):.6f}\t{cluster_name(r[4])}\n" for r in rows]
+    atomic_write_text(out_path, "".join(lines), fsync=False)
+
+
+def write_raven(rows: Iterable[tuple], out_path: Path, *, high_freq_hz: float, low_freq_hz: float = 0.0) -> None:
+    """One file's segments as a Raven selection table (File > Open Selection Table).
+
+    Parameters
+    ----------
+    rows : iterable of tuple
+        :func:`segment_rows` of the file.
+    high_freq_hz, low_freq_hz : float
+        Each selection's band: the file's whole range (a segment is a span of time, not of frequency).
+    """
+    buf = io.StringIO()
+    buf.write("\t".join(RAVEN_COLUMNS) + "\n")
+    for i, r in enumerate(rows, start=1):
+        buf.write("\t".join([str(i), "Spectrogram 1", "1", f"{float(r[2]):.6f}", f"{float(r[3]):.6f}",
+                             f"{low_freq_hz:.1f}", f"{high_freq_hz:.1f}", cluster_name(r[4]),
+                             "" if r[5] in ("", None) else f"{float(r[5]):.4f}"]) + "\n")
+    atomic_write_text(out_path, buf.getvalue(), fsync=False)
+
+
+def write_jams(doc: Mapping[str, Any], out_path: Path, *, max_levels: int = 8) -> None:
+    """The tree's nested cuts (k = 2, 4, 8, ...) as one JAMS ``multi_segment`` annotation.
+
+    Level ``i`` holds the cut into ``2 ** (i + 1)`` segments, labelled with their clusters, so
+    MSAF or ``mir_eval.hierarchy`` can read the hierarchy.
+    """
+    import jams
+
+    from sound_cluster.outputs.evaluate import tree_levels
+
+    dur = float(doc["duration_s"])
+    jam = jams.JAMS()
+    jam.file_metadata.duration = dur
+    jam.file_metadata.title = doc["source"]
+    ann = jams.Annotation(namespace="multi_segment", time=0, duration=dur)
+    ann.annotation_metadata.annotation_tools = "sound_cluster"
+    for level, (intervals, labels) in enumerate(zip(*tree_levels(doc, max_levels=max_levels))):
+        for (s, e), lab in zip(intervals, labels):
+            ann.append(time=float(s), duration=float(e - s), value={"label": lab, "level": level}, confidence=None)
+    jam.annotations.append(ann)
+    with atomic_open(out_path, "w", fsync=False, encoding="utf-8") as fh:
+        jam.save(fh)

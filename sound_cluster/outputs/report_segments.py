@@ -1,0 +1,134 @@
+"""The report's view of segment units: clusters of sounds with playable snippets, and files as timelines.
+
+Snippets are the segments themselves, cut from the original file wherever they lie in it (at most
+``output.report_excerpt_s`` seconds of each, from its start) and written under
+``report/audio/segments/``, so they keep playing when the run folder is copied elsewhere.
+Timelines are proportional strips (one block per segment, coloured by cluster), readable on an
+hour-long file because each block's width is its share of the file, and a click on a block plays
+that segment from the original file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sound_cluster.io_utils import atomic_open
+
+log = logging.getLogger(__name__)
+
+TYPICAL = 3  # most and least typical segments shown per cluster
+
+
+def read_segment_rows(path: Path) -> list[dict[str, Any]]:
+    """``segments.csv`` rows that carry a cluster (:func:`sound_cluster.outputs.export.read_segments_table`)."""
+    from sound_cluster.outputs.export import read_segments_table
+
+    return [r for r in read_segments_table(path) if r["cluster"] is not None]
+
+
+def write_snippet(audio_path: Path, out_path: Path, *, start_s: float, end_s: float) -> None:
+    """Write ``[start_s, end_s)`` of ``audio_path`` (mono, its own sample rate) as a 16-bit WAV.
+
+    Only that part of the file is read (soundfile seeks), so a snippet from the end of an hour-long
+    recording costs what a snippet from its start does.
+    """
+    import soundfile as sf
+
+    with sf.SoundFile(str(audio_path)) as f:
+        sr = f.samplerate
+        f.seek(min(int(start_s * sr), max(f.frames - 1, 0)))
+        y = f.read(max(1, int(round((end_s - start_s) * sr))), dtype="float32", always_2d=True).mean(axis=1)
+    with atomic_open(out_path, "wb", fsync=False) as fh:
+        sf.write(fh, y, sr, format="WAV", subtype="PCM_16")
+
+
+def segment_clusters(output_dir: Path, *, segments: Sequence[Mapping[str, Any]], audio_by_path: Mapping[str, Path],
+                     name_by_path: Mapping[str, str], colors: Sequence[str], excerpt_s: float,
+                     labels: Mapping[tuple[str, int], str] | None = None) -> list[dict[str, Any]]:
+    """Per cluster: its segment count, mean confidence, and its most and least typical segments as snippets.
+
+    Parameters
+    ----------
+    segments : sequence of dict
+        :func:`read_segment_rows`.
+    audio_by_path, name_by_path : mapping
+        Each file's audio and output name, by its path in the tables.
+    colors : sequence of str
+        One colour per cluster.
+    excerpt_s : float
+        Snippets hold at most this many seconds of their segment.
+    labels : mapping of (path, segment) to str, optional
+        The reference label of a segment, shown beside it.
+    """
+    from urllib.parse import quote
+
+    by_cluster: dict[int, list[Mapping[str, Any]]] = {}
+    for s in segments:
+        by_cluster.setdefault(s["cluster"], []).append(s)
+    out = []
+    for c in sorted(by_cluster):
+        members = sorted(by_cluster[c], key=lambda s: (-s["confidence"], s["path"], s["start_s"]))
+        typical = members[:TYPICAL]
+        atypical = [s for s in members[::-1][:TYPICAL] if s not in typical]
+
+        def shown(s: Mapping[str, Any]) -> dict[str, Any]:
+            rel = f"report/audio/segments/{name_by_path[s['path']]}.{s['segment']}.wav"
+            try:
+                write_snippet(audio_by_path[s["path"]], output_dir / rel, start_s=s["start_s"],
+                              end_s=min(s["end_s"], s["start_s"] + excerpt_s))
+                src = quote(rel, safe="/")
+            except Exception as err:  # noqa: BLE001 - a file that cannot be read again loses its player only
+                log.warning("report: no snippet of %s at %.2f s: %s", s["path"], s["start_s"], err)
+                src = None
+            return {"path": s["path"], "start_s": s["start_s"], "end_s": s["end_s"], "confidence": s["confidence"],
+                    "audio": src, "label": (labels or {}).get((s["path"], s["segment"]), "")}
+
+        out.append({"k": c, "n": len(members), "color": colors[c],
+                    "files": len({s["path"] for s in members}),
+                    "seconds": float(sum(s["end_s"] - s["start_s"] for s in members)),
+                    "mean_conf": float(np.mean([s["confidence"] for s in members])),
+                    "typical": [shown(s) for s in typical], "atypical": [shown(s) for s in atypical]})
+    return out
+
+
+def timeline(segs: Sequence[Mapping[str, Any]], *, duration_s: float, colors: Sequence[str], src: str
+             ) -> list[dict[str, Any]]:
+    """One file's strip: per segment its left edge and width in percent of the file, colour, and what a click plays.
+
+    Parameters
+    ----------
+    segs : sequence of dict
+        The file's cut (``start_s``, ``end_s``, ``cluster``, ``confidence``), in time order.
+    duration_s : float
+    colors : sequence of str
+    src : str
+        The original file's URL; a click plays ``src#t=start,end``.
+    """
+    dur = max(float(duration_s), 1e-9)
+    out = []
+    for s in segs:
+        c = s.get("cluster")
+        out.append({"left": 100.0 * s["start_s"] / dur, "width": max(100.0 * (s["end_s"] - s["start_s"]) / dur, 0.0),
+                    "color": colors[c] if isinstance(c, int) and 0 <= c < len(colors) else "#ccc",
+                    "title": f"{s['start_s']:.2f}-{s['end_s']:.2f} s: cluster {c} ({s.get('confidence', 0.0):.2f})",
+                    "src": f"{src}#t={s['start_s']:.3f},{s['end_s']:.3f}"})
+    return out
+
+
+def reference_labels(segments: Sequence[Mapping[str, Any]], references: Mapping[str, Sequence[tuple]]
+                     ) -> dict[tuple[str, int], str]:
+    """For each segment, the label of the reference event it overlaps most (when references are known)."""
+    out: dict[tuple[str, int], str] = {}
+    for s in segments:
+        best, lab = 0.0, ""
+        for a, b, label in references.get(s["path"], ()):
+            ov = min(b, s["end_s"]) - max(a, s["start_s"])
+            if ov > best:
+                best, lab = ov, str(label)
+        if lab:
+            out[(s["path"], s["segment"])] = lab
+    return out

@@ -1,0 +1,278 @@
+"""The embed stage: train (fit) or load (apply) the encoder, cluster the units, assign every file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sound_cluster.config import ModelParams, Params, saved_model_params
+from sound_cluster.embed.clusters import Assignment, ClusterRecord, assign, write_clusters
+from sound_cluster.errors import AudioError, ConfigError
+from sound_cluster.ingest.failures import Failure, display_path
+from sound_cluster.io_utils import atomic_open, atomic_write_json
+from sound_cluster.run.run_dir import Timer
+from sound_cluster.segment.units import SEGMENT
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class UnitFit:
+    """What the embed stage hands the fold stage about the units it clustered.
+
+    Attributes
+    ----------
+    unit : str
+        ``file`` or ``segment``.
+    trained : tuple (MergeAutoencoder, list of float) or None
+        The merge autoencoder trained to cut files into segment units (the fold stage reuses it).
+    merges : dict of Path to Merges
+        Each file's fold that the units were cut from.
+    counts : dict of Path to int
+        Each file's number of units (its tree's cut).
+    spans : dict of Path to list of (int, int, int)
+        Each file's units: start and end step and cluster (to compare with the head's).
+    sound_length_s : float or None
+        Segment units: the folder's typical sound length, which counts the sounds of files
+        without pauses.
+    """
+
+    unit: str = "file"
+    trained: Any = None
+    merges: dict[Path, Any] = field(default_factory=dict)
+    counts: dict[Path, int] = field(default_factory=dict)
+    spans: dict[Path, list[tuple[int, int, int]]] = field(default_factory=dict)
+    sound_length_s: float | None = None
+
+
+def with_model_features(params: Params) -> Params:
+    """Apply mode: features must be computed as they were for training; take them from the models."""
+    source = Path(params.models) / "params.json"
+    try:
+        saved = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"models: cannot read {source}: {err}") from None
+    feats, model = saved_model_params(saved, source=str(source))
+    feats = dataclasses.replace(feats, cache_dir=params.features.cache_dir)
+    if params.model.n_clusters != ModelParams().n_clusters:
+        log.warning("task=apply keeps the clusters of the models it loads; model.n_clusters=%s is ignored",
+                    params.model.n_clusters)
+    if feats.key_fields() != params.features.key_fields():
+        log.warning("task=apply: using the feature settings the models were trained with: %s", feats.key_fields())
+    return dataclasses.replace(params, features=feats, model=model)
+
+
+def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, rel_root: Path, timer: "Timer",
+                 failures: list[Failure]) -> tuple[dict[str, Any], list[Assignment]]:
+    """Train (fit) or load (apply) the encoder, then assign every file; writes clusters.csv.
+
+    Returns the summary's entries and one row per assigned file (``rows[i].index`` points into
+    ``feats``); the files that could not be assigned are added to ``failures``, even when none could.
+    """
+    # TensorFlow is imported only when this stage runs.
+    from sound_cluster.embed.encoder import load_encoder, save_encoder
+    from sound_cluster.embed.inference import Posteriors
+
+    models_dir = output_dir / "models"
+    extra: dict[str, Any] = {}
+    unit_fit = UnitFit()
+    if params.task == "fit":
+        from sound_cluster.embed.head import clip_inputs, fit_unit_clusters, pretrained_backbone
+        from sound_cluster.embed.shipped import resolve_init
+        from sound_cluster.embed.training import fit_encoder
+        from sound_cluster.run.unit_plan import plan_units
+
+        init = resolve_init(params.model, params.features)
+        with timer.stage("train"):
+            if init is not None and params.train.backbone == "frozen":
+                # Nothing of the encoder trains: the run's clusters and their head come after.
+                encoder, history = pretrained_backbone(load_encoder(str(init.path)), model=params.model,
+                                                       n_mels=params.features.n_mels), {}
+            else:
+                encoder, history = fit_encoder(
+                    [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
+                    n_mels=params.features.n_mels, seed=params.seed, log_dir=str(output_dir / "tensorboard"),
+                    verbose=0,  # one log line per epoch comes from the usage callback
+                    init=str(init.path) if init else None)
+        with timer.stage("embed"):
+            readable = _readable(feats, failures)
+            clip_embeddings, steps = clip_inputs(
+                encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable))
+        units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer)
+        with timer.stage("cluster"):
+            if units is None:
+                vectors, unit_steps = clip_embeddings, steps
+            else:
+                vectors, unit_steps = units.vectors, units.steps(steps)
+            fitted = fit_unit_clusters(encoder, vectors, unit_steps, steps, model=params.model, train=params.train,
+                                       seed=params.seed, max_clusters=params.model.max_segment_clusters
+                                       if units is not None else params.model.max_clusters)
+            del unit_steps
+            encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
+            # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
+            known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
+            del fitted
+            record = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
+            _save_units(models_dir / "units.npz", vectors=vectors, labels=clusters.labels,
+                        files=[display_path(f.path, rel_root) for f in readable], units=units,
+                        n_steps=[len(e) for e in steps])
+        del steps
+        unit_fit = UnitFit(choice.unit, trained, sound_length_s=sound_length_s)
+        extra["units"] = {**choice.to_dict(), "n_units": len(units) if units is not None else len(readable),
+                          "sound_length_s": None if sound_length_s is None else round(sound_length_s, 4)}
+        if units is not None:
+            unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
+            unit_fit.counts = {readable[i].path: n for i, n in units.counts.items()}
+            # Each unit's span and cluster by file, to say how often the head agrees with them.
+            for f, s, e, c in zip(units.file, units.start, units.end, clusters.labels):
+                unit_fit.spans.setdefault(readable[int(f)].path, []).append((int(s), int(e), int(c)))
+        save_encoder(encoder, models_dir / "embedding.keras")
+        atomic_write_json(models_dir / "params.json", {
+            "features": params.features.key_fields(), "model": params.model.to_dict(),
+            "frame_rate_hz": params.features.frame_rate_hz,
+            "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
+        })
+        atomic_write_json(models_dir / "clusters.json", record.to_dict())
+        epochs = len(history.get("loss", []))
+        extra["training"] = {"init": str(init.path) if init else "scratch",
+                             "backbone": "trained" if init is None or params.train.backbone == "tuned" else "frozen",
+                             "epochs": epochs,
+                             "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3) if epochs else None,
+                             "history": history,
+                             "head": {"steps": params.train.head_steps,
+                                      "final_cross_entropy": round(head_history["loss"][-1], 4)}}
+    else:
+        known = {}
+        encoder = load_encoder(str(Path(params.models) / "embedding.keras"))
+        extra["models"] = str(params.models)
+        record = load_record(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
+        unit_fit = UnitFit(record.unit, sound_length_s=record.sound_length_s)
+        extra["units"] = {"unit": record.unit, "requested": record.unit, "rule": "the models' unit",
+                          "sound_length_s": record.sound_length_s}
+
+    with timer.stage("assign"):
+        run_encoder = Posteriors(encoder)
+        rows = []
+        agree: list[bool] = []  # segment units: the head's cluster of each unit equals the unit's cluster
+        unread = {x.path for x in failures if x.stage == "assign"}  # features unreadable while clustering
+        for i, (f, name) in enumerate(zip(feats, names)):
+            if f.path in unread:
+                continue
+            try:  # one file's trouble (its cache entry, its output) must not cost the others
+                emb = known.pop(f.path, None)  # pop: the memory goes as the files are written
+                if emb is None:
+                    emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
+                else:
+                    post = run_encoder.from_embeddings(emb)
+                with atomic_open(output_dir / "posteriors" / f"{name}.npz", "wb", fsync=False) as fh:
+                    np.savez(fh, embedding=emb, posteriors=post)
+            except (OSError, ValueError) as err:
+                failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
+                continue
+            k, conf = assign(post)
+            agree += [int(post[a:b].mean(axis=0).argmax()) == c for a, b, c in unit_fit.spans.pop(f.path, ())]
+            rows.append(Assignment(display_path(f.path, rel_root), k, conf, f.duration_s, name, i))
+    if not rows:
+        raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
+    write_clusters(rows, output_dir / "clusters.csv")
+    sizes = np.bincount([r.cluster for r in rows], minlength=record.k)
+    extra["clusters"] = {"n_clusters": record.k, "requested": record.requested,
+                         "head_clusters": record.k, "used": int((sizes > 0).sum()),
+                         "sizes": sizes.tolist(),
+                         "mean_confidence": round(float(np.mean([r.confidence for r in rows])), 4),
+                         "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1),
+                         "choice": {"rule": record.rule, "criterion": {str(k): round(v, 6) for k, v in record.curve.items()},
+                                    "within_scatter": {str(k): round(v, 6) for k, v in record.scatter.items()}},
+                         "warnings": _cluster_warnings(record, sizes, n_files=len(rows)) if record.unit != SEGMENT
+                         else []}
+    if agree:
+        extra["clusters"]["head_agrees"] = round(float(np.mean(agree)), 4)
+    elif params.task == "fit":
+        # clusters.csv holds the argmax of each file's mean posterior under the trained head; how
+        # often that is the file's cluster in the hierarchy the head was trained on:
+        label = {f.path: int(c) for f, c in zip(readable, clusters.labels)}
+        extra["clusters"]["head_agrees"] = round(float(np.mean([r.cluster == label[feats[r.index].path]
+                                                                for r in rows])), 4)
+    for w in extra["clusters"]["warnings"]:
+        log.warning("%s", w)
+    log.info("clusters: K=%d (%s), %d used, %s %s", record.k,
+             "chosen: " + record.rule if record.requested == "auto" else "given", extra["clusters"]["used"],
+             "files per dominant cluster" if record.unit == SEGMENT else "sizes", sizes.tolist())
+    return extra, rows, unit_fit
+
+
+def _readable(feats, failures: list[Failure]) -> list:
+    """The files whose cached features can be read; the others are added to ``failures``."""
+    out = []
+    for f in feats:
+        try:
+            np.load(f.cache_path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
+            continue
+        out.append(f)
+    if not out:
+        raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
+    return out
+
+
+def _save_units(path: Path, *, vectors: np.ndarray, labels: np.ndarray, files: list[str], units,
+                n_steps: list[int]) -> None:
+    """``models/units.npz``: what was clustered (each unit's file, step span and embedding) and its cluster.
+
+    Arrays: ``vectors`` (n_units, D) float32, unit length as clustered; ``cluster``, ``unit_file``,
+    ``start``, ``end`` (n_units,) int64 (steps, half-open); ``files`` (n_files,) str, the paths of
+    clusters.csv. File units span their whole file.
+    """
+    if units is None:
+        file, start, end = np.arange(len(files)), np.zeros(len(files), np.int64), np.asarray(n_steps, np.int64)
+    else:
+        file, start, end = units.file, units.start, units.end
+    v = np.asarray(vectors, dtype=np.float64)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    with atomic_open(path, "wb", fsync=False) as fh:
+        np.savez(fh, vectors=v.astype(np.float32), cluster=np.asarray(labels, np.int64), unit_file=np.asarray(file),
+                 start=np.asarray(start), end=np.asarray(end), files=np.asarray(files, dtype=str))
+
+
+def load_record(models: Path, *, head_clusters: int) -> ClusterRecord:
+    """The record a fit saved with its models (``models/clusters.json``), checked against the encoder's head.
+
+    Raises
+    ------
+    ConfigError
+        The record is missing or unreadable, or its K is not the head's number of outputs.
+    """
+    path = models / "clusters.json"
+    try:
+        record = ClusterRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"models: cannot read {path}: {err}") from None
+    if record.k != head_clusters:
+        raise ConfigError(f"models: {path} records {record.k} clusters, but the encoder's head has {head_clusters}")
+    return record
+
+
+def _cluster_warnings(record: ClusterRecord, sizes: np.ndarray, *, n_files: int) -> list[str]:
+    """What the folder could not support: more clusters than files, clusters with one member or none."""
+    out = []
+    if record.requested != "auto" and int(record.requested) > n_files:
+        out.append(f"model.n_clusters={record.requested} is more than the {n_files} files assigned: at most "
+                   f"{n_files} clusters can hold a file")
+    elif record.requested != "auto" and int(record.requested) > record.k:
+        out.append(f"model.n_clusters={record.requested}: the model has only {record.k} clusters")
+    singles = [int(c) for c in np.flatnonzero(sizes == 1)]
+    if singles and n_files > 1:
+        out.append(f"{len(singles)} cluster(s) hold a single file ({', '.join(map(str, singles[:10]))}): "
+                   f"the folder may not support K={record.k}")
+    empty = int((sizes == 0).sum())
+    if empty:
+        out.append(f"{empty} of the {record.k} clusters hold no file (no file's posterior peaks there)")
+    return out

@@ -1,0 +1,346 @@
+"""The fold stage: the merge autoencoder trained (fit) or loaded (apply), every file folded into its tree.
+
+Per-file work (:func:`fold_file`: the fold, the tree JSON, the plot) runs through the executor;
+:func:`sound_cluster.run.unit_plan.segment_units` folds the files in the process itself when a run
+clusters the sounds inside its files, so the units come from the very trees the fold stage then writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from sound_cluster.config import OutputParams, Params, RaeParams
+from sound_cluster.errors import AudioError
+from sound_cluster.run.executor import map_files
+from sound_cluster.ingest.failures import Failure
+
+if TYPE_CHECKING:
+    from sound_cluster.segment.pauses import FoldInput
+    from sound_cluster.segment.tree import SegmentTree
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldSettings:
+    """What folding one file needs to know: the fold's and the outputs' settings and the features' geometry.
+
+    Per-file jobs get this, not the whole :class:`~sound_cluster.config.Params` (a small pickle per worker).
+    """
+
+    rae: RaeParams
+    output: OutputParams
+    time_pool: int  # input frames per encoder step
+    frame_rate_hz: float
+    sample_rate: int
+    hop_length: int
+
+    @classmethod
+    def of(cls, params: Params) -> "FoldSettings":
+        f = params.features
+        return cls(params.rae, params.output, params.model.time_pool, f.frame_rate_hz, f.sample_rate, f.hop_length)
+
+    @property
+    def step_rate_hz(self) -> float:
+        """Encoder steps (leaves) per second."""
+        return self.frame_rate_hz / self.time_pool
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One file's work in the fold stage (small, so it travels cheaply to a worker process)."""
+
+    path: Path
+    rel: str
+    name: str
+    npz: Path
+    frames: Path
+    duration_s: float
+    plot: bool
+    merges: Any = None  # the file's Merges when made before (segment units, or the batched fold)
+    units: int | None = None  # segment units: the file's count, when the fit counted it already
+
+
+def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.ndarray:
+    """Each leaf's size in steps: 1, but the last step covers only the part of a step left in the file."""
+    sizes = np.ones(n_leaves)
+    sizes[-1] = float(np.clip(duration_s * step_rate_hz - (n_leaves - 1), 0.05, 1.0))
+    return sizes
+
+
+def job_fold_input(job: FoldJob, *, fs: FoldSettings, step_rate_hz: float):
+    """What one file is folded from: :class:`sound_cluster.segment.pauses.FoldInput`.
+
+    Raises
+    ------
+    OSError, ValueError, KeyError
+        The posteriors or the frames cannot be read.
+    """
+    from sound_cluster.segment.pauses import fold_input
+
+    with np.load(job.npz, allow_pickle=False) as z:
+        emb = z["embedding"]
+    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
+    return fold_input(emb, frames, rae=fs.rae, time_pool=fs.time_pool, step_rate_hz=step_rate_hz)
+
+
+def fold_merges(fin: "FoldInput", *, weights, duration_s: float, fs: FoldSettings, step_rate_hz: float):
+    """One file's fold (:func:`sound_cluster.segment.fold.fold`) on the heap, from its :class:`FoldInput`."""
+    from sound_cluster.segment.fold import fold
+
+    sizes = leaf_sizes(len(fin.leaves), duration_s=duration_s, step_rate_hz=step_rate_hz)
+    return fold(fin.leaves, weights=weights, pairing=fs.rae.pairing, sizes=sizes, barriers=fin.barriers,
+                min_size=fin.min_size)
+
+
+def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float, fs: FoldSettings,
+              step_rate_hz: float, units: int | None = None, sound_length_s: float | None = None
+              ) -> tuple["SegmentTree", dict[str, Any]]:
+    """One file's :class:`~sound_cluster.segment.tree.SegmentTree` and its own number of segments (``auto_choice``).
+
+    Parameters
+    ----------
+    fin : FoldInput
+        What the file was folded from (its sounds decide the count where pauses separate them).
+    merges : Merges
+    frames : np.ndarray [shape=(n_frames, n_mels)]
+        The file's log-mel frames (leaf boundaries move to onsets with ``output.boundary_refine_s``).
+    duration_s : float
+    fs : FoldSettings
+        ``output.auto_min_segment_s``, ``output.boundary_refine_s``, ``rae.min_sound_s`` and the
+        feature and model geometry are used.
+    step_rate_hz : float
+    units : int, optional
+        Segment units: the file's number of units (:func:`count_file_units`); None otherwise.
+    sound_length_s : float, optional
+        Segment units: the folder's typical length of one sound (recorded with the choice).
+    """
+    from sound_cluster.segment.boundaries import leaf_boundary_times
+    from sound_cluster.segment.tree import SegmentTree
+
+    leaf_times = leaf_boundary_times(frames, n_leaves=len(fin.leaves), time_pool=fs.time_pool,
+                                     frame_rate_hz=fs.frame_rate_hz,
+                                     radius_s=fs.output.boundary_refine_s, duration_s=duration_s)
+    tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=duration_s, leaf_times=leaf_times)
+    auto = tree.auto_choice(min_segment_s=fs.output.auto_min_segment_s, sounds=fin.sounds,
+                            min_sound_s=fs.rae.min_sound_s, units=units, sound_length_s=sound_length_s)
+    return tree, auto
+
+
+def train_merge_model(leaves: Sequence[np.ndarray], *, rae: RaeParams, seed: int):
+    """The merge autoencoder trained on every file's leaves (:func:`sound_cluster.segment.merge_model.train_rae`).
+
+    Returns
+    -------
+    model : MergeAutoencoder
+    losses : list of float
+        Mean merge cost per epoch.
+    """
+    from sound_cluster.segment import merge_model as rae_mod
+
+    return rae_mod.train_rae(leaves, rae=rae, seed=seed)
+
+
+def fold_file(job: FoldJob, *, weights, fs: FoldSettings, step_rate_hz: float, output_dir: Path,
+              segments: bool = False, sound_length_s: float | None = None) -> dict[str, Any]:
+    """Per-file job of the fold stage: tree JSON (and a plot) of one file.
+
+    ``segments``: also return the file's rows of ``segments.csv`` (``output.export_segments``,
+    or a run whose units are segments). ``sound_length_s``: segment units, the folder's typical
+    sound length (see :func:`file_tree`).
+
+    Raises
+    ------
+    AudioError
+        With stage ``fold``: the file is too long for ``rae.pairing=any``.
+    """
+    from sound_cluster.segment.pauses import fold_input
+    from sound_cluster.segment.tree import resolve_k, write_tree_json
+    from sound_cluster.segment.units import count_units, file_runs
+
+    with np.load(job.npz, allow_pickle=False) as z:
+        emb, post = z["embedding"], z["posteriors"]
+    if fs.rae.pairing == "any" and len(emb) > fs.rae.max_any_leaves:
+        raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
+                         f"(rae.max_any_leaves={fs.rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
+    out_params = fs.output
+    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
+    fin = fold_input(emb, frames, rae=fs.rae, time_pool=fs.time_pool, step_rate_hz=step_rate_hz)
+    merges = job.merges
+    if merges is None:
+        merges = fold_merges(fin, weights=weights, duration_s=job.duration_s, fs=fs,
+                             step_rate_hz=step_rate_hz)
+    units = job.units
+    if units is None and sound_length_s:  # segment units the fit did not count (task=apply)
+        units = count_units(file_runs(fin, frames, frame_rate_hz=fs.frame_rate_hz, time_pool=fs.time_pool,
+                                      step_rate_hz=step_rate_hz), sound_length_s=sound_length_s)
+    tree, auto = file_tree(fin, merges, frames, duration_s=job.duration_s, fs=fs, step_rate_hz=step_rate_hz,
+                           units=units, sound_length_s=sound_length_s)
+    doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
+                       min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
+    root = doc.pop("root")  # the small header first, so a reader sees it before the tree
+    doc["pauses"] = {"pause_db": fs.rae.pause_db, "quiet_leaves": int(fin.quiet.sum()), "sounds": fin.sounds,
+                     "sounds_first": fin.barriers is not None}
+    doc["root"] = root
+    write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
+    out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
+                           "n_segments": resolve_k(doc, out_params.segments)}
+    exports = fs.output.exports()
+    rows = None
+    if segments or exports & {"audacity", "raven"}:
+        from sound_cluster.outputs.export import segment_rows
+
+        rows = segment_rows(doc, k=fs.output.export_k or fs.output.segments)
+    if segments:
+        out["segments"] = rows
+    if "audacity" in exports:
+        from sound_cluster.outputs.export import write_audacity
+
+        write_audacity(rows, output_dir / "export" / "audacity" / f"{job.name}.txt")
+    if "raven" in exports:
+        from sound_cluster.outputs.export import write_raven
+
+        write_raven(rows, output_dir / "export" / "raven" / f"{job.name}.selections.txt",
+                    high_freq_hz=_nyquist_hz(job.path, default_hz=fs.sample_rate / 2))
+    if "jams" in exports:
+        from sound_cluster.outputs.export import write_jams
+
+        write_jams(doc, output_dir / "jams" / f"{job.name}.jams")
+    if job.plot:
+        from sound_cluster.outputs.report import plot_file
+
+        plot_file(frames, post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
+                  title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
+                  sample_rate=fs.sample_rate, hop_length=fs.hop_length,
+                  cuts=fs.output.plot_cuts)
+    return out
+
+
+def _nyquist_hz(path: Path, *, default_hz: float) -> float:
+    """Half the file's own sample rate (the top of a Raven selection), or ``default_hz`` if it cannot be read."""
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)).samplerate / 2.0
+    except Exception:  # noqa: BLE001 - the file was decoded before; a selection's band is not worth a failure
+        return float(default_hz)
+
+
+def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=None,
+               merges: dict[Path, Any] | None = None, counts: dict[Path, int] | None = None, segments: bool = False,
+               sound_length_s: float | None = None) -> tuple[dict, list[Failure], dict[str, int]]:
+    """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree.
+
+    Parameters
+    ----------
+    feats : sequence of FileFeatures
+        The files, in the order of ``rows``.
+    rows : sequence of Assignment
+    trained : tuple (MergeAutoencoder, list of float), optional
+        A merge autoencoder the run already trained (segment units), with its losses.
+    merges : dict of Path to Merges, optional
+        Folds already made (segment units), by audio path.
+    counts : dict of Path to int, optional
+        Segment units: each file's number of units, where the fit counted them, by audio path.
+    segments : bool
+        Write ``segments.csv`` (``output.export_segments``, or segment units).
+    sound_length_s : float, optional
+        Segment units: the folder's typical sound length (:func:`file_tree`).
+
+    Returns the summary's entries, the files whose fold failed, and each tree's number of
+    segments at ``output.segments`` by output name (the report orders files by it).
+    """
+    from sound_cluster.io_utils import save_keras_model
+
+    models_dir = output_dir / "models"
+    merges, counts = merges or {}, counts or {}
+    jobs = [FoldJob(f.path, r.path, r.name, output_dir / "posteriors" / f"{r.name}.npz", f.cache_path, f.duration_s,
+                    i < params.output.max_plots, merges.get(f.path), counts.get(f.path))
+            for i, (f, r) in enumerate(zip(feats, rows))]
+    extra: dict[str, Any] = {}
+    fs = FoldSettings.of(params)
+    step_rate_hz = fs.step_rate_hz
+    if params.task == "fit":
+        if trained is None:
+            with timer.stage("rae_train"):
+                seqs = [job_fold_input(j, fs=fs, step_rate_hz=step_rate_hz).leaves for j in jobs]
+                trained = train_merge_model(seqs, rae=params.rae, seed=params.seed)
+        model, losses = trained
+        save_keras_model(model, models_dir / "rae.keras")
+        extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
+    else:
+        import keras
+
+        from sound_cluster.segment import merge_model  # noqa: F401 - registers MergeAutoencoder, so the saved model loads
+
+        model = keras.saving.load_model(str(Path(params.models) / "rae.keras"), safe_mode=True, compile=False)
+    with timer.stage("fold"):
+        device = fold_device(params.rae.fold_device)
+        if device == "gpu":
+            jobs = _fold_batched(jobs, weights=model.fold_weights(), fs=fs, step_rate_hz=step_rate_hz)
+        results = map_files(
+            functools.partial(fold_file, weights=model.fold_weights(), fs=fs, step_rate_hz=step_rate_hz,
+                              output_dir=output_dir, segments=segments, sound_length_s=sound_length_s),
+            jobs, params=params.executor, stage="fold", progress=params.output.progress)
+    done = [r for r in results if not isinstance(r, Failure)]
+    if segments:
+        from sound_cluster.outputs.export import write_segments
+
+        seg_rows = [row for d in done for row in d["segments"]]
+        write_segments(seg_rows, output_dir / "segments.csv")
+        clusters = [int(r[4]) for r in seg_rows if r[4] != ""]
+        extra["segments"] = {"rows": len(seg_rows), "k": params.output.export_k or params.output.segments,
+                             "sizes": np.bincount(clusters).tolist() if clusters else []}
+    extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "linkage": params.rae.linkage,
+                      "fold_device": device,
+                      "leaf_rate_hz": step_rate_hz,
+                      "auto_k_mean": round(float(np.mean([d["auto_k"] for d in done])), 3) if done else None,
+                      "leaves": int(sum(d["n_leaves"] for d in done)),
+                      "max_depth": int(max((d["depth"] for d in done), default=0)),
+                      "plots": int(sum(j.plot for j, r in zip(jobs, results) if not isinstance(r, Failure)))}
+    n_segments = {j.name: r["n_segments"] for j, r in zip(jobs, results) if not isinstance(r, Failure)}
+    return extra, [r for r in results if isinstance(r, Failure)], n_segments
+
+
+def fold_device(setting: str) -> str:
+    """``rae.fold_device`` resolved: ``auto`` is ``gpu`` when TensorFlow sees one."""
+    if setting != "auto":
+        return setting
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def _fold_batched(jobs: list[FoldJob], *, weights, fs: FoldSettings, step_rate_hz: float) -> list[FoldJob]:
+    """The jobs with their merges made by the lockstep fold, ``rae.fold_batch`` files at a time, in order of length.
+
+    A file whose posteriors or frames cannot be read keeps no merges: its own job reports the error.
+    """
+    from sound_cluster.segment.lockstep import fold_lockstep
+
+    batch = fs.rae.fold_batch
+    seqs: dict[int, tuple[Any, np.ndarray]] = {}  # job index -> (FoldInput, leaf sizes)
+    for k, j in enumerate(jobs):
+        try:
+            fin = job_fold_input(j, fs=fs, step_rate_hz=step_rate_hz)
+        except (OSError, ValueError, KeyError):
+            continue
+        seqs[k] = fin, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=step_rate_hz)
+    order = sorted(seqs, key=lambda k: len(seqs[k][0].leaves))  # similar lengths together: little padding
+    out = list(jobs)
+    for a in range(0, len(order), batch):
+        chunk = order[a:a + batch]
+        fins = [seqs[k][0] for k in chunk]
+        # min_size comes from the settings, the same for every file, as the heap fold reads it (FoldInput)
+        merges = fold_lockstep([f.leaves for f in fins], weights=weights, sizes=[seqs[k][1] for k in chunk],
+                               barriers=[f.barriers for f in fins], min_size=fins[0].min_size)
+        for k, m in zip(chunk, merges):
+            out[k] = dataclasses.replace(jobs[k], merges=m)
+    return out

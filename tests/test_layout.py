@@ -1,0 +1,74 @@
+"""The package reads as the pipeline: no import cycles between its modules, late imports included."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sound_cluster"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Each module's imports of other modules of the package, at any depth of the file (late imports too)."""
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            deps |= {t for t in targets if t in modules and t != name}
+        # A package's __init__ re-exporting its own modules is not a dependency of theirs on it.
+        graph[name] = {d for d in deps if not (path.name == "__init__.py" and d.startswith(name + "."))}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for d in sorted(graph[n]):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        state[n] = 2
+        stack.pop()
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    graph = _imports()
+    assert len(graph) > 30
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+@pytest.mark.parametrize("stage, later", [("ingest", ("embed", "segment", "outputs", "run")),
+                                          ("embed", ("segment", "outputs", "run")),
+                                          ("segment", ("outputs", "run"))])
+def test_stages_do_not_import_later_stages(stage, later):
+    graph = _imports()
+    for name, deps in graph.items():
+        if name.startswith(f"sound_cluster.{stage}."):
+            bad = sorted(d for d in deps if d.split(".")[1] in later)
+            assert not bad, f"{name} imports {bad}"
