@@ -13,7 +13,8 @@ import pytest
 
 import sound_cluster
 from sound_cluster.errors import ConfigError
-from sound_cluster.outputs.evaluate import evaluate_run, read_segments
+from sound_cluster.outputs.evaluate import evaluate_run
+from sound_cluster.outputs.references import read_segments
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "sound_cluster" / "demo"

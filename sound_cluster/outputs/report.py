@@ -246,7 +246,7 @@ def write_report(
 
 def _references(summary: dict) -> dict:
     """The reference segments the run was scored against (empty when none)."""
-    from sound_cluster.outputs.evaluate import read_segments
+    from sound_cluster.outputs.references import read_segments
 
     path = (summary.get("segment_metrics") or {}).get("segments")
     try:
@@ -259,7 +259,7 @@ def _references(summary: dict) -> dict:
 
 def _labels_by_path(summary: dict) -> dict[str, str]:
     """The clip labels the run was scored against (empty when none)."""
-    from sound_cluster.outputs.evaluate import read_labels
+    from sound_cluster.outputs.references import read_labels
 
     path = (summary.get("metrics") or {}).get("labels")
     try:

@@ -15,7 +15,8 @@ from sound_cluster.ingest.extract import FileFeatures, extract_features
 from sound_cluster.ingest.failures import Failure, display_path, write_failures
 from sound_cluster.ingest.features import FeatureCache, warm_up
 from sound_cluster.ingest.names import output_names
-from sound_cluster.outputs.evaluate import evaluate_run, read_labels, read_segments
+from sound_cluster.outputs.evaluate import evaluate_run
+from sound_cluster.outputs.references import read_labels, read_segments
 from sound_cluster.run.embed_stage import embed_stage, with_model_features
 from sound_cluster.run.executor import map_files
 from sound_cluster.run.fold_stage import fold_stage
@@ -205,7 +206,7 @@ def _check_references(references: dict[str, dict | None], files: list[Path], rel
     The demo's own references cover only part of it by design (labels the clips, segments the
     joined sequences): that is said at INFO level.
     """
-    from sound_cluster.outputs.evaluate import match_references
+    from sound_cluster.outputs.references import match_references
 
     found = {display_path(f, rel_root) for f in files}
     for key, ref in references.items():

@@ -1,0 +1,158 @@
+"""Reference annotations a run is scored against: file labels and labelled segments (CSV, Audacity, Raven)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from sound_cluster.errors import ConfigError
+
+
+def _path_column(fieldnames, path: Path, key: str, rest: tuple[str, ...]) -> str:
+    """The column naming each file: ``path``, or ``filename`` (the header of most labelled folders)."""
+    names = set(fieldnames or ())
+    col = "path" if "path" in names else "filename" if "filename" in names else None
+    if col is None or not set(rest) <= names:
+        raise ConfigError(f"{key} file {path} must have columns path (or filename),{','.join(rest)}; "
+                          f"got {fieldnames}")
+    return col
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """``path,label`` (or ``filename,label``) CSV -> {relative path: label}. The first row is the header.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or has no path (or filename) and label columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"data.labels must be an existing CSV file, got {str(path)!r}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        col = _path_column(reader.fieldnames, path, "data.labels", ("label",))
+        return {row[col].replace("\\", "/"): row["label"] for row in reader}
+
+
+def read_segments(path: Path, *, fmt: str = "auto") -> dict[str, list[tuple[float, float, str]]]:
+    """Reference segments -> {relative path: [(start_s, end_s, label), ...] sorted}.
+
+    Parameters
+    ----------
+    path : Path
+        A CSV file ``path,start_s,end_s,label`` (or ``filename,...``), or a folder of Audacity label
+        tracks (``<audio path>.txt`` or ``<audio stem>.txt``) or Raven selection tables
+        (``<audio path or stem>[.Table.1].selections.txt``), searched recursively; a folder's keys
+        are the label files' paths relative to it without those suffixes (:func:`match_references`
+        pairs them with audio files).
+    fmt : {"auto", "csv", "audacity", "raven"}
+        ``auto``: a file is CSV; a folder holding ``*.selections.txt`` files (or tables whose first
+        line starts with ``Selection``) is Raven, else Audacity.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, missing columns, or a row whose times are not numbers with end > start >= 0.
+    """
+    path = Path(path)
+    if fmt == "auto":
+        fmt = "csv" if path.is_file() else _folder_format(path)
+    if fmt == "csv":
+        return _read_segments_csv(path)
+    if not path.is_dir():
+        raise ConfigError(f"data.segments must be a folder of {fmt} files with data.segments_format={fmt}, "
+                          f"got {str(path)!r}")
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for f in sorted(path.rglob("*.txt")):
+        rel = f.relative_to(path).as_posix()
+        key = re.sub(r"(\.Table\.\d+)?\.selections\.txt$", "", rel) if fmt == "raven" else rel[:-len(".txt")]
+        rows = _read_raven(f) if fmt == "raven" else _read_audacity(f)
+        if rows:
+            out[key] = sorted(rows)
+    return out
+
+
+def _folder_format(path: Path) -> str:
+    files = sorted(path.rglob("*.txt")) if path.is_dir() else []
+    if any(f.name.endswith(".selections.txt") for f in files):
+        return "raven"
+    for f in files[:5]:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            if fh.readline().startswith("Selection\t"):
+                return "raven"
+    return "audacity"
+
+
+def _times(key: str, where: str, start: str, end: str) -> tuple[float, float]:
+    try:
+        s, e = float(start), float(end)
+    except ValueError:
+        raise ConfigError(f"{key} {where}: times must be numbers, got {start!r}, {end!r}") from None
+    if not 0 <= s < e:
+        raise ConfigError(f"{key} {where}: need 0 <= start_s < end_s, got {s}, {e}")
+    return s, e
+
+
+def _read_audacity(path: Path) -> list[tuple[float, float, str]]:
+    """An Audacity label track: ``start<TAB>end<TAB>label`` lines; ``\\`` lines (a label's frequency range) skipped."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("\\"):
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise ConfigError(f"data.segments {path} line {i}: an Audacity label line is start<TAB>end<TAB>label, "
+                                  f"got {line!r}")
+            s, e = _times("data.segments", f"{path} line {i}", parts[0], parts[1])
+            out.append((s, e, parts[2] if len(parts) > 2 else ""))
+    return out
+
+
+def _read_raven(path: Path) -> list[tuple[float, float, str]]:
+    """A Raven selection table: one row per selection (a selection listed in several views counts once); the label
+    from its ``Annotation`` column, else ``Cluster`` (what sound-cluster writes), else none."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        need = {"Selection", "Begin Time (s)", "End Time (s)"}
+        if not need <= set(reader.fieldnames or ()):
+            raise ConfigError(f"data.segments {path}: a Raven selection table needs the columns "
+                              f"{', '.join(sorted(need))}; got {reader.fieldnames}")
+        label = next((c for c in ("Annotation", "Cluster") if c in reader.fieldnames), None)
+        seen, out = set(), []
+        for i, row in enumerate(reader, start=2):
+            if row["Selection"] in seen:
+                continue
+            seen.add(row["Selection"])
+            s, e = _times("data.segments", f"{path} line {i}", row["Begin Time (s)"], row["End Time (s)"])
+            out.append((s, e, (row.get(label) or "") if label else ""))
+    return out
+
+
+def match_references(references: Mapping[str, Sequence], paths: Iterable[str]) -> dict[str, Sequence]:
+    """Each audio path's references: under the path itself, or under the path without its extension."""
+    out = {}
+    for p in paths:
+        if p in references:
+            out[p] = references[p]
+        elif "." in p.rsplit("/", 1)[-1] and p.rsplit(".", 1)[0] in references:
+            out[p] = references[p.rsplit(".", 1)[0]]
+    return out
+
+
+def _read_segments_csv(path: Path) -> dict[str, list[tuple[float, float, str]]]:
+    if not path.is_file():
+        raise ConfigError(f"data.segments must be an existing CSV file, got {str(path)!r}")
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        col = _path_column(reader.fieldnames, path, "data.segments", ("start_s", "end_s", "label"))
+        for i, row in enumerate(reader, start=2):
+            s, e = _times(f"data.segments {path}", f"line {i}", row["start_s"], row["end_s"])
+            out.setdefault(row[col].replace("\\", "/"), []).append((s, e, row["label"]))
+    return {k: sorted(v) for k, v in out.items()}
+
