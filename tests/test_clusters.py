@@ -31,6 +31,45 @@ def test_auto_finds_the_number_of_kinds_and_numbers_clusters_by_size(n_kinds):
     assert max(c.curve, key=c.curve.get) == n_kinds and set(c.curve) == set(range(1, 17))
 
 
+def _families(noise, *, families=4, kinds=3, per=20, dim=16, seed=0):
+    """Unit embeddings of a two-level hierarchy: ``families`` far apart, ``kinds`` nearer each other inside each."""
+    rng = np.random.default_rng(seed)
+    x, y = [], []
+    for f, centre in enumerate(rng.standard_normal((families, dim)) * 6.0):
+        for k, kind in enumerate(centre + rng.standard_normal((kinds, dim))):
+            x.append(kind + noise * rng.standard_normal((per, dim)))
+            y += [f * kinds + k] * per
+    return np.concatenate(x), np.array(y)
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.2])
+def test_two_levels_the_rule_counts_the_kinds_not_the_families(noise):
+    """4 families of 3 tight kinds: the knee of the log scatter is at the kinds (12); the knee of the scatter
+    itself stops at the families (4), the undercount the log scale was adopted against."""
+    from sound_cluster.embed.clusters import choose_k, ward_hierarchy, within_scatter
+
+    x, kinds = _families(noise)
+    c = cluster_clips(x, n_clusters="auto", max_clusters=32)
+    assert c.k == 12 and (np.bincount(c.labels) == 20).all()
+    assert len(set(zip(c.labels, kinds))) == 12  # each cluster one kind
+    h = ward_hierarchy(x)
+    ks = np.arange(1, 33)
+    assert knee(ks, np.array([within_scatter(h.x, h.cut(int(k))) for k in ks]))[0] == 4
+    assert choose_k(h, max_clusters=32)[0] == 12
+
+
+def test_the_hierarchy_round_trips_and_any_k_is_its_cut(tmp_path):
+    from sound_cluster.embed.clusters import Hierarchy, clusters_at, ward_hierarchy
+
+    x, _ = _families(0.2)
+    h = ward_hierarchy(x)
+    h.save(tmp_path / "hierarchy.npz")
+    again = Hierarchy.load(tmp_path / "hierarchy.npz")
+    for k in (2, 4, 12, "auto"):
+        np.testing.assert_array_equal(clusters_at(again, n_clusters=k, max_clusters=32).labels,
+                                      cluster_clips(x, n_clusters=k, max_clusters=32).labels)
+
+
 def test_unequal_kinds_keep_their_sizes():
     # The clustering loss asks for equal clusters; the hierarchy does not.
     emb, kinds = _clips(3, sizes=[40, 8, 3])

@@ -35,11 +35,11 @@ from sound_cluster.config.run import EXPORTS, ExecutorParams, OutputParams
 from sound_cluster.config.segment import RaeParams
 
 GROUPS = ("data", "features", "model", "train", "rae", "pretrain", "executor", "output")
-TOP_LEVEL = ("task", "seed", "models")  # the root's own keys
+TOP_LEVEL = ("task", "seed", "models", "run")  # the root's own keys
 
 __all__ = ["AUDIO_EXTENSIONS", "EXPORTS", "GROUPS", "PRETRAIN_TRAIN", "SEGMENT_FORMATS", "UNITS", "AugmentParams",
            "ConvBlock", "DataParams", "ExecutorParams", "FeatureParams", "ModelParams", "OutputParams", "Params",
-           "PretrainParams", "RaeParams", "TrainParams", "check_features_fit_training", "default_nodes",
+           "PretrainParams", "RaeParams", "TrainParams", "as_config", "check_features_fit_training", "default_nodes",
            "params_from_config", "saved_model_params"]
 
 
@@ -52,6 +52,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def as_config(params: Params) -> dict[str, Any]:
+    """``params`` as the plain config mapping :func:`params_from_config` builds them from (what summary.json records)."""
+    return {**{k: _plain(getattr(params, k)) for k in TOP_LEVEL}, **{g: _plain(getattr(params, g)) for g in GROUPS}}
 
 
 def default_nodes() -> dict[str, dict[str, Any]]:

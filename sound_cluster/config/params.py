@@ -15,6 +15,12 @@ from sound_cluster.config.segment import RaeParams
 from sound_cluster.errors import ConfigError
 
 
+TASKS = ("fit", "apply", "recluster", "pretrain")
+# What task=recluster reads from the run it cuts again.
+RECLUSTER_NEEDS = ("summary.json", "clusters.csv", "posteriors", "models/embedding.keras", "models/rae.keras",
+                   "models/params.json", "models/clusters.json", "models/units.npz", "models/hierarchy.npz")
+
+
 @dataclass(frozen=True)
 class Params:
     """All parameters of one run; each group's defaults are those of its dataclass (the only place they are stated).
@@ -22,12 +28,15 @@ class Params:
     Attributes
     ----------
     task
-        fit: train and assign | apply: assign with the trained models in ``models`` | pretrain:
-        train an encoder on a large corpus (``pretrain``)
+        fit: train and assign | apply: assign with the trained models in ``models`` | recluster: cut
+        the finished run ``run`` at another ``model.n_clusters`` and write a new run | pretrain: train an
+        encoder on a large corpus (``pretrain``)
     seed
         seeds every random draw of training and clustering
     models
         task=apply: a run's ``models/`` folder
+    run
+        task=recluster: a finished run's folder (its data, features and embeddings are reused)
     """
 
     data: DataParams = field(default_factory=DataParams)
@@ -41,9 +50,10 @@ class Params:
     task: str = "fit"
     seed: int = 0
     models: Path | None = None
+    run: Path | None = None
 
     def check(self) -> None:
-        one_of("task", self.task, ("fit", "apply", "pretrain"))
+        one_of("task", self.task, TASKS)
         non_negative("seed", self.seed, integer=True)
         for group in ("data", "features", "model", "executor", "output"):
             getattr(self, group).check(group)
@@ -58,6 +68,15 @@ class Params:
         if self.task == "pretrain":
             self.pretrain.check("pretrain")
             check_features_fit_training(self.features, self.pretrain.train, prefix="pretrain.train")
+        if self.task == "recluster":
+            if self.run is None:
+                fail("run", None, "a finished run's folder when task=recluster")
+            for name in RECLUSTER_NEEDS:
+                if not (Path(self.run) / name).exists():
+                    fail("run", str(self.run), f"a finished run's folder holding {name} (written by sound-cluster "
+                         "0.1 from this version on)")
+        elif self.run is not None:
+            fail("run", str(self.run), "null unless task=recluster")
         if self.task == "apply":
             if self.models is None:
                 fail("models", None, "a run's models/ folder when task=apply")
@@ -175,6 +194,7 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
         task=cfg.get("task", "fit"),
         seed=cfg.get("seed", 0),
         models=_path_or_none("models", cfg.get("models"), base),
+        run=_path_or_none("run", cfg.get("run"), base),
     )
     params.check()
     return params

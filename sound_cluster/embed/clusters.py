@@ -6,7 +6,8 @@ embeddings (the unit-length mean of each file's step embeddings), cut at K. Ward
 not be of equal size, as real folders are not (the clustering loss asks for equal clusters, and
 the argmax of a head trained with it threw away what the embedding knew: measured in
 BENCHMARKS.md). ``model.n_clusters=auto`` chooses K at the knee of the within-cluster scatter
-over the cuts K = 1..``model.max_clusters`` (Satopaa et al. 2011, "Kneedle"). The encoder's
+over the cuts K = 1..``model.max_clusters``, on a log scale (Satopaa et al. 2011, "Kneedle"); the
+hierarchy is kept with the models, so ``task=recluster`` cuts it at another K in seconds. The encoder's
 cluster head is then trained to give every file's steps its cluster (a self-labelling pass, as in
 SCAN; :mod:`sound_cluster.embed.head`), so posteriors, trees and clusters.csv agree.
 """
@@ -21,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from sound_cluster.io_utils import atomic_write_text
+from sound_cluster.io_utils import atomic_open, atomic_write_text
 
 # ``name``: the output name of the file's trees/, posteriors/ and plots/ entries (the path itself,
 # unless that is not UTF-8 or too long; see :mod:`sound_cluster.ingest.names`).
@@ -171,69 +172,145 @@ class ClipClusters:
         return ClusterRecord(self.k, self.requested, self.rule, self.curve, self.scatter, unit, sound_length_s)
 
 
-def cluster_clips(clip_embeddings: np.ndarray, *, n_clusters: int | str, max_clusters: int,
-                  max_exact: int = 4000, seed: int = 0) -> ClipClusters:
-    """Cluster files by Ward's hierarchy over their clip embeddings.
+RULE = "knee of the log within-cluster scatter over Ward's hierarchy of the units"
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Ward's hierarchy over a run's units, kept with its models (``models/hierarchy.npz``) so any K is a cut.
+
+    Attributes
+    ----------
+    x : np.ndarray [shape=(n_units, D), dtype=float64]
+        The units' embeddings, unit length, as clustered.
+    tree : np.ndarray [shape=(n_nodes - 1, 4)]
+        scipy's linkage matrix over the hierarchy's leaves.
+    item : np.ndarray [shape=(n_units,), dtype=int64]
+        Each unit's leaf: the unit itself, or above ``max_exact`` units its k-means centroid.
+    """
+
+    x: np.ndarray
+    tree: np.ndarray
+    item: np.ndarray
+
+    def cut(self, k: int) -> np.ndarray:
+        """Each unit's cluster (0-based, in scipy's order) when the hierarchy is cut into ``k`` clusters."""
+        from scipy.cluster.hierarchy import fcluster
+
+        if len(self.tree) == 0:  # one unit
+            return np.zeros(len(self.item), dtype=np.int64)
+        return (fcluster(self.tree, k, criterion="maxclust") - 1)[self.item]
+
+    def candidates(self, max_clusters: int) -> np.ndarray:
+        """The K that ``auto`` considers: 1..``max_clusters``, no more than there are units."""
+        return np.arange(1, min(max_clusters, len(self.x)) + 1)
+
+    def save(self, path: Path) -> None:
+        with atomic_open(path, "wb", fsync=False) as fh:
+            np.savez(fh, x=self.x, tree=self.tree, item=self.item)
+
+    @classmethod
+    def load(cls, path: Path) -> "Hierarchy":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["x"], z["tree"], z["item"])
+
+
+def ward_hierarchy(vectors: np.ndarray, *, max_exact: int = 4000, seed: int = 0) -> Hierarchy:
+    """Ward's hierarchy over unit embeddings.
 
     Parameters
     ----------
-    clip_embeddings : np.ndarray [shape=(n_files, D)]
-        Each file's mean embedding; made unit-length here (its scale says nothing about its kind).
-    n_clusters : int or "auto"
-        ``auto``: K at the knee of the within-cluster scatter of the cuts K = 1..max_clusters (no
-        more than there are files). An integer larger than the number of files gives one
-        cluster per file.
-    max_clusters : int
-        The largest K ``auto`` considers.
+    vectors : np.ndarray [shape=(n_units, D)]
+        Each unit's embedding; made unit-length here (its scale says nothing about its kind).
     max_exact : int
-        Above this many files the hierarchy is built over the centroids of ``max_exact`` k-means
-        clusters of the files (each centroid counted once), so memory stays at
-        ``max_exact ** 2`` distances whatever the folder's size.
+        Above this many units the hierarchy is built over the centroids of ``max_exact`` k-means
+        clusters of the units (each centroid counted once), so memory stays at ``max_exact ** 2``
+        distances whatever the folder's size.
     seed : int
         Seeds that k-means (the hierarchy itself is deterministic).
-
-    Returns
-    -------
-    ClipClusters
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.cluster.hierarchy import linkage
 
-    x = np.asarray(clip_embeddings, dtype=np.float64)
+    x = np.asarray(vectors, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     n = len(x)
     if n == 1:
-        return ClipClusters(np.zeros(1, dtype=np.int64), 1, n_clusters, "one file" if n_clusters == "auto" else "given")
+        return Hierarchy(x, np.zeros((0, 4)), np.zeros(1, dtype=np.int64))
     if n > max_exact:
         from sklearn.cluster import MiniBatchKMeans
 
         micro = MiniBatchKMeans(max_exact, random_state=seed, n_init=1, batch_size=4096).fit(x)
-        nodes, of_file = micro.cluster_centers_, micro.labels_
+        nodes, item = micro.cluster_centers_, micro.labels_.astype(np.int64)
     else:
-        nodes, of_file = x, np.arange(n)
-    tree = linkage(nodes, method="ward")
+        nodes, item = x, np.arange(n, dtype=np.int64)
+    return Hierarchy(x, linkage(nodes, method="ward"), item)
 
-    def cut(k: int) -> np.ndarray:
-        return (fcluster(tree, k, criterion="maxclust") - 1)[of_file]
 
-    if n_clusters == "auto":
-        ks = np.arange(1, min(max_clusters, n) + 1)
-        scatter = np.array([within_scatter(x, cut(int(k))) for k in ks])
+def choose_k(h: Hierarchy, *, max_clusters: int) -> tuple[int, dict[int, float], dict[int, float]]:
+    """``model.n_clusters=auto``: K at the knee of the log within-cluster scatter of Ward's cuts K = 1..max_clusters.
+
+    The knee (Kneedle) of ``log W(K)``: the K farthest below the chord from K = 1 to the last candidate.
+    On the scatter itself the first big drop (families of kinds: instrument families before
+    instruments) hides the rest; its logarithm weighs each drop by what is left. Chosen among seven
+    rules by ``scripts/probe_k_rules.py`` (BENCHMARKS.md). The cut into as many clusters as units is
+    left out (its scatter is zero, its log unbounded); two units that differ stay apart.
+
+    Returns
+    -------
+    k : int
+    criterion : dict of int to float
+        Each candidate's normalised distance below the chord (the chosen k has the largest).
+    scatter : dict of int to float
+        Each candidate's within-cluster sum of squares (unit-length embeddings).
+    """
+    n = len(h.x)
+    if n == 1:
+        return 1, {1: 0.0}, {1: 0.0}
+    ks = h.candidates(max_clusters)
+    scatter = np.array([within_scatter(h.x, h.cut(int(k))) for k in ks])
+    if len(ks) < 3:  # two units: too few for a knee; apart when they differ
+        k = int(ks[-1]) if scatter[0] > 1e-9 else 1
+        return k, {int(a): float(a == k) for a in ks}, {int(a): float(b) for a, b in zip(ks, scatter)}
+    use = ks < n if ks[-1] == n else np.ones(len(ks), bool)
+    if use.sum() < 3:  # three units: the knee of the scatter itself
         k, gap = knee(ks, scatter)
-        if len(ks) < 3 and scatter[0] > 1e-9:  # two files that differ: too few for a knee, keep them apart
-            k = int(ks[-1])
-        curve = {int(a): float(b) for a, b in zip(ks, gap)}
-        scat = {int(a): float(b) for a, b in zip(ks, scatter)}
-        rule = "knee of the within-cluster scatter over Ward's hierarchy of the units"
+        return k, {int(a): float(g) for a, g in zip(ks, gap)}, {int(a): float(b) for a, b in zip(ks, scatter)}
+    floor = max(float(scatter[0]), 1e-12) * 1e-9  # identical units: a scatter of zero
+    k, gap = knee(ks[use], np.log(np.maximum(scatter[use], floor)))
+    crit = dict.fromkeys((int(a) for a in ks), 0.0)
+    crit.update({int(a): float(g) for a, g in zip(ks[use], gap)})
+    return k, crit, {int(a): float(b) for a, b in zip(ks, scatter)}
+
+
+def clusters_at(h: Hierarchy, *, n_clusters: int | str, max_clusters: int) -> ClipClusters:
+    """The units' clusters: the hierarchy cut at ``n_clusters`` (``auto``: :func:`choose_k`).
+
+    An integer larger than the number of units gives one cluster per unit. Clusters are numbered
+    from the most units to the fewest (ties: the cluster of the earlier unit first).
+    """
+    n = len(h.x)
+    if n_clusters == "auto":
+        k, curve, scat = choose_k(h, max_clusters=max_clusters)
+        rule = RULE if n > 1 else "one unit"
     else:
         k, curve, scat, rule = min(int(n_clusters), n), {}, {}, "given"
-    labels = cut(k)
-    # Number clusters from the most files to the fewest (ties: the cluster of the earlier file first).
+    labels = h.cut(k) if n > 1 else np.zeros(1, dtype=np.int64)
     found, first, counts = np.unique(labels, return_index=True, return_counts=True)
     order = np.lexsort((first, -counts))
     rank = np.empty(int(found.max()) + 1, dtype=np.int64)
     rank[found[order]] = np.arange(len(found))
-    # Identical files can leave fewer clusters than asked for: k is what the cut holds.
+    # Identical units can leave fewer clusters than asked for: k is what the cut holds.
     return ClipClusters(rank[labels], len(found), n_clusters, rule, curve, scat)
+
+
+def cluster_clips(clip_embeddings: np.ndarray, *, n_clusters: int | str, max_clusters: int,
+                  max_exact: int = 4000, seed: int = 0) -> ClipClusters:
+    """Cluster units (files, or the sounds inside them) by Ward's hierarchy over their embeddings.
+
+    :func:`ward_hierarchy` then :func:`clusters_at`; see there for the parameters.
+    """
+    return clusters_at(ward_hierarchy(clip_embeddings, max_exact=max_exact, seed=seed), n_clusters=n_clusters,
+                       max_clusters=max_clusters)
 
 
 def write_clusters(rows: Iterable[Assignment], out_path: Path) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from keras import layers, ops
 
 from sound_cluster.config import AugmentParams, ModelParams, TrainParams
-from sound_cluster.embed.clusters import ClipClusters, cluster_clips
+from sound_cluster.embed.clusters import ClipClusters, Hierarchy, clusters_at, ward_hierarchy
 from sound_cluster.embed.encoder import HEADS, PACKAGE, build_encoder, time_geometry
 from sound_cluster.embed.inference import Posteriors
 from sound_cluster.embed.losses import masked_mean_log_posterior, step_mask
@@ -181,12 +181,15 @@ class FittedClusters:
     step_embeddings : list of np.ndarray [shape=(n_steps, embedding_dim), dtype=float32]
         Each file's step embeddings, as ``encoder`` gives them (the head was not in their way):
         :meth:`sound_cluster.embed.inference.Posteriors.from_embeddings` turns them into posteriors.
+    hierarchy : Hierarchy
+        Ward's hierarchy the clusters were cut from (any other K is another cut of it).
     """
 
     encoder: keras.Model
     clusters: ClipClusters
     history: dict[str, list[float]]
     step_embeddings: list[np.ndarray]
+    hierarchy: Hierarchy
 
 
 def fit_clusters(encoder: keras.Model, frames: Iterable[np.ndarray], *, model: ModelParams, train: TrainParams,
@@ -232,15 +235,25 @@ def fit_unit_clusters(encoder: keras.Model, vectors: np.ndarray, unit_steps: lis
     max_clusters : int, optional
         The largest K ``auto`` considers; ``model.max_clusters`` by default.
     """
-    clusters = cluster_clips(vectors, n_clusters=model.n_clusters, max_clusters=max_clusters or model.max_clusters,
-                             seed=seed)
+    hierarchy = ward_hierarchy(vectors, seed=seed)
+    clusters = clusters_at(hierarchy, n_clusters=model.n_clusters, max_clusters=max_clusters or model.max_clusters)
+    encoder, history = head_for(encoder, clusters, unit_steps, model=model, train=train, seed=seed, verbose=verbose)
+    return FittedClusters(encoder, clusters, history, step_embeddings, hierarchy)
+
+
+def head_for(encoder: keras.Model, clusters: ClipClusters, unit_steps: list[np.ndarray], *, model: ModelParams,
+             train: TrainParams, seed: int, verbose: int = 0) -> tuple[keras.Model, dict[str, list[float]]]:
+    """``encoder`` with a head of ``clusters.k`` clusters trained to give each unit's steps its cluster.
+
+    Everything but the head is ``encoder``'s own; the head depends only on the arguments (it is seeded by
+    ``seed``), so cutting a run's hierarchy again (``task=recluster``) gives the head a fresh fit would.
+    """
     log.info("clusters: K=%d (%s) over %d units; training the cluster head on them", clusters.k, clusters.rule,
              len(unit_steps))
     weights, history = train_label_head(unit_steps, clusters.labels, k=clusters.k, train=train,
                                         time_pool=time_geometry(encoder)[0], seed=seed,
                                         norm=encoder.get_layer(HEAD_INPUT), verbose=verbose)
-    return FittedClusters(with_head(encoder, model=model, k=clusters.k, weights=weights), clusters, history,
-                          step_embeddings)
+    return with_head(encoder, model=model, k=clusters.k, weights=weights), history
 
 
 def pretrained_backbone(init: keras.Model, *, model: ModelParams, n_mels: int) -> keras.Model:

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from sound_cluster.io_utils import atomic_open
+from sound_cluster.outputs.report_hierarchy import candidates, dendrogram_plot, k_choice_plot
 
 log = logging.getLogger(__name__)
 
@@ -228,14 +229,16 @@ def write_report(
             for seg in f["segments"]:
                 seg["src"] = f"{src}#t={seg['start_s']:.3f},{seg['end_s']:.3f}"
     pca = _pca_plot(output_dir, rows, colors)
-    k_plot = _k_choice_plot(output_dir, summary["clusters"])
+    k_plot = k_choice_plot(output_dir, summary["clusters"])
+    k_candidates = candidates(summary["clusters"], run_dir=output_dir)
+    hierarchy_plot = dendrogram_plot(output_dir, k_candidates)
     legend = [{"k": c, "color": colors[c], "n": sizes[c]} for c in range(k) if sizes[c]]
     env = jinja2.Environment(loader=jinja2.PackageLoader("sound_cluster.outputs", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     page = env.get_template("report.html.j2").render(
         title=html.unescape(Path(summary["data_path"]).name or summary["data_path"]), summary=summary,
         clusters=summary["clusters"], metrics=summary.get("metrics"), segment_metrics=summary.get("segment_metrics"),
-        bars=bars, cluster_rows=cluster_rows, files=files, pca=pca, k_plot=k_plot, excerpt_s=excerpt_s, legend=legend,
+        bars=bars, cluster_rows=cluster_rows, files=files, pca=pca, k_plot=k_plot, k_candidates=k_candidates, hierarchy_plot=hierarchy_plot, excerpt_s=excerpt_s, legend=legend,
         has_labels=bool(labels), segments_k=segments_k, seg_clusters=seg_clusters, unit=unit, n_units=n_units,
         event_metrics=summary.get("event_metrics"))
     out = output_dir / "report.html"
@@ -293,33 +296,3 @@ def _pca_plot(output_dir: Path, rows: Sequence, colors: list[str]) -> str | None
         fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return "report/embedding_pca.png"
-
-
-def _k_choice_plot(output_dir: Path, clusters: Mapping) -> str | None:
-    """With ``model.n_clusters=auto``: the within-cluster scatter and the knee criterion at every candidate K,
-    the chosen K marked; returns its relative URL (``None`` when K was given)."""
-    choice = clusters.get("choice") or {}
-    crit, scatter = choice.get("criterion") or {}, choice.get("within_scatter") or {}
-    if len(crit) < 2:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ks = sorted(int(k) for k in crit)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(ks, [scatter[str(k)] for k in ks], "o-", color="#1f77b4", ms=3, label="within-cluster scatter")
-    ax.set_xlabel("K")
-    ax.set_ylabel("within-cluster scatter")
-    ax2 = ax.twinx()
-    ax2.plot(ks, [crit[str(k)] for k in ks], "s--", color="#ff7f0e", ms=3, label="criterion (distance below chord)")
-    ax2.set_ylabel("criterion")
-    ax.axvline(clusters["n_clusters"], color="k", lw=1)
-    ax.annotate(f"chosen K = {clusters['n_clusters']}", (clusters["n_clusters"], ax.get_ylim()[1]),
-                xytext=(4, -12), textcoords="offset points", fontsize=8)
-    fig.legend(loc="upper right", fontsize=7, bbox_to_anchor=(0.88, 0.88))
-    with atomic_open(output_dir / "report" / "k_choice.png", "wb", fsync=False) as fh:
-        fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "report/k_choice.png"

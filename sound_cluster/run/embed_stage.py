@@ -17,10 +17,10 @@ from sound_cluster.errors import AudioError, ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
 from sound_cluster.io_utils import atomic_open, atomic_write_json
 from sound_cluster.run.run_dir import Timer
+from sound_cluster.run.saved_models import load_record, save_units
 from sound_cluster.segment.units import SEGMENT
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -116,11 +116,13 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
                                        if units is not None else params.model.max_clusters)
             del unit_steps
             encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
+            file_labels = None if units is not None else {f.path: int(c) for f, c in zip(readable, clusters.labels)}
             # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
             known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
+            fitted.hierarchy.save(models_dir / "hierarchy.npz")  # any other K is another cut of it
             del fitted
             record = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
-            _save_units(models_dir / "units.npz", vectors=vectors, labels=clusters.labels,
+            save_units(models_dir / "units.npz", vectors=vectors, labels=clusters.labels,
                         files=[display_path(f.path, rel_root) for f in readable], units=units,
                         n_steps=[len(e) for e in steps])
         del steps
@@ -148,8 +150,20 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
                              "history": history,
                              "head": {"steps": params.train.head_steps,
                                       "final_cross_entropy": round(head_history["loss"][-1], 4)}}
+    elif params.task == "recluster":
+        from sound_cluster.run.recluster import recut
+
+        with timer.stage("cluster"):
+            cut = recut(feats, params=params, models_dir=models_dir, rel_root=rel_root, failures=failures)
+        encoder, record, known, file_labels = cut.encoder, cut.record, cut.known, cut.file_labels
+        unit_fit = UnitFit(record.unit, counts=cut.unit_counts, spans=cut.unit_spans,
+                           sound_length_s=record.sound_length_s)
+        extra["units"] = {"unit": record.unit, "requested": record.unit, "rule": "the run's unit",
+                          "sound_length_s": record.sound_length_s}
+        extra["recluster"] = {"run": str(params.run), "head": {
+            "steps": params.train.head_steps, "final_cross_entropy": round(cut.head_history["loss"][-1], 4)}}
     else:
-        known = {}
+        known, file_labels = {}, None
         encoder = load_encoder(str(Path(params.models) / "embedding.keras"))
         extra["models"] = str(params.models)
         record = load_record(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
@@ -194,11 +208,10 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
                          else []}
     if agree:
         extra["clusters"]["head_agrees"] = round(float(np.mean(agree)), 4)
-    elif params.task == "fit":
+    elif file_labels is not None:
         # clusters.csv holds the argmax of each file's mean posterior under the trained head; how
         # often that is the file's cluster in the hierarchy the head was trained on:
-        label = {f.path: int(c) for f, c in zip(readable, clusters.labels)}
-        extra["clusters"]["head_agrees"] = round(float(np.mean([r.cluster == label[feats[r.index].path]
+        extra["clusters"]["head_agrees"] = round(float(np.mean([r.cluster == file_labels[feats[r.index].path]
                                                                 for r in rows])), 4)
     for w in extra["clusters"]["warnings"]:
         log.warning("%s", w)
@@ -221,43 +234,6 @@ def _readable(feats, failures: list[Failure]) -> list:
     if not out:
         raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
     return out
-
-
-def _save_units(path: Path, *, vectors: np.ndarray, labels: np.ndarray, files: list[str], units,
-                n_steps: list[int]) -> None:
-    """``models/units.npz``: what was clustered (each unit's file, step span and embedding) and its cluster.
-
-    Arrays: ``vectors`` (n_units, D) float32, unit length as clustered; ``cluster``, ``unit_file``,
-    ``start``, ``end`` (n_units,) int64 (steps, half-open); ``files`` (n_files,) str, the paths of
-    clusters.csv. File units span their whole file.
-    """
-    if units is None:
-        file, start, end = np.arange(len(files)), np.zeros(len(files), np.int64), np.asarray(n_steps, np.int64)
-    else:
-        file, start, end = units.file, units.start, units.end
-    v = np.asarray(vectors, dtype=np.float64)
-    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    with atomic_open(path, "wb", fsync=False) as fh:
-        np.savez(fh, vectors=v.astype(np.float32), cluster=np.asarray(labels, np.int64), unit_file=np.asarray(file),
-                 start=np.asarray(start), end=np.asarray(end), files=np.asarray(files, dtype=str))
-
-
-def load_record(models: Path, *, head_clusters: int) -> ClusterRecord:
-    """The record a fit saved with its models (``models/clusters.json``), checked against the encoder's head.
-
-    Raises
-    ------
-    ConfigError
-        The record is missing or unreadable, or its K is not the head's number of outputs.
-    """
-    path = models / "clusters.json"
-    try:
-        record = ClusterRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"models: cannot read {path}: {err}") from None
-    if record.k != head_clusters:
-        raise ConfigError(f"models: {path} records {record.k} clusters, but the encoder's head has {head_clusters}")
-    return record
 
 
 def _cluster_warnings(record: ClusterRecord, sizes: np.ndarray, *, n_files: int) -> list[str]:

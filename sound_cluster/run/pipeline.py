@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sound_cluster.config import Params
+from sound_cluster.config import Params, as_config
 from sound_cluster.errors import AudioError, ConfigError, SoundClusterError
 from sound_cluster.ingest.audio import discover
 from sound_cluster.ingest.extract import FileFeatures, extract_features
@@ -70,7 +70,11 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     prepare_run_dir(output_dir, overwrite=params.output.overwrite)
     if params.task == "apply":
         params = with_model_features(params)
-    state = RunState(params, params.data.path or demo_path(), config or {}, Timer())
+    elif params.task == "recluster":
+        from sound_cluster.run.recluster import recluster_params
+
+        params = recluster_params(params)
+    state = RunState(params, params.data.path or demo_path(), config or as_config(params), Timer())
     write_summary(output_dir, state, status="running")
     try:
         state.cache = _prepare_cache(params)
@@ -101,8 +105,13 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
     with timer.stage("discover"):
         files, failures = discover(root, extensions=params.data.extensions,
                                    follow_symlinks=params.data.follow_symlinks)
-    state.files, state.failures = files, failures
     rel_root = root if root.is_dir() else root.parent
+    if params.task == "recluster":  # the run's files, not what the folder holds now
+        from sound_cluster.embed.clusters import read_clusters
+
+        theirs = {r.path for r in read_clusters(params.run / "clusters.csv")}
+        files = [f for f in files if display_path(f, rel_root) in theirs]
+    state.files, state.failures = files, failures
     _check_references(references, files, rel_root, state.extra, demo=params.data.path is None)
     if params.data.strict and failures:
         f = failures[0]

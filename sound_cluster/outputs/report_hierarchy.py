@@ -1,0 +1,106 @@
+"""The report's view of K: the criterion at every candidate, and the clusters' upper hierarchy with the cuts
+a user may choose instead, each with the command that re-clusters the run at it (``task=recluster``)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from sound_cluster.io_utils import atomic_open
+
+N_CANDIDATES = 4  # the chosen K and the next best three by the criterion
+MAX_LEAVES = 40  # the dendrogram shows the hierarchy down to this many clusters
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def k_choice_plot(output_dir: Path, clusters: Mapping) -> str | None:
+    """With ``model.n_clusters=auto``: the within-cluster scatter (log scale) and the knee criterion at every
+    candidate K, the chosen K marked; returns its relative URL (``None`` when K was given)."""
+    choice = clusters.get("choice") or {}
+    crit, scatter = choice.get("criterion") or {}, choice.get("within_scatter") or {}
+    if len(crit) < 2:
+        return None
+    plt = _pyplot()
+    ks = sorted(int(k) for k in crit)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(ks, [max(scatter[str(k)], 1e-12) for k in ks], "o-", color="#1f77b4", ms=3,
+            label="within-cluster scatter")
+    ax.set_yscale("log")
+    ax.set_xlabel("K")
+    ax.set_ylabel("within-cluster scatter (log)")
+    ax2 = ax.twinx()
+    ax2.plot(ks, [crit[str(k)] for k in ks], "s--", color="#ff7f0e", ms=3, label="criterion (distance below chord)")
+    ax2.set_ylabel("criterion")
+    ax.axvline(clusters["n_clusters"], color="k", lw=1)
+    ax.annotate(f"chosen K = {clusters['n_clusters']}", (clusters["n_clusters"], ax.get_ylim()[1]),
+                xytext=(4, -12), textcoords="offset points", fontsize=8)
+    fig.legend(loc="upper right", fontsize=7, bbox_to_anchor=(0.88, 0.88))
+    with atomic_open(output_dir / "report" / "k_choice.png", "wb", fsync=False) as fh:
+        fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "report/k_choice.png"
+
+
+def candidates(clusters: Mapping, *, run_dir: Path) -> list[dict[str, Any]]:
+    """The chosen K and the next best by the criterion (or the given K and ``auto``), each with its command.
+
+    Returns
+    -------
+    list of dict
+        ``k`` (int or "auto"), ``criterion`` (float or None), ``chosen`` (bool), ``command`` (a shell
+        command that writes a new run cut at that K).
+    """
+    crit = {int(k): float(v) for k, v in ((clusters.get("choice") or {}).get("criterion") or {}).items()}
+    chosen = int(clusters["n_clusters"])
+    if crit:
+        ks = [chosen] + [k for k in sorted(crit, key=lambda k: -crit[k]) if k != chosen][: N_CANDIDATES - 1]
+    else:
+        ks = [chosen, "auto"]
+    run = shlex.quote(str(Path(run_dir).resolve()))
+    return [{"k": k, "criterion": crit.get(k) if isinstance(k, int) else None, "chosen": k == chosen,
+             "command": f"sound-cluster task=recluster run={run} model.n_clusters={k}"} for k in ks]
+
+
+def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]]) -> str | None:
+    """The upper levels of the units' Ward hierarchy (``models/hierarchy.npz``) with each candidate's cut drawn.
+
+    Returns the image's relative URL, or ``None`` when the run kept no hierarchy or it has under three leaves.
+    """
+    path = output_dir / "models" / "hierarchy.npz"
+    if not path.is_file():
+        return None
+    from scipy.cluster.hierarchy import dendrogram
+
+    with np.load(path, allow_pickle=False) as z:
+        tree = z["tree"]
+    if len(tree) < 2:
+        return None
+    plt = _pyplot()
+    heights = tree[:, 2]  # ascending: the last row is the root
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    dendrogram(tree, p=min(MAX_LEAVES, len(tree) + 1), truncate_mode="lastp", ax=ax, no_labels=True,
+               color_threshold=0, above_threshold_color="#555555")
+    ax.set_ylabel("Ward merge height")
+    styles = ["-", "--", ":", "-."]
+    for i, c in enumerate(x for x in cands if isinstance(x["k"], int) and 1 < x["k"] <= len(tree)):
+        k = c["k"]  # the cut between the merge to k clusters and the one to k - 1
+        y = (heights[-k] + heights[-(k - 1)]) / 2
+        ax.axhline(y, color="#d62728" if c["chosen"] else "#1f77b4", lw=1.2 if c["chosen"] else 0.8,
+                   ls=styles[i % len(styles)])
+        ax.annotate(f"K = {k}" + (" (chosen)" if c["chosen"] else ""), (1.0, y), xycoords=("axes fraction", "data"),
+                    xytext=(4, 0), textcoords="offset points", fontsize=8, va="center")
+    with atomic_open(output_dir / "report" / "hierarchy.png", "wb", fsync=False) as fh:
+        fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "report/hierarchy.png"
