@@ -82,7 +82,8 @@ def main() -> None:
             stats.append(np.concatenate([m.mean(axis=1), m.std(axis=1)]))
         x_base = StandardScaler().fit_transform(np.array(stats))
 
-        from sound_cluster.embed import inference, training  # TensorFlow from here on
+        from sound_cluster.embed import inference  # TensorFlow from here on
+        from sound_cluster.embed.backbone import fit_backbone
         from sound_cluster.embed.head import fit_clusters
 
         base, base_spk, base_auto = [], [], []
@@ -104,9 +105,9 @@ def main() -> None:
             for j, seed in enumerate(args.seeds):
                 t0 = time.perf_counter()
                 src = resolve_init(p.model, p.features)
-                enc, hist = training.fit_encoder([(f.cache_path, f.n_frames) for f in feats], model=p.model,
-                                                  train=p.train, n_mels=p.features.n_mels, seed=seed, verbose=0,
-                                                  init=str(src.path) if src else None)
+                enc, hist = fit_backbone([(f.cache_path, f.n_frames) for f in feats], model=p.model,
+                                         train=p.train, n_mels=p.features.n_mels, seed=seed, verbose=0,
+                                         init=str(src.path) if src else None)  # as a fit makes it
                 frames = lambda: (np.load(f.cache_path, mmap_mode="r") for f in feats)  # noqa: E731
                 final = fit_clusters(enc, frames(), model=p.model, train=p.train, seed=seed).encoder
                 fit_s.append(time.perf_counter() - t0)  # encoder, clusters and head: a run's train + cluster

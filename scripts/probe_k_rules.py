@@ -22,7 +22,12 @@ Protocol (fixed before any rule was run):
 - Adopted: the rule with the most folders within 30 %, ties broken by the mean relative error; a rule
   whose minimum NMI ratio is below 0.9 is not adopted.
 
-Rules: ``knee`` (the knee of the within-cluster scatter, what runs used before), ``gap`` (Tibshirani's gap
+Rules: ``knee`` (Kneedle on the within-cluster scatter W(K), the rule before), ``log_knee`` (Kneedle on
+log W(K): adopted, what runs use), ``logx_knee`` (Kneedle against log K), ``knee_from2`` and
+``log_knee_from2`` (the same from K = 2), ``log_knee_m64`` (log_knee over K = 1..64 for clips too),
+``knee_heights`` (Kneedle on Ward's merge heights), ``knee2`` (a second knee beyond the first where the rest
+still falls by a quarter), ``lmethod`` and ``lmethod_heights`` (Salvador and Chan's two-line fit on W(K) and on
+the merge heights), ``gap`` (Tibshirani's gap
 statistic, 8 uniform reference sets in the embeddings' principal box, Ward on each), ``stability`` (the
 largest K whose mean adjusted Rand index between Ward cuts of two 80 % subsamples, on the units both
 hold, is at least 0.8; 6 pairs), ``hdbscan`` (scikit-learn's HDBSCAN count on 16 principal components,
@@ -180,15 +185,6 @@ def rule_lmethod_heights(x, tree, m, rng):
     return _l_method(ks, h[:m])
 
 
-def rule_knee_log(x, tree, m, rng):
-    from sound_cluster.embed.clusters import knee
-
-    ks = np.arange(1, m + 1)
-    v = _scatter(x, tree, ks)
-    k, _ = knee(np.log(ks), v)
-    return int(round(np.exp(k))) if False else int(ks[np.argmax(_gap_below_chord(np.log(ks), v))])
-
-
 def _gap_below_chord(xs, v):
     x = (xs - xs[0]) / (xs[-1] - xs[0])
     return (1.0 - x) - (v - v.min()) / (v.max() - v.min())
@@ -198,6 +194,34 @@ def rule_knee_heights(x, tree, m, rng):
     h = tree[::-1, 2][: m]  # the height of the merge from k + 1 to k clusters, k = 1..m
     ks = np.arange(1, m + 1)
     return int(ks[np.argmax(_gap_below_chord(ks.astype(float), h))]) + 1
+
+
+def rule_log_knee(x, tree, m, rng):
+    """What runs use (``sound_cluster.embed.clusters.choose_k``): the knee of the log scatter."""
+    from sound_cluster.embed.clusters import choose_k, ward_hierarchy
+
+    return choose_k(ward_hierarchy(x), max_clusters=m)[0]
+
+
+def rule_logx_knee(x, tree, m, rng):
+    ks = np.arange(1, m + 1)
+    return int(ks[np.argmax(_gap_below_chord(np.log(ks), _scatter(x, tree, ks)))])
+
+
+def rule_knee_logy_from2(x, tree, m, rng):
+    ks = np.arange(2, m + 1)
+    v = np.log(np.maximum(_scatter(x, tree, ks), 1e-12))
+    return int(ks[np.argmax(_gap_below_chord(ks.astype(float), v))])
+
+
+def rule_knee_from2(x, tree, m, rng):
+    ks = np.arange(2, m + 1)
+    v = _scatter(x, tree, ks)
+    return int(ks[np.argmax(_gap_below_chord(ks.astype(float), v))])
+
+
+def rule_log_knee_m64(x, tree, m, rng):
+    return rule_log_knee(x, tree, 64, rng)
 
 
 def rule_knee2(x, tree, m, rng):
@@ -212,10 +236,13 @@ def rule_knee2(x, tree, m, rng):
     return int(ks[rest][np.argmax(g)]) if g.max() > 0.25 else k1
 
 
-RULES: dict[str, Callable] = {"lmethod": rule_lmethod, "lmethod_heights": rule_lmethod_heights,
-                              "knee_log": rule_knee_log, "knee_heights": rule_knee_heights, "knee2": rule_knee2,"knee": rule_knee, "gap": rule_gap, "stability": rule_stability,
-                              "hdbscan": rule_hdbscan, "bic": rule_bic, "eigengap": rule_eigengap,
-                              "silhouette": rule_silhouette}
+RULES: dict[str, Callable] = {
+    "knee": rule_knee, "log_knee": rule_log_knee, "logx_knee": rule_logx_knee, "knee_from2": rule_knee_from2,
+    "log_knee_from2": rule_knee_logy_from2, "log_knee_m64": rule_log_knee_m64, "knee_heights": rule_knee_heights,
+    "knee2": rule_knee2, "lmethod": rule_lmethod, "lmethod_heights": rule_lmethod_heights, "gap": rule_gap,
+    "stability": rule_stability, "hdbscan": rule_hdbscan, "bic": rule_bic, "eigengap": rule_eigengap,
+    "silhouette": rule_silhouette,
+}
 
 
 def clip_sets(data: Path, work: Path) -> list[tuple[str, np.ndarray, list[str], int]]:

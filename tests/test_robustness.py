@@ -264,3 +264,52 @@ def test_files_that_cannot_be_assigned_are_in_failures_even_when_none_can(tmp_pa
                      timer=_Timer(), failures=failures)
     assert [(f.path, f.stage) for f in failures] == [(x.path, "assign") for x in feats]
     assert all("gone" in f.reason for f in failures)
+
+
+KILLER = '''
+import os, signal, sys, types
+from pathlib import Path
+if sys.argv[2] == "forkserver":
+    sys.modules["tensorflow"] = types.ModuleType("tensorflow")
+from sound_cluster.config import ExecutorParams
+from sound_cluster.ingest.failures import Failure
+from sound_cluster.run.executor import map_files
+from killjob import work
+items = [Path(sys.argv[1]) / f"f{i}.wav" for i in range(40)]
+out = map_files(work, items, params=ExecutorParams(kind="process", n_workers=2), stage="test")
+print("RESULT", ",".join("F:" + r.reason if isinstance(r, Failure) else r for r in out))
+'''
+
+KILLJOB = '''
+import os, signal
+from pathlib import Path
+
+def work(path):
+    marker = path.with_suffix(".seen")
+    if path.name == "f7.wav" and not marker.exists():  # killed once, mid-task, as the OOM killer would
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if path.name == "f23.wav":  # kills its worker every time
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path.name
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL of a pool worker")
+@pytest.mark.parametrize("start", ["fork", "forkserver"])
+def test_a_killed_worker_costs_no_file_and_a_file_that_kills_every_worker_fails_alone(tmp_path, start):
+    """A worker SIGKILLed mid-file broke the whole pool: the run hung (the other workers ignored the pool's
+    SIGTERM) or its files failed. Now the files in flight run again, alone, in a new pool."""
+    (tmp_path / "killjob.py").write_text(KILLJOB)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path), start], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = proc.stdout.split("RESULT ", 1)[1].strip().split(",")
+    assert len(results) == 40
+    for i, r in enumerate(results):
+        if i == 23:
+            assert r.startswith("F:") and "died 2 times" in r
+        else:
+            assert r == f"f{i}.wav", (i, r)
+    assert "a worker process died" in proc.stderr

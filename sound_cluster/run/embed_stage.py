@@ -84,23 +84,17 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
     extra: dict[str, Any] = {}
     unit_fit = UnitFit()
     if params.task == "fit":
-        from sound_cluster.embed.head import clip_inputs, fit_unit_clusters, pretrained_backbone
+        from sound_cluster.embed.backbone import fit_backbone
+        from sound_cluster.embed.head import clip_inputs, fit_unit_clusters
         from sound_cluster.embed.shipped import resolve_init
-        from sound_cluster.embed.training import fit_encoder
         from sound_cluster.run.unit_plan import plan_units
 
         init = resolve_init(params.model, params.features)
         with timer.stage("train"):
-            if init is not None and params.train.backbone == "frozen":
-                # Nothing of the encoder trains: the run's clusters and their head come after.
-                encoder, history = pretrained_backbone(load_encoder(str(init.path)), model=params.model,
-                                                       n_mels=params.features.n_mels), {}
-            else:
-                encoder, history = fit_encoder(
-                    [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
-                    n_mels=params.features.n_mels, seed=params.seed, log_dir=str(output_dir / "tensorboard"),
-                    verbose=0,  # one log line per epoch comes from the usage callback
-                    init=str(init.path) if init else None)
+            encoder, history = fit_backbone(
+                [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
+                n_mels=params.features.n_mels, seed=params.seed, init=str(init.path) if init else None,
+                log_dir=str(output_dir / "tensorboard"), verbose=0)  # one log line per epoch comes from the usage callback
         with timer.stage("embed"):
             readable = _readable(feats, failures)
             clip_embeddings, steps = clip_inputs(

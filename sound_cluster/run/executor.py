@@ -11,6 +11,7 @@ died is split, so only the file that kills them fails.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -87,13 +88,20 @@ def _watch_parent(parent_pid: int, interval_s: float = 0.5) -> None:
 def _init_worker(parent_pid: int | None = None) -> None:
     """Worker initializer.
 
-    Ctrl-C and SIGTERM are the parent's to handle: it stops handing out files, lets the files in
-    hand finish (their cache writes are atomic either way) and exits. A worker killed midway
-    instead would break the pool. A watcher thread ends the worker if the parent dies without
-    that chance. One BLAS/OpenMP thread per worker, as the workers already fill the cores.
+    Each worker leaves the run's process group: Ctrl-C at a terminal and a SIGTERM sent to the
+    whole group reach the main process only, which stops handing out files, lets the files in hand
+    finish (their cache writes are atomic either way) and shuts its pool down. SIGTERM sent to the
+    worker itself keeps its default, so a pool that breaks (one worker killed) can end the others;
+    a worker that ignored it would never be joined and the run would hang. A watcher thread ends the
+    worker if the parent dies without shutting the pool down. One BLAS/OpenMP thread per worker, as
+    the workers already fill the cores.
     """
+    try:
+        os.setpgid(0, 0)
+    except OSError:  # not allowed here (e.g. already a group leader): the signals below still apply
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if parent_pid is not None:
         threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
     from threadpoolctl import threadpool_limits
@@ -220,50 +228,70 @@ def _guarded_chunk(fn: Callable[[Path], Any], items: list[Any], stage: str) -> l
     return [_guarded(fn, item, stage) for item in items]
 
 
+MAX_CRASHES = 2  # a file whose worker dies this many times, running alone, fails
+
+
 def _map_process(fn, items, stage, n_workers, finish) -> None:
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_mp_context(), initializer=_init_worker,
-                               initargs=(os.getpid(),))
-    try:
-        # Keep a bounded number of tasks in flight: memory stays flat for huge folders and a
-        # strict run stops soon after its first failure.
+    """Run chunks of files on a process pool; a pool broken by a worker that died is replaced.
+
+    A worker killed mid-task (SIGKILL, out of memory, a crash in a C library) breaks the whole pool,
+    and every task in flight with it. Those tasks' files run again, one file at a time and alone, in
+    a new pool, so the file that kills its worker is found: after :data:`MAX_CRASHES` deaths on its
+    own it becomes a failure, and every other file still gets its result.
+    """
+    fresh = _chunks(items, chunk_size(len(items), n_workers))
+    suspects: collections.deque[int] = collections.deque()  # files in flight when a pool broke
+    crashes: dict[int, int] = {}
+    limit = 4 * n_workers  # tasks in flight: memory stays flat for huge folders, a strict run stops soon
+    while True:
+        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_mp_context(), initializer=_init_worker,
+                                   initargs=(os.getpid(),))
         pending: dict[Future, list[int]] = {}
-        chunks = _chunks(items, chunk_size(len(items), n_workers))
-        limit = 4 * n_workers
-
-        def fail(indices, reason: str) -> None:
-            for i in indices:
-                finish(i, Failure(_item_path(items[i]), stage, reason))
-
-        def submit_more() -> None:
-            for chunk in itertools.islice(chunks, max(0, limit - len(pending))):
-                indices = [i for i, _ in chunk]
+        broken = False
+        try:
+            while not broken:
                 try:
-                    pending[pool.submit(_guarded_chunk, fn, [item for _, item in chunk], stage)] = indices
-                except BrokenProcessPool:  # this chunk was taken from the iterator: it fails here
-                    fail(indices, "worker process pool crashed before this file")
-                    raise
-
-        while True:
-            try:
-                submit_more()
-            except BrokenProcessPool:
-                # The pool died (a worker crashed hard): remaining files fail with that reason.
-                for chunk in chunks:
-                    fail([i for i, _ in chunk], "worker process pool crashed before this file")
-            if not pending:
-                break
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                indices = pending.pop(fut)
-                try:
-                    values = fut.result()
+                    if suspects and not pending:  # alone in the pool: a death is this file's
+                        i = suspects.popleft()
+                        pending[pool.submit(_guarded_chunk, fn, [items[i]], stage)] = [i]
+                    elif not suspects:
+                        for chunk in itertools.islice(fresh, max(0, limit - len(pending))):
+                            indices = [i for i, _ in chunk]
+                            try:
+                                pending[pool.submit(_guarded_chunk, fn, [item for _, item in chunk], stage)] = indices
+                            except BrokenProcessPool:  # taken from the iterator: it runs again
+                                suspects.extend(indices)
+                                raise
                 except BrokenProcessPool:
-                    fail(indices, "worker process crashed while handling this file")
-                    continue
-                for i, value in zip(indices, values):
-                    finish(i, value)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+                    broken = True
+                    break
+                if not pending:
+                    return
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    indices = pending.pop(fut)
+                    try:
+                        values = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        pending[fut] = indices  # handled with the others in flight, below
+                        continue
+                    for i, value in zip(indices, values):
+                        finish(i, value)
+            alone = len(pending) == 1 and len(next(iter(pending.values()))) == 1  # it died with none beside it
+            for indices in pending.values():
+                for i in indices:
+                    if alone:
+                        crashes[i] = crashes.get(i, 0) + 1
+                    if crashes.get(i, 0) >= MAX_CRASHES:
+                        finish(i, Failure(_item_path(items[i]), stage,
+                                          f"its worker process died {MAX_CRASHES} times while handling this file"))
+                    else:
+                        suspects.append(i)
+            log.warning("%s: a worker process died; %d file(s) in flight run again, one at a time", stage,
+                        sum(len(v) for v in pending.values()))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _guarded_chunk_one_thread(fn: Callable[[Path], Any], items: list[Any], stage: str) -> list[Any]:
