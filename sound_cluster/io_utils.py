@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 import threading
 import time
@@ -34,12 +36,35 @@ def current_umask() -> int:
     return mask
 
 
+def _writer() -> str:
+    """Who writes a temporary file: ``<pid>@<host>``, so a later run can tell a dead writer's leftovers."""
+    host = re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname())[:40] or "host"
+    return f"{os.getpid()}@{host}"
+
+
+_WRITER = re.compile(r"^" + re.escape(TMP_PREFIX) + r"(\d+)@([A-Za-z0-9.]+)-")
+
+
 def _temp_prefix(name: str) -> str:
-    """A temporary-name prefix for ``name`` that leaves mkstemp's suffix within the name limit."""
-    prefix = f"{TMP_PREFIX}{name}."
+    """A temporary-name prefix for ``name`` (with its writer) that leaves mkstemp's suffix within the name limit."""
+    prefix = f"{TMP_PREFIX}{_writer()}-{name}."
     if len(os.fsencode(prefix)) + 8 > _NAME_MAX:  # mkstemp adds 8 characters
-        prefix = f"{TMP_PREFIX}{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}."
+        prefix = f"{TMP_PREFIX}{_writer()}-{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}."
     return prefix
+
+
+def _writer_gone(name: str) -> bool:
+    """True when the temporary file ``name`` was written by a process of this host that no longer runs."""
+    m = _WRITER.match(name)
+    if m is None or m.group(2) != _writer().split("@", 1)[1]:
+        return False  # another host's, or an older name: only its age tells
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 @contextlib.contextmanager
@@ -78,15 +103,16 @@ def atomic_write_json(path: Path, obj: Any, *, fsync: bool = True) -> None:
 def remove_stale_temps(folder: Path, *, older_than_s: float = 600.0) -> int:
     """Delete temporary files left in ``folder`` by a killed process; returns how many.
 
-    Only files untouched for ``older_than_s`` seconds go, so a run writing into the same
-    folder at the same time keeps its temporary files.
+    A file whose writer (recorded in its name) was a process of this host that has ended goes at
+    once; any other goes once untouched for ``older_than_s`` seconds, so a run on another host
+    writing into the same folder at the same time keeps its temporary files.
     """
     n = 0
     if folder.is_dir():
         now = time.time()
         for p in folder.glob(TMP_PREFIX + "*"):
             with contextlib.suppress(OSError):
-                if now - p.stat().st_mtime > older_than_s:
+                if _writer_gone(p.name) or now - p.stat().st_mtime > older_than_s:
                     p.unlink()
                     n += 1
     return n
@@ -96,7 +122,7 @@ def save_keras_model(model: Any, path: Path) -> None:
     """Save a Keras model to ``path`` (a ``.keras`` file) atomically: a temporary file beside it, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")  # keras wants the .keras suffix
+    tmp = path.with_name(f"{TMP_PREFIX}{_writer()}-{path.name}")  # keras wants the .keras suffix
     try:
         model.save(tmp)
         os.replace(tmp, path)

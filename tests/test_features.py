@@ -1,4 +1,5 @@
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -115,3 +116,24 @@ def test_decoding_in_blocks_equals_one_read(tmp_path):
     for source in (wav.read_bytes(), wav):
         np.testing.assert_array_equal(decode(source, sample_rate=SR, block_frames=1000), whole)
     assert whole.shape == (int(np.ceil((22050 + 13) * SR / 22050)),)
+
+
+def test_temporaries_of_a_killed_writer_go_at_once_and_a_live_writers_stay(tmp_path):
+    """A worker SIGKILLed mid-write leaves its temporary file; the next run removes it without waiting for it to
+    age, because its writer is named in it and is gone. A live writer's file stays."""
+    import subprocess
+
+    from sound_cluster.io_utils import _temp_prefix, remove_stale_temps
+
+    cache = FeatureCache(tmp_path / "cache", params=FeatureParams())
+    cache.dir.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = _temp_prefix("a.npy")
+    theirs = mine.replace(f"{TMP_PREFIX}{os.getpid()}@", f"{TMP_PREFIX}{dead.pid}@", 1)
+    assert theirs != mine
+    (cache.dir / (theirs + "abcdefgh")).write_bytes(b"half")
+    (cache.dir / (mine + "ijklmnop")).write_bytes(b"in progress")
+    (cache.dir / (TMP_PREFIX + "x.npy.123")).write_bytes(b"no writer recorded, fresh")
+    assert remove_stale_temps(cache.dir) == 1
+    assert sorted(p.name for p in cache.dir.iterdir()) == sorted([mine + "ijklmnop", TMP_PREFIX + "x.npy.123"])
