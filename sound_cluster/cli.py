@@ -178,6 +178,7 @@ usage: sound-cluster [FOLDER] [key=value ...]
   sound-cluster /data/rec model.init=scratch      train the encoder on this folder alone
   sound-cluster /data/rec data.labels=/data/rec/labels.csv      adds NMI, ARI, accuracy
   sound-cluster task=apply models=outputs/<run>/models data.path=/data/new   no training
+  sound-cluster task=recluster run=outputs/<run> model.n_clusters=21   that run at another K, in seconds
   sound-cluster -m model.n_clusters=8,16,32       a sweep: one run folder each
   sound-cluster debug=tiny                        small settings for a quick smoke run
 
@@ -192,7 +193,7 @@ then: sound-cluster-show outputs/<run>/trees/<file>.json --segments auto
 
 # Overrides whose values are paths: '~' is expanded and the value quoted, so that a path with
 # '~', spaces, commas or '=' reaches Hydra's override parser intact.
-PATH_KEYS = ("data.path", "data.labels", "data.segments", "models", "features.cache_dir", "hydra.run.dir",
+PATH_KEYS = ("data.path", "data.labels", "data.segments", "models", "run", "features.cache_dir", "hydra.run.dir",
              "hydra.sweep.dir")
 
 

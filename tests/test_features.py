@@ -135,5 +135,10 @@ def test_temporaries_of_a_killed_writer_go_at_once_and_a_live_writers_stay(tmp_p
     (cache.dir / (theirs + "abcdefgh")).write_bytes(b"half")
     (cache.dir / (mine + "ijklmnop")).write_bytes(b"in progress")
     (cache.dir / (TMP_PREFIX + "x.npy.123")).write_bytes(b"no writer recorded, fresh")
-    assert remove_stale_temps(cache.dir) == 1
-    assert sorted(p.name for p in cache.dir.iterdir()) == sorted([mine + "ijklmnop", TMP_PREFIX + "x.npy.123"])
+    (cache.dir / "index").mkdir()
+    (cache.dir / "index" / (theirs.replace("a.npy", "a.json") + "qrstuvwx")).write_bytes(b"{")  # an index entry
+    cache.prepare()
+    assert sorted(p.name for p in cache.dir.iterdir() if p.is_file()) == sorted([mine + "ijklmnop",
+                                                                                TMP_PREFIX + "x.npy.123"])
+    assert not list((cache.dir / "index").iterdir())
+    assert remove_stale_temps(cache.dir) == 0  # nothing more to remove

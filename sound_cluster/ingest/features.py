@@ -165,9 +165,9 @@ class FeatureCache:
         return self.dir / f"{key}.npy"
 
     def prepare(self) -> None:
-        """Create the folder and remove temporary files of killed runs."""
+        """Create the folder and remove temporary files of killed runs (arrays and index entries)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        n = remove_stale_temps(self.dir)
+        n = remove_stale_temps(self.dir) + remove_stale_temps(self.dir / "index")
         if n:
             log.info("removed %d temporary files left by an interrupted run in %s", n, self.dir)
 
