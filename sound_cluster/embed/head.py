@@ -28,6 +28,7 @@ from sound_cluster.embed.inference import Posteriors
 from sound_cluster.embed.losses import masked_mean_log_posterior, step_mask
 from sound_cluster.embed.shipped import transfer_weights
 from sound_cluster.embed.training import run_training
+from sound_cluster.embed.crops import CropSampler
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,6 @@ def train_label_head(steps: list[np.ndarray], labels: np.ndarray, *, k: int, tra
     history : dict
         Per-epoch ``loss`` (cross-entropy in nats).
     """
-    from sound_cluster.embed.crops import CropSampler
 
     keras.utils.set_random_seed(seed)
     dim = int(steps[0].shape[1])

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from sound_cluster.config import Params
 from sound_cluster.io_utils import atomic_write_json
-from sound_cluster.embed.shipped import CARD_FORMAT
+from sound_cluster.embed.shipped import CARD_FORMAT, resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,6 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
         The card, also written to ``models/encoder.json``.
     """
     from sound_cluster.embed.encoder import save_encoder
-    from sound_cluster.embed.shipped import resolve_init
     from sound_cluster.embed.training import fit_encoder
 
     pt = params.pretrain

@@ -13,6 +13,9 @@ import numpy as np
 
 from sound_cluster.config import SEGMENT_FORMATS
 from sound_cluster.outputs.references import match_references, read_labels, read_segments
+from sound_cluster.embed.clusters import read_clusters
+from sound_cluster.errors import SoundClusterError
+from sound_cluster.segment.tree import doc_cut, read_tree_json
 
 
 def clustering_scores(labels: Sequence, clusters: Sequence[int]) -> dict[str, float]:
@@ -82,7 +85,6 @@ def tree_levels(doc: Mapping, *, max_levels: int = 8) -> tuple[list[np.ndarray],
 
     Each segment is labelled with its cluster (or its order when there are no clusters).
     """
-    from sound_cluster.segment.tree import doc_cut
 
     intervals, labels = [], []
     k = 2
@@ -109,7 +111,6 @@ def score_tree(doc: Mapping, segments: Sequence[tuple[float, float, str]]) -> di
     """
     import mir_eval
 
-    from sound_cluster.segment.tree import doc_cut
 
     dur = float(doc["duration_s"])
     ref, ref_labels = reference_partition(segments, dur)
@@ -207,8 +208,6 @@ def evaluate_run(run_dir: Path, *, labels: Path | None = None, segments: Path | 
         reference segment as an event: NMI, ARI, accuracy of :func:`score_events`), each present
         when its reference is given and matches at least one file.
     """
-    from sound_cluster.embed.clusters import read_clusters
-    from sound_cluster.segment.tree import read_tree_json
 
     run_dir = Path(run_dir)
     out: dict = {}
@@ -241,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
-    from sound_cluster.errors import SoundClusterError
 
     ap = argparse.ArgumentParser(prog="sound-cluster-eval", description=main.__doc__.split(":", 1)[1].strip())
     ap.add_argument("run_dir", type=Path)

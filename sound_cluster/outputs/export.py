@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from sound_cluster.io_utils import atomic_open, atomic_write_text
+from sound_cluster.outputs.evaluate import tree_levels
+from sound_cluster.segment.tree import doc_cut
 
 SEGMENT_COLUMNS = ("path", "segment", "start_s", "end_s", "cluster", "confidence")
 # Raven's selection table: these columns first, tab-separated (Raven Pro 1.6 User's Manual, chapter 6,
@@ -24,7 +26,6 @@ def cluster_name(cluster: Any) -> str:
 
 def segment_rows(doc: Mapping[str, Any], *, k: int | str) -> list[tuple]:
     """The tree cut into ``min(k, n_leaves)`` segments (``"auto"``: its ``auto_k``) as ``segments.csv`` rows."""
-    from sound_cluster.segment.tree import doc_cut
 
     segs = doc_cut(doc, k)
     return [(doc["source"], i, s["start_s"], doc["duration_s"] if i == len(segs) - 1 else s["end_s"],
@@ -93,7 +94,6 @@ def write_jams(doc: Mapping[str, Any], out_path: Path, *, max_levels: int = 8) -
     """
     import jams
 
-    from sound_cluster.outputs.evaluate import tree_levels
 
     dur = float(doc["duration_s"])
     jam = jams.JAMS()

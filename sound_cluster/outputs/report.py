@@ -11,6 +11,10 @@ import numpy as np
 
 from sound_cluster.io_utils import atomic_open
 from sound_cluster.outputs.report_hierarchy import candidates, dendrogram_plot, k_choice_plot
+from sound_cluster.ingest.audio import load
+from sound_cluster.outputs.references import read_labels, read_segments
+from sound_cluster.outputs.report_segments import read_segment_rows, reference_labels, segment_clusters, timeline
+from sound_cluster.segment.tree import doc_cut, read_tree_json
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +149,6 @@ def write_report(
     import jinja2
     import soundfile as sf
 
-    from sound_cluster.ingest.audio import load
-    from sound_cluster.segment.tree import doc_cut, read_tree_json
 
     k = summary["clusters"]["n_clusters"]
     colors = _colors(k)
@@ -210,7 +212,6 @@ def write_report(
 
     seg_clusters, unit, n_units = [], (summary.get("units") or {}).get("unit", "file"), 0
     if unit == "segment" and (output_dir / "segments.csv").is_file():
-        from sound_cluster.outputs.report_segments import read_segment_rows, reference_labels, segment_clusters, timeline
 
         seg_rows = read_segment_rows(output_dir / "segments.csv")
         n_units = len(seg_rows)
@@ -249,7 +250,6 @@ def write_report(
 
 def _references(summary: dict) -> dict:
     """The reference segments the run was scored against (empty when none)."""
-    from sound_cluster.outputs.references import read_segments
 
     path = (summary.get("segment_metrics") or {}).get("segments")
     try:
@@ -262,7 +262,6 @@ def _references(summary: dict) -> dict:
 
 def _labels_by_path(summary: dict) -> dict[str, str]:
     """The clip labels the run was scored against (empty when none)."""
-    from sound_cluster.outputs.references import read_labels
 
     path = (summary.get("metrics") or {}).get("labels")
     try:

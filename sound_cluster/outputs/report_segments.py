@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sound_cluster.io_utils import atomic_open
+from sound_cluster.outputs.export import read_segments_table
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,6 @@ TYPICAL = 3  # most and least typical segments shown per cluster
 
 def read_segment_rows(path: Path) -> list[dict[str, Any]]:
     """``segments.csv`` rows that carry a cluster (:func:`sound_cluster.outputs.export.read_segments_table`)."""
-    from sound_cluster.outputs.export import read_segments_table
 
     return [r for r in read_segments_table(path) if r["cluster"] is not None]
 

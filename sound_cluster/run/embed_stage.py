@@ -19,6 +19,9 @@ from sound_cluster.io_utils import atomic_open, atomic_write_json
 from sound_cluster.run.run_dir import Timer
 from sound_cluster.run.saved_models import load_record, save_units
 from sound_cluster.segment.units import SEGMENT
+from sound_cluster.embed.shipped import resolve_init
+from sound_cluster.run.recluster import recut
+from sound_cluster.run.unit_plan import plan_units
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,6 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
     if params.task == "fit":
         from sound_cluster.embed.backbone import fit_backbone
         from sound_cluster.embed.head import clip_inputs, fit_unit_clusters
-        from sound_cluster.embed.shipped import resolve_init
-        from sound_cluster.run.unit_plan import plan_units
 
         init = resolve_init(params.model, params.features)
         with timer.stage("train"):
@@ -145,7 +146,6 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
                              "head": {"steps": params.train.head_steps,
                                       "final_cross_entropy": round(head_history["loss"][-1], 4)}}
     elif params.task == "recluster":
-        from sound_cluster.run.recluster import recut
 
         with timer.stage("cluster"):
             cut = recut(feats, params=params, models_dir=models_dir, rel_root=rel_root, failures=failures)

@@ -12,18 +12,21 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from sound_cluster.config import OutputParams, Params, RaeParams
 from sound_cluster.errors import AudioError
-from sound_cluster.run.executor import map_files
 from sound_cluster.ingest.failures import Failure
-
-if TYPE_CHECKING:
-    from sound_cluster.segment.pauses import FoldInput
-    from sound_cluster.segment.tree import SegmentTree
+from sound_cluster.io_utils import save_keras_model
+from sound_cluster.outputs.export import segment_rows, write_audacity, write_jams, write_raven, write_segments
+from sound_cluster.run.executor import map_files
+from sound_cluster.segment.boundaries import leaf_boundary_times
+from sound_cluster.segment.fold import fold
+from sound_cluster.segment.pauses import FoldInput, fold_input
+from sound_cluster.segment.tree import SegmentTree, resolve_k, write_tree_json
+from sound_cluster.segment.units import count_units, file_runs
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,6 @@ def job_fold_input(job: FoldJob, *, fs: FoldSettings, step_rate_hz: float):
     OSError, ValueError, KeyError
         The posteriors or the frames cannot be read.
     """
-    from sound_cluster.segment.pauses import fold_input
 
     with np.load(job.npz, allow_pickle=False) as z:
         emb = z["embedding"]
@@ -91,18 +93,17 @@ def job_fold_input(job: FoldJob, *, fs: FoldSettings, step_rate_hz: float):
     return fold_input(emb, frames, rae=fs.rae, time_pool=fs.time_pool, step_rate_hz=step_rate_hz)
 
 
-def fold_merges(fin: "FoldInput", *, weights, duration_s: float, fs: FoldSettings, step_rate_hz: float):
+def fold_merges(fin: FoldInput, *, weights, duration_s: float, fs: FoldSettings, step_rate_hz: float):
     """One file's fold (:func:`sound_cluster.segment.fold.fold`) on the heap, from its :class:`FoldInput`."""
-    from sound_cluster.segment.fold import fold
 
     sizes = leaf_sizes(len(fin.leaves), duration_s=duration_s, step_rate_hz=step_rate_hz)
     return fold(fin.leaves, weights=weights, pairing=fs.rae.pairing, sizes=sizes, barriers=fin.barriers,
                 min_size=fin.min_size)
 
 
-def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float, fs: FoldSettings,
+def file_tree(fin: FoldInput, merges, frames: np.ndarray, *, duration_s: float, fs: FoldSettings,
               step_rate_hz: float, units: int | None = None, sound_length_s: float | None = None
-              ) -> tuple["SegmentTree", dict[str, Any]]:
+              ) -> tuple[SegmentTree, dict[str, Any]]:
     """One file's :class:`~sound_cluster.segment.tree.SegmentTree` and its own number of segments (``auto_choice``).
 
     Parameters
@@ -122,8 +123,6 @@ def file_tree(fin: "FoldInput", merges, frames: np.ndarray, *, duration_s: float
     sound_length_s : float, optional
         Segment units: the folder's typical length of one sound (recorded with the choice).
     """
-    from sound_cluster.segment.boundaries import leaf_boundary_times
-    from sound_cluster.segment.tree import SegmentTree
 
     leaf_times = leaf_boundary_times(frames, n_leaves=len(fin.leaves), time_pool=fs.time_pool,
                                      frame_rate_hz=fs.frame_rate_hz,
@@ -161,9 +160,6 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, step_rate_hz: float, o
     AudioError
         With stage ``fold``: the file is too long for ``rae.pairing=any``.
     """
-    from sound_cluster.segment.pauses import fold_input
-    from sound_cluster.segment.tree import resolve_k, write_tree_json
-    from sound_cluster.segment.units import count_units, file_runs
 
     with np.load(job.npz, allow_pickle=False) as z:
         emb, post = z["embedding"], z["posteriors"]
@@ -195,22 +191,18 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, step_rate_hz: float, o
     exports = fs.output.exports()
     rows = None
     if segments or exports & {"audacity", "raven"}:
-        from sound_cluster.outputs.export import segment_rows
 
         rows = segment_rows(doc, k=fs.output.export_k or fs.output.segments)
     if segments:
         out["segments"] = rows
     if "audacity" in exports:
-        from sound_cluster.outputs.export import write_audacity
 
         write_audacity(rows, output_dir / "export" / "audacity" / f"{job.name}.txt")
     if "raven" in exports:
-        from sound_cluster.outputs.export import write_raven
 
         write_raven(rows, output_dir / "export" / "raven" / f"{job.name}.selections.txt",
                     high_freq_hz=_nyquist_hz(job.path, default_hz=fs.sample_rate / 2))
     if "jams" in exports:
-        from sound_cluster.outputs.export import write_jams
 
         write_jams(doc, output_dir / "jams" / f"{job.name}.jams")
     if job.plot:
@@ -257,7 +249,6 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
     Returns the summary's entries, the files whose fold failed, and each tree's number of
     segments at ``output.segments`` by output name (the report orders files by it).
     """
-    from sound_cluster.io_utils import save_keras_model
 
     models_dir = output_dir / "models"
     merges, counts = merges or {}, counts or {}
@@ -291,7 +282,6 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
             jobs, params=params.executor, stage="fold", progress=params.output.progress)
     done = [r for r in results if not isinstance(r, Failure)]
     if segments:
-        from sound_cluster.outputs.export import write_segments
 
         seg_rows = [row for d in done for row in d["segments"]]
         write_segments(seg_rows, output_dir / "segments.csv")

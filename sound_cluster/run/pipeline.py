@@ -16,7 +16,6 @@ from sound_cluster.ingest.failures import Failure, display_path, write_failures
 from sound_cluster.ingest.features import FeatureCache, warm_up
 from sound_cluster.ingest.names import output_names
 from sound_cluster.outputs.evaluate import evaluate_run
-from sound_cluster.outputs.references import read_labels, read_segments
 from sound_cluster.run.embed_stage import embed_stage, with_model_features
 from sound_cluster.run.executor import map_files
 from sound_cluster.run.fold_stage import fold_stage
@@ -24,6 +23,10 @@ from sound_cluster.run.preflight import preflight
 from sound_cluster.run.run_dir import (RunResult, RunState, Timer, demo_path, log_done, prepare_run_dir,
                                        write_summary)
 from sound_cluster.segment.units import SEGMENT
+from sound_cluster.embed.clusters import read_clusters
+from sound_cluster.outputs.references import match_references, read_labels, read_segments
+from sound_cluster.outputs.report import write_report
+from sound_cluster.run.recluster import recluster_params
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,6 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     if params.task == "apply":
         params = with_model_features(params)
     elif params.task == "recluster":
-        from sound_cluster.run.recluster import recluster_params
 
         params = recluster_params(params)
     state = RunState(params, params.data.path or demo_path(), config or as_config(params), Timer())
@@ -107,7 +109,6 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
                                    follow_symlinks=params.data.follow_symlinks)
     rel_root = root if root.is_dir() else root.parent
     if params.task == "recluster":  # the run's files, not what the folder holds now
-        from sound_cluster.embed.clusters import read_clusters
 
         theirs = {r.path for r in read_clusters(params.run / "clusters.csv")}
         files = [f for f in files if display_path(f, rel_root) in theirs]
@@ -196,7 +197,6 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
         return write_summary(output_dir, state, status="complete")
     # summary.json is written before the report (a failing report must not cost it) and
     # again after, to record the report's seconds.
-    from sound_cluster.outputs.report import write_report
 
     summary = write_summary(output_dir, state, status="running")
     with timer.stage("report"):
@@ -215,7 +215,6 @@ def _check_references(references: dict[str, dict | None], files: list[Path], rel
     The demo's own references cover only part of it by design (labels the clips, segments the
     joined sequences): that is said at INFO level.
     """
-    from sound_cluster.outputs.references import match_references
 
     found = {display_path(f, rel_root) for f in files}
     for key, ref in references.items():

@@ -16,6 +16,7 @@ import sys
 
 from sound_cluster.config import Params
 from sound_cluster.errors import ConfigError
+from sound_cluster.embed.shipped import resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,6 @@ def preflight(params: Params) -> Params:
             raise ConfigError("output.export must be without jams unless the jams package is installed "
                               "(pip install 'sound-cluster[jams]'), got 'jams'") from None
     if params.task in ("fit", "pretrain") and params.model.init != "scratch":
-        from sound_cluster.embed.shipped import resolve_init  # reads the encoder's card, not the encoder
 
         resolve_init(params.model, params.features)
     return dataclasses.replace(params, executor=ex, output=out)

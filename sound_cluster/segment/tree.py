@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sound_cluster.io_utils import atomic_write_text
 
 SCHEMA_VERSION = 1
 # The rules of SegmentTree.auto_choice, recorded in each tree document.
@@ -270,7 +271,6 @@ class SegmentTree:
 
 def write_tree_json(doc: dict[str, Any], path: Path) -> None:
     """Write a tree document atomically (compact: trees of long files are large)."""
-    from sound_cluster.io_utils import atomic_write_text
 
     atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n", fsync=False)
 
