@@ -22,8 +22,11 @@ Protocol (fixed before any rule was run):
 - Adopted: the rule with the most folders within 30 %, ties broken by the mean relative error; a rule
   whose minimum NMI ratio is below 0.9 is not adopted.
 
+The folders: the 3 clip sets, the 8 event folders, and the bundled demo's 30 labelled clips (3 per word).
+
 Rules: ``knee`` (Kneedle on the within-cluster scatter W(K), the rule before), ``log_knee`` (Kneedle on
-log W(K): adopted, what runs use), ``logx_knee`` (Kneedle against log K), ``knee_from2`` and
+log W(K)), ``adopted`` (what runs use: the log knee where the folder holds at least 4 units per candidate K,
+else the knee), ``logx_knee`` (Kneedle against log K), ``knee_from2`` and
 ``log_knee_from2`` (the same from K = 2), ``log_knee_m64`` (log_knee over K = 1..64 for clips too),
 ``knee_heights`` (Kneedle on Ward's merge heights), ``knee2`` (a second knee beyond the first where the rest
 still falls by a quarter), ``lmethod`` and ``lmethod_heights`` (Salvador and Chan's two-line fit on W(K) and on
@@ -197,7 +200,15 @@ def rule_knee_heights(x, tree, m, rng):
 
 
 def rule_log_knee(x, tree, m, rng):
-    """What runs use (``sound_cluster.embed.clusters.choose_k``): the knee of the log scatter."""
+    """The knee of the log scatter over K = 1..M (K < n)."""
+    ks = np.arange(1, min(m, len(x) - 1) + 1)
+    v = np.log(np.maximum(_scatter(x, tree, ks), 1e-12))
+    return int(ks[np.argmax(_gap_below_chord(ks.astype(float), v))])
+
+
+def rule_adopted(x, tree, m, rng):
+    """What runs use (``sound_cluster.embed.clusters.choose_k``): the log knee with 4 units per candidate K or
+    more, else the knee of the scatter itself."""
     from sound_cluster.embed.clusters import choose_k, ward_hierarchy
 
     return choose_k(ward_hierarchy(x), max_clusters=m)[0]
@@ -237,7 +248,7 @@ def rule_knee2(x, tree, m, rng):
 
 
 RULES: dict[str, Callable] = {
-    "knee": rule_knee, "log_knee": rule_log_knee, "logx_knee": rule_logx_knee, "knee_from2": rule_knee_from2,
+    "knee": rule_knee, "log_knee": rule_log_knee, "adopted": rule_adopted, "logx_knee": rule_logx_knee, "knee_from2": rule_knee_from2,
     "log_knee_from2": rule_knee_logy_from2, "log_knee_m64": rule_log_knee_m64, "knee_heights": rule_knee_heights,
     "knee2": rule_knee2, "lmethod": rule_lmethod, "lmethod_heights": rule_lmethod_heights, "gap": rule_gap,
     "stability": rule_stability, "hdbscan": rule_hdbscan, "bic": rule_bic, "eigengap": rule_eigengap,
@@ -263,6 +274,16 @@ def clip_sets(data: Path, work: Path) -> list[tuple[str, np.ndarray, list[str], 
         labels = read_labels(data / name / "labels.csv")
         lab = [labels[str(f)] for f in z["files"][z["unit_file"]]]
         out.append((name, z["vectors"].astype(np.float64), lab, 32))
+    # The bundled demo: 30 labelled clips (3 speakers x 10 digits) beside 4 unlabelled recordings.
+    demo = Path(__file__).resolve().parents[1] / "sound_cluster" / "demo"
+    run_dir = work / "demo"
+    if not (run_dir / "models" / "units.npz").is_file():
+        cfg = compose_config(["output.report=false", "output.max_plots=0", "output.overwrite=true"])
+        run(params_from_config(cfg), output_dir=run_dir, config=cfg)
+    z = np.load(run_dir / "models" / "units.npz")
+    labels = read_labels(demo / "labels.csv")
+    keep = [i for i, f in enumerate(z["files"]) if str(f) in labels]
+    out.append(("demo clips", z["vectors"][keep].astype(np.float64), [labels[str(z["files"][i])] for i in keep], 32))
     return out
 
 

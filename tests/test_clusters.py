@@ -46,7 +46,7 @@ def _families(noise, *, families=4, kinds=3, per=20, dim=16, seed=0):
 def test_two_levels_the_rule_counts_the_kinds_not_the_families(noise):
     """4 families of 3 tight kinds: the knee of the log scatter is at the kinds (12); the knee of the scatter
     itself stops at the families (4), the undercount the log scale was adopted against."""
-    from sound_cluster.embed.clusters import choose_k, ward_hierarchy, within_scatter
+    from sound_cluster.embed.clusters import RULE_LOG, choose_k, ward_hierarchy, within_scatter
 
     x, kinds = _families(noise)
     c = cluster_clips(x, n_clusters="auto", max_clusters=32)
@@ -55,7 +55,20 @@ def test_two_levels_the_rule_counts_the_kinds_not_the_families(noise):
     h = ward_hierarchy(x)
     ks = np.arange(1, 33)
     assert knee(ks, np.array([within_scatter(h.x, h.cut(int(k))) for k in ks]))[0] == 4
-    assert choose_k(h, max_clusters=32)[0] == 12
+    k, _, _, rule = choose_k(h, max_clusters=32)
+    assert k == 12 and rule == RULE_LOG
+
+
+def test_a_small_folder_takes_the_knee_of_the_scatter_itself():
+    """3 units of each of 10 kinds: under 4 units per candidate K the log scatter plunges at the last candidates
+    (its knee would be K = 1), so the knee of the scatter itself decides."""
+    from sound_cluster.embed.clusters import RULE_LINEAR, choose_k, ward_hierarchy
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((10, 16)) * 3.0
+    x = np.concatenate([c + 0.3 * rng.standard_normal((3, 16)) for c in centres])
+    k, _, _, rule = choose_k(ward_hierarchy(x), max_clusters=32)
+    assert rule == RULE_LINEAR and k == 10
 
 
 def test_the_hierarchy_round_trips_and_any_k_is_its_cut(tmp_path):

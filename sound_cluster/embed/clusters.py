@@ -6,7 +6,8 @@ embeddings (the unit-length mean of each file's step embeddings), cut at K. Ward
 not be of equal size, as real folders are not (the clustering loss asks for equal clusters, and
 the argmax of a head trained with it threw away what the embedding knew: measured in
 BENCHMARKS.md). ``model.n_clusters=auto`` chooses K at the knee of the within-cluster scatter
-over the cuts K = 1..``model.max_clusters``, on a log scale (Satopaa et al. 2011, "Kneedle"); the
+over the cuts K = 1..``model.max_clusters``, on a log scale where the folder holds enough units
+(Satopaa et al. 2011, "Kneedle"; :func:`choose_k`); the
 hierarchy is kept with the models, so ``task=recluster`` cuts it at another K in seconds. The encoder's
 cluster head is then trained to give every file's steps its cluster (a self-labelling pass, as in
 SCAN; :mod:`sound_cluster.embed.head`), so posteriors, trees and clusters.csv agree.
@@ -172,7 +173,9 @@ class ClipClusters:
         return ClusterRecord(self.k, self.requested, self.rule, self.curve, self.scatter, unit, sound_length_s)
 
 
-RULE = "knee of the log within-cluster scatter over Ward's hierarchy of the units"
+RULE_LOG = "knee of the log within-cluster scatter over Ward's hierarchy of the units"
+RULE_LINEAR = ("knee of the within-cluster scatter over Ward's hierarchy of the units (fewer than "
+               "4 units per candidate K for the log scale)")
 
 
 @dataclass(frozen=True)
@@ -246,14 +249,19 @@ def ward_hierarchy(vectors: np.ndarray, *, max_exact: int = 4000, seed: int = 0)
     return Hierarchy(x, linkage(nodes, method="ward"), item)
 
 
-def choose_k(h: Hierarchy, *, max_clusters: int) -> tuple[int, dict[int, float], dict[int, float]]:
-    """``model.n_clusters=auto``: K at the knee of the log within-cluster scatter of Ward's cuts K = 1..max_clusters.
+UNITS_PER_CANDIDATE = 4  # the log scale needs this many units per candidate K (see choose_k)
 
-    The knee (Kneedle) of ``log W(K)``: the K farthest below the chord from K = 1 to the last candidate.
-    On the scatter itself the first big drop (families of kinds: instrument families before
-    instruments) hides the rest; its logarithm weighs each drop by what is left. Chosen among seven
-    rules by ``scripts/probe_k_rules.py`` (BENCHMARKS.md). The cut into as many clusters as units is
-    left out (its scatter is zero, its log unbounded); two units that differ stay apart.
+
+def choose_k(h: Hierarchy, *, max_clusters: int) -> tuple[int, dict[int, float], dict[int, float], str]:
+    """``model.n_clusters=auto``: K at the knee (Kneedle) of the within-cluster scatter W(K) of Ward's cuts.
+
+    With at least :data:`UNITS_PER_CANDIDATE` units per candidate K, the knee of ``log W(K)``: on the
+    scatter itself the first big drop (families of kinds: instrument families before instruments)
+    hides the rest, and its logarithm weighs each drop by what is left. With fewer units the cuts
+    near the last candidate hold one or two units each and ``log W`` plunges there, which puts the
+    knee at the first few K (the bundled demo, 3 clips per word: K = 1), so the knee of ``W(K)``
+    itself is taken. Chosen by ``scripts/probe_k_rules.py`` (BENCHMARKS.md). The cut into as many
+    clusters as units is left out (its scatter is zero); two units that differ stay apart.
 
     Returns
     -------
@@ -262,24 +270,27 @@ def choose_k(h: Hierarchy, *, max_clusters: int) -> tuple[int, dict[int, float],
         Each candidate's normalised distance below the chord (the chosen k has the largest).
     scatter : dict of int to float
         Each candidate's within-cluster sum of squares (unit-length embeddings).
+    rule : str
+        Which curve the knee was taken on.
     """
     n = len(h.x)
     if n == 1:
-        return 1, {1: 0.0}, {1: 0.0}
+        return 1, {1: 0.0}, {1: 0.0}, "one unit"
     ks = h.candidates(max_clusters)
     scatter = np.array([within_scatter(h.x, h.cut(int(k))) for k in ks])
+    scat = {int(a): float(b) for a, b in zip(ks, scatter)}
     if len(ks) < 3:  # two units: too few for a knee; apart when they differ
         k = int(ks[-1]) if scatter[0] > 1e-9 else 1
-        return k, {int(a): float(a == k) for a in ks}, {int(a): float(b) for a, b in zip(ks, scatter)}
+        return k, {int(a): float(a == k) for a in ks}, scat, "two units"
     use = ks < n if ks[-1] == n else np.ones(len(ks), bool)
-    if use.sum() < 3:  # three units: the knee of the scatter itself
-        k, gap = knee(ks, scatter)
-        return k, {int(a): float(g) for a, g in zip(ks, gap)}, {int(a): float(b) for a, b in zip(ks, scatter)}
-    floor = max(float(scatter[0]), 1e-12) * 1e-9  # identical units: a scatter of zero
-    k, gap = knee(ks[use], np.log(np.maximum(scatter[use], floor)))
-    crit = dict.fromkeys((int(a) for a in ks), 0.0)
-    crit.update({int(a): float(g) for a, g in zip(ks[use], gap)})
-    return k, crit, {int(a): float(b) for a, b in zip(ks, scatter)}
+    if use.sum() >= 3 and n >= UNITS_PER_CANDIDATE * int(ks[use][-1]):
+        floor = max(float(scatter[0]), 1e-12) * 1e-9  # identical units: a scatter of zero
+        k, gap = knee(ks[use], np.log(np.maximum(scatter[use], floor)))
+        crit = dict.fromkeys((int(a) for a in ks), 0.0)
+        crit.update({int(a): float(g) for a, g in zip(ks[use], gap)})
+        return k, crit, scat, RULE_LOG
+    k, gap = knee(ks, scatter)
+    return k, {int(a): float(g) for a, g in zip(ks, gap)}, scat, RULE_LINEAR
 
 
 def clusters_at(h: Hierarchy, *, n_clusters: int | str, max_clusters: int) -> ClipClusters:
@@ -290,8 +301,7 @@ def clusters_at(h: Hierarchy, *, n_clusters: int | str, max_clusters: int) -> Cl
     """
     n = len(h.x)
     if n_clusters == "auto":
-        k, curve, scat = choose_k(h, max_clusters=max_clusters)
-        rule = RULE if n > 1 else "one unit"
+        k, curve, scat, rule = choose_k(h, max_clusters=max_clusters)
     else:
         k, curve, scat, rule = min(int(n_clusters), n), {}, {}, "given"
     labels = h.cut(k) if n > 1 else np.zeros(1, dtype=np.int64)
