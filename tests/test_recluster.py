@@ -52,9 +52,18 @@ def test_recluster_of_clips_equals_a_fresh_fit_at_that_k(tmp_path):
     assert summary["task"] == "recluster" and summary["status"] == "complete"
     assert summary["clusters"]["n_clusters"] == 3 and summary["recluster"]["run"] == str(first)
     assert "train" not in summary["stage_seconds"] and "embed" not in summary["stage_seconds"]  # nothing embedded
-    # The report shows the hierarchy and the command for each candidate K.
+    # The report shows the hierarchy and, for each candidate K, a command that runs as written.
     page = (again / "report.html").read_text()
     assert 'id="hierarchy"' in page and (again / "report" / "hierarchy.png").is_file()
+    commands = [html.unescape(c) for c in re.findall(r'<code class="recluster">([^<]+)</code>', page)]
+    assert [c.rsplit("=", 1)[1] for c in commands] == ["3", "auto"]  # a given K: itself, and the rule
+    assert all(c.startswith(f"sound-cluster task=recluster run={again}") for c in commands)
+    args = shlex.split(commands[1])[1:] + [f"hydra.run.dir={tmp_path / 'from_report'}", "output.report=false",
+                                           f"features.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.run([EXE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from_report = json.loads((tmp_path / "from_report" / "summary.json").read_text())
+    assert from_report["task"] == "recluster" and from_report["clusters"]["requested"] == "auto"
     # task=apply on the new models gives the new clusters.
     applied = tmp_path / "applied"
     run(make_params("debug=tiny", "task=apply", f"models={again / 'models'}", "output.report=false",
@@ -75,23 +84,6 @@ def test_recluster_of_recordings_keeps_the_segments_of_a_fresh_fit(tmp_path):
     _same_outputs(again, fresh)
     assert (again / "segments.csv").read_text() == (fresh / "segments.csv").read_text()
     assert json.loads((again / "models" / "clusters.json").read_text())["unit"] == "segment"
-
-
-@pytest.mark.slow
-def test_the_reports_commands_run_as_written(tmp_path):
-    """Every candidate K's command in report.html is a working command line (one is run here)."""
-    first = _fit(tmp_path, "auto", "output.max_plots=0", "model.n_clusters=auto")
-    page = (first / "report.html").read_text()
-    commands = [html.unescape(c) for c in re.findall(r'<code class="recluster">([^<]+)</code>', page)]
-    assert len(commands) == 4 and all(c.startswith("sound-cluster task=recluster run=") for c in commands)
-    chosen = json.loads((first / "summary.json").read_text())["clusters"]["n_clusters"]
-    other = next(c for c in commands if not c.endswith(f"model.n_clusters={chosen}"))
-    k = int(other.rsplit("=", 1)[1])
-    args = shlex.split(other)[1:] + [f"hydra.run.dir={tmp_path / 'from_report'}", "output.report=false"]
-    proc = subprocess.run([EXE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "from_report" / "summary.json").read_text())
-    assert summary["clusters"]["n_clusters"] == k and summary["task"] == "recluster"
 
 
 def test_recluster_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
