@@ -317,6 +317,9 @@ def main() -> None:
         sys.exit(2)
     sys.argv[1:] = argv
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A run started in the background of a script inherits SIGINT ignored; Ctrl-C and kill -INT must still stop it
+    # cleanly (its workers ignore SIGINT themselves, executor._init_worker).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up lines (cuInit on a CPU) are noise
     try:
         _app()
