@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from soak import same_outputs  # scripts/ is on the path when a script runs
+
 
 def _cli(*args: str) -> float:
     exe = str(Path(sys.executable).with_name("sound-cluster"))
@@ -28,14 +30,6 @@ def _cli(*args: str) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"sound-cluster {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t0
-
-
-def _same(a: Path, b: Path) -> bool:
-    if (a / "clusters.csv").read_bytes() != (b / "clusters.csv").read_bytes():
-        return False
-    trees = sorted(p.relative_to(a) for p in (a / "trees").rglob("*.json"))
-    return trees == sorted(p.relative_to(b) for p in (b / "trees").rglob("*.json")) and all(
-        (a / t).read_bytes() == (b / t).read_bytes() for t in trees)
 
 
 def main() -> None:
@@ -59,7 +53,7 @@ def main() -> None:
     print(f"recluster at K={args.k}: {t_re:.1f} s wall (stages {sum(stages.values()):.1f} s, without the fold "
           f"{no_fold:.1f} s: {', '.join(f'{k} {v:.1f}' for k, v in stages.items())})")
     print(f"fresh fit at K={args.k}: {t_fresh:.1f} s; recluster / fresh fit: {t_re / t_fresh:.2f}")
-    print(f"recluster outputs equal the fresh fit's (clusters.csv and every tree): {'yes' if _same(again, fresh) else 'no'}")
+    print(f"recluster outputs equal the fresh fit's (clusters.csv and every tree): {'yes' if same_outputs(again, fresh) else 'no'}")
 
 
 if __name__ == "__main__":

@@ -256,14 +256,6 @@ def _is_python(pid: int) -> bool:
         return False
 
 
-def _decode(rel: str) -> bytes:
-    """A path as clusters.csv and failures.csv write it (backslash escapes for bytes that are not UTF-8)."""
-    import re
-
-    return re.sub(r"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]).decode("latin-1"),
-                  rel).encode("latin-1") if "\\x" in rel else rel.encode()
-
-
 def check_run(run_dir: Path, folder: Folder) -> dict:
     """Lost and mixed files, failures accounted for, and the summary's counts of one finished run."""
     with open(run_dir / "clusters.csv", newline="", encoding="utf-8") as fh:
