@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from labelled import data_folder, labelled_features, read_labels, speakers_of
 
 HERE = Path(__file__).resolve().parent
@@ -51,12 +50,12 @@ def main() -> None:
     from sklearn.cluster import KMeans
     from sklearn.preprocessing import StandardScaler
 
-    from sound_cluster.ingest.audio import load
     from sound_cluster.cli import compose_config
-    from sound_cluster.embed.clusters import assign, knee
     from sound_cluster.config import params_from_config
-    from sound_cluster.outputs.evaluate import clustering_scores
+    from sound_cluster.embed.clusters import assign, knee
     from sound_cluster.embed.shipped import resolve_init
+    from sound_cluster.ingest.audio import load
+    from sound_cluster.outputs.evaluate import clustering_scores
 
     rows_out = []
     sets = [(name, args.data / name) for name in args.sets]
@@ -108,7 +107,9 @@ def main() -> None:
                 enc, hist = fit_backbone([(f.cache_path, f.n_frames) for f in feats], model=p.model,
                                          train=p.train, n_mels=p.features.n_mels, seed=seed, verbose=0,
                                          init=str(src.path) if src else None)  # as a fit makes it
-                frames = lambda: (np.load(f.cache_path, mmap_mode="r") for f in feats)  # noqa: E731
+                def frames(feats=feats):
+                    return (np.load(f.cache_path, mmap_mode="r") for f in feats)
+
                 final = fit_clusters(enc, frames(), model=p.model, train=p.train, seed=seed).encoder
                 fit_s.append(time.perf_counter() - t0)  # encoder, clusters and head: a run's train + cluster
                 run = inference.Posteriors(final)
@@ -144,10 +145,10 @@ def main() -> None:
               f"{spe:7.1f} {cps:7.0f}" + (f"   ({skipped} clips skipped: too short or unreadable)" if skipped else ""))
         if spk:
             print(f"{'':12s} {'':10s} NMI against the speaker: ours {spk[0]:.3f}, baseline {spk[1]:.3f}")
-    print(f"\nauto K (means over seeds; K error = |chosen - true| / true; NMI ratio = NMI at auto K / NMI at true K)")
+    print("\nauto K (means over seeds; K error = |chosen - true| / true; NMI ratio = NMI at auto K / NMI at true K)")
     print(f"{'set':12s} {'init':10s} {'K':>3s} | {'ours K':>6s} {'K err':>6s} {'NMI':>6s} {'ratio':>6s} | "
           f"{'base K':>6s} {'K err':>6s} {'NMI':>6s} {'ratio':>6s}")
-    for name, init, n, skipped, k, o, b, spe, cps, spk, (auto, base_auto), per_seed in rows_out:
+    for name, init, _n, _skipped, k, o, b, _spe, _cps, _spk, (auto, base_auto), _per_seed in rows_out:
         ka, na = np.mean([a for a, _ in auto]), np.mean([x for _, x in auto])
         kb, nb = np.mean([a for a, _ in base_auto]), np.mean([x for _, x in base_auto])
         print(f"{name:12s} {init:10s} {k:3d} | {ka:6.1f} {abs(ka - k) / k:6.0%} {na:6.3f} {na / o['nmi']:5.2f}x | "

@@ -207,11 +207,11 @@ def ours(folder: Path, overrides: list[str], run_dir: Path) -> dict:
 
 
 def encoder_at_truth(run_dir: Path, refs, k: int) -> float:
+    import json
+
     from scipy.cluster.hierarchy import fcluster, linkage
 
     from sound_cluster.outputs.evaluate import clustering_scores
-
-    import json
 
     rate = json.loads((run_dir / "summary.json").read_text())["trees"]["leaf_rate_hz"]  # steps per second
     vecs, labels = [], []

@@ -27,10 +27,10 @@ import numpy as np
 import soundfile as sf
 
 from sound_cluster.config import ExecutorParams, FeatureParams
-from sound_cluster.run.preflight import usable_cores
-from sound_cluster.run.executor import map_files
-from sound_cluster.ingest.features import FeatureCache
 from sound_cluster.ingest.extract import extract_features
+from sound_cluster.ingest.features import FeatureCache
+from sound_cluster.run.executor import map_files
+from sound_cluster.run.preflight import usable_cores
 from sound_cluster.run.run_dir import demo_path
 
 

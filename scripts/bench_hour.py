@@ -24,9 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_events import build  # noqa: E402
+from bench_events import build  # scripts/ is on the path of a script run from it
 
 
 def _tree_rss(pid: int) -> int:

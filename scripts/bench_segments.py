@@ -23,18 +23,14 @@ segment in any 2- to 8-segment cut of our trees.
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from labelled import data_folder  # noqa: E402
+from labelled import data_folder  # scripts/ is on the path of a script run from it
 
 
 def make_files(fsdd: Path, out: Path, *, n_files: int, seed: int) -> dict[str, list[tuple[float, float]]]:
@@ -113,12 +109,10 @@ def main() -> None:
 
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
-    from sound_cluster.segment.fold import fold
-    from sound_cluster.segment.pauses import fold_input
-    from sound_cluster.run.fold_stage import leaf_sizes
     from sound_cluster.run.pipeline import run
     from sound_cluster.segment.merge_model import MergeAutoencoder
-    from sound_cluster.segment.tree import SegmentTree, doc_cut, read_tree_json
+    from sound_cluster.segment.segmenter import Segmenter, segment_file
+    from sound_cluster.segment.tree import doc_cut, read_tree_json
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -132,6 +126,7 @@ def main() -> None:
         untrained = MergeAutoencoder(params.model.embedding_dim, size_weighted=params.rae.size_weighted,
                                      node_vector=params.rae.node_vector, linkage=params.rae.linkage)
         trained = keras.saving.load_model(str(tmp / "run" / "models" / "rae.keras"), safe_mode=True, compile=False)
+        grid_seg = dataclasses.replace(Segmenter.of(params), boundary_refine_s=0.0)
         scores: dict[str, dict[str, list[float]]] = {}
         shortest = np.inf
         for rel, ref in truth.items():
@@ -142,18 +137,11 @@ def main() -> None:
             est = {"ours": intervals([s["start_s"] for s in doc_cut(doc, k)[1:]], dur)}
             frames = np.load(by_rel[rel].cache_path)
             with np.load(tmp / "run" / "posteriors" / f"{rel}.npz") as z:
-                # what the pipeline folded: pauses carry the sound before them, sounds fold first (rae settings)
-                fin = fold_input(z["embedding"], frames, rae=params.rae, time_pool=params.model.time_pool,
-                                 step_rate_hz=doc["frame_rate_hz"])
-            sizes = leaf_sizes(len(fin.leaves), duration_s=dur, step_rate_hz=doc["frame_rate_hz"])
-            grid = SegmentTree.from_merges(fold(fin.leaves, weights=trained.fold_weights(), sizes=sizes,
-                                                barriers=fin.barriers, min_size=fin.min_size),
-                                           frame_rate_hz=doc["frame_rate_hz"], duration_s=dur)
-            est["grid"] = intervals(grid.boundaries_s(k), dur)
-            t = SegmentTree.from_merges(fold(fin.leaves, weights=untrained.fold_weights(), sizes=sizes,
-                                             barriers=fin.barriers, min_size=fin.min_size),
-                                        frame_rate_hz=doc["frame_rate_hz"], duration_s=dur)
-            est["untrained"] = intervals(t.boundaries_s(k), dur)
+                emb = z["embedding"]
+            # what the pipeline folds (pauses carry the sound before them, sounds fold first), on the step grid
+            for name, model in (("grid", trained), ("untrained", untrained)):
+                segs = segment_file(emb, frames, duration_s=dur, weights=model.fold_weights(), seg=grid_seg)
+                est[name] = intervals(segs.tree.boundaries_s(k), dur)
             b = librosa.segment.agglomerative(frames.T, k=k)[1:]
             est["librosa"] = intervals(b / params.features.frame_rate_hz, dur)
             for name, e in est.items():

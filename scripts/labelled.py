@@ -10,7 +10,6 @@ import csv
 import functools
 from pathlib import Path
 
-
 DATA_ENV = "SOUND_CLUSTER_DATA"
 
 
@@ -56,9 +55,9 @@ def labelled_features(folder: Path, *, params) -> tuple[list, list[dict[str, str
     skipped : int
         Clips left out (too short or unreadable).
     """
-    from sound_cluster.run.executor import map_files
-    from sound_cluster.ingest.features import FeatureCache, warm_up
     from sound_cluster.ingest.extract import FileFeatures, extract_features
+    from sound_cluster.ingest.features import FeatureCache, warm_up
+    from sound_cluster.run.executor import map_files
 
     rows, files = read_labels(folder)
     cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)

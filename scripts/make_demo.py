@@ -11,18 +11,15 @@ joined files. Deterministic: the same source gives the same demo.
 from __future__ import annotations
 
 import argparse
-import sys
 import csv
 import shutil
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from labelled import data_folder  # scripts/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from labelled import data_folder  # noqa: E402
 DEMO = HERE.parent / "sound_cluster" / "demo"
 CLIP_SPEAKERS = ("george", "jackson", "nicolas")
 SEQUENCES = {  # name: (digits, pause seconds or None)

@@ -35,7 +35,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from labelled import data_folder, labelled_features, speakers_of
 
 HERE = Path(__file__).resolve().parent
@@ -55,9 +54,9 @@ def embed_sets(sets: list[tuple[str, Path]], *, inits: list[str]
     """
     import keras
 
-    from sound_cluster.embed.encoder import load_encoder
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
+    from sound_cluster.embed.encoder import load_encoder
     from sound_cluster.embed.shipped import resolve_init
 
     params = params_from_config(compose_config(["executor.kind=process"]))

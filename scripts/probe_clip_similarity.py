@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numba
 import numpy as np
-
 from labelled import data_folder, read_labels
 
 HERE = Path(__file__).resolve().parent
@@ -86,8 +85,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    import librosa
     import warnings
+
+    import librosa
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score as nmi
     from sklearn.preprocessing import StandardScaler

@@ -124,8 +124,8 @@ def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | P
     """
     from sound_cluster.cli import compose_checked
     from sound_cluster.config import params_from_config
-    from sound_cluster.run.preflight import preflight
     from sound_cluster.run.pipeline import run
+    from sound_cluster.run.preflight import preflight
 
     args = ([f"data.path={path}"] if path is not None else []) + list(overrides)
     cfg = compose_checked(args)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from sound_cluster.cli import compose_config
 from sound_cluster.config import params_from_config
 from sound_cluster.run.preflight import preflight

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sound_cluster.ingest.audio import discover, load
 from sound_cluster.errors import AudioError
+from sound_cluster.ingest.audio import discover, load
 from sound_cluster.ingest.failures import display_path
 
 from .conftest import BAD, SR, good_names, tone

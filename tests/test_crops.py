@@ -6,8 +6,9 @@ import os
 
 import numpy as np
 import pytest
+
 from sound_cluster.config import AugmentParams
-from sound_cluster.embed.crops import END, GROUP, START, CropSampler, FrameFile
+from sound_cluster.embed.crops import GROUP, CropSampler, FrameFile
 
 QUIET = AugmentParams(view_max_shift_frames=0, mel_shift_bins=0, time_mask_frames=0, freq_mask_bins=0, eq_nats=0.0)
 
@@ -79,7 +80,7 @@ def test_short_files_report_the_frames_they_fill(tmp_path):
     paths = _constant_files(tmp_path, [5, 40])
     s = CropSampler(paths, crop_frames=12, batch_size=32, augment=QUIET, seed=3)
     x, info = s.batch_with_files()
-    for crop, (g, start, end) in zip(x, info):
+    for crop, (_, start, end) in zip(x, info):
         if crop.max() == 0:  # the short file (value 0, padded with its own minimum, also 0)
             assert end - start == 5 and 0 <= start <= 7
         else:
@@ -89,6 +90,7 @@ def test_short_files_report_the_frames_they_fill(tmp_path):
 def test_step_mask_and_masked_posteriors_ignore_padding():
     import keras
     from keras import ops
+
     from sound_cluster.embed.losses import step_mask
     from sound_cluster.embed.training import ClusterTrainer
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+
 from sound_cluster.config import ExecutorParams
 from sound_cluster.errors import ConfigError
-from sound_cluster.run.executor import close_dask_clients, dask_client, map_files
 from sound_cluster.ingest.failures import Failure
+from sound_cluster.run.executor import close_dask_clients, dask_client, map_files
 
 from .conftest import make_params
 from .test_cli import run_cli

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from sound_cluster.config import AugmentParams, ConvBlock, ModelParams, RaeParams, TrainParams
+from sound_cluster.embed.clusters import assign
 from sound_cluster.embed.crops import CropSampler
 from sound_cluster.embed.encoder import InputStandardize, build_encoder, load_encoder, save_encoder
 from sound_cluster.embed.inference import Posteriors
 from sound_cluster.embed.losses import entropy_terms, nt_xent
 from sound_cluster.embed.training import ClusterTrainer, train_encoder
 from sound_cluster.outputs.evaluate import clustering_scores
-from sound_cluster.embed.clusters import assign
 
 TINY = ModelParams(n_clusters=4, max_clusters=4, embedding_dim=8, blocks=(ConvBlock(4, (3, 3), (2, 2)), ConvBlock(8, (3, 3), (2, 2))),
                    context_kernel=3)

@@ -5,10 +5,10 @@ import numpy as np
 
 from sound_cluster.config import ExecutorParams, FeatureParams
 from sound_cluster.ingest.audio import discover
-from sound_cluster.run.executor import map_files
+from sound_cluster.ingest.extract import FileFeatures, extract_features
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.ingest.features import FeatureCache
-from sound_cluster.ingest.extract import FileFeatures, extract_features
+from sound_cluster.run.executor import map_files
 
 from .conftest import BAD
 

@@ -1,4 +1,3 @@
-import functools
 import os
 
 import numpy as np
@@ -6,9 +5,9 @@ import pytest
 import soundfile as sf
 
 from sound_cluster.config import FeatureParams
+from sound_cluster.ingest.extract import extract_features
 from sound_cluster.ingest.features import FeatureCache, log_mel
 from sound_cluster.io_utils import TMP_PREFIX
-from sound_cluster.ingest.extract import extract_features
 
 from .conftest import SR, tone
 
@@ -66,7 +65,8 @@ def test_cache_never_unpickles(tmp_path):
 
 
 def test_stale_temp_files_are_cleaned(tmp_path):
-    import os, time
+    import os
+    import time
 
     cache = FeatureCache(tmp_path, params=FeatureParams())
     cache.prepare()

@@ -122,10 +122,10 @@ def test_tree_json_schema_and_round_trip(tmp_path):
         if "children" not in node:
             assert node["order"] is None and node["cost"] == 0 and node["end"] - node["start"] == 1
             return 1
-        l, r = node["children"]
-        assert l["start"] == node["start"] and l["end"] == r["start"] and r["end"] == node["end"]
-        assert node["order"] > max(c["order"] if c["order"] is not None else -1 for c in (l, r))
-        return walk(l) + walk(r)
+        left, r = node["children"]
+        assert left["start"] == node["start"] and left["end"] == r["start"] and r["end"] == node["end"]
+        assert node["order"] > max(c["order"] if c["order"] is not None else -1 for c in (left, r))
+        return walk(left) + walk(r)
 
     assert walk(root) == 40
     write_tree_json(doc, tmp_path / "t.json")

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
-from sound_cluster.segment import pauses
 from sound_cluster.config import FeatureParams
 from sound_cluster.ingest.features import log_mel
-from sound_cluster.segment.pauses import (carry_sources, fold_leaves, level_db, quiet_steps, sound_barriers,
-                                  sound_onsets)
+from sound_cluster.segment import pauses
+from sound_cluster.segment.pauses import carry_sources, fold_leaves, level_db, quiet_steps, sound_barriers, sound_onsets
 
 from .conftest import SR, tone
 

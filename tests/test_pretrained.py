@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from sound_cluster.config import AugmentParams
 from sound_cluster.embed.crops import CropSampler
-from sound_cluster.errors import ConfigError
 from sound_cluster.embed.shipped import SHIPPED, card_path, resolve_init
+from sound_cluster.errors import ConfigError
 
 from .conftest import SR, make_params, tone
 from .test_cli import run_cli

@@ -17,13 +17,13 @@ import soundfile as sf
 
 from sound_cluster.config import FeatureParams, saved_model_params
 from sound_cluster.errors import ConfigError
-from sound_cluster.ingest.features import FeatureCache
-from sound_cluster.io_utils import atomic_write_text
-from sound_cluster.ingest.names import output_names
 from sound_cluster.ingest.extract import extract_features
+from sound_cluster.ingest.features import FeatureCache
+from sound_cluster.ingest.names import output_names
+from sound_cluster.io_utils import atomic_write_text
 
 from .conftest import SR, make_params, tone
-from .test_cli import EXE, run_cli
+from .test_cli import run_cli
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

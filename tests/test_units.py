@@ -14,8 +14,14 @@ import soundfile as sf
 
 from sound_cluster.outputs.evaluate import event_cluster, score_events
 from sound_cluster.segment.tree import LENGTH_RULE, SOUNDS_RULE, SegmentTree
-from sound_cluster.segment.units import (choose_unit, collect_units, count_units, sound_runs, typical_sound_length_s,
-                                 unit_vector)
+from sound_cluster.segment.units import (
+    choose_unit,
+    collect_units,
+    count_units,
+    sound_runs,
+    typical_sound_length_s,
+    unit_vector,
+)
 
 from .conftest import SR, make_params
 

@@ -27,8 +27,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from sound_cluster.config.embed import (PRETRAIN_TRAIN, UNITS, AugmentParams, ConvBlock, ModelParams, PretrainParams,
-                                        TrainParams)
+from sound_cluster.config.embed import (
+    PRETRAIN_TRAIN,
+    UNITS,
+    AugmentParams,
+    ConvBlock,
+    ModelParams,
+    PretrainParams,
+    TrainParams,
+)
 from sound_cluster.config.ingest import AUDIO_EXTENSIONS, SEGMENT_FORMATS, DataParams, FeatureParams
 from sound_cluster.config.params import Params, check_features_fit_training, params_from_config, saved_model_params
 from sound_cluster.config.run import EXPORTS, ExecutorParams, OutputParams

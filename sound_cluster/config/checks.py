@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from sound_cluster.errors import ConfigError
 
+
 def fail(key: str, value: Any, expected: str) -> None:
     raise ConfigError(f"{key} must be {expected}, got {value!r}")
 

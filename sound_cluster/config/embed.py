@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from sound_cluster.config.checks import build, fail, non_negative, one_of, positive_float, positive_int
 
+
 @dataclass(frozen=True)
 class ConvBlock:
     """One row of the encoder's architecture table: Conv2D(filters, kernel) -> GELU -> MaxPool(pool).

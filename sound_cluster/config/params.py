@@ -14,7 +14,6 @@ from sound_cluster.config.run import ExecutorParams, OutputParams
 from sound_cluster.config.segment import RaeParams
 from sound_cluster.errors import ConfigError
 
-
 TASKS = ("fit", "apply", "recluster", "pretrain")
 # What task=recluster reads from the run it cuts again.
 RECLUSTER_NEEDS = ("summary.json", "clusters.csv", "posteriors", "models/embedding.keras", "models/rae.keras",

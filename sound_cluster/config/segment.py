@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sound_cluster.config.checks import fail, non_negative, one_of, positive_float, positive_int
 
+
 @dataclass(frozen=True)
 class RaeParams:
     """The merge autoencoder and the fold (see :mod:`sound_cluster.segment.merge_model`, :mod:`sound_cluster.segment.fold`).

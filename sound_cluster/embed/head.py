@@ -23,12 +23,12 @@ from keras import layers, ops
 
 from sound_cluster.config import AugmentParams, ModelParams, TrainParams
 from sound_cluster.embed.clusters import ClipClusters, Hierarchy, clusters_at, ward_hierarchy
+from sound_cluster.embed.crops import CropSampler
 from sound_cluster.embed.encoder import HEADS, PACKAGE, build_encoder, time_geometry
 from sound_cluster.embed.inference import Posteriors
 from sound_cluster.embed.losses import masked_mean_log_posterior, step_mask
 from sound_cluster.embed.shipped import transfer_weights
 from sound_cluster.embed.training import run_training
-from sound_cluster.embed.crops import CropSampler
 
 log = logging.getLogger(__name__)
 

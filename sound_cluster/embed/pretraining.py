@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sound_cluster.config import Params
-from sound_cluster.io_utils import atomic_write_json
 from sound_cluster.embed.shipped import CARD_FORMAT, resolve_init
+from sound_cluster.io_utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 

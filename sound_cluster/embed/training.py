@@ -21,8 +21,8 @@ from keras import ops
 from sound_cluster.config import ModelParams, TrainParams
 from sound_cluster.embed.crops import CropSampler
 from sound_cluster.embed.encoder import PACKAGE, build_encoder, load_encoder, save_encoder, time_geometry
-from sound_cluster.embed.shipped import transfer_weights
 from sound_cluster.embed.losses import entropy_terms, masked_mean_log_posterior, nt_xent, step_mask
+from sound_cluster.embed.shipped import transfer_weights
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from sound_cluster.config import SEGMENT_FORMATS
-from sound_cluster.outputs.references import match_references, read_labels, read_segments
 from sound_cluster.embed.clusters import read_clusters
 from sound_cluster.errors import SoundClusterError
+from sound_cluster.outputs.references import match_references, read_labels, read_segments
 from sound_cluster.segment.tree import doc_cut, read_tree_json
 
 

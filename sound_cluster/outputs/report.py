@@ -9,10 +9,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from sound_cluster.io_utils import atomic_open
-from sound_cluster.outputs.report_hierarchy import candidates, dendrogram_plot, k_choice_plot
 from sound_cluster.ingest.audio import load
+from sound_cluster.io_utils import atomic_open
 from sound_cluster.outputs.references import read_labels, read_segments
+from sound_cluster.outputs.report_hierarchy import candidates, dendrogram_plot, k_choice_plot
 from sound_cluster.outputs.report_segments import read_segment_rows, reference_labels, segment_clusters, timeline
 from sound_cluster.segment.tree import doc_cut, read_tree_json
 
@@ -50,7 +50,6 @@ def plot_file(
     matplotlib.use("Agg")
     import librosa.display
     import matplotlib.pyplot as plt
-
     from matplotlib.colors import ListedColormap
 
     k = posteriors.shape[1]

@@ -13,15 +13,15 @@ import numpy as np
 
 from sound_cluster.config import ModelParams, Params, saved_model_params
 from sound_cluster.embed.clusters import Assignment, ClusterRecord, assign, write_clusters
+from sound_cluster.embed.shipped import resolve_init
 from sound_cluster.errors import AudioError, ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
 from sound_cluster.io_utils import atomic_open, atomic_write_json
+from sound_cluster.run.recluster import recut
 from sound_cluster.run.run_dir import Timer
 from sound_cluster.run.saved_models import load_record, save_units
-from sound_cluster.segment.units import SEGMENT
-from sound_cluster.embed.shipped import resolve_init
-from sound_cluster.run.recluster import recut
 from sound_cluster.run.unit_plan import plan_units
+from sound_cluster.segment.units import SEGMENT
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sound_cluster.config import ExecutorParams
-from sound_cluster.run.preflight import usable_cores
 from sound_cluster.errors import AudioError
 from sound_cluster.ingest.failures import Failure
+from sound_cluster.run.preflight import usable_cores
 
 log = logging.getLogger(__name__)
 

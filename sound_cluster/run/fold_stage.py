@@ -1,8 +1,9 @@
 """The fold stage: the merge autoencoder trained (fit) or loaded (apply), every file folded into its tree.
 
-Per-file work (:func:`fold_file`: the fold, the tree JSON, the plot) runs through the executor;
-:func:`sound_cluster.run.unit_plan.segment_units` folds the files in the process itself when a run
-clusters the sounds inside its files, so the units come from the very trees the fold stage then writes.
+Per-file work (:func:`fold_file`: the file's segments from :func:`sound_cluster.segment.segmenter.segment_file`,
+the tree JSON, the exports, the plot) runs through the executor. When a run clusters the sounds inside its
+files, the fit folded them before it clustered (:mod:`sound_cluster.run.unit_plan`) and its merges come
+with the jobs, so the units come from the very trees written here.
 """
 
 from __future__ import annotations
@@ -12,48 +13,37 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from sound_cluster.config import OutputParams, Params, RaeParams
+from sound_cluster.config import OutputParams, Params
 from sound_cluster.errors import AudioError
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.io_utils import save_keras_model
 from sound_cluster.outputs.export import segment_rows, write_audacity, write_jams, write_raven, write_segments
 from sound_cluster.run.executor import map_files
-from sound_cluster.segment.boundaries import leaf_boundary_times
-from sound_cluster.segment.fold import fold
-from sound_cluster.segment.pauses import FoldInput, fold_input
-from sound_cluster.segment.tree import SegmentTree, resolve_k, write_tree_json
-from sound_cluster.segment.units import count_units, file_runs
+from sound_cluster.segment.segmenter import Segmenter, leaf_sizes, segment_file
+from sound_cluster.segment.tree import resolve_k, write_tree_json
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class FoldSettings:
-    """What folding one file needs to know: the fold's and the outputs' settings and the features' geometry.
+    """What one file's fold job needs: the segmenter's settings, the outputs' and the audio's geometry.
 
     Per-file jobs get this, not the whole :class:`~sound_cluster.config.Params` (a small pickle per worker).
     """
 
-    rae: RaeParams
+    seg: Segmenter
     output: OutputParams
-    time_pool: int  # input frames per encoder step
-    frame_rate_hz: float
     sample_rate: int
     hop_length: int
 
     @classmethod
     def of(cls, params: Params) -> "FoldSettings":
-        f = params.features
-        return cls(params.rae, params.output, params.model.time_pool, f.frame_rate_hz, f.sample_rate, f.hop_length)
-
-    @property
-    def step_rate_hz(self) -> float:
-        """Encoder steps (leaves) per second."""
-        return self.frame_rate_hz / self.time_pool
+        return cls(Segmenter.of(params), params.output, params.features.sample_rate, params.features.hop_length)
 
 
 @dataclass(frozen=True)
@@ -71,83 +61,20 @@ class FoldJob:
     units: int | None = None  # segment units: the file's count, when the fit counted it already
 
 
-def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.ndarray:
-    """Each leaf's size in steps: 1, but the last step covers only the part of a step left in the file."""
-    sizes = np.ones(n_leaves)
-    sizes[-1] = float(np.clip(duration_s * step_rate_hz - (n_leaves - 1), 0.05, 1.0))
-    return sizes
-
-
-def job_fold_input(job: FoldJob, *, fs: FoldSettings, step_rate_hz: float):
-    """What one file is folded from: :class:`sound_cluster.segment.pauses.FoldInput`.
+def _job_frames_and_embedding(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One job's step embeddings, posteriors and (memory-mapped) frames.
 
     Raises
     ------
     OSError, ValueError, KeyError
         The posteriors or the frames cannot be read.
     """
-
     with np.load(job.npz, allow_pickle=False) as z:
-        emb = z["embedding"]
-    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
-    return fold_input(emb, frames, rae=fs.rae, time_pool=fs.time_pool, step_rate_hz=step_rate_hz)
+        emb, post = z["embedding"], z["posteriors"]
+    return emb, post, np.load(job.frames, mmap_mode="r", allow_pickle=False)
 
 
-def fold_merges(fin: FoldInput, *, weights, duration_s: float, fs: FoldSettings, step_rate_hz: float):
-    """One file's fold (:func:`sound_cluster.segment.fold.fold`) on the heap, from its :class:`FoldInput`."""
-
-    sizes = leaf_sizes(len(fin.leaves), duration_s=duration_s, step_rate_hz=step_rate_hz)
-    return fold(fin.leaves, weights=weights, pairing=fs.rae.pairing, sizes=sizes, barriers=fin.barriers,
-                min_size=fin.min_size)
-
-
-def file_tree(fin: FoldInput, merges, frames: np.ndarray, *, duration_s: float, fs: FoldSettings,
-              step_rate_hz: float, units: int | None = None, sound_length_s: float | None = None
-              ) -> tuple[SegmentTree, dict[str, Any]]:
-    """One file's :class:`~sound_cluster.segment.tree.SegmentTree` and its own number of segments (``auto_choice``).
-
-    Parameters
-    ----------
-    fin : FoldInput
-        What the file was folded from (its sounds decide the count where pauses separate them).
-    merges : Merges
-    frames : np.ndarray [shape=(n_frames, n_mels)]
-        The file's log-mel frames (leaf boundaries move to onsets with ``output.boundary_refine_s``).
-    duration_s : float
-    fs : FoldSettings
-        ``output.auto_min_segment_s``, ``output.boundary_refine_s``, ``rae.min_sound_s`` and the
-        feature and model geometry are used.
-    step_rate_hz : float
-    units : int, optional
-        Segment units: the file's number of units (:func:`count_file_units`); None otherwise.
-    sound_length_s : float, optional
-        Segment units: the folder's typical length of one sound (recorded with the choice).
-    """
-
-    leaf_times = leaf_boundary_times(frames, n_leaves=len(fin.leaves), time_pool=fs.time_pool,
-                                     frame_rate_hz=fs.frame_rate_hz,
-                                     radius_s=fs.output.boundary_refine_s, duration_s=duration_s)
-    tree = SegmentTree.from_merges(merges, frame_rate_hz=step_rate_hz, duration_s=duration_s, leaf_times=leaf_times)
-    auto = tree.auto_choice(min_segment_s=fs.output.auto_min_segment_s, sounds=fin.sounds,
-                            min_sound_s=fs.rae.min_sound_s, units=units, sound_length_s=sound_length_s)
-    return tree, auto
-
-
-def train_merge_model(leaves: Sequence[np.ndarray], *, rae: RaeParams, seed: int):
-    """The merge autoencoder trained on every file's leaves (:func:`sound_cluster.segment.merge_model.train_rae`).
-
-    Returns
-    -------
-    model : MergeAutoencoder
-    losses : list of float
-        Mean merge cost per epoch.
-    """
-    from sound_cluster.segment import merge_model as rae_mod
-
-    return rae_mod.train_rae(leaves, rae=rae, seed=seed)
-
-
-def fold_file(job: FoldJob, *, weights, fs: FoldSettings, step_rate_hz: float, output_dir: Path,
+def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
               segments: bool = False, sound_length_s: float | None = None) -> dict[str, Any]:
     """Per-file job of the fold stage: tree JSON (and a plot) of one file.
 
@@ -161,29 +88,19 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, step_rate_hz: float, o
         With stage ``fold``: the file is too long for ``rae.pairing=any``.
     """
 
-    with np.load(job.npz, allow_pickle=False) as z:
-        emb, post = z["embedding"], z["posteriors"]
-    if fs.rae.pairing == "any" and len(emb) > fs.rae.max_any_leaves:
+    emb, post, frames = _job_frames_and_embedding(job)
+    rae = fs.seg.rae
+    if rae.pairing == "any" and len(emb) > rae.max_any_leaves:
         raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
-                         f"(rae.max_any_leaves={fs.rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
+                         f"(rae.max_any_leaves={rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
     out_params = fs.output
-    frames = np.load(job.frames, mmap_mode="r", allow_pickle=False)
-    fin = fold_input(emb, frames, rae=fs.rae, time_pool=fs.time_pool, step_rate_hz=step_rate_hz)
-    merges = job.merges
-    if merges is None:
-        merges = fold_merges(fin, weights=weights, duration_s=job.duration_s, fs=fs,
-                             step_rate_hz=step_rate_hz)
-    units = job.units
-    if units is None and sound_length_s:  # segment units the fit did not count (task=apply)
-        units = count_units(file_runs(fin, frames, frame_rate_hz=fs.frame_rate_hz, time_pool=fs.time_pool,
-                                      step_rate_hz=step_rate_hz), sound_length_s=sound_length_s)
-    tree, auto = file_tree(fin, merges, frames, duration_s=job.duration_s, fs=fs, step_rate_hz=step_rate_hz,
-                           units=units, sound_length_s=sound_length_s)
+    segs = segment_file(emb, frames, duration_s=job.duration_s, weights=weights, seg=fs.seg, merges=job.merges,
+                        units=job.units, sound_length_s=sound_length_s)
+    tree, auto = segs.tree, segs.auto
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
                        min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
     root = doc.pop("root")  # the small header first, so a reader sees it before the tree
-    doc["pauses"] = {"pause_db": fs.rae.pause_db, "quiet_leaves": int(fin.quiet.sum()), "sounds": fin.sounds,
-                     "sounds_first": fin.barriers is not None}
+    doc["pauses"] = segs.pauses()
     doc["root"] = root
     write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
     out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
@@ -191,19 +108,15 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, step_rate_hz: float, o
     exports = fs.output.exports()
     rows = None
     if segments or exports & {"audacity", "raven"}:
-
         rows = segment_rows(doc, k=fs.output.export_k or fs.output.segments)
     if segments:
         out["segments"] = rows
     if "audacity" in exports:
-
         write_audacity(rows, output_dir / "export" / "audacity" / f"{job.name}.txt")
     if "raven" in exports:
-
         write_raven(rows, output_dir / "export" / "raven" / f"{job.name}.selections.txt",
                     high_freq_hz=_nyquist_hz(job.path, default_hz=fs.sample_rate / 2))
     if "jams" in exports:
-
         write_jams(doc, output_dir / "jams" / f"{job.name}.jams")
     if job.plot:
         from sound_cluster.outputs.report import plot_file
@@ -244,7 +157,7 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
     segments : bool
         Write ``segments.csv`` (``output.export_segments``, or segment units).
     sound_length_s : float, optional
-        Segment units: the folder's typical sound length (:func:`file_tree`).
+        Segment units: the folder's typical sound length (:func:`sound_cluster.segment.segmenter.segment_file`).
 
     Returns the summary's entries, the files whose fold failed, and each tree's number of
     segments at ``output.segments`` by output name (the report orders files by it).
@@ -257,12 +170,14 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
             for i, (f, r) in enumerate(zip(feats, rows))]
     extra: dict[str, Any] = {}
     fs = FoldSettings.of(params)
-    step_rate_hz = fs.step_rate_hz
+    step_rate_hz = fs.seg.step_rate_hz
     if params.task == "fit":
         if trained is None:
             with timer.stage("rae_train"):
-                seqs = [job_fold_input(j, fs=fs, step_rate_hz=step_rate_hz).leaves for j in jobs]
-                trained = train_merge_model(seqs, rae=params.rae, seed=params.seed)
+                seqs = [fs.seg.fold_input(*_job_frames_and_embedding(j)[::2]).leaves for j in jobs]
+                from sound_cluster.segment.merge_model import train_rae  # TensorFlow
+
+                trained = train_rae(seqs, rae=params.rae, seed=params.seed)
         model, losses = trained
         save_keras_model(model, models_dir / "rae.keras")
         extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
@@ -275,14 +190,13 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
     with timer.stage("fold"):
         device = fold_device(params.rae.fold_device)
         if device == "gpu":
-            jobs = _fold_batched(jobs, weights=model.fold_weights(), fs=fs, step_rate_hz=step_rate_hz)
+            jobs = _fold_batched(jobs, weights=model.fold_weights(), seg=fs.seg)
         results = map_files(
-            functools.partial(fold_file, weights=model.fold_weights(), fs=fs, step_rate_hz=step_rate_hz,
+            functools.partial(fold_file, weights=model.fold_weights(), fs=fs,
                               output_dir=output_dir, segments=segments, sound_length_s=sound_length_s),
             jobs, params=params.executor, stage="fold", progress=params.output.progress)
     done = [r for r in results if not isinstance(r, Failure)]
     if segments:
-
         seg_rows = [row for d in done for row in d["segments"]]
         write_segments(seg_rows, output_dir / "segments.csv")
         clusters = [int(r[4]) for r in seg_rows if r[4] != ""]
@@ -308,21 +222,21 @@ def fold_device(setting: str) -> str:
     return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
-def _fold_batched(jobs: list[FoldJob], *, weights, fs: FoldSettings, step_rate_hz: float) -> list[FoldJob]:
+def _fold_batched(jobs: list[FoldJob], *, weights, seg: Segmenter) -> list[FoldJob]:
     """The jobs with their merges made by the lockstep fold, ``rae.fold_batch`` files at a time, in order of length.
 
     A file whose posteriors or frames cannot be read keeps no merges: its own job reports the error.
     """
     from sound_cluster.segment.lockstep import fold_lockstep
 
-    batch = fs.rae.fold_batch
+    batch = seg.rae.fold_batch
     seqs: dict[int, tuple[Any, np.ndarray]] = {}  # job index -> (FoldInput, leaf sizes)
     for k, j in enumerate(jobs):
         try:
-            fin = job_fold_input(j, fs=fs, step_rate_hz=step_rate_hz)
+            fin = seg.fold_input(*_job_frames_and_embedding(j)[::2])
         except (OSError, ValueError, KeyError):
             continue
-        seqs[k] = fin, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=step_rate_hz)
+        seqs[k] = fin, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=seg.step_rate_hz)
     order = sorted(seqs, key=lambda k: len(seqs[k][0].leaves))  # similar lengths together: little padding
     out = list(jobs)
     for a in range(0, len(order), batch):

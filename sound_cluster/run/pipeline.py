@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sound_cluster.config import Params, as_config
+from sound_cluster.embed.clusters import read_clusters
 from sound_cluster.errors import AudioError, ConfigError, SoundClusterError
 from sound_cluster.ingest.audio import discover
 from sound_cluster.ingest.extract import FileFeatures, extract_features
@@ -16,17 +17,15 @@ from sound_cluster.ingest.failures import Failure, display_path, write_failures
 from sound_cluster.ingest.features import FeatureCache, warm_up
 from sound_cluster.ingest.names import output_names
 from sound_cluster.outputs.evaluate import evaluate_run
+from sound_cluster.outputs.references import match_references, read_labels, read_segments
+from sound_cluster.outputs.report import write_report
 from sound_cluster.run.embed_stage import embed_stage, with_model_features
 from sound_cluster.run.executor import map_files
 from sound_cluster.run.fold_stage import fold_stage
 from sound_cluster.run.preflight import preflight
-from sound_cluster.run.run_dir import (RunResult, RunState, Timer, demo_path, log_done, prepare_run_dir,
-                                       write_summary)
-from sound_cluster.segment.units import SEGMENT
-from sound_cluster.embed.clusters import read_clusters
-from sound_cluster.outputs.references import match_references, read_labels, read_segments
-from sound_cluster.outputs.report import write_report
 from sound_cluster.run.recluster import recluster_params
+from sound_cluster.run.run_dir import RunResult, RunState, Timer, demo_path, log_done, prepare_run_dir, write_summary
+from sound_cluster.segment.units import SEGMENT
 
 log = logging.getLogger(__name__)
 

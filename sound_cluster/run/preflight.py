@@ -15,8 +15,8 @@ import os
 import sys
 
 from sound_cluster.config import Params
-from sound_cluster.errors import ConfigError
 from sound_cluster.embed.shipped import resolve_init
+from sound_cluster.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

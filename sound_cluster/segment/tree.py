@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from sound_cluster.io_utils import atomic_write_text
 
 SCHEMA_VERSION = 1
