@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from sound_cluster.run_folder import RunFolder
+
 SR = 16000
 MAX_EVENT_S = 1.0
 
@@ -207,17 +209,15 @@ def ours(folder: Path, overrides: list[str], run_dir: Path) -> dict:
 
 
 def encoder_at_truth(run_dir: Path, refs, k: int) -> float:
-    import json
 
     from scipy.cluster.hierarchy import fcluster, linkage
 
     from sound_cluster.outputs.evaluate import clustering_scores
 
-    rate = json.loads((run_dir / "summary.json").read_text())["trees"]["leaf_rate_hz"]  # steps per second
+    rate = RunFolder(run_dir).read_summary()["trees"]["leaf_rate_hz"]  # steps per second
     vecs, labels = [], []
     for p, evs in refs.items():
-        with np.load(run_dir / "posteriors" / f"{p}.npz") as z:
-            emb = z["embedding"]
+        emb = RunFolder(run_dir).read_step_embeddings(p)
         for s, e, lab in evs:
             a, b = int(s * rate), max(int(s * rate) + 1, int(e * rate))
             v = emb[a:b].mean(axis=0)

@@ -15,7 +15,6 @@ the pipeline did before segment units.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 from bench_events import build  # scripts/ is on the path of a script run from it
+
+from sound_cluster.run_folder import RunFolder
 
 
 def _tree_rss(pid: int) -> int:
@@ -92,7 +93,7 @@ def main() -> None:
             if rc:
                 print(f"{name}: failed with exit code {rc}")
                 continue
-            s = json.loads((run_dir / "summary.json").read_text())
+            s = RunFolder(run_dir).read_summary()
             ev = s.get("event_metrics", {})
             stages = ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items() if v >= 0.5)
             print(f"{name}: {wall:.0f} s wall, peak {peak / 2 ** 30:.2f} GB (process tree); unit "

@@ -15,7 +15,6 @@ least that fast).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from sound_cluster.run_folder import RunFolder
 
 HERE = Path(__file__).resolve().parent
 SR = 16000
@@ -62,7 +63,7 @@ def run_one(audio_dir: Path, run_dir: Path, overrides: list[str]) -> tuple[float
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     peak_kb = int(proc.stdout.strip().splitlines()[-1])
-    return wall, peak_kb / 1024, json.loads((run_dir / "summary.json").read_text())
+    return wall, peak_kb / 1024, RunFolder(run_dir).read_summary()
 
 
 def main() -> None:

@@ -14,13 +14,14 @@ clusters.csv and every tree of the recluster equal the fresh fit's.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from soak import same_outputs  # scripts/ is on the path when a script runs
+
+from sound_cluster.run_folder import RunFolder
 
 
 def _cli(*args: str) -> float:
@@ -45,10 +46,10 @@ def main() -> None:
     t_fit = _cli(str(args.folder), f"hydra.run.dir={fit}", *common)
     t_re = _cli("task=recluster", f"run={fit}", f"model.n_clusters={args.k}", f"hydra.run.dir={again}", *common)
     t_fresh = _cli(str(args.folder), f"model.n_clusters={args.k}", f"hydra.run.dir={fresh}", *common)
-    s = json.loads((again / "summary.json").read_text())
+    s = RunFolder(again).read_summary()
     stages = s["stage_seconds"]
     no_fold = sum(v for k, v in stages.items() if k != "fold")
-    k_auto = json.loads((fit / "summary.json").read_text())["clusters"]["n_clusters"]
+    k_auto = RunFolder(fit).read_summary()["clusters"]["n_clusters"]
     print(f"{s['files_processed']} files; fit with K chosen ({k_auto}): {t_fit:.1f} s")
     print(f"recluster at K={args.k}: {t_re:.1f} s wall (stages {sum(stages.values()):.1f} s, without the fold "
           f"{no_fold:.1f} s: {', '.join(f'{k} {v:.1f}' for k, v in stages.items())})")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from sound_cluster.run_folder import RunFolder
 
 log = logging.getLogger("bench_scale")
 PER_FILE = ("features", "fold")
@@ -95,7 +96,7 @@ def run(args: list[str]) -> tuple[float, dict, dict[str, float]]:
             err.seek(0)
             tail = err.read().decode(errors="replace")[-3000:]
             sys.exit(f"sound-cluster {' '.join(args)} failed ({proc.returncode}):\n{tail}")
-    return wall, json.loads((Path(run_dir) / "summary.json").read_text()), peaks
+    return wall, RunFolder(Path(run_dir)).read_summary(), peaks
 
 
 def cache_mb(folder: Path) -> float:
@@ -143,7 +144,7 @@ def main() -> None:
 
         fit_dir = work / "fit"
         if args.reuse_fit:
-            fit = json.loads((fit_dir / "summary.json").read_text())
+            fit = RunFolder(fit_dir).read_summary()
             if fit.get("status") != "complete":
                 sys.exit(f"--reuse-fit: {fit_dir} holds no complete fit")
             fit_wall, fit_mem = float("nan"), {"RssAnon": float("nan"), "RssFile": float("nan")}

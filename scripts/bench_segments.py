@@ -110,6 +110,7 @@ def main() -> None:
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
     from sound_cluster.run.pipeline import run
+    from sound_cluster.run_folder import RunFolder
     from sound_cluster.segment.merge_model import MergeAutoencoder
     from sound_cluster.segment.segmenter import Segmenter, segment_file
     from sound_cluster.segment.tree import doc_cut, read_tree_json
@@ -125,19 +126,18 @@ def main() -> None:
         by_rel = {f.path.relative_to(tmp / "audio").as_posix(): f for f in result.features}
         untrained = MergeAutoencoder(params.model.embedding_dim, size_weighted=params.rae.size_weighted,
                                      node_vector=params.rae.node_vector, linkage=params.rae.linkage)
-        trained = keras.saving.load_model(str(tmp / "run" / "models" / "rae.keras"), safe_mode=True, compile=False)
+        trained = keras.saving.load_model(str(RunFolder(tmp / "run").models.merge_model), safe_mode=True, compile=False)
         grid_seg = dataclasses.replace(Segmenter.of(params), boundary_refine_s=0.0)
         scores: dict[str, dict[str, list[float]]] = {}
         shortest = np.inf
         for rel, ref in truth.items():
             kind = rel.split("/")[0]
             k = len(ref)
-            doc = read_tree_json(tmp / "run" / "trees" / f"{rel}.json")
+            doc = read_tree_json(RunFolder(tmp / "run").tree(rel))
             dur = doc["duration_s"]
             est = {"ours": intervals([s["start_s"] for s in doc_cut(doc, k)[1:]], dur)}
             frames = np.load(by_rel[rel].cache_path)
-            with np.load(tmp / "run" / "posteriors" / f"{rel}.npz") as z:
-                emb = z["embedding"]
+            emb = RunFolder(tmp / "run").read_step_embeddings(rel)
             # what the pipeline folds (pauses carry the sound before them, sounds fold first), on the step grid
             for name, model in (("grid", trained), ("untrained", untrained)):
                 segs = segment_file(emb, frames, duration_s=dur, weights=model.fold_weights(), seg=grid_seg)

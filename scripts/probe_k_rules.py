@@ -44,12 +44,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from sound_cluster.run_folder import RunFolder
 
 SETS = ("fsdd", "instruments", "drums")
 
@@ -266,21 +267,21 @@ def clip_sets(data: Path, work: Path) -> list[tuple[str, np.ndarray, list[str], 
     out = []
     for name in SETS:
         run_dir = work / name
-        if not (run_dir / "models" / "units.npz").is_file():
+        if not RunFolder(run_dir).models.units.is_file():
             cfg = compose_config([f"data.path={data / name}", "output.report=false", "output.max_plots=0",
                                   "output.overwrite=true"])
             run(params_from_config(cfg), output_dir=run_dir, config=cfg)
-        z = np.load(run_dir / "models" / "units.npz")
+        z = np.loadRunFolder(run_dir).models.units
         labels = read_labels(data / name / "labels.csv")
         lab = [labels[str(f)] for f in z["files"][z["unit_file"]]]
         out.append((name, z["vectors"].astype(np.float64), lab, 32))
     # The bundled demo: 30 labelled clips (3 speakers x 10 digits) beside 4 unlabelled recordings.
     demo = Path(__file__).resolve().parents[1] / "sound_cluster" / "demo"
     run_dir = work / "demo"
-    if not (run_dir / "models" / "units.npz").is_file():
+    if not RunFolder(run_dir).models.units.is_file():
         cfg = compose_config(["output.report=false", "output.max_plots=0", "output.overwrite=true"])
         run(params_from_config(cfg), output_dir=run_dir, config=cfg)
-    z = np.load(run_dir / "models" / "units.npz")
+    z = np.loadRunFolder(run_dir).models.units
     labels = read_labels(demo / "labels.csv")
     keep = [i for i, f in enumerate(z["files"]) if str(f) in labels]
     out.append(("demo clips", z["vectors"][keep].astype(np.float64), [labels[str(z["files"][i])] for i in keep], 32))
@@ -295,8 +296,8 @@ def event_sets(runs: Path) -> list[tuple[str, np.ndarray, list[str], int]]:
             for r in csv.DictReader(fh):
                 refs.setdefault(r["path"], []).append((float(r["start_s"]), float(r["end_s"]), r["label"]))
         run = runs / "runs" / folder.name / "auto"
-        rate = json.loads((run / "summary.json").read_text())["trees"]["leaf_rate_hz"]
-        z = np.load(run / "models" / "units.npz")
+        rate = RunFolder(run).read_summary()["trees"]["leaf_rate_hz"]
+        z = np.load(RunFolder(run).models.units)
         files = z["files"]
         labels = [max((min(e, b) - max(s, a), lab) for a, b, lab in refs[files[f]])[1]
                   for f, s, e in zip(z["unit_file"], z["start"] / rate, z["end"] / rate)]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sound_cluster.run_folder import RunFolder
+
 
 def main() -> None:
     from scipy.cluster.hierarchy import fcluster, linkage
@@ -38,8 +40,8 @@ def main() -> None:
             for r in csv.DictReader(fh):
                 refs.setdefault(r["path"], []).append((float(r["start_s"]), float(r["end_s"]), r["label"]))
         run = args.runs / "runs" / folder.name / "auto"
-        rate = float(json_value(run / "summary.json", "trees", "leaf_rate_hz"))
-        z = np.load(run / "models" / "units.npz")
+        rate = float(RunFolder(run).read_summary()["trees"]["leaf_rate_hz"])
+        z = np.load(RunFolder(run).models.units)
         files, v = z["files"], z["vectors"].astype(np.float64)
         labels = []
         for f, s, e in zip(z["unit_file"], z["start"] / rate, z["end"] / rate):

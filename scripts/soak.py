@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from sound_cluster.run_folder import RunFolder
+
 FORMATS = (("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"),
            ("mp3", "MP3", "MPEG_LAYER_III"))
 RATES = (8000, 16000, 22050, 44100, 48000)
@@ -232,7 +234,7 @@ def run_cli(cmd: list[str], *, log: Path, interrupt: tuple[Path, Path, int] | No
                         os.kill(workers[-1], signal.SIGKILL)
                         killed = True
                         events.append(f"SIGKILL worker {workers[-1]} with {cached} cache files written")
-                trees = run_dir / "trees"
+                trees = RunFolder(run_dir).trees
                 if killed and not stopped and trees.is_dir() and any(trees.rglob("*.json")):
                     proc.send_signal(signal.SIGTERM)
                     stopped = True
@@ -258,17 +260,18 @@ def _is_python(pid: int) -> bool:
 
 def check_run(run_dir: Path, folder: Folder) -> dict:
     """Lost and mixed files, failures accounted for, and the summary's counts of one finished run."""
-    with open(run_dir / "clusters.csv", newline="", encoding="utf-8") as fh:
+    run = RunFolder(run_dir)
+    with open(run.clusters, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    with open(run_dir / "failures.csv", newline="", encoding="utf-8") as fh:
+    with open(run.failures, newline="", encoding="utf-8") as fh:
         failed = list(csv.DictReader(fh))
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = run.read_summary()
     by_path = {r["path"]: r for r in rows}
     good = {g.decode("utf-8", "backslashreplace"): g for g in folder.good}
-    lost = [p for p in good if p not in by_path or not (run_dir / "trees" / f"{by_path[p]['name']}.json").is_file()]
+    lost = [p for p in good if p not in by_path or not run.tree(by_path[p]["name"]).is_file()]
     mixed = 0
     for p, r in by_path.items():
-        tree = run_dir / "trees" / f"{r['name']}.json"
+        tree = run.tree(r["name"])
         if tree.is_file() and json.loads(tree.read_text()).get("source") != p:
             mixed += 1
     failed_paths = {f["path"] for f in failed if f["stage"] not in ("discover",)}
@@ -281,10 +284,11 @@ def check_run(run_dir: Path, folder: Folder) -> dict:
 
 
 def same_outputs(a: Path, b: Path) -> bool:
-    if (a / "clusters.csv").read_bytes() != (b / "clusters.csv").read_bytes():
+    ra, rb = RunFolder(a), RunFolder(b)
+    if ra.clusters.read_bytes() != rb.clusters.read_bytes():
         return False
-    ta = sorted(p.relative_to(a) for p in (a / "trees").rglob("*.json"))
-    return ta == sorted(p.relative_to(b) for p in (b / "trees").rglob("*.json")) and all(
+    ta = sorted(p.relative_to(a) for p in ra.trees.rglob("*.json"))
+    return ta == sorted(p.relative_to(b) for p in rb.trees.rglob("*.json")) and all(
         (a / t).read_bytes() == (b / t).read_bytes() for t in ta)
 
 
@@ -349,9 +353,10 @@ def main() -> int:
             fail("files_found != files_processed + files_failed")
         if c["good_failed"]:
             fail(f"good files in failures.csv: {c['good_failed']}")
-        report = base / "report.html"
+        report = RunFolder(base).report
         if report.is_file():
-            mb = (report.stat().st_size + sum(p.stat().st_size for p in (base / "report").rglob("*") if p.is_file())
+            mb = (report.stat().st_size + sum(p.stat().st_size for p in RunFolder(base).report_files.rglob("*")
+                                              if p.is_file())
                   ) / 1e6
             page_mb = report.stat().st_size / 1e6
             shot = render_seconds(report, logs / f"{ex}_report.png")

@@ -13,11 +13,12 @@ finished run folder into the same :class:`Run`. Importing this module does not i
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sound_cluster.run_folder import RunFolder
 
 
 class Table(list):
@@ -45,14 +46,14 @@ class Run:
     @property
     def summary(self) -> dict[str, Any]:
         """``summary.json``: status, counts, clusters and K, units, metrics, stage seconds, config."""
-        return json.loads((self.dir / "summary.json").read_text(encoding="utf-8"))
+        return RunFolder(self.dir).read_summary()
 
     @property
     def clusters(self) -> Table:
         """``clusters.csv``: one row per file (``path``, ``cluster``, ``confidence``, ``duration_s``, ``name``)."""
         from sound_cluster.embed.clusters import read_clusters
 
-        path = self.dir / "clusters.csv"
+        path = RunFolder(self.dir).clusters
         return Table({"path": a.path, "cluster": a.cluster, "confidence": a.confidence, "duration_s": a.duration_s,
                       "name": a.name} for a in read_clusters(path)) if path.is_file() else Table()
 
@@ -62,13 +63,13 @@ class Run:
         ``confidence``); empty when the run wrote none (file units without ``output.export=[segments]``)."""
         from sound_cluster.outputs.export import read_segments_table
 
-        path = self.dir / "segments.csv"
+        path = RunFolder(self.dir).segments
         return Table(read_segments_table(path)) if path.is_file() else Table()
 
     @property
     def report_path(self) -> Path | None:
         """``report.html``, or None when the run wrote no report."""
-        p = self.dir / "report.html"
+        p = RunFolder(self.dir).report
         return p if p.is_file() else None
 
     def tree_doc(self, path: str) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class Run:
         names = {r["path"]: r["name"] for r in self.clusters}
         if path not in names:
             raise KeyError(f"{path!r} is not a file of the run in {self.dir} (see its clusters.csv)")
-        return read_tree_json(self.dir / "trees" / f"{names[path]}.json")
+        return read_tree_json(RunFolder(self.dir).tree(names[path]))
 
     def tree(self, path: str):
         """The :class:`~sound_cluster.segment.tree.SegmentTree` of the file at ``path`` (cut it with ``.cut(k)``)."""
@@ -96,7 +97,7 @@ def load_run(run_dir: str | Path) -> Run:
         ``run_dir`` holds no ``summary.json``.
     """
     run_dir = Path(run_dir).expanduser().absolute()
-    if not (run_dir / "summary.json").is_file():
+    if not RunFolder(run_dir).summary.is_file():
         raise FileNotFoundError(f"{run_dir} is not a sound-cluster run folder (no summary.json)")
     return Run(run_dir)
 

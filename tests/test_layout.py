@@ -72,3 +72,39 @@ def test_stages_do_not_import_later_stages(stage, later):
         if name.startswith(f"sound_cluster.{stage}."):
             bad = sorted(d for d in deps if d.split(".")[1] in later)
             assert not bad, f"{name} imports {bad}"
+
+
+def _path_parts(path: Path) -> list[tuple[int, str]]:
+    """String constants of a module that name files (with an extension) or are joined onto a path (``p / "x"``)."""
+    out = []
+    for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and "." in n.value:
+            out.append((n.lineno, n.value))
+        elif isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and isinstance(n.right, ast.Constant) \
+                and isinstance(n.right.value, str):
+            out.append((n.lineno, n.right.value))
+    return out
+
+
+def test_run_folder_file_names_are_stated_only_in_run_folder():
+    """The run folder's layout has one owner (sound_cluster.run_folder.RunFolder): no other module spells its paths."""
+    from sound_cluster import run_folder
+    from sound_cluster.run_folder import ModelsFolder
+
+    names = set(run_folder.OUTPUTS) | {getattr(ModelsFolder, a) for a in dir(ModelsFolder)
+                                       if a.isupper() and isinstance(getattr(ModelsFolder, a), str)}
+    assert {"summary.json", "clusters.csv", "posteriors", "rae.keras", "units.npz"} <= names
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "run_folder.py":
+            continue
+        hits = [(line, v) for line, v in _path_parts(path) if v in names]
+        assert not hits, f"{path.relative_to(PACKAGE.parent)} spells run-folder paths: {hits}"
+
+
+def test_run_modules_use_each_other_only_through_public_names():
+    """run/ is a short list of stages: no run/ module reaches into another's private (underscored) names."""
+    for path in (PACKAGE / "run").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sound_cluster.run."):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"

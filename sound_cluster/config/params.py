@@ -13,11 +13,9 @@ from sound_cluster.config.ingest import AUDIO_EXTENSIONS, DataParams, FeaturePar
 from sound_cluster.config.run import ExecutorParams, OutputParams
 from sound_cluster.config.segment import RaeParams
 from sound_cluster.errors import ConfigError
+from sound_cluster.run_folder import ModelsFolder, RunFolder
 
 TASKS = ("fit", "apply", "recluster", "pretrain")
-# What task=recluster reads from the run it cuts again.
-RECLUSTER_NEEDS = ("summary.json", "clusters.csv", "posteriors", "models/embedding.keras", "models/rae.keras",
-                   "models/params.json", "models/clusters.json", "models/units.npz", "models/hierarchy.npz")
 
 
 @dataclass(frozen=True)
@@ -70,16 +68,15 @@ class Params:
         if self.task == "recluster":
             if self.run is None:
                 fail("run", None, "a finished run's folder when task=recluster")
-            for name in RECLUSTER_NEEDS:
-                if not (Path(self.run) / name).exists():
-                    fail("run", str(self.run), f"a finished run's folder holding {name} (written by sound-cluster "
-                         "0.1 from this version on)")
+            for name in RunFolder(Path(self.run)).missing_for_recluster()[:1]:
+                fail("run", str(self.run), f"a finished run's folder holding {name} (written by sound-cluster "
+                     "0.1 from this version on)")
         elif self.run is not None:
             fail("run", str(self.run), "null unless task=recluster")
         if self.task == "apply":
             if self.models is None:
                 fail("models", None, "a run's models/ folder when task=apply")
-            for name in ("embedding.keras", "rae.keras", "params.json", "clusters.json"):
+            for name in ModelsFolder.FOR_APPLY:
                 if not (Path(self.models) / name).is_file():
                     fail("models", str(self.models), f"a folder holding {name} (a run's models/ folder)")
 

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from sound_cluster.config import Params
 from sound_cluster.embed.shipped import CARD_FORMAT, resolve_init
 from sound_cluster.io_utils import atomic_write_json
+from sound_cluster.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -185,19 +186,20 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
         log.info("corpus: %d sources, %d groups holding %d of %d files", len(sampling["sources"]),
                  sampling["groups"], sampling["files_in_groups"], len(frame_files))
     start = time.monotonic()
-    models = output_dir / "models"
+    folder = RunFolder(output_dir)
+    models = folder.models
     encoder, history = fit_encoder(
         frame_files, model=model, train=dataclasses.replace(pt.train, backbone="tuned"),  # every layer trains
         n_mels=params.features.n_mels, seed=params.seed,
-        log_dir=str(output_dir / "tensorboard"), verbose=0, init=str(init.path) if init else None,
+        log_dir=str(folder.tensorboard), verbose=0, init=str(init.path) if init else None,
         max_seconds=pt.max_minutes * 60 if pt.max_minutes else None,
-        checkpoint=str(models / "checkpoint.keras"),  # a stopped run keeps its last epoch
+        checkpoint=str(models.checkpoint),  # a stopped run keeps its last epoch
         groups=groups, group_prob=pt.group_prob, weights=weights)
     wall = time.monotonic() - start
     epochs = len(history.get("loss", []))
     steps = epochs * pt.train.resolved_steps_per_epoch(sum(n for _, n in frame_files))
-    save_encoder(encoder, models / "encoder.keras")
-    (models / "checkpoint.keras").unlink(missing_ok=True)
+    save_encoder(encoder, models.pretrained)
+    models.checkpoint.unlink(missing_ok=True)
     card = {
         "format": CARD_FORMAT,
         "features": params.features.key_fields(),
@@ -218,7 +220,7 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
         "commit": source_commit(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_json(models / "encoder.json", card)
-    log.info("pre-trained encoder: %s (%d epochs, %d steps, %.0f s); card %s", models / "encoder.keras",
-             epochs, steps, wall, models / "encoder.json")
+    atomic_write_json(models.pretrained_card, card)
+    log.info("pre-trained encoder: %s (%d epochs, %d steps, %.0f s); card %s", models.pretrained,
+             epochs, steps, wall, models.pretrained_card)
     return card

@@ -17,10 +17,11 @@ from typing import Any
 
 from sound_cluster.config import FeatureParams, ModelParams
 from sound_cluster.errors import ConfigError
+from sound_cluster.run_folder import ModelsFolder
 
 log = logging.getLogger(__name__)
 
-SHIPPED = Path(__file__).parent / "pretrained" / "encoder.keras"
+SHIPPED = Path(__file__).parent / "pretrained" / ModelsFolder.PRETRAINED  # named as task=pretrain writes it
 CARD_FORMAT = "sound_cluster.encoder/1"
 
 
@@ -35,7 +36,7 @@ class InitSource:
 def card_path(encoder_path: Path) -> Path:
     """The card of an encoder: ``<stem>.json`` beside it, else a fit run's ``params.json``."""
     own = encoder_path.with_suffix(".json")
-    return own if own.is_file() else encoder_path.with_name("params.json")
+    return own if own.is_file() else encoder_path.with_name(ModelsFolder.PARAMS)
 
 
 def _flatten(value: Any) -> Any:

@@ -15,6 +15,7 @@ from sound_cluster.config import SEGMENT_FORMATS
 from sound_cluster.embed.clusters import read_clusters
 from sound_cluster.errors import SoundClusterError
 from sound_cluster.outputs.references import match_references, read_labels, read_segments
+from sound_cluster.run_folder import RunFolder
 from sound_cluster.segment.tree import doc_cut, read_tree_json
 
 
@@ -209,25 +210,23 @@ def evaluate_run(run_dir: Path, *, labels: Path | None = None, segments: Path | 
         when its reference is given and matches at least one file.
     """
 
-    run_dir = Path(run_dir)
+    folder = RunFolder(Path(run_dir))
     out: dict = {}
     if labels is not None:
-        assignments = {a.path: a.cluster for a in read_clusters(run_dir / "clusters.csv")}
+        assignments = {a.path: a.cluster for a in read_clusters(folder.clusters)}
         scores = score_assignments(read_labels(labels), assignments)
         if scores is not None:
             out["metrics"] = {"labels": str(labels), **scores}
     if segments is not None:
-        names = {a.path: a.name for a in read_clusters(run_dir / "clusters.csv")}
+        names = {a.path: a.name for a in read_clusters(folder.clusters)}
         refs = match_references(read_segments(segments, fmt=segments_format), names)
-        docs = {p: read_tree_json(run_dir / "trees" / f"{names[p]}.json") for p in refs
-                if (run_dir / "trees" / f"{names[p]}.json").is_file()}
+        docs = {p: read_tree_json(folder.tree(names[p])) for p in refs if folder.tree(names[p]).is_file()}
         scores = score_trees(docs, refs)
         if scores is not None:
             out["segment_metrics"] = {"segments": str(segments), **scores}
         steps = {}
         for p, doc in docs.items():
-            with np.load(run_dir / "posteriors" / f"{names[p]}.npz", allow_pickle=False) as z:
-                steps[p] = (z["posteriors"].argmax(axis=1), float(doc["frame_rate_hz"]))
+            steps[p] = (folder.read_posteriors(names[p])[1].argmax(axis=1), float(doc["frame_rate_hz"]))
         scores = score_events(refs, steps)
         if scores is not None:
             out["event_metrics"] = {"segments": str(segments), **scores}
@@ -248,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                     "Audacity label tracks or Raven selection tables")
     ap.add_argument("--segments-format", choices=SEGMENT_FORMATS, default="auto")
     args = ap.parse_args(argv)
-    if not (args.run_dir / "clusters.csv").is_file():
+    if not RunFolder(args.run_dir).clusters.is_file():
         print(f"sound-cluster-eval: {args.run_dir} is not a run folder (no clusters.csv)", file=sys.stderr)
         return 2
     if args.labels is None and args.segments is None:

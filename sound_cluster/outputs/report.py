@@ -14,6 +14,7 @@ from sound_cluster.io_utils import atomic_open
 from sound_cluster.outputs.references import read_labels, read_segments
 from sound_cluster.outputs.report_hierarchy import candidates, dendrogram_plot, k_choice_plot
 from sound_cluster.outputs.report_segments import read_segment_rows, reference_labels, segment_clusters, timeline
+from sound_cluster.run_folder import RunFolder
 from sound_cluster.segment.tree import doc_cut, read_tree_json
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ def write_report(
     import jinja2
     import soundfile as sf
 
+    folder = RunFolder(output_dir)
+
 
     k = summary["clusters"]["n_clusters"]
     colors = _colors(k)
@@ -157,9 +160,9 @@ def write_report(
         rel = rows[i].name
         if rel not in written:
             y = load(audio_paths[i], sample_rate=sample_rate)[: int(excerpt_s * sample_rate)]
-            with atomic_open(output_dir / "report" / "audio" / f"{rel}.wav", "wb", fsync=False) as fh:
+            with atomic_open(folder.report_audio(rel), "wb", fsync=False) as fh:
                 sf.write(fh, y, sample_rate, format="WAV", subtype="PCM_16")
-            written[rel] = _url(f"report/audio/{rel}.wav")
+            written[rel] = _url(folder.rel(folder.report_audio(rel)))
         return written[rel], min(excerpt_s, rows[i].duration_s)
 
     labels = _labels_by_path(summary)
@@ -194,7 +197,7 @@ def write_report(
                    key=lambda i: (-n_segments[rows[i].name], -rows[i].duration_s, rows[i].path))
     files = []
     for i in order[:n_files]:
-        r, doc = rows[i], read_tree_json(output_dir / "trees" / f"{rows[i].name}.json")
+        r, doc = rows[i], read_tree_json(folder.tree(rows[i].name))
         audio, length = excerpt(i)
         segs = []
         for s in doc_cut(doc, segments_k):
@@ -203,16 +206,15 @@ def write_report(
                          "confidence": s.get("confidence", 0.0),
                          "audio": f"{audio}#t={s['start_s']:.3f},{min(end, length):.3f}" if s["start_s"] < length
                          else None, "src": None})
-        plot = output_dir / "plots" / f"{r.name}.png"
+        plot = folder.plot(r.name)
         files.append({"path": r.path, "cluster": r.cluster, "confidence": r.confidence, "duration_s": r.duration_s,
                       "color": colors[r.cluster],
-                      "tree": _url(f"trees/{r.name}.json"), "plot": _url(f"plots/{r.name}.png") if plot.is_file()
+                      "tree": _url(folder.rel(folder.tree(r.name))), "plot": _url(folder.rel(plot)) if plot.is_file()
                       else None, "segments": segs, "timeline": None})
 
     seg_clusters, unit, n_units = [], (summary.get("units") or {}).get("unit", "file"), 0
-    if unit == "segment" and (output_dir / "segments.csv").is_file():
-
-        seg_rows = read_segment_rows(output_dir / "segments.csv")
+    if unit == "segment" and folder.segments.is_file():
+        seg_rows = read_segment_rows(folder.segments)
         n_units = len(seg_rows)
         refs = _references(summary)
         seg_clusters = segment_clusters(
@@ -241,7 +243,7 @@ def write_report(
         bars=bars, cluster_rows=cluster_rows, files=files, pca=pca, k_plot=k_plot, k_candidates=k_candidates, hierarchy_plot=hierarchy_plot, excerpt_s=excerpt_s, legend=legend,
         has_labels=bool(labels), segments_k=segments_k, seg_clusters=seg_clusters, unit=unit, n_units=n_units,
         event_metrics=summary.get("event_metrics"))
-    out = output_dir / "report.html"
+    out = folder.report
     with atomic_open(out, "w", fsync=False, encoding="utf-8") as fh:
         fh.write(page)
     return out
@@ -278,11 +280,8 @@ def _pca_plot(output_dir: Path, rows: Sequence, colors: list[str]) -> str | None
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
-    vecs = []
-    for r in rows:
-        with np.load(output_dir / "posteriors" / f"{r.name}.npz", allow_pickle=False) as z:
-            vecs.append(z["embedding"].mean(axis=0))
-    x = np.array(vecs)
+    folder = RunFolder(output_dir)
+    x = np.array([folder.read_step_embeddings(r.name).mean(axis=0) for r in rows])
     if len(x) < 3 or x.shape[1] < 2:
         return None
     xy = PCA(n_components=2, random_state=0).fit_transform(x)
@@ -290,7 +289,8 @@ def _pca_plot(output_dir: Path, rows: Sequence, colors: list[str]) -> str | None
     ax.scatter(xy[:, 0], xy[:, 1], c=[colors[r.cluster] for r in rows], s=18, edgecolors="none")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    with atomic_open(output_dir / "report" / "embedding_pca.png", "wb", fsync=False) as fh:
+    out = folder.report_image("embedding_pca.png")
+    with atomic_open(out, "wb", fsync=False) as fh:
         fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return "report/embedding_pca.png"
+    return folder.rel(out)

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from sound_cluster.io_utils import atomic_open
+from sound_cluster.run_folder import RunFolder
 
 N_CANDIDATES = 4  # the chosen K and the next best three by the criterion
 MAX_LEAVES = 40  # the dendrogram shows the hierarchy down to this many clusters
@@ -46,10 +47,12 @@ def k_choice_plot(output_dir: Path, clusters: Mapping) -> str | None:
     ax.annotate(f"chosen K = {clusters['n_clusters']}", (clusters["n_clusters"], ax.get_ylim()[1]),
                 xytext=(4, -12), textcoords="offset points", fontsize=8)
     fig.legend(loc="upper right", fontsize=7, bbox_to_anchor=(0.88, 0.88))
-    with atomic_open(output_dir / "report" / "k_choice.png", "wb", fsync=False) as fh:
+    folder = RunFolder(output_dir)
+    out = folder.report_image("k_choice.png")
+    with atomic_open(out, "wb", fsync=False) as fh:
         fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return "report/k_choice.png"
+    return folder.rel(out)
 
 
 def candidates(clusters: Mapping, *, run_dir: Path) -> list[dict[str, Any]]:
@@ -77,7 +80,8 @@ def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]]) -> str | None
 
     Returns the image's relative URL, or ``None`` when the run kept no hierarchy or it has under three leaves.
     """
-    path = output_dir / "models" / "hierarchy.npz"
+    folder = RunFolder(output_dir)
+    path = folder.models.hierarchy
     if not path.is_file():
         return None
     from scipy.cluster.hierarchy import dendrogram
@@ -100,7 +104,8 @@ def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]]) -> str | None
                    ls=styles[i % len(styles)])
         ax.annotate(f"K = {k}" + (" (chosen)" if c["chosen"] else ""), (1.0, y), xycoords=("axes fraction", "data"),
                     xytext=(4, 0), textcoords="offset points", fontsize=8, va="center")
-    with atomic_open(output_dir / "report" / "hierarchy.png", "wb", fsync=False) as fh:
+    out = folder.report_image("hierarchy.png")
+    with atomic_open(out, "wb", fsync=False) as fh:
         fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return "report/hierarchy.png"
+    return folder.rel(out)

@@ -18,6 +18,7 @@ import numpy as np
 
 from sound_cluster.io_utils import atomic_open
 from sound_cluster.outputs.export import read_segments_table
+from sound_cluster.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def segment_clusters(output_dir: Path, *, segments: Sequence[Mapping[str, Any]],
     """
     from urllib.parse import quote
 
+    folder = RunFolder(output_dir)
     by_cluster: dict[int, list[Mapping[str, Any]]] = {}
     for s in segments:
         by_cluster.setdefault(s["cluster"], []).append(s)
@@ -76,11 +78,11 @@ def segment_clusters(output_dir: Path, *, segments: Sequence[Mapping[str, Any]],
         atypical = [s for s in members[::-1][:TYPICAL] if s not in typical]
 
         def shown(s: Mapping[str, Any]) -> dict[str, Any]:
-            rel = f"report/audio/segments/{name_by_path[s['path']]}.{s['segment']}.wav"
+            snippet = folder.report_snippet(name_by_path[s["path"]], s["segment"])
             try:
-                write_snippet(audio_by_path[s["path"]], output_dir / rel, start_s=s["start_s"],
+                write_snippet(audio_by_path[s["path"]], snippet, start_s=s["start_s"],
                               end_s=min(s["end_s"], s["start_s"] + excerpt_s))
-                src = quote(rel, safe="/")
+                src = quote(folder.rel(snippet), safe="/")
             except Exception as err:  # noqa: BLE001 - a file that cannot be read again loses its player only
                 log.warning("report: no snippet of %s at %.2f s: %s", s["path"], s["start_s"], err)
                 src = None

@@ -16,11 +16,12 @@ from sound_cluster.embed.clusters import Assignment, ClusterRecord, assign, writ
 from sound_cluster.embed.shipped import resolve_init
 from sound_cluster.errors import AudioError, ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
-from sound_cluster.io_utils import atomic_open, atomic_write_json
+from sound_cluster.io_utils import atomic_write_json
 from sound_cluster.run.recluster import recut
 from sound_cluster.run.run_dir import Timer
 from sound_cluster.run.saved_models import load_record, save_units
 from sound_cluster.run.unit_plan import plan_units
+from sound_cluster.run_folder import ModelsFolder, RunFolder
 from sound_cluster.segment.units import SEGMENT
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class UnitFit:
 
 def with_model_features(params: Params) -> Params:
     """Apply mode: features must be computed as they were for training; take them from the models."""
-    source = Path(params.models) / "params.json"
+    source = ModelsFolder(Path(params.models)).params
     try:
         saved = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -83,7 +84,8 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
     from sound_cluster.embed.encoder import load_encoder, save_encoder
     from sound_cluster.embed.inference import Posteriors
 
-    models_dir = output_dir / "models"
+    folder = RunFolder(output_dir)
+    models = folder.models
     extra: dict[str, Any] = {}
     unit_fit = UnitFit()
     if params.task == "fit":
@@ -95,7 +97,7 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
             encoder, history = fit_backbone(
                 [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
                 n_mels=params.features.n_mels, seed=params.seed, init=str(init.path) if init else None,
-                log_dir=str(output_dir / "tensorboard"), verbose=0)  # one log line per epoch comes from the usage callback
+                log_dir=str(folder.tensorboard), verbose=0)  # one log line per epoch comes from the usage callback
         with timer.stage("embed"):
             readable = _readable(feats, failures)
             clip_embeddings, steps = clip_inputs(
@@ -114,10 +116,10 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
             file_labels = None if units is not None else {f.path: int(c) for f, c in zip(readable, clusters.labels)}
             # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
             known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
-            fitted.hierarchy.save(models_dir / "hierarchy.npz")  # any other K is another cut of it
+            fitted.hierarchy.save(models.hierarchy)  # any other K is another cut of it
             del fitted
             record = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
-            save_units(models_dir / "units.npz", vectors=vectors, labels=clusters.labels,
+            save_units(models.units, vectors=vectors, labels=clusters.labels,
                         files=[display_path(f.path, rel_root) for f in readable], units=units,
                         n_steps=[len(e) for e in steps])
         del steps
@@ -130,13 +132,13 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
             # Each unit's span and cluster by file, to say how often the head agrees with them.
             for f, s, e, c in zip(units.file, units.start, units.end, clusters.labels):
                 unit_fit.spans.setdefault(readable[int(f)].path, []).append((int(s), int(e), int(c)))
-        save_encoder(encoder, models_dir / "embedding.keras")
-        atomic_write_json(models_dir / "params.json", {
+        save_encoder(encoder, models.encoder)
+        atomic_write_json(models.params, {
             "features": params.features.key_fields(), "model": params.model.to_dict(),
             "frame_rate_hz": params.features.frame_rate_hz,
             "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
         })
-        atomic_write_json(models_dir / "clusters.json", record.to_dict())
+        atomic_write_json(models.clusters, record.to_dict())
         epochs = len(history.get("loss", []))
         extra["training"] = {"init": str(init.path) if init else "scratch",
                              "backbone": "trained" if init is None or params.train.backbone == "tuned" else "frozen",
@@ -148,7 +150,7 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
     elif params.task == "recluster":
 
         with timer.stage("cluster"):
-            cut = recut(feats, params=params, models_dir=models_dir, rel_root=rel_root, failures=failures)
+            cut = recut(feats, params=params, models=models, rel_root=rel_root, failures=failures)
         encoder, record, known, file_labels = cut.encoder, cut.record, cut.known, cut.file_labels
         unit_fit = UnitFit(record.unit, counts=cut.unit_counts, spans=cut.unit_spans,
                            sound_length_s=record.sound_length_s)
@@ -158,9 +160,10 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
             "steps": params.train.head_steps, "final_cross_entropy": round(cut.head_history["loss"][-1], 4)}}
     else:
         known, file_labels = {}, None
-        encoder = load_encoder(str(Path(params.models) / "embedding.keras"))
+        saved = ModelsFolder(Path(params.models))
+        encoder = load_encoder(str(saved.encoder))
         extra["models"] = str(params.models)
-        record = load_record(Path(params.models), head_clusters=int(encoder.get_layer("logits").units))
+        record = load_record(saved, head_clusters=int(encoder.get_layer("logits").units))
         unit_fit = UnitFit(record.unit, sound_length_s=record.sound_length_s)
         extra["units"] = {"unit": record.unit, "requested": record.unit, "rule": "the models' unit",
                           "sound_length_s": record.sound_length_s}
@@ -179,8 +182,7 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
                     emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
                 else:
                     post = run_encoder.from_embeddings(emb)
-                with atomic_open(output_dir / "posteriors" / f"{name}.npz", "wb", fsync=False) as fh:
-                    np.savez(fh, embedding=emb, posteriors=post)
+                folder.write_posteriors(name, embedding=emb, posteriors=post)
             except (OSError, ValueError) as err:
                 failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
                 continue
@@ -189,7 +191,7 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
             rows.append(Assignment(display_path(f.path, rel_root), k, conf, f.duration_s, name, i))
     if not rows:
         raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
-    write_clusters(rows, output_dir / "clusters.csv")
+    write_clusters(rows, folder.clusters)
     sizes = np.bincount([r.cluster for r in rows], minlength=record.k)
     extra["clusters"] = {"n_clusters": record.k, "requested": record.requested,
                          "head_clusters": record.k, "used": int((sizes > 0).sum()),

@@ -23,6 +23,7 @@ from sound_cluster.ingest.failures import Failure
 from sound_cluster.io_utils import save_keras_model
 from sound_cluster.outputs.export import segment_rows, write_audacity, write_jams, write_raven, write_segments
 from sound_cluster.run.executor import map_files
+from sound_cluster.run_folder import ModelsFolder, RunFolder
 from sound_cluster.segment.segmenter import Segmenter, leaf_sizes, segment_file
 from sound_cluster.segment.tree import resolve_k, write_tree_json
 
@@ -102,7 +103,8 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
     root = doc.pop("root")  # the small header first, so a reader sees it before the tree
     doc["pauses"] = segs.pauses()
     doc["root"] = root
-    write_tree_json(doc, output_dir / "trees" / f"{job.name}.json")
+    folder = RunFolder(output_dir)
+    write_tree_json(doc, folder.tree(job.name))
     out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
                            "n_segments": resolve_k(doc, out_params.segments)}
     exports = fs.output.exports()
@@ -112,16 +114,16 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
     if segments:
         out["segments"] = rows
     if "audacity" in exports:
-        write_audacity(rows, output_dir / "export" / "audacity" / f"{job.name}.txt")
+        write_audacity(rows, folder.audacity(job.name))
     if "raven" in exports:
-        write_raven(rows, output_dir / "export" / "raven" / f"{job.name}.selections.txt",
+        write_raven(rows, folder.raven(job.name),
                     high_freq_hz=_nyquist_hz(job.path, default_hz=fs.sample_rate / 2))
     if "jams" in exports:
-        write_jams(doc, output_dir / "jams" / f"{job.name}.jams")
+        write_jams(doc, folder.jams(job.name))
     if job.plot:
         from sound_cluster.outputs.report import plot_file
 
-        plot_file(frames, post, tree, out_path=output_dir / "plots" / f"{job.name}.png",
+        plot_file(frames, post, tree, out_path=folder.plot(job.name),
                   title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
                   sample_rate=fs.sample_rate, hop_length=fs.hop_length,
                   cuts=fs.output.plot_cuts)
@@ -163,9 +165,9 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
     segments at ``output.segments`` by output name (the report orders files by it).
     """
 
-    models_dir = output_dir / "models"
+    folder = RunFolder(output_dir)
     merges, counts = merges or {}, counts or {}
-    jobs = [FoldJob(f.path, r.path, r.name, output_dir / "posteriors" / f"{r.name}.npz", f.cache_path, f.duration_s,
+    jobs = [FoldJob(f.path, r.path, r.name, folder.posteriors(r.name), f.cache_path, f.duration_s,
                     i < params.output.max_plots, merges.get(f.path), counts.get(f.path))
             for i, (f, r) in enumerate(zip(feats, rows))]
     extra: dict[str, Any] = {}
@@ -179,14 +181,15 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
 
                 trained = train_rae(seqs, rae=params.rae, seed=params.seed)
         model, losses = trained
-        save_keras_model(model, models_dir / "rae.keras")
+        save_keras_model(model, folder.models.merge_model)
         extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
     else:
         import keras
 
         from sound_cluster.segment import merge_model  # noqa: F401 - registers MergeAutoencoder, so the saved model loads
 
-        model = keras.saving.load_model(str(Path(params.models) / "rae.keras"), safe_mode=True, compile=False)
+        model = keras.saving.load_model(str(ModelsFolder(Path(params.models)).merge_model), safe_mode=True,
+                                        compile=False)
     with timer.stage("fold"):
         device = fold_device(params.rae.fold_device)
         if device == "gpu":
@@ -198,7 +201,7 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
     done = [r for r in results if not isinstance(r, Failure)]
     if segments:
         seg_rows = [row for d in done for row in d["segments"]]
-        write_segments(seg_rows, output_dir / "segments.csv")
+        write_segments(seg_rows, folder.segments)
         clusters = [int(r[4]) for r in seg_rows if r[4] != ""]
         extra["segments"] = {"rows": len(seg_rows), "k": params.output.export_k or params.output.segments,
                              "sizes": np.bincount(clusters).tolist() if clusters else []}

@@ -25,6 +25,7 @@ from sound_cluster.run.fold_stage import fold_stage
 from sound_cluster.run.preflight import preflight
 from sound_cluster.run.recluster import recluster_params
 from sound_cluster.run.run_dir import RunResult, RunState, Timer, demo_path, log_done, prepare_run_dir, write_summary
+from sound_cluster.run_folder import SEGMENTS, RunFolder
 from sound_cluster.segment.units import SEGMENT
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,10 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
 
 def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
     params, root, timer = state.params, state.root, state.timer
+    folder = RunFolder(output_dir)
     # On the bundled demo its own references are used unless others are given.
     labels_path = params.data.labels or (demo_path() / "labels.csv" if params.data.path is None else None)
-    segments_path = params.data.segments or (demo_path() / "segments.csv" if params.data.path is None else None)
+    segments_path = params.data.segments or (demo_path() / SEGMENTS if params.data.path is None else None)
 
     # References are read before any work: a malformed file fails now, not after training.
     references = {"data.labels": read_labels(labels_path) if labels_path else None,
@@ -109,7 +111,7 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
     rel_root = root if root.is_dir() else root.parent
     if params.task == "recluster":  # the run's files, not what the folder holds now
 
-        theirs = {r.path for r in read_clusters(params.run / "clusters.csv")}
+        theirs = {r.path for r in read_clusters(RunFolder(params.run).clusters)}
         files = [f for f in files if display_path(f, rel_root) in theirs]
     state.files, state.failures = files, failures
     _check_references(references, files, rel_root, state.extra, demo=params.data.path is None)
@@ -141,10 +143,10 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
     for f in state.failures:
         log.warning("skipped %s (%s): %s", f.path, f.stage, f.reason)
 
-    write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
+    write_failures(state.failures, folder.failures, root=rel_root)
     if not feats:
         raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
-                         f"reasons in {output_dir / 'failures.csv'}", stage="features")
+                         f"reasons in {folder.failures}", stage="features")
 
     if params.task == "pretrain":
         from sound_cluster.embed.pretraining import pretrain
@@ -163,7 +165,7 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
                                          timer=timer, failures=state.failures)
     finally:  # also when no file could be assigned: that error sends the user to failures.csv
         if len(state.failures) > n_failed:
-            write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
+            write_failures(state.failures, folder.failures, root=rel_root)
     extra.update(embed_extra)
     fold_extra, fold_failures, n_segments = fold_stage(
         [feats[r.index] for r in rows], rows, params=params, output_dir=output_dir, timer=timer,
@@ -191,7 +193,7 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
                  m["nmi"], m["ari"], m["acc"], m["n"], m["files"])
     if fold_failures:
         state.failures += fold_failures
-        write_failures(state.failures, output_dir / "failures.csv", root=rel_root)
+        write_failures(state.failures, folder.failures, root=rel_root)
     if not params.output.report:
         return write_summary(output_dir, state, status="complete")
     # summary.json is written before the report (a failing report must not cost it) and

@@ -12,7 +12,6 @@ the cut, the head (seeded by the run's seed) and the folds are the same function
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -26,6 +25,7 @@ from sound_cluster.errors import ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
 from sound_cluster.io_utils import atomic_write_json
 from sound_cluster.run.saved_models import load_record, save_units
+from sound_cluster.run_folder import ModelsFolder, RunFolder
 from sound_cluster.segment.units import SEGMENT
 
 log = logging.getLogger(__name__)
@@ -39,25 +39,25 @@ def recluster_params(params: Params) -> Params:
     ConfigError
         The run did not complete, or its recorded settings cannot be read or checked.
     """
-    run = Path(params.run)
+    run = RunFolder(Path(params.run))
     try:
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        summary = run.read_summary()
     except (OSError, ValueError) as err:
-        raise ConfigError(f"run: cannot read {run / 'summary.json'}: {err}") from None
+        raise ConfigError(f"run: cannot read {run.summary}: {err}") from None
     if summary.get("status") != "complete" or summary.get("task") not in ("fit", "recluster"):
-        raise ConfigError(f"run must be a completed fit or recluster run, got {str(run)!r} "
+        raise ConfigError(f"run must be a completed fit or recluster run, got {str(run.dir)!r} "
                           f"(task {summary.get('task')}, status {summary.get('status')})")
     config = summary.get("config") or {}
     try:
         old = params_from_config({**config, "task": "fit", "run": None, "models": None})
-        saved = json.loads((run / "models" / "params.json").read_text(encoding="utf-8"))
+        saved = run.models.read_params()
     except (ConfigError, OSError, ValueError) as err:
-        raise ConfigError(f"run: the settings recorded in {run}: {err}") from None
+        raise ConfigError(f"run: the settings recorded in {run.dir}: {err}") from None
     # The encoder's own architecture and features, as the models were saved with them.
-    features, model = saved_model_params(saved, source=str(run / "models" / "params.json"))
+    features, model = saved_model_params(saved, source=str(run.models.params))
     model = dataclasses.replace(model, n_clusters=params.model.n_clusters, max_clusters=params.model.max_clusters,
                                 max_segment_clusters=params.model.max_segment_clusters)
-    return dataclasses.replace(old, task="recluster", run=run, models=run / "models", model=model,
+    return dataclasses.replace(old, task="recluster", run=run.dir, models=run.models.dir, model=model,
                                output=params.output, executor=params.executor,
                                features=dataclasses.replace(features, cache_dir=params.features.cache_dir
                                                             or old.features.cache_dir))
@@ -76,14 +76,14 @@ class Recut:
     head_history: dict[str, list[float]]
 
 
-def recut(feats, *, params: Params, models_dir: Path, rel_root: Path, failures: list[Failure]) -> Recut:
+def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failures: list[Failure]) -> Recut:
     """Cut the run's hierarchy at ``params.model.n_clusters`` and train the head for it; writes ``models/``.
 
     Parameters
     ----------
     feats : sequence of FileFeatures
         The run's files, found again under its ``data.path``.
-    models_dir : Path
+    models : ModelsFolder
         The new run's ``models/``.
     failures : list of Failure
         Files of the run that are gone or whose embeddings cannot be read are added here.
@@ -96,17 +96,17 @@ def recut(feats, *, params: Params, models_dir: Path, rel_root: Path, failures: 
     from sound_cluster.embed.encoder import load_encoder, save_encoder
     from sound_cluster.embed.head import head_for
 
-    run = Path(params.run)
-    old_models = run / "models"
-    encoder = load_encoder(str(old_models / "embedding.keras"))
+    run = RunFolder(Path(params.run))
+    old_models = run.models
+    encoder = load_encoder(str(old_models.encoder))
     prior = load_record(old_models, head_clusters=int(encoder.get_layer("logits").units))
-    hierarchy = Hierarchy.load(old_models / "hierarchy.npz")
-    with np.load(old_models / "units.npz", allow_pickle=False) as z:
+    hierarchy = Hierarchy.load(old_models.hierarchy)
+    with np.load(old_models.units, allow_pickle=False) as z:
         units = {k: z[k] for k in ("vectors", "unit_file", "start", "end", "files")}
     if len(units["vectors"]) != len(hierarchy.x):
-        raise ConfigError(f"run: {old_models / 'units.npz'} holds {len(units['vectors'])} units but "
+        raise ConfigError(f"run: {old_models.units} holds {len(units['vectors'])} units but "
                           f"hierarchy.npz {len(hierarchy.x)}")
-    names = {r.path: r.name for r in read_clusters(run / "clusters.csv")}
+    names = {r.path: r.name for r in read_clusters(run.clusters)}
     by_rel = {display_path(f.path, rel_root): f for f in feats}
     steps: list[np.ndarray | None] = []
     for rel in units["files"]:
@@ -114,16 +114,15 @@ def recut(feats, *, params: Params, models_dir: Path, rel_root: Path, failures: 
         try:
             if f is None:
                 raise OSError("the file is no longer under data.path")
-            with np.load(run / "posteriors" / f"{names[str(rel)]}.npz", allow_pickle=False) as z:
-                steps.append(z["embedding"])
+            steps.append(run.read_step_embeddings(names[str(rel)]))
         except (OSError, KeyError, ValueError) as err:
             failures.append(Failure(f.path if f is not None else rel_root / str(rel), "recluster",
                                     f"the run's embeddings cannot be read: {err}"))
             steps.append(None)
     if all(s is None for s in steps):
-        raise ConfigError(f"run: none of the files of {run} can be read again")
+        raise ConfigError(f"run: none of the files of {run.dir} can be read again")
     if any(s is None for s in steps):  # units of lost files leave the cut, which then is not the run's
-        raise ConfigError(f"run: {sum(s is None for s in steps)} file(s) of {run} are gone or unreadable "
+        raise ConfigError(f"run: {sum(s is None for s in steps)} file(s) of {run.dir} are gone or unreadable "
                           "(failures.csv); recluster needs them all to cut the same hierarchy")
     max_k = params.model.max_segment_clusters if prior.unit == SEGMENT else params.model.max_clusters
     clusters = clusters_at(hierarchy, n_clusters=params.model.n_clusters, max_clusters=max_k)
@@ -138,14 +137,14 @@ def recut(feats, *, params: Params, models_dir: Path, rel_root: Path, failures: 
     for f, s, e, c in zip(units["unit_file"], units["start"], units["end"], clusters.labels):
         spans.setdefault(paths[int(f)], []).append((int(s), int(e), int(c)))
         counts[paths[int(f)]] = counts.get(paths[int(f)], 0) + 1
-    models_dir.mkdir(parents=True, exist_ok=True)
-    save_encoder(encoder, models_dir / "embedding.keras")
-    for name in ("params.json", "rae.keras", "hierarchy.npz"):
-        shutil.copyfile(old_models / name, models_dir / name)
-    save_units(models_dir / "units.npz", vectors=units["vectors"], labels=clusters.labels,
+    models.dir.mkdir(parents=True, exist_ok=True)
+    save_encoder(encoder, models.encoder)
+    for name in (ModelsFolder.PARAMS, ModelsFolder.MERGE_MODEL, ModelsFolder.HIERARCHY):
+        shutil.copyfile(old_models.dir / name, models.dir / name)
+    save_units(models.units, vectors=units["vectors"], labels=clusters.labels,
                files=[str(r) for r in units["files"]], units=_Spans(units), n_steps=[len(s) for s in steps])
-    atomic_write_json(models_dir / "clusters.json", record.to_dict())
-    log.info("recluster: %s cut at K=%d (%s)", run, record.k, record.rule)
+    atomic_write_json(models.clusters, record.to_dict())
+    log.info("recluster: %s cut at K=%d (%s)", run.dir, record.k, record.rule)
     return Recut(encoder, record, {p: s for p, s in zip(paths, steps)},
                  None if prior.unit == SEGMENT else {p: int(c) for p, c in zip(paths, clusters.labels)},
                  counts if prior.unit == SEGMENT else {}, spans if prior.unit == SEGMENT else {}, history)

@@ -18,7 +18,7 @@ from sound_cluster.errors import ConfigError
 from sound_cluster.ingest.extract import FileFeatures
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.ingest.features import FeatureCache
-from sound_cluster.io_utils import atomic_write_json
+from sound_cluster.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ def library_versions() -> dict[str, str]:
     }
 
 
-# What a run writes into its folder; a folder holding any of these already holds a run.
-RUN_OUTPUTS = ("summary.json", "clusters.csv", "failures.csv", "segments.csv", "report.html", "trees", "posteriors",
-               "plots", "models", "tensorboard", "report", "jams", "export")
-
-
 @dataclass
 class RunState:
     """What the summary reports, filled in as the stages go (so an interrupted run can say how far it got)."""
@@ -103,7 +98,7 @@ def prepare_run_dir(output_dir: Path, *, overwrite: bool) -> None:
 
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        old = [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
+        old = RunFolder(output_dir).outputs_present()
         if old and not overwrite:
             raise ConfigError(f"the run folder {output_dir} already holds a run ({', '.join(old)}); choose another "
                               "hydra.run.dir, or set output.overwrite=true to delete those outputs first")
@@ -147,7 +142,7 @@ def write_summary(output_dir: Path, state: RunState, *, status: str, reason: str
         "versions": library_versions(),
         "config": state.config,
     }
-    atomic_write_json(output_dir / "summary.json", summary)
+    RunFolder(output_dir).write_summary(summary)
     return summary
 
 

@@ -10,9 +10,10 @@ import numpy as np
 from sound_cluster.embed.clusters import ClusterRecord
 from sound_cluster.errors import ConfigError
 from sound_cluster.io_utils import atomic_open
+from sound_cluster.run_folder import ModelsFolder
 
 
-def load_record(models: Path, *, head_clusters: int) -> ClusterRecord:
+def load_record(models: ModelsFolder, *, head_clusters: int) -> ClusterRecord:
     """The record a fit saved with its models (``models/clusters.json``), checked against the encoder's head.
 
     Raises
@@ -20,7 +21,7 @@ def load_record(models: Path, *, head_clusters: int) -> ClusterRecord:
     ConfigError
         The record is missing or unreadable, or its K is not the head's number of outputs.
     """
-    path = models / "clusters.json"
+    path = models.clusters
     try:
         record = ClusterRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError) as err:
