@@ -108,3 +108,16 @@ def test_run_modules_use_each_other_only_through_public_names():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sound_cluster.run."):
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+def test_the_task_is_decided_in_one_place():
+    """``params.task`` is compared only where the settings define it (config) and where the pipeline dispatches."""
+    allowed = {PACKAGE / "config" / "params.py", PACKAGE / "run" / "pipeline.py"}
+    for path in PACKAGE.rglob("*.py"):
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                assert not any(isinstance(x, ast.Attribute) and x.attr == "task" for x in sides), \
+                    f"{path.relative_to(PACKAGE.parent)}:{node.lineno} decides on the task"

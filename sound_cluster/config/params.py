@@ -49,6 +49,11 @@ class Params:
     models: Path | None = None
     run: Path | None = None
 
+    @property
+    def starts_from_init(self) -> bool:
+        """The task starts its encoder from ``model.init`` (fit, pretrain); apply and recluster load a run's."""
+        return self.task in ("fit", "pretrain")
+
     def check(self) -> None:
         one_of("task", self.task, TASKS)
         non_negative("seed", self.seed, integer=True)

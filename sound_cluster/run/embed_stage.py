@@ -1,4 +1,10 @@
-"""The embed stage: train (fit) or load (apply) the encoder, cluster the units, assign every file."""
+"""The embed stage: the run's models, then every file assigned to a cluster.
+
+The models come one of three ways, one per task (the pipeline's dispatch picks it): :func:`fit_models`
+(the encoder, the units and their clusters, the head), :func:`load_models` (``task=apply``) and
+:func:`recluster_models` (``task=recluster``: the run's hierarchy cut again); each gives an
+:class:`EmbedResult`. :func:`assign_stage` then writes every file's posteriors and ``clusters.csv``.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +41,6 @@ class UnitFit:
     ----------
     unit : str
         ``file`` or ``segment``.
-    trained : tuple (MergeAutoencoder, list of float) or None
-        The merge autoencoder trained to cut files into segment units (the fold stage reuses it).
     merges : dict of Path to Merges
         Each file's fold that the units were cut from.
     counts : dict of Path to int
@@ -49,7 +53,6 @@ class UnitFit:
     """
 
     unit: str = "file"
-    trained: Any = None
     merges: dict[Path, Any] = field(default_factory=dict)
     counts: dict[Path, int] = field(default_factory=dict)
     spans: dict[Path, list[tuple[int, int, int]]] = field(default_factory=dict)
@@ -73,103 +76,177 @@ def with_model_features(params: Params) -> Params:
     return dataclasses.replace(params, features=feats, model=model)
 
 
-def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, rel_root: Path, timer: "Timer",
-                 failures: list[Failure]) -> tuple[dict[str, Any], list[Assignment]]:
-    """Train (fit) or load (apply) the encoder, then assign every file; writes clusters.csv.
+@dataclass(frozen=True)
+class MergeSource:
+    """Where the fold stage gets the merge autoencoder: trained by the fit already, saved with models, or neither.
 
-    Returns the summary's entries and one row per assigned file (``rows[i].index`` points into
-    ``feats``); the files that could not be assigned are added to ``failures``, even when none could.
+    Attributes
+    ----------
+    trained : tuple (MergeAutoencoder, list of float) or None
+        Trained to cut the files into segment units, with its losses per epoch.
+    path : Path or None
+        A saved ``.keras`` model (``task=apply``, ``task=recluster``).
+
+    With neither, the fold stage trains it on the run's files (a fit of file units).
     """
-    # TensorFlow is imported only when this stage runs.
-    from sound_cluster.embed.encoder import load_encoder, save_encoder
+
+    trained: Any = None
+    path: Path | None = None
+
+
+@dataclass
+class EmbedResult:
+    """What the embed stage's models step gives the assignment and the fold stage.
+
+    Attributes
+    ----------
+    encoder : keras.Model
+        With the run's cluster head.
+    record : ClusterRecord
+        K, the rule that chose it, the unit.
+    units : UnitFit
+    known : dict of Path to np.ndarray [shape=(n_steps, D)]
+        Step embeddings computed while clustering, by audio path (assigning them needs only the head).
+    file_labels : dict of Path to int or None
+        File units: each file's cluster in the hierarchy (to say how often the head agrees).
+    merge : MergeSource
+    extra : dict
+        The summary's entries (``units``, ``training``, ``recluster``, ``models``).
+    """
+
+    encoder: Any
+    record: ClusterRecord
+    units: UnitFit
+    known: dict[Path, np.ndarray]
+    file_labels: dict[Path, int] | None
+    merge: MergeSource
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Assigned:
+    """Every file's cluster (``clusters.csv``) and the summary's ``clusters`` entry.
+
+    ``rows[i].index`` points into the run's files; files that could not be assigned went to the failures.
+    """
+
+    rows: list[Assignment]
+    extra: dict[str, Any]
+
+
+def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, timer: Timer,
+               failures: list[Failure]) -> EmbedResult:
+    """``task=fit``: the encoder (shipped, or trained), the units and their clusters, the head; writes ``models/``."""
+    from sound_cluster.embed.backbone import fit_backbone
+    from sound_cluster.embed.encoder import save_encoder
+    from sound_cluster.embed.head import clip_inputs, fit_unit_clusters
+
+    models = folder.models
+    init = resolve_init(params.model, params.features)
+    with timer.stage("train"):
+        encoder, history = fit_backbone(
+            [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
+            n_mels=params.features.n_mels, seed=params.seed, init=str(init.path) if init else None,
+            log_dir=str(folder.tensorboard), verbose=0)  # one log line per epoch comes from the usage callback
+    with timer.stage("embed"):
+        readable = _readable(feats, failures)
+        clip_embeddings, steps = clip_inputs(
+            encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable))
+    units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer)
+    with timer.stage("cluster"):
+        if units is None:
+            vectors, unit_steps = clip_embeddings, steps
+        else:
+            vectors, unit_steps = units.vectors, units.steps(steps)
+        fitted = fit_unit_clusters(encoder, vectors, unit_steps, steps, model=params.model, train=params.train,
+                                   seed=params.seed, max_clusters=params.model.max_segment_clusters
+                                   if units is not None else params.model.max_clusters)
+        del unit_steps
+        encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
+        file_labels = None if units is not None else {f.path: int(c) for f, c in zip(readable, clusters.labels)}
+        # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
+        known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
+        fitted.hierarchy.save(models.hierarchy)  # any other K is another cut of it
+        del fitted
+        record = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
+        save_units(models.units, vectors=vectors, labels=clusters.labels,
+                   files=[display_path(f.path, rel_root) for f in readable], units=units,
+                   n_steps=[len(e) for e in steps])
+    del steps
+    unit_fit = UnitFit(choice.unit, sound_length_s=sound_length_s)
+    extra: dict[str, Any] = {"units": {**choice.to_dict(),
+                                       "n_units": len(units) if units is not None else len(readable),
+                                       "sound_length_s": None if sound_length_s is None else round(sound_length_s, 4)}}
+    if units is not None:
+        unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
+        unit_fit.counts = {readable[i].path: n for i, n in units.counts.items()}
+        # Each unit's span and cluster by file, to say how often the head agrees with them.
+        for f, s, e, c in zip(units.file, units.start, units.end, clusters.labels):
+            unit_fit.spans.setdefault(readable[int(f)].path, []).append((int(s), int(e), int(c)))
+    save_encoder(encoder, models.encoder)
+    atomic_write_json(models.params, {
+        "features": params.features.key_fields(), "model": params.model.to_dict(),
+        "frame_rate_hz": params.features.frame_rate_hz,
+        "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
+    })
+    atomic_write_json(models.clusters, record.to_dict())
+    epochs = len(history.get("loss", []))
+    extra["training"] = {"init": str(init.path) if init else "scratch",
+                         "backbone": "trained" if init is None or params.train.backbone == "tuned" else "frozen",
+                         "epochs": epochs,
+                         "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3) if epochs else None,
+                         "history": history,
+                         "head": {"steps": params.train.head_steps,
+                                  "final_cross_entropy": round(head_history["loss"][-1], 4)}}
+    return EmbedResult(encoder, record, unit_fit, known, file_labels, MergeSource(trained=trained), extra)
+
+
+def recluster_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, timer: Timer,
+                     failures: list[Failure]) -> EmbedResult:
+    """``task=recluster``: the run's hierarchy cut at another K and a head trained for it; writes ``models/``."""
+    with timer.stage("cluster"):
+        cut = recut(feats, params=params, models=folder.models, rel_root=rel_root, failures=failures)
+    record = cut.record
+    units = UnitFit(record.unit, counts=cut.unit_counts, spans=cut.unit_spans, sound_length_s=record.sound_length_s)
+    extra = {"units": {"unit": record.unit, "requested": record.unit, "rule": "the run's unit",
+                       "sound_length_s": record.sound_length_s},
+             "recluster": {"run": str(params.run), "head": {
+                 "steps": params.train.head_steps, "final_cross_entropy": round(cut.head_history["loss"][-1], 4)}}}
+    return EmbedResult(cut.encoder, record, units, cut.known, cut.file_labels,
+                       MergeSource(path=ModelsFolder(Path(params.models)).merge_model), extra)
+
+
+def load_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, timer: Timer,
+                failures: list[Failure]) -> EmbedResult:
+    """``task=apply``: the models of ``params.models`` as they are."""
+    from sound_cluster.embed.encoder import load_encoder
+
+    saved = ModelsFolder(Path(params.models))
+    encoder = load_encoder(str(saved.encoder))
+    record = load_record(saved, head_clusters=int(encoder.get_layer("logits").units))
+    extra = {"models": str(params.models),
+             "units": {"unit": record.unit, "requested": record.unit, "rule": "the models' unit",
+                       "sound_length_s": record.sound_length_s}}
+    return EmbedResult(encoder, record, UnitFit(record.unit, sound_length_s=record.sound_length_s), {}, None,
+                       MergeSource(path=saved.merge_model), extra)
+
+
+def assign_stage(feats, names: list[str], models: EmbedResult, *, folder: RunFolder, rel_root: Path, timer: Timer,
+                 failures: list[Failure]) -> Assigned:
+    """Every file's posteriors (``posteriors/``) and cluster (``clusters.csv``) under the run's head.
+
+    Files that cannot be assigned are added to ``failures``.
+
+    Raises
+    ------
+    AudioError
+        No file could be assigned.
+    """
     from sound_cluster.embed.inference import Posteriors
 
-    folder = RunFolder(output_dir)
-    models = folder.models
-    extra: dict[str, Any] = {}
-    unit_fit = UnitFit()
-    if params.task == "fit":
-        from sound_cluster.embed.backbone import fit_backbone
-        from sound_cluster.embed.head import clip_inputs, fit_unit_clusters
-
-        init = resolve_init(params.model, params.features)
-        with timer.stage("train"):
-            encoder, history = fit_backbone(
-                [(f.cache_path, f.n_frames) for f in feats], model=params.model, train=params.train,
-                n_mels=params.features.n_mels, seed=params.seed, init=str(init.path) if init else None,
-                log_dir=str(folder.tensorboard), verbose=0)  # one log line per epoch comes from the usage callback
-        with timer.stage("embed"):
-            readable = _readable(feats, failures)
-            clip_embeddings, steps = clip_inputs(
-                encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable))
-        units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer)
-        with timer.stage("cluster"):
-            if units is None:
-                vectors, unit_steps = clip_embeddings, steps
-            else:
-                vectors, unit_steps = units.vectors, units.steps(steps)
-            fitted = fit_unit_clusters(encoder, vectors, unit_steps, steps, model=params.model, train=params.train,
-                                       seed=params.seed, max_clusters=params.model.max_segment_clusters
-                                       if units is not None else params.model.max_clusters)
-            del unit_steps
-            encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
-            file_labels = None if units is not None else {f.path: int(c) for f, c in zip(readable, clusters.labels)}
-            # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
-            known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
-            fitted.hierarchy.save(models.hierarchy)  # any other K is another cut of it
-            del fitted
-            record = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
-            save_units(models.units, vectors=vectors, labels=clusters.labels,
-                        files=[display_path(f.path, rel_root) for f in readable], units=units,
-                        n_steps=[len(e) for e in steps])
-        del steps
-        unit_fit = UnitFit(choice.unit, trained, sound_length_s=sound_length_s)
-        extra["units"] = {**choice.to_dict(), "n_units": len(units) if units is not None else len(readable),
-                          "sound_length_s": None if sound_length_s is None else round(sound_length_s, 4)}
-        if units is not None:
-            unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
-            unit_fit.counts = {readable[i].path: n for i, n in units.counts.items()}
-            # Each unit's span and cluster by file, to say how often the head agrees with them.
-            for f, s, e, c in zip(units.file, units.start, units.end, clusters.labels):
-                unit_fit.spans.setdefault(readable[int(f)].path, []).append((int(s), int(e), int(c)))
-        save_encoder(encoder, models.encoder)
-        atomic_write_json(models.params, {
-            "features": params.features.key_fields(), "model": params.model.to_dict(),
-            "frame_rate_hz": params.features.frame_rate_hz,
-            "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
-        })
-        atomic_write_json(models.clusters, record.to_dict())
-        epochs = len(history.get("loss", []))
-        extra["training"] = {"init": str(init.path) if init else "scratch",
-                             "backbone": "trained" if init is None or params.train.backbone == "tuned" else "frozen",
-                             "epochs": epochs,
-                             "seconds_per_epoch": round(timer.seconds["train"] / max(epochs, 1), 3) if epochs else None,
-                             "history": history,
-                             "head": {"steps": params.train.head_steps,
-                                      "final_cross_entropy": round(head_history["loss"][-1], 4)}}
-    elif params.task == "recluster":
-
-        with timer.stage("cluster"):
-            cut = recut(feats, params=params, models=models, rel_root=rel_root, failures=failures)
-        encoder, record, known, file_labels = cut.encoder, cut.record, cut.known, cut.file_labels
-        unit_fit = UnitFit(record.unit, counts=cut.unit_counts, spans=cut.unit_spans,
-                           sound_length_s=record.sound_length_s)
-        extra["units"] = {"unit": record.unit, "requested": record.unit, "rule": "the run's unit",
-                          "sound_length_s": record.sound_length_s}
-        extra["recluster"] = {"run": str(params.run), "head": {
-            "steps": params.train.head_steps, "final_cross_entropy": round(cut.head_history["loss"][-1], 4)}}
-    else:
-        known, file_labels = {}, None
-        saved = ModelsFolder(Path(params.models))
-        encoder = load_encoder(str(saved.encoder))
-        extra["models"] = str(params.models)
-        record = load_record(saved, head_clusters=int(encoder.get_layer("logits").units))
-        unit_fit = UnitFit(record.unit, sound_length_s=record.sound_length_s)
-        extra["units"] = {"unit": record.unit, "requested": record.unit, "rule": "the models' unit",
-                          "sound_length_s": record.sound_length_s}
-
+    record, known, spans = models.record, models.known, models.units.spans
     with timer.stage("assign"):
-        run_encoder = Posteriors(encoder)
+        run_encoder = Posteriors(models.encoder)
         rows = []
         agree: list[bool] = []  # segment units: the head's cluster of each unit equals the unit's cluster
         unread = {x.path for x in failures if x.stage == "assign"}  # features unreadable while clustering
@@ -187,34 +264,33 @@ def embed_stage(feats, names: list[str], *, params: Params, output_dir: Path, re
                 failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
                 continue
             k, conf = assign(post)
-            agree += [int(post[a:b].mean(axis=0).argmax()) == c for a, b, c in unit_fit.spans.pop(f.path, ())]
+            agree += [int(post[a:b].mean(axis=0).argmax()) == c for a, b, c in spans.pop(f.path, ())]
             rows.append(Assignment(display_path(f.path, rel_root), k, conf, f.duration_s, name, i))
     if not rows:
         raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
     write_clusters(rows, folder.clusters)
     sizes = np.bincount([r.cluster for r in rows], minlength=record.k)
-    extra["clusters"] = {"n_clusters": record.k, "requested": record.requested,
-                         "head_clusters": record.k, "used": int((sizes > 0).sum()),
-                         "sizes": sizes.tolist(),
-                         "mean_confidence": round(float(np.mean([r.confidence for r in rows])), 4),
-                         "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1),
-                         "choice": {"rule": record.rule, "criterion": {str(k): round(v, 6) for k, v in record.curve.items()},
-                                    "within_scatter": {str(k): round(v, 6) for k, v in record.scatter.items()}},
-                         "warnings": _cluster_warnings(record, sizes, n_files=len(rows)) if record.unit != SEGMENT
-                         else []}
+    clusters = {"n_clusters": record.k, "requested": record.requested,
+                "head_clusters": record.k, "used": int((sizes > 0).sum()),
+                "sizes": sizes.tolist(),
+                "mean_confidence": round(float(np.mean([r.confidence for r in rows])), 4),
+                "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1),
+                "choice": {"rule": record.rule, "criterion": {str(k): round(v, 6) for k, v in record.curve.items()},
+                           "within_scatter": {str(k): round(v, 6) for k, v in record.scatter.items()}},
+                "warnings": _cluster_warnings(record, sizes, n_files=len(rows)) if record.unit != SEGMENT else []}
     if agree:
-        extra["clusters"]["head_agrees"] = round(float(np.mean(agree)), 4)
-    elif file_labels is not None:
+        clusters["head_agrees"] = round(float(np.mean(agree)), 4)
+    elif models.file_labels is not None:
         # clusters.csv holds the argmax of each file's mean posterior under the trained head; how
         # often that is the file's cluster in the hierarchy the head was trained on:
-        extra["clusters"]["head_agrees"] = round(float(np.mean([r.cluster == file_labels[feats[r.index].path]
-                                                                for r in rows])), 4)
-    for w in extra["clusters"]["warnings"]:
+        clusters["head_agrees"] = round(float(np.mean([r.cluster == models.file_labels[feats[r.index].path]
+                                                       for r in rows])), 4)
+    for w in clusters["warnings"]:
         log.warning("%s", w)
     log.info("clusters: K=%d (%s), %d used, %s %s", record.k,
-             "chosen: " + record.rule if record.requested == "auto" else "given", extra["clusters"]["used"],
+             "chosen: " + record.rule if record.requested == "auto" else "given", clusters["used"],
              "files per dominant cluster" if record.unit == SEGMENT else "sizes", sizes.tolist())
-    return extra, rows, unit_fit
+    return Assigned(rows, {"clusters": clusters})
 
 
 def _readable(feats, failures: list[Failure]) -> list:

@@ -22,8 +22,9 @@ from sound_cluster.errors import AudioError
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.io_utils import save_keras_model
 from sound_cluster.outputs.export import segment_rows, write_audacity, write_jams, write_raven, write_segments
+from sound_cluster.run.embed_stage import MergeSource, UnitFit
 from sound_cluster.run.executor import map_files
-from sound_cluster.run_folder import ModelsFolder, RunFolder
+from sound_cluster.run_folder import RunFolder
 from sound_cluster.segment.segmenter import Segmenter, leaf_sizes, segment_file
 from sound_cluster.segment.tree import resolve_k, write_tree_json
 
@@ -140,63 +141,79 @@ def _nyquist_hz(path: Path, *, default_hz: float) -> float:
         return float(default_hz)
 
 
-def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=None,
-               merges: dict[Path, Any] | None = None, counts: dict[Path, int] | None = None, segments: bool = False,
-               sound_length_s: float | None = None) -> tuple[dict, list[Failure], dict[str, int]]:
-    """Train (fit) or load (apply) the merge autoencoder, then fold every file into a tree.
+@dataclass
+class FoldResult:
+    """What the fold stage gives the writer of the summary and the report.
+
+    Attributes
+    ----------
+    extra : dict
+        The summary's entries: ``trees``, ``segments`` (when written), ``rae_training`` (a fit).
+    failures : list of Failure
+        Files whose fold failed.
+    n_segments : dict of str to int
+        Each written tree's number of segments at ``output.segments``, by output name (the report
+        orders files by it).
+    """
+
+    extra: dict[str, Any]
+    failures: list[Failure]
+    n_segments: dict[str, int]
+
+
+def merge_model_for(merge: MergeSource, jobs: list[FoldJob], *, params: Params, seg: Segmenter, timer):
+    """The merge autoencoder: the fit's, the saved one, or one trained now on the jobs' files (a fit of file units).
+
+    Returns the model and its training losses (None when it was loaded).
+    """
+    import keras
+
+    from sound_cluster.segment.merge_model import train_rae  # TensorFlow; registers MergeAutoencoder for loading
+
+    if merge.path is not None:
+        return keras.saving.load_model(str(merge.path), safe_mode=True, compile=False), None
+    if merge.trained is not None:
+        return merge.trained
+    with timer.stage("rae_train"):
+        seqs = [seg.fold_input(*_job_frames_and_embedding(j)[::2]).leaves for j in jobs]
+        return train_rae(seqs, rae=params.rae, seed=params.seed)
+
+
+def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, merge: MergeSource, units: UnitFit,
+               segments: bool = False) -> FoldResult:
+    """Every file folded into its tree (and its segments and exports written), with the run's merge autoencoder.
 
     Parameters
     ----------
     feats : sequence of FileFeatures
         The files, in the order of ``rows``.
     rows : sequence of Assignment
-    trained : tuple (MergeAutoencoder, list of float), optional
-        A merge autoencoder the run already trained (segment units), with its losses.
-    merges : dict of Path to Merges, optional
-        Folds already made (segment units), by audio path.
-    counts : dict of Path to int, optional
-        Segment units: each file's number of units, where the fit counted them, by audio path.
+    merge : MergeSource
+        Where the merge autoencoder comes from; one trained here is saved with the models.
+    units : UnitFit
+        The run's units: each file's fold and count where the fit made them, and the typical
+        sound length of segment units.
     segments : bool
         Write ``segments.csv`` (``output.export_segments``, or segment units).
-    sound_length_s : float, optional
-        Segment units: the folder's typical sound length (:func:`sound_cluster.segment.segmenter.segment_file`).
-
-    Returns the summary's entries, the files whose fold failed, and each tree's number of
-    segments at ``output.segments`` by output name (the report orders files by it).
     """
 
     folder = RunFolder(output_dir)
-    merges, counts = merges or {}, counts or {}
     jobs = [FoldJob(f.path, r.path, r.name, folder.posteriors(r.name), f.cache_path, f.duration_s,
-                    i < params.output.max_plots, merges.get(f.path), counts.get(f.path))
+                    i < params.output.max_plots, units.merges.get(f.path), units.counts.get(f.path))
             for i, (f, r) in enumerate(zip(feats, rows))]
     extra: dict[str, Any] = {}
     fs = FoldSettings.of(params)
-    step_rate_hz = fs.seg.step_rate_hz
-    if params.task == "fit":
-        if trained is None:
-            with timer.stage("rae_train"):
-                seqs = [fs.seg.fold_input(*_job_frames_and_embedding(j)[::2]).leaves for j in jobs]
-                from sound_cluster.segment.merge_model import train_rae  # TensorFlow
-
-                trained = train_rae(seqs, rae=params.rae, seed=params.seed)
-        model, losses = trained
+    model, losses = merge_model_for(merge, jobs, params=params, seg=fs.seg, timer=timer)
+    if losses is not None:  # trained by this run: kept with its models
         save_keras_model(model, folder.models.merge_model)
         extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
-    else:
-        import keras
-
-        from sound_cluster.segment import merge_model  # noqa: F401 - registers MergeAutoencoder, so the saved model loads
-
-        model = keras.saving.load_model(str(ModelsFolder(Path(params.models)).merge_model), safe_mode=True,
-                                        compile=False)
     with timer.stage("fold"):
         device = fold_device(params.rae.fold_device)
         if device == "gpu":
             jobs = _fold_batched(jobs, weights=model.fold_weights(), seg=fs.seg)
         results = map_files(
-            functools.partial(fold_file, weights=model.fold_weights(), fs=fs,
-                              output_dir=output_dir, segments=segments, sound_length_s=sound_length_s),
+            functools.partial(fold_file, weights=model.fold_weights(), fs=fs, output_dir=output_dir,
+                              segments=segments, sound_length_s=units.sound_length_s),
             jobs, params=params.executor, stage="fold", progress=params.output.progress)
     done = [r for r in results if not isinstance(r, Failure)]
     if segments:
@@ -207,13 +224,13 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, trained=
                              "sizes": np.bincount(clusters).tolist() if clusters else []}
     extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "linkage": params.rae.linkage,
                       "fold_device": device,
-                      "leaf_rate_hz": step_rate_hz,
+                      "leaf_rate_hz": fs.seg.step_rate_hz,
                       "auto_k_mean": round(float(np.mean([d["auto_k"] for d in done])), 3) if done else None,
                       "leaves": int(sum(d["n_leaves"] for d in done)),
                       "max_depth": int(max((d["depth"] for d in done), default=0)),
                       "plots": int(sum(j.plot for j, r in zip(jobs, results) if not isinstance(r, Failure)))}
     n_segments = {j.name: r["n_segments"] for j, r in zip(jobs, results) if not isinstance(r, Failure)}
-    return extra, [r for r in results if isinstance(r, Failure)], n_segments
+    return FoldResult(extra, [r for r in results if isinstance(r, Failure)], n_segments)
 
 
 def fold_device(setting: str) -> str:

@@ -1,12 +1,19 @@
-"""run(params, output_dir): the stages in order, per-file failures captured, outputs written."""
+"""run(params, output_dir): the stages in order, one dispatch on the task, per-file failures captured.
+
+Every task goes the same way: references read, files found, features made (:func:`ingest`); then
+``pretrain`` trains an encoder, and ``fit``, ``apply`` and ``recluster`` get their models one way
+each (:data:`TASKS`), assign every file, fold every file into its tree, score the run against the
+references and write the report. The task is looked up once, here.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sound_cluster.config import Params, as_config
 from sound_cluster.embed.clusters import read_clusters
@@ -19,7 +26,14 @@ from sound_cluster.ingest.names import output_names
 from sound_cluster.outputs.evaluate import evaluate_run
 from sound_cluster.outputs.references import match_references, read_labels, read_segments
 from sound_cluster.outputs.report import write_report
-from sound_cluster.run.embed_stage import embed_stage, with_model_features
+from sound_cluster.run.embed_stage import (
+    EmbedResult,
+    assign_stage,
+    fit_models,
+    load_models,
+    recluster_models,
+    with_model_features,
+)
 from sound_cluster.run.executor import map_files
 from sound_cluster.run.fold_stage import fold_stage
 from sound_cluster.run.preflight import preflight
@@ -30,6 +44,39 @@ from sound_cluster.segment.units import SEGMENT
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Task:
+    """One task's way through the stages.
+
+    Attributes
+    ----------
+    settings : callable
+        The run's settings from the command's (``apply`` takes the models' features, ``recluster`` the run's).
+    models : callable or None
+        The models step of the embed stage (:mod:`sound_cluster.run.embed_stage`); None: ``pretrain``.
+    fits : bool
+        The task fits clusters to the folder (a folder of one file is worth a warning).
+    run_files : bool
+        Only the files of the run being cut again (``recluster``), not what the folder holds now.
+    """
+
+    settings: Callable[[Params], Params]
+    models: Callable[..., EmbedResult] | None
+    fits: bool = False
+    run_files: bool = False
+
+
+def _as_given(params: Params) -> Params:
+    return params
+
+
+TASKS: dict[str, Task] = {
+    "fit": Task(_as_given, fit_models, fits=True),
+    "apply": Task(with_model_features, load_models),
+    "recluster": Task(recluster_params, recluster_models, run_files=True),
+    "pretrain": Task(_as_given, None),
+}
 
 
 def _prepare_cache(params: Params) -> FeatureCache:
@@ -71,16 +118,14 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     output_dir = Path(output_dir)
     params = preflight(params)
     prepare_run_dir(output_dir, overwrite=params.output.overwrite)
-    if params.task == "apply":
-        params = with_model_features(params)
-    elif params.task == "recluster":
-
-        params = recluster_params(params)
+    task = TASKS[params.task]
+    params = task.settings(params)
     state = RunState(params, params.data.path or demo_path(), config or as_config(params), Timer())
     write_summary(output_dir, state, status="running")
     try:
         state.cache = _prepare_cache(params)
-        summary = _run_stages(state, output_dir)
+        ingest(state, RunFolder(output_dir), task=task)
+        summary = (_pretrain if task.models is None else _cluster)(state, RunFolder(output_dir), task=task)
     except KeyboardInterrupt:
         write_summary(output_dir, state, status="interrupted", reason="interrupted (Ctrl-C or SIGTERM)")
         raise
@@ -93,24 +138,38 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     return RunResult(state.root, state.feats, state.failures, summary)
 
 
-def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
+@dataclass
+class References:
+    """The run's references, read before any work: clip labels and labelled segments (None where not given)."""
+
+    labels: Path | None
+    segments: Path | None
+
+
+def ingest(state: RunState, folder: RunFolder, *, task: Task) -> None:
+    """References checked, files found and their features made; fills ``state`` (files, features, failures).
+
+    Raises
+    ------
+    ConfigError
+        A reference file is malformed.
+    AudioError
+        No audio found, none usable, or ``data.strict`` and a file failed.
+    """
     params, root, timer = state.params, state.root, state.timer
-    folder = RunFolder(output_dir)
     # On the bundled demo its own references are used unless others are given.
-    labels_path = params.data.labels or (demo_path() / "labels.csv" if params.data.path is None else None)
-    segments_path = params.data.segments or (demo_path() / SEGMENTS if params.data.path is None else None)
-
+    refs = References(params.data.labels or (demo_path() / "labels.csv" if params.data.path is None else None),
+                      params.data.segments or (demo_path() / SEGMENTS if params.data.path is None else None))
+    state.references = refs
     # References are read before any work: a malformed file fails now, not after training.
-    references = {"data.labels": read_labels(labels_path) if labels_path else None,
-                  "data.segments": read_segments(segments_path, fmt=params.data.segments_format) if segments_path
+    references = {"data.labels": read_labels(refs.labels) if refs.labels else None,
+                  "data.segments": read_segments(refs.segments, fmt=params.data.segments_format) if refs.segments
                   else None}
-
     with timer.stage("discover"):
         files, failures = discover(root, extensions=params.data.extensions,
                                    follow_symlinks=params.data.follow_symlinks)
-    rel_root = root if root.is_dir() else root.parent
-    if params.task == "recluster":  # the run's files, not what the folder holds now
-
+    rel_root = state.rel_root
+    if task.run_files:  # the run's files, not what the folder holds now
         theirs = {r.path for r in read_clusters(RunFolder(params.run).clusters)}
         files = [f for f in files if display_path(f, rel_root) in theirs]
     state.files, state.failures = files, failures
@@ -122,63 +181,84 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
         raise AudioError(f"no audio files ({', '.join(params.data.extensions)}) found under {root}",
                          stage="discover")
     log.info("found %d audio files under %s", len(files), root)
-    if len(files) == 1 and params.task == "fit":
+    if len(files) == 1 and task.fits:
         log.warning("only one audio file (%s): clusters need several files to mean anything; its segment tree "
                     "is still built. Point data.path at a folder of files to compare them.", files[0])
 
     with timer.stage("features"):
         if params.executor.kind == "process":
             warm_up(params.features)  # forked workers inherit the loaded libraries
-        results = map_files(
-            functools.partial(extract_features, cache=state.cache),
-            files,
-            params=params.executor,
-            stage="features",
-            progress=params.output.progress,
-            stop_on_failure=params.data.strict,
-        )
+        results = map_files(functools.partial(extract_features, cache=state.cache), files, params=params.executor,
+                            stage="features", progress=params.output.progress, stop_on_failure=params.data.strict)
     state.feats = [r for r in results if isinstance(r, FileFeatures)]
     state.failures += [r for r in results if isinstance(r, Failure)]
-    feats = state.feats
     for f in state.failures:
         log.warning("skipped %s (%s): %s", f.path, f.stage, f.reason)
-
     write_failures(state.failures, folder.failures, root=rel_root)
-    if not feats:
+    if not state.feats:
         raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
                          f"reasons in {folder.failures}", stage="features")
 
-    if params.task == "pretrain":
-        from sound_cluster.embed.pretraining import pretrain
 
-        with timer.stage("pretrain"):
-            state.extra["pretrain"] = pretrain(
-                [(f.cache_path, f.n_frames) for f in feats], params=params, output_dir=output_dir, corpus_root=root,
-                audio_seconds=sum(f.duration_s for f in feats), audio_paths=[f.path for f in feats])
-        return write_summary(output_dir, state, status="complete")
+def _pretrain(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, Any]:
+    """``task=pretrain``: an encoder and its card from the folder's features."""
+    from sound_cluster.embed.pretraining import pretrain
 
-    extra = state.extra
+    params, feats = state.params, state.feats
+    with state.timer.stage("pretrain"):
+        state.extra["pretrain"] = pretrain(
+            [(f.cache_path, f.n_frames) for f in feats], params=params, output_dir=folder.dir, corpus_root=state.root,
+            audio_seconds=sum(f.duration_s for f in feats), audio_paths=[f.path for f in feats])
+    return write_summary(folder.dir, state, status="complete")
+
+
+def _cluster(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, Any]:
+    """``fit``, ``apply``, ``recluster``: the task's models, every file assigned and folded, scores, the report."""
+    params, feats, timer, extra, rel_root = state.params, state.feats, state.timer, state.extra, state.rel_root
     names = output_names([f.path for f in feats], root=rel_root)
     n_failed = len(state.failures)
     try:
-        embed_extra, rows, unit_fit = embed_stage(feats, names, params=params, output_dir=output_dir, rel_root=rel_root,
-                                         timer=timer, failures=state.failures)
+        models = task.models(feats, params=params, folder=folder, rel_root=rel_root, timer=timer,
+                             failures=state.failures)
+        extra.update(models.extra)
+        assigned = assign_stage(feats, names, models, folder=folder, rel_root=rel_root, timer=timer,
+                                failures=state.failures)
     finally:  # also when no file could be assigned: that error sends the user to failures.csv
         if len(state.failures) > n_failed:
             write_failures(state.failures, folder.failures, root=rel_root)
-    extra.update(embed_extra)
-    fold_extra, fold_failures, n_segments = fold_stage(
-        [feats[r.index] for r in rows], rows, params=params, output_dir=output_dir, timer=timer,
-        trained=unit_fit.trained, merges=unit_fit.merges, counts=unit_fit.counts,
-        segments="segments" in params.output.exports() or unit_fit.unit == SEGMENT,
-        sound_length_s=unit_fit.sound_length_s)
-    extra.update(fold_extra)
-    if unit_fit.unit == SEGMENT and "segments" in fold_extra:
-        log.info("segments: %d in %d files, per cluster %s (segments.csv)", fold_extra["segments"]["rows"],
-                 fold_extra["trees"]["written"], fold_extra["segments"]["sizes"])
+    extra.update(assigned.extra)
+    rows, unit = assigned.rows, models.units.unit
+    folded = fold_stage([feats[r.index] for r in rows], rows, params=params, output_dir=folder.dir, timer=timer,
+                        merge=models.merge, units=models.units,
+                        segments="segments" in params.output.exports() or unit == SEGMENT)
+    del models
+    extra.update(folded.extra)
+    if unit == SEGMENT and "segments" in folded.extra:
+        log.info("segments: %d in %d files, per cluster %s (segments.csv)", folded.extra["segments"]["rows"],
+                 folded.extra["trees"]["written"], folded.extra["segments"]["sizes"])
+    refs = state.references
     with timer.stage("evaluate"):
-        extra.update(evaluate_run(output_dir, labels=labels_path, segments=segments_path,
+        extra.update(evaluate_run(folder.dir, labels=refs.labels, segments=refs.segments,
                                   segments_format=params.data.segments_format))
+    _log_scores(extra)
+    if folded.failures:
+        state.failures += folded.failures
+        write_failures(state.failures, folder.failures, root=rel_root)
+    if not params.output.report:
+        return write_summary(folder.dir, state, status="complete")
+    # summary.json is written before the report (a failing report must not cost it) and
+    # again after, to record the report's seconds.
+    summary = write_summary(folder.dir, state, status="running")
+    with timer.stage("report"):
+        path = write_report(folder.dir, summary=summary, rows=rows, audio_paths=[feats[r.index].path for r in rows],
+                            sample_rate=params.features.sample_rate, excerpt_s=params.output.report_excerpt_s,
+                            n_files=params.output.max_plots, segments_k=params.output.segments,
+                            n_segments=folded.n_segments)
+    log.info("report: %s", path)
+    return write_summary(folder.dir, state, status="complete")
+
+
+def _log_scores(extra: dict[str, Any]) -> None:
     if "metrics" in extra:
         m = extra["metrics"]
         log.info("against %s: NMI %.3f, ARI %.3f, accuracy %.3f (%d files)", m["labels"], m["nmi"], m["ari"],
@@ -191,22 +271,6 @@ def _run_stages(state: RunState, output_dir: Path) -> dict[str, Any]:
         m = extra["event_metrics"]
         log.info("against %s: events NMI %.3f, ARI %.3f, accuracy %.3f (%d events in %d files)", m["segments"],
                  m["nmi"], m["ari"], m["acc"], m["n"], m["files"])
-    if fold_failures:
-        state.failures += fold_failures
-        write_failures(state.failures, folder.failures, root=rel_root)
-    if not params.output.report:
-        return write_summary(output_dir, state, status="complete")
-    # summary.json is written before the report (a failing report must not cost it) and
-    # again after, to record the report's seconds.
-
-    summary = write_summary(output_dir, state, status="running")
-    with timer.stage("report"):
-        path = write_report(output_dir, summary=summary, rows=rows, audio_paths=[feats[r.index].path for r in rows],
-                            sample_rate=params.features.sample_rate, excerpt_s=params.output.report_excerpt_s,
-                            n_files=params.output.max_plots, segments_k=params.output.segments,
-                            n_segments=n_segments)
-    log.info("report: %s", path)
-    return write_summary(output_dir, state, status="complete")
 
 
 def _check_references(references: dict[str, dict | None], files: list[Path], rel_root: Path,

@@ -63,7 +63,6 @@ def preflight(params: Params) -> Params:
         except ImportError:
             raise ConfigError("output.export must be without jams unless the jams package is installed "
                               "(pip install 'sound-cluster[jams]'), got 'jams'") from None
-    if params.task in ("fit", "pretrain") and params.model.init != "scratch":
-
+    if params.starts_from_init and params.model.init != "scratch":
         resolve_init(params.model, params.features)
     return dataclasses.replace(params, executor=ex, output=out)

@@ -84,6 +84,12 @@ class RunState:
     feats: list[FileFeatures] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    references: Any = None  # the run's references (sound_cluster.run.pipeline.References), once read
+
+    @property
+    def rel_root(self) -> Path:
+        """What the tables' paths are relative to: ``data.path``, or its folder when it names one file."""
+        return self.root if self.root.is_dir() else self.root.parent
 
 
 def prepare_run_dir(output_dir: Path, *, overwrite: bool) -> None:
