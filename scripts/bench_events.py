@@ -67,10 +67,62 @@ def _event(path: Path) -> np.ndarray:
     return (0.5 * y / peak).astype(np.float32)
 
 
+VARIANTS = ("pauses", "butted", "bed", "overlap")
+
+
+def _beds(folder: Path | None) -> list[np.ndarray]:
+    """The background recordings under ``folder`` (``scripts/fetch_beds.py`` writes them), mono at ``SR``."""
+    if folder is None:
+        return []
+    out = []
+    for f in sorted(folder.glob("*.wav")):
+        y, sr = sf.read(f, dtype="float32", always_2d=True)
+        if sr == SR:
+            out.append(y.mean(axis=1))
+    return out
+
+
+def _bed(beds: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of continuous background: pieces of random beds from random places, cross-faded over 0.5 s."""
+    fade = int(0.5 * SR)
+    out, have = np.zeros(n + fade, np.float32), 0
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    while have < n:
+        src = beds[int(rng.integers(len(beds)))]
+        length = min(len(src), int(rng.uniform(4.0, 12.0) * SR), n + fade - have + fade)
+        start = int(rng.integers(0, len(src) - length + 1))
+        piece = src[start:start + length].copy()
+        piece /= max(float(np.sqrt(np.mean(piece ** 2))), 1e-6)  # each piece at one level: the bed, not its source
+        if have:
+            piece[:fade] *= ramp
+            out[have - fade:have] *= ramp[::-1]
+            out[have - fade:have - fade + length] += piece
+            have += length - fade
+        else:
+            out[:length] = piece
+            have = length
+    return out[:n]
+
+
+def _energy90_s(y: np.ndarray) -> float:
+    """Seconds from an event's start until 90 % of its energy has passed (where a segment must not end before)."""
+    e = np.cumsum(y.astype(np.float64) ** 2)
+    return float(np.searchsorted(e, 0.9 * e[-1]) / SR)
+
+
 def build(data: Path, out: Path, *, sets: list[str], n_files: int, events: tuple[int, int], seed: int,
-          variants: tuple[str, ...] = ("pauses", "butted")) -> dict[str, int]:
-    """Write ``out/<set>_<variant>/`` folders of sequences with ``segments.csv``; returns each folder's kinds."""
+          variants: tuple[str, ...] = ("pauses", "butted"), beds: Path | None = None) -> dict[str, int]:
+    """Write ``out/<set>_<variant>/`` folders of sequences with ``segments.csv``; returns each folder's kinds.
+
+    ``segments.csv``: ``path,start_s,end_s,label,energy90_s`` (the last: when 90 % of the event's energy has
+    passed). Variants: ``pauses`` (0.2-0.6 s of quiet between events), ``butted`` (joined end to end),
+    ``bed`` (``pauses`` laid over a continuous background from ``beds``, each event 6-20 dB above it), and
+    ``overlap`` (each event starts 0.05-0.15 s before the one before it ends).
+    """
     pools = {name: _read_set(data / name) for name in ("drums", "instruments", "fsdd")}
+    bed_audio = _beds(beds)
+    if "bed" in variants and not bed_audio:
+        raise SystemExit("the bed variant needs --beds DIR: 16 kHz WAV recordings of background (scripts/fetch_beds.py)")
     kinds = {}
     for name in sets:
         # One generator per set, so a folder is the same whatever other sets and variants are built.
@@ -87,23 +139,46 @@ def build(data: Path, out: Path, *, sets: list[str], n_files: int, events: tuple
             folder.mkdir(parents=True)
             rows, seen = [], set()
             for i, evs in enumerate(plan):
-                parts, t = [], 0.0
+                placed, t = [], 0.0  # (start sample, event)
                 for j, (p, lab) in enumerate(evs):
                     y = _event(p)
-                    rows.append((f"rec{i:02d}.wav", round(t, 4), round(t + len(y) / SR, 4), lab))
+                    start = int(round(t * SR))
+                    placed.append((start, y))
+                    rows.append([f"rec{i:02d}.wav", round(start / SR, 4), round(start / SR + len(y) / SR, 4), lab,
+                                 round(start / SR + _energy90_s(y), 4)])
                     seen.add(lab)
-                    parts.append(y)
-                    t += len(y) / SR
-                    if variant == "pauses" and j < len(evs) - 1:
-                        gap = np.zeros(int(rng.uniform(0.2, 0.6) * SR), np.float32)
-                        parts.append(gap)
-                        t += len(gap) / SR
-                y = np.concatenate(parts)
-                y = y + rng.normal(0, 1e-4, len(y)).astype(np.float32)  # a recording's floor, not digital zero
-                sf.write(folder / f"rec{i:02d}.wav", y, SR)
+                    t = start / SR + len(y) / SR
+                    if j < len(evs) - 1:
+                        if variant in ("pauses", "bed"):
+                            t += rng.uniform(0.2, 0.6)
+                        elif variant == "overlap":
+                            t -= min(rng.uniform(0.05, 0.15), 0.5 * len(y) / SR)
+                n = max(s + len(y) for s, y in placed)
+                # the bed's own draws, so the events and gaps equal the pauses variant's
+                brng = np.random.default_rng([seed, ["drums", "instruments", "fsdd", "mix"].index(name), 2, i])
+                if variant == "bed":
+                    n += int(brng.uniform(0.3, 1.0) * SR)  # the bed goes on after the last event
+                    lead = int(brng.uniform(0.3, 1.0) * SR)  # and starts before the first
+                    for r in rows[-len(placed):]:
+                        r[1], r[2], r[4] = (round(v + lead / SR, 4) for v in (r[1], r[2], r[4]))
+                    placed = [(s + lead, y) for s, y in placed]
+                    n += lead
+                mix = np.zeros(n, np.float32)
+                if variant == "bed":
+                    bed = _bed(bed_audio, n, brng)
+                    bed_rms = 0.02
+                    mix += bed_rms * bed
+                for s, y in placed:
+                    if variant == "bed":  # each event 6-20 dB above the bed (RMS over the event)
+                        snr = brng.uniform(6.0, 20.0)
+                        y = y * (bed_rms * 10 ** (snr / 20) / max(float(np.sqrt(np.mean(y ** 2))), 1e-9))
+                    mix[s:s + len(y)] += y
+                mix = mix + brng.normal(0, 1e-4, len(mix)).astype(np.float32)  # a recording's floor, not digital zero
+                mix /= max(1.0, float(np.abs(mix).max()) / 0.99)
+                sf.write(folder / f"rec{i:02d}.wav", mix, SR)
             with open(folder / "segments.csv", "w", newline="") as fh:
                 w = csv.writer(fh)
-                w.writerow(["path", "start_s", "end_s", "label"])
+                w.writerow(["path", "start_s", "end_s", "label", "energy90_s"])
                 w.writerows(rows)
             kinds[folder.name] = len(seen)
     return kinds
@@ -114,6 +189,67 @@ def _refs(folder: Path) -> dict[str, list[tuple[float, float, str]]]:
     with open(folder / "segments.csv", newline="") as fh:
         for r in csv.DictReader(fh):
             out.setdefault(r["path"], []).append((float(r["start_s"]), float(r["end_s"]), r["label"]))
+    return out
+
+
+def _energy90(folder: Path) -> dict[str, list[float]]:
+    out: dict[str, list] = {}
+    with open(folder / "segments.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            out.setdefault(r["path"], []).append(float(r["energy90_s"]))
+    return out
+
+
+def sounds_found(refs, e90, est: dict[str, list[tuple[float, float]]], tol: float = 0.1) -> float:
+    """The share of reference events whose best-overlapping estimated sound starts within ``tol`` of the event
+    and ends with it: after 90 % of the event's energy has passed and at most ``tol`` after its end."""
+    ok = total = 0
+    for p, evs in refs.items():
+        cand = est.get(p, [])
+        for (s, e, _), t90 in zip(evs, e90[p]):
+            total += 1
+            if not cand:
+                continue
+            overlap = [max(0.0, min(e, b) - max(s, a)) for a, b in cand]
+            a, b = cand[int(np.argmax(overlap))]
+            ok += max(overlap) > 0 and abs(a - s) <= tol and t90 <= b <= e + tol
+    return ok / max(total, 1)
+
+
+def edge_f(refs, est: dict[str, list[tuple[float, float]]], *, which: int, window: float = 0.1) -> float:
+    """Hit-rate F of sound starts (``which=0``) or ends (``which=1``) at ``window`` seconds (mir_eval)."""
+    import mir_eval
+
+    scores = []
+    for p, evs in refs.items():
+        ref = np.array(sorted(e[which] for e in evs))
+        got = np.array(sorted(x[which] for x in est.get(p, [])))
+        if len(ref) == 0 or len(got) == 0:
+            scores.append(0.0)
+            continue
+        scores.append(mir_eval.onset.f_measure(ref, got, window=window)[0])
+    return float(np.mean(scores))
+
+
+def envelope_sounds(folder: Path, refs) -> dict[str, list[tuple[float, float]]]:
+    """A plain envelope split: ``librosa.effects.split`` at 30 dB below the file's peak."""
+    import librosa
+
+    out = {}
+    for p in refs:
+        y, _ = sf.read(folder / p, dtype="float32")
+        out[p] = [(a / SR, b / SR) for a, b in librosa.effects.split(y, top_db=30, frame_length=512, hop_length=128)]
+    return out
+
+
+def our_sounds(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Our sounds from segments.csv (rows of kind ``sound`` where the table says; every row otherwise)."""
+    from sound_cluster.outputs.export import read_segments_table
+
+    out: dict[str, list] = {}
+    for r in read_segments_table(RunFolder(run_dir).segments):
+        if r.get("kind", "sound") == "sound":
+            out.setdefault(r["path"], []).append((r["start_s"], r["end_s"]))
     return out
 
 
@@ -155,8 +291,12 @@ def mfcc_kmeans(folder: Path, refs, k: int, seed: int) -> float:
     return _event_nmi(refs, {p: km.predict((f - mu) / sd) for p, f in feats.items()}, 100.0)
 
 
-def avgn(folder: Path, refs, k: int, seed: int) -> tuple[float, float, int, float]:
-    """AVGN recipe: (NMI with HDBSCAN's count, NMI with k-means at k, HDBSCAN's count, boundary F@0.5)."""
+def avgn(folder: Path, refs, k: int, seed: int, *, denoise: bool = False) -> tuple[float, float, int, float]:
+    """AVGN recipe: (NMI with HDBSCAN's count, NMI with k-means at k, HDBSCAN's count, boundary F@0.5).
+
+    ``denoise``: each file through ``noisereduce``'s non-stationary spectral gating first, as it is applied to
+    field recordings before the envelope cuts.
+    """
     import librosa
     import umap
     from scipy.ndimage import zoom
@@ -166,6 +306,10 @@ def avgn(folder: Path, refs, k: int, seed: int) -> tuple[float, float, int, floa
     n_frames = {}
     for p in refs:
         y, _ = sf.read(folder / p, dtype="float32")
+        if denoise:
+            import noisereduce
+
+            y = noisereduce.reduce_noise(y=y, sr=SR, stationary=False).astype(np.float32)
         mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=SR, n_fft=512, hop_length=SR // 100,
                                                                  n_mels=64))
         env = mel.max(axis=0)
@@ -234,53 +378,73 @@ def main() -> None:
     ap.add_argument("--events", type=int, nargs=2, default=(8, 14), help="events per recording: min max")
     ap.add_argument("--sets", nargs="+", default=["drums", "instruments", "fsdd", "mix"],
                     choices=["drums", "instruments", "fsdd", "mix"])
-    ap.add_argument("--variants", nargs="+", default=["pauses", "butted"], choices=["pauses", "butted"])
+    ap.add_argument("--variants", nargs="+", default=None, choices=VARIANTS,
+                    help="default: pauses butted, and bed overlap when --beds is given")
+    ap.add_argument("--beds", type=Path, help="a folder of 16 kHz WAV background recordings (scripts/fetch_beds.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--untrained", action="store_true", help="also ours with an untrained merge autoencoder")
     ap.add_argument("--keep", type=Path, help="build the folders and write the runs here (kept) instead of a "
                     "temporary folder")
-    ap.add_argument("overrides", nargs="*", help="pipeline overrides for our runs, e.g. model.unit_sound_s=0.4")
+    ap.add_argument("overrides", nargs="*", help="pipeline overrides for our runs, e.g. segment.pause_db=8")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     for name in ("drums", "instruments", "fsdd"):
         if not (args.data / name / "labels.csv").is_file():
             ap.error(f"{args.data / name / 'labels.csv'} not found: DATA must hold drums/, instruments/, fsdd/")
+    variants = args.variants or (list(VARIANTS) if args.beds else ["pauses", "butted"])
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.keep or Path(tmp)
         kinds = build(args.data, tmp / "audio", sets=args.sets, n_files=args.files, events=tuple(args.events),
-                      seed=args.seed, variants=tuple(args.variants))
+                      seed=args.seed, variants=tuple(variants), beds=args.beds)
         for name, k in kinds.items():
             folder = tmp / "audio" / name
-            refs = _refs(folder)
+            refs, e90 = _refs(folder), _energy90(folder)
             common = [f"seed={args.seed}", *args.overrides]
             auto = ours(folder, common, tmp / "runs" / name / "auto")
             true = ours(folder, [*common, f"model.n_clusters={k}"], tmp / "runs" / name / "true")
-            row = {"folder": name, "kinds": k, "events": sum(len(v) for v in refs.values()),
+            row = {"folder": name, "kinds": k, "events": sum(len(v) for v in refs.values()), "files": len(refs),
                    "auto": auto, "true": true, "mfcc": mfcc_kmeans(folder, refs, k, args.seed)}
             row["avgn_hdb"], row["avgn_km"], row["avgn_k"], row["avgn_f05"] = avgn(folder, refs, k, args.seed)
+            row["nr_km"] = avgn(folder, refs, k, args.seed, denoise=True)[1]
             row["ceiling"] = encoder_at_truth(tmp / "runs" / name / "true", refs, k)
+            mine, env = our_sounds(tmp / "runs" / name / "auto"), envelope_sounds(folder, refs)
+            row["found"], row["env_found"] = sounds_found(refs, e90, mine), sounds_found(refs, e90, env)
+            row["start_f"], row["end_f"] = edge_f(refs, mine, which=0), edge_f(refs, mine, which=1)
+            row["units_per_event"] = sum(len(v) for v in mine.values()) / row["events"]
             if args.untrained:
-                row["untrained"] = ours(folder, [*common, "rae.epochs=1", "rae.steps_per_epoch=1", "rae.learning_rate=1e-9"], tmp / "runs" / name / "untrained")
+                row["untrained"] = ours(folder, [*common, "rae.epochs=1", "rae.steps_per_epoch=1",
+                                                 "rae.learning_rate=1e-9"], tmp / "runs" / name / "untrained")
             rows.append(row)
             _print_row(row, header=len(rows) == 1, untrained=args.untrained)
-    ratios = [r["auto"]["nmi"] / max(r["mfcc"], r["avgn_km"]) for r in rows]
+    ratios = [r["auto"]["nmi"] / _best(r) for r in rows]
     print(f"\nours (auto K) / best baseline at the true K: min {min(ratios):.2f}x, mean {np.mean(ratios):.2f}x; "
           f"K within 30 % of the kinds on {sum(abs(r['auto']['k'] - r['kinds']) <= 0.3 * r['kinds'] for r in rows)} "
           f"of {len(rows)} folders")
+    by = {r["folder"]: r for r in rows}
+    for r in rows:
+        if r["folder"].endswith("_bed") and r["folder"][:-4] + "_pauses" in by:
+            clean = by[r["folder"][:-4] + "_pauses"]
+            print(f"{r['folder']}: event NMI over the bed / without it: {r['auto']['nmi'] / clean['auto']['nmi']:.2f}x")
+
+
+def _best(r: dict) -> float:
+    """The best baseline at the true K: k-means on MFCC frames, AVGN, AVGN after noisereduce."""
+    return max(r["mfcc"], r["avgn_km"], r["nr_km"])
 
 
 def _print_row(r: dict, *, header: bool, untrained: bool) -> None:
     if header:
         print(f"{'folder':20s} {'kinds':>5s} {'events':>6s} | {'ours auto':>9s} {'K':>3s} {'F@.5':>5s} "
               f"{'s':>4s} | {'true K':>6s} | {'mfcc km':>7s} | {'avgn hdb':>8s} {'K':>3s} {'avgn km':>7s} "
-              f"{'F@.5':>5s} | {'enc@truth':>9s} | {'ratio':>5s}" + ("  | untrained rae" if untrained else ""))
-    best = max(r["mfcc"], r["avgn_km"])
+              f"{'F@.5':>5s} {'nr km':>6s} | {'enc@truth':>9s} | {'ratio':>5s} | {'found':>5s} {'env':>5s} "
+              f"{'F st':>5s} {'F end':>5s} {'u/ev':>5s}" + ("  | untrained rae" if untrained else ""))
     line = (f"{r['folder']:20s} {r['kinds']:5d} {r['events']:6d} | {r['auto']['nmi']:9.3f} {r['auto']['k']:3d} "
             f"{r['auto']['f05']:5.2f} {r['auto']['seconds']:4.0f} | {r['true']['nmi']:6.3f} | {r['mfcc']:7.3f} | "
-            f"{r['avgn_hdb']:8.3f} {r['avgn_k']:3d} {r['avgn_km']:7.3f} {r['avgn_f05']:5.2f} | {r['ceiling']:9.3f} | "
-            f"{r['auto']['nmi'] / best:4.2f}x")
+            f"{r['avgn_hdb']:8.3f} {r['avgn_k']:3d} {r['avgn_km']:7.3f} {r['avgn_f05']:5.2f} {r['nr_km']:6.3f} | "
+            f"{r['ceiling']:9.3f} | {r['auto']['nmi'] / _best(r):4.2f}x | {r['found']:5.2f} {r['env_found']:5.2f} "
+            f"{r['start_f']:5.2f} {r['end_f']:5.2f} {r['units_per_event']:5.2f}")
     if untrained:
         line += f"  | {r['untrained']['nmi']:.3f} F@.5 {r['untrained']['f05']:.2f}"
     print(line, flush=True)

@@ -16,6 +16,8 @@ from sound_cluster.errors import ConfigError
 from sound_cluster.outputs.evaluate import evaluate_run
 from sound_cluster.outputs.references import read_segments
 
+pytestmark = pytest.mark.xdist_group("api_demo_run")  # its tests share one module-scoped fixture
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "sound_cluster" / "demo"
 

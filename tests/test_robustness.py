@@ -253,15 +253,16 @@ def test_files_that_cannot_be_assigned_are_in_failures_even_when_none_can(tmp_pa
     """Every cache entry gone before assigning: the run stops, and the list it points to holds the reasons."""
     from sound_cluster.errors import AudioError
     from sound_cluster.ingest.extract import FileFeatures
-    from sound_cluster.run.embed_stage import embed_stage as _embed_stage
+    from sound_cluster.run.embed_stage import fit_models
     from sound_cluster.run.run_dir import Timer as _Timer
+    from sound_cluster.run_folder import RunFolder
 
     params = make_params("task=fit")  # the shipped encoder, frozen: nothing is read before assigning
     feats = [FileFeatures(tmp_path / f"{i}.wav", tmp_path / f"gone{i}.npy", 1.0, 100, True) for i in range(2)]
     failures = []
     with pytest.raises(AudioError, match="failures.csv"):
-        _embed_stage(feats, ["0.wav", "1.wav"], params=params, output_dir=tmp_path / "run", rel_root=tmp_path,
-                     timer=_Timer(), failures=failures)
+        fit_models(feats, params=params, folder=RunFolder(tmp_path / "run"), rel_root=tmp_path, timer=_Timer(),
+                   failures=failures)
     assert [(f.path, f.stage) for f in failures] == [(x.path, "assign") for x in feats]
     assert all("gone" in f.reason for f in failures)
 

@@ -25,6 +25,8 @@ from sound_cluster.segment.units import (
 
 from .conftest import SR, make_params
 
+pytestmark = pytest.mark.xdist_group("units_fit")  # its tests share one module-scoped fixture
+
 KINDS = ("tone", "chirp", "noise")
 
 
