@@ -85,22 +85,20 @@ def _beds(folder: Path | None) -> list[np.ndarray]:
 def _bed(beds: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` samples of continuous background: pieces of random beds from random places, cross-faded over 0.5 s."""
     fade = int(0.5 * SR)
-    out, have = np.zeros(n + fade, np.float32), 0
     ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-    while have < n:
+    longest = int(12.0 * SR)
+    out, pos = np.zeros(n + longest, np.float32), 0
+    while pos < n:
         src = beds[int(rng.integers(len(beds)))]
-        length = min(len(src), int(rng.uniform(4.0, 12.0) * SR), n + fade - have + fade)
+        length = min(len(src), int(rng.uniform(4.0, 12.0) * SR))
         start = int(rng.integers(0, len(src) - length + 1))
         piece = src[start:start + length].copy()
         piece /= max(float(np.sqrt(np.mean(piece ** 2))), 1e-6)  # each piece at one level: the bed, not its source
-        if have:
+        if pos:
             piece[:fade] *= ramp
-            out[have - fade:have] *= ramp[::-1]
-            out[have - fade:have - fade + length] += piece
-            have += length - fade
-        else:
-            out[:length] = piece
-            have = length
+        piece[-fade:] *= ramp[::-1]
+        out[pos:pos + length] += piece
+        pos += length - fade
     return out[:n]
 
 

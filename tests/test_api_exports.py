@@ -47,6 +47,8 @@ def test_audacity_and_raven_exports_parse_back_to_segments_csv(demo_run):
     by_file = _segments_by_file(run)
     assert len(by_file) == 34
     for path, segs in by_file.items():
+        segs = [s for s in segs if s["kind"] == "sound"]  # one selection per sound: background is none
+        assert segs and all(s["cluster"] is not None for s in segs)
         aud = AudSeq.from_file(run.dir / "export" / "audacity" / f"{path}.txt")
         np.testing.assert_allclose(aud.start_times, [s["start_s"] for s in segs], atol=1e-6)
         np.testing.assert_allclose(aud.end_times, [s["end_s"] for s in segs], atol=1e-6)

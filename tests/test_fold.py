@@ -219,7 +219,8 @@ def test_small_nodes_merge_first_so_coarse_cuts_hold_no_sliver(seed):
     assert n - end >= 8
 
 
-def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
+@pytest.mark.parametrize("background", [True, False])
+def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path, background):
     """rae.fold_device=gpu (forced, here on the CPU) in a whole run: the same tree files as the heap fold."""
     import soundfile as sf
 
@@ -234,7 +235,7 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
         sf.write(audio / f"t{i}.wav", np.concatenate([tone(f, sec / 2, seed=i), pause, tone(f * 1.5, sec / 2, seed=i)]),
                  SR)
     common = ("debug=tiny", f"data.path={audio}", f"features.cache_dir={tmp_path / 'cache'}", "output.report=false",
-              "output.max_plots=0")
+              "output.max_plots=0", f"sounds.background={str(background).lower()}")
     fit = tmp_path / "fit"
     run(make_params(*common, "rae.fold_device=cpu"), output_dir=fit)
     applied = tmp_path / "applied"
@@ -245,8 +246,12 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
     assert names == [f"t{i}.wav.json" for i in range(5)]
     for name in names:  # the same merges; costs as float32 arithmetic on another engine gives them
         a, b = (json.loads((d / "trees" / name).read_text()) for d in (fit, applied))
-        assert a["auto_k"] == b["auto_k"] and a["cluster"] == b["cluster"] and a["pauses"] == b["pauses"]
-        assert (a["pauses"]["quiet_leaves"] > 0) == (name == "t0.wav.json")
+        key = "sounds" if background else "pauses"
+        assert a["auto_k"] == b["auto_k"] and a["cluster"] == b["cluster"] and a[key] == b[key]
+        assert [(c["start"], c["end"], c["kind"]) for c in a.get("auto_cut", [])] == \
+            [(c["start"], c["end"], c["kind"]) for c in b.get("auto_cut", [])]
+        if not background:
+            assert (a["pauses"]["quiet_leaves"] > 0) == (name == "t0.wav.json")
         stack = [(a["root"], b["root"])]
         while stack:
             x, y = stack.pop()
@@ -256,6 +261,12 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path):
             assert len(x.get("children", [])) == len(y.get("children", []))
             stack += list(zip(x.get("children", []), y.get("children", [])))
     t0 = json.loads((fit / "trees" / "t0.wav.json").read_text())  # tone 0.3 s, pause 0.3 s, tone 0.3 s
+    if background:  # tone, background, tone: each sound from its start to its end
+        assert t0["sounds"]["sounds"] == 2 and t0["auto_k_rule"]["name"] == "sounds_over_background"
+        assert [s["kind"] for s in doc_cut(t0, "auto")] == ["sound", "background", "sound"]
+        assert [(s["start_s"], s["end_s"]) for s in doc_cut(t0, "auto")] == [
+            pytest.approx((0.0, 0.3), abs=0.03), pytest.approx((0.3, 0.6), abs=0.03), pytest.approx((0.6, 0.9), abs=0.03)]
+        return
     assert t0["pauses"]["sounds"] == 2 and t0["pauses"]["sounds_first"]
     assert t0["auto_k"] == 2 and t0["auto_k_rule"]["name"] == "sounds_between_pauses"
     assert doc_cut(t0, "auto")[1]["start_s"] == pytest.approx(0.6, abs=0.041)  # where the second tone starts

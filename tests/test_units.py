@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from sound_cluster.outputs.evaluate import event_cluster, score_events
+from sound_cluster.segment.segmenter import SOUNDS_OVER_BACKGROUND
 from sound_cluster.segment.tree import LENGTH_RULE, SOUNDS_RULE, SegmentTree
 from sound_cluster.segment.units import (
     choose_unit,
@@ -95,6 +96,8 @@ def _kind_of_cluster(rows, refs) -> dict[int, set[str]]:
     """For each cluster of segments.csv, the kinds of the reference events its segments overlap most."""
     out: dict[int, set[str]] = {}
     for r in rows:
+        if r.get("kind", "sound") != "sound":
+            continue
         s, e = float(r["start_s"]), float(r["end_s"])
         kind = max(refs[r["path"]], key=lambda ev: min(e, ev[1]) - max(s, ev[0]))[2]
         out.setdefault(int(r["cluster"]), set()).add(kind)
@@ -103,25 +106,31 @@ def _kind_of_cluster(rows, refs) -> dict[int, set[str]]:
 
 def test_recordings_are_clustered_by_their_sounds(fitted):
     root, refs, summary = fitted
-    assert summary["units"]["unit"] == "segment" and "sounds between pauses" in summary["units"]["rule"]
+    assert summary["units"]["unit"] == "segment" and "sounds" in summary["units"]["rule"]
     assert summary["units"]["n_units"] == 18  # six events in each of three files
     assert summary["clusters"]["n_clusters"] == 3  # chosen: three kinds
     rows = read_segments_csv(root / "run" / "segments.csv")
-    assert len(rows) == 18 and list(rows[0]) == ["path", "segment", "start_s", "end_s", "cluster", "confidence"]
-    # Each segment starts at its event (a segment runs from its sound's onset to the next one's; the first
-    # from the file's start)...
-    for r in rows:
-        if r["segment"] != "0":
-            assert min(abs(float(r["start_s"]) - e[0]) for e in refs[r["path"]]) < 0.06
+    assert list(rows[0]) == ["path", "segment", "start_s", "end_s", "cluster", "confidence", "kind"]
+    sounds = [r for r in rows if r["kind"] == "sound"]
+    background = [r for r in rows if r["kind"] == "background"]
+    assert len(sounds) == 18 and len(background) == 3 * 7  # the lead-in, the five gaps and the tail of each file
+    assert all(r["cluster"] == "" and r["confidence"] == "" for r in background)  # background is no kind of sound
+    assert all(r["segment"] == "0" for r in rows if r["kind"] == "background" and float(r["start_s"]) == 0.0)
+    # Each sound starts where its event starts and ends where it ends...
+    for r in sounds:
+        s, e = float(r["start_s"]), float(r["end_s"])
+        ev = max(refs[r["path"]], key=lambda x: min(e, x[1]) - max(s, x[0]))
+        assert abs(s - ev[0]) < 0.05 and abs(e - ev[1]) < 0.05, (r, ev)
     # ...and every kind is one cluster, across the three files.
-    kinds = _kind_of_cluster(rows, refs)
+    kinds = _kind_of_cluster(sounds, refs)
     assert sorted(len(v) for v in kinds.values()) == [1, 1, 1] and set().union(*kinds.values()) == set(KINDS)
     m = summary["event_metrics"]
     assert (m["nmi"], m["acc"], m["n"], m["files"]) == (pytest.approx(1.0), pytest.approx(1.0), 18, 3)
     # The head's posteriors give every unit its Ward cluster, and the trees' nodes carry them.
     assert summary["clusters"]["head_agrees"] == 1.0
     tree = json.loads((root / "run" / "trees" / "rec0.wav.json").read_text())
-    assert tree["auto_k"] == 6 and tree["auto_k_rule"]["name"] == SOUNDS_RULE
+    assert tree["auto_k"] == 13 and tree["auto_k_rule"]["name"] == SOUNDS_OVER_BACKGROUND
+    assert [c["kind"] for c in tree["auto_cut"]] == ["background", "sound"] * 6 + ["background"]
     clusters_csv = read_segments_csv(root / "run" / "clusters.csv")
     assert len(clusters_csv) == 3  # one row per file: its dominant cluster
     saved = json.loads((root / "run" / "models" / "clusters.json").read_text())
@@ -138,7 +147,7 @@ def test_apply_gives_new_recordings_sounds_the_fits_clusters(fitted, tmp_path):
                          "executor.kind=serial", f"features.cache_dir={root / 'cache'}")
     summary = run(params, output_dir=tmp_path / "run").summary
     assert summary["units"]["unit"] == "segment"
-    rows = read_segments_csv(tmp_path / "run" / "segments.csv")
+    rows = [r for r in read_segments_csv(tmp_path / "run" / "segments.csv") if r["kind"] == "sound"]
     assert len(rows) == 6
     for c, kinds in _kind_of_cluster(rows, new_refs).items():
         assert kinds == fit_kinds[c]  # each new event in the cluster its kind had in the fit

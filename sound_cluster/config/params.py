@@ -11,7 +11,7 @@ from sound_cluster.config.checks import build, fail, non_negative, one_of
 from sound_cluster.config.embed import PRETRAIN_TRAIN, AugmentParams, ModelParams, PretrainParams, TrainParams
 from sound_cluster.config.ingest import AUDIO_EXTENSIONS, DataParams, FeatureParams
 from sound_cluster.config.run import ExecutorParams, OutputParams
-from sound_cluster.config.segment import RaeParams
+from sound_cluster.config.segment import RaeParams, SoundParams
 from sound_cluster.errors import ConfigError
 from sound_cluster.run_folder import ModelsFolder, RunFolder
 
@@ -41,6 +41,7 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     rae: RaeParams = field(default_factory=RaeParams)
+    sounds: SoundParams = field(default_factory=SoundParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     executor: ExecutorParams = field(default_factory=ExecutorParams)
     output: OutputParams = field(default_factory=OutputParams)
@@ -63,6 +64,7 @@ class Params:
         self.train.check("train", n_clusters=max(self.model.head_clusters, segment_k),
                          head_key="model.max_clusters, model.max_segment_clusters, or model.n_clusters when larger")
         self.rae.check("rae")
+        self.sounds.check("sounds")
         if self.model.unit == "segment" and self.rae.pairing != "adjacent":
             fail("model.unit", self.model.unit, f"file or auto with rae.pairing={self.rae.pairing} (segment units "
                   "are contiguous pieces of each file's tree: rae.pairing=adjacent)")
@@ -189,6 +191,7 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
         model=ModelParams.from_dict(cfg.get("model") or {}),
         train=build(TrainParams, train, "train"),
         rae=build(RaeParams, cfg.get("rae"), "rae"),
+        sounds=build(SoundParams, cfg.get("sounds"), "sounds"),
         pretrain=build(PretrainParams, pretrain, "pretrain"),
         executor=build(ExecutorParams, ex, "executor"),
         output=build(OutputParams, out, "output"),

@@ -99,3 +99,45 @@ class RaeParams:
         if self.min_node_s > self.min_sound_s:  # a sound shorter than min_node_s could not grow to it
             fail(f"{prefix}.min_node_s", self.min_node_s, f"at most rae.min_sound_s={self.min_sound_s}")
 
+
+
+@dataclass(frozen=True)
+class SoundParams:
+    """Where sounds start and end (see :mod:`sound_cluster.segment.sounds`).
+
+    Attributes
+    ----------
+    background
+        true: a sound is where the frames rise above the file's running background (a bed of wind, rain or
+        room tone included) until they fall back; between sounds lies background, a segment of its own |
+        false: pauses are steps within rae.pause_db of the file's floor, each carried by the sound before it
+    rise_db
+        a sound starts where the frames' power reaches this many dB over the background's
+    fall_db
+        ... and lasts until it falls below this many dB over it (its decay is part of it)
+    window_s
+        the running window (seconds) over which each mel band's background is its 10th percentile
+    min_gap_s
+        sounds closer than this (seconds) are one sound
+    split_onsets
+        a long sound may split at an onset inside it where the merge autoencoder finds the two sides unlike
+        (the split cost it learnt on spliced sequences); false: every sound is one segment
+    """
+
+    background: bool = True
+    rise_db: float = 12.0
+    fall_db: float = 8.0
+    window_s: float = 3.0
+    min_gap_s: float = 0.1
+    split_onsets: bool = True
+
+    def check(self, prefix: str = "sounds") -> None:
+        for name in ("background", "split_onsets"):
+            if not isinstance(getattr(self, name), bool):
+                fail(f"{prefix}.{name}", getattr(self, name), "true or false")
+        positive_float(f"{prefix}.rise_db", self.rise_db)
+        non_negative(f"{prefix}.fall_db", self.fall_db, what="a number of dB >= 0")
+        if self.fall_db > self.rise_db:
+            fail(f"{prefix}.fall_db", self.fall_db, f"at most {prefix}.rise_db={self.rise_db}")
+        positive_float(f"{prefix}.window_s", self.window_s)
+        non_negative(f"{prefix}.min_gap_s", self.min_gap_s, what="a number of seconds >= 0")

@@ -12,7 +12,8 @@ from sound_cluster.io_utils import atomic_open, atomic_write_text
 from sound_cluster.outputs.evaluate import tree_levels
 from sound_cluster.segment.tree import doc_cut
 
-SEGMENT_COLUMNS = ("path", "segment", "start_s", "end_s", "cluster", "confidence")
+# kind: sound, or background (the stretches between sounds, where sounds are found over a background; no cluster)
+SEGMENT_COLUMNS = ("path", "segment", "start_s", "end_s", "cluster", "confidence", "kind")
 # Raven's selection table: these columns first, tab-separated (Raven Pro 1.6 User's Manual, chapter 6,
 # "Selection tables"; crowsetta.formats.bbox.Raven reads them), then ours.
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
@@ -25,11 +26,24 @@ def cluster_name(cluster: Any) -> str:
 
 
 def segment_rows(doc: Mapping[str, Any], *, k: int | str) -> list[tuple]:
-    """The tree cut into ``min(k, n_leaves)`` segments (``"auto"``: its ``auto_k``) as ``segments.csv`` rows."""
+    """The tree cut into ``min(k, n_leaves)`` segments (``"auto"``: the file's own cut) as ``segments.csv`` rows.
+
+    A background segment (the stretch between two sounds) has no cluster: it is not a kind of sound.
+    """
 
     segs = doc_cut(doc, k)
-    return [(doc["source"], i, s["start_s"], doc["duration_s"] if i == len(segs) - 1 else s["end_s"],
-             s.get("cluster", ""), s.get("confidence", "")) for i, s in enumerate(segs)]
+    rows = []
+    for i, s in enumerate(segs):
+        kind = s.get("kind", "sound")
+        end = doc["duration_s"] if i == len(segs) - 1 else s["end_s"]
+        rows.append((doc["source"], i, s["start_s"], end, s.get("cluster", "") if kind == "sound" else "",
+                     s.get("confidence", "") if kind == "sound" else "", kind))
+    return rows
+
+
+def sound_rows(rows: Iterable[tuple]) -> list[tuple]:
+    """The rows of :func:`segment_rows` that are sounds (selections of the exports)."""
+    return [r for r in rows if (r[6] if len(r) > 6 else "sound") == "sound"]
 
 
 def read_segments_table(path: Path) -> list[dict[str, Any]]:
@@ -40,7 +54,8 @@ def read_segments_table(path: Path) -> list[dict[str, Any]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return [{"path": r["path"], "segment": int(r["segment"]), "start_s": float(r["start_s"]),
                  "end_s": float(r["end_s"]), "cluster": num(int, r["cluster"]),
-                 "confidence": num(float, r["confidence"])} for r in csv.DictReader(fh)]
+                 "confidence": num(float, r["confidence"]), "kind": r.get("kind") or "sound"}
+                for r in csv.DictReader(fh)]
 
 
 def write_segments(rows: Iterable[tuple], out_path: Path) -> None:

@@ -202,7 +202,8 @@ def write_report(
         segs = []
         for s in doc_cut(doc, segments_k):
             end = min(s["end_s"], doc["duration_s"])
-            segs.append({"start_s": s["start_s"], "end_s": end, "cluster": s.get("cluster", ""),
+            sound = s.get("kind", "sound") == "sound"  # background: no cluster, drawn in a neutral colour
+            segs.append({"start_s": s["start_s"], "end_s": end, "cluster": s.get("cluster", "") if sound else "",
                          "confidence": s.get("confidence", 0.0),
                          "audio": f"{audio}#t={s['start_s']:.3f},{min(end, length):.3f}" if s["start_s"] < length
                          else None, "src": None})

@@ -116,7 +116,8 @@ def timeline(segs: Sequence[Mapping[str, Any]], *, duration_s: float, colors: Se
         c = s.get("cluster")
         out.append({"left": 100.0 * s["start_s"] / dur, "width": max(100.0 * (s["end_s"] - s["start_s"]) / dur, 0.0),
                     "color": colors[c] if isinstance(c, int) and 0 <= c < len(colors) else "#ccc",
-                    "title": f"{s['start_s']:.2f}-{s['end_s']:.2f} s: cluster {c} ({s.get('confidence', 0.0):.2f})",
+                    "title": f"{s['start_s']:.2f}-{s['end_s']:.2f} s: " + (
+                        f"cluster {c} ({s.get('confidence', 0.0):.2f})" if isinstance(c, int) else "background"),
                     "src": f"{src}#t={s['start_s']:.3f},{s['end_s']:.3f}"})
     return out
 

@@ -21,11 +21,18 @@ from sound_cluster.config import OutputParams, Params
 from sound_cluster.errors import AudioError
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.io_utils import save_keras_model
-from sound_cluster.outputs.export import segment_rows, write_audacity, write_jams, write_raven, write_segments
+from sound_cluster.outputs.export import (
+    segment_rows,
+    sound_rows,
+    write_audacity,
+    write_jams,
+    write_raven,
+    write_segments,
+)
 from sound_cluster.run.embed_stage import MergeSource, UnitFit
 from sound_cluster.run.executor import map_files
 from sound_cluster.run_folder import RunFolder
-from sound_cluster.segment.segmenter import Segmenter, leaf_sizes, segment_file
+from sound_cluster.segment.segmenter import Segmenter, leaf_sizes, segment_file, train_merge_model
 from sound_cluster.segment.tree import resolve_k, write_tree_json
 
 log = logging.getLogger(__name__)
@@ -100,9 +107,11 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
                         units=job.units, sound_length_s=sound_length_s)
     tree, auto = segs.tree, segs.auto
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
-                       min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s)
+                       min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s,
+                       cut=segs.cut)
     root = doc.pop("root")  # the small header first, so a reader sees it before the tree
-    doc["pauses"] = segs.pauses()
+    key, record = segs.record()
+    doc[key] = record
     doc["root"] = root
     folder = RunFolder(output_dir)
     write_tree_json(doc, folder.tree(job.name))
@@ -114,10 +123,11 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
         rows = segment_rows(doc, k=fs.output.export_k or fs.output.segments)
     if segments:
         out["segments"] = rows
+    sounds = None if rows is None else sound_rows(rows)  # one selection per sound: background is no selection
     if "audacity" in exports:
-        write_audacity(rows, folder.audacity(job.name))
+        write_audacity(sounds, folder.audacity(job.name))
     if "raven" in exports:
-        write_raven(rows, folder.raven(job.name),
+        write_raven(sounds, folder.raven(job.name),
                     high_freq_hz=_nyquist_hz(job.path, default_hz=fs.sample_rate / 2))
     if "jams" in exports:
         write_jams(doc, folder.jams(job.name))
@@ -168,15 +178,15 @@ def merge_model_for(merge: MergeSource, jobs: list[FoldJob], *, params: Params, 
     """
     import keras
 
-    from sound_cluster.segment.merge_model import train_rae  # TensorFlow; registers MergeAutoencoder for loading
+    from sound_cluster.segment import merge_model  # noqa: F401 - TensorFlow; registers MergeAutoencoder for loading
 
     if merge.path is not None:
         return keras.saving.load_model(str(merge.path), safe_mode=True, compile=False), None
     if merge.trained is not None:
         return merge.trained
     with timer.stage("rae_train"):
-        seqs = [seg.fold_input(*_job_frames_and_embedding(j)[::2]).leaves for j in jobs]
-        return train_rae(seqs, rae=params.rae, seed=params.seed)
+        return train_merge_model([seg.fold_input(*_job_frames_and_embedding(j)[::2]) for j in jobs],
+                                 rae=params.rae, seed=params.seed)
 
 
 def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, merge: MergeSource, units: UnitFit,

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from sound_cluster.config import Params
-from sound_cluster.segment.segmenter import Segmenter, segment_units
+from sound_cluster.segment.segmenter import Segmenter, segment_units, train_merge_model
 from sound_cluster.segment.units import SEGMENT, UnitChoice, choose_unit, count_units, file_runs, typical_sound_length_s
 
 log = logging.getLogger(__name__)
@@ -57,18 +57,19 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
     log.info("units: %s (%s)", choice.unit, choice.rule)
     if choice.unit != SEGMENT:
         return None, choice, None, None
-    runs = [file_runs(fin, np.load(f.cache_path, mmap_mode="r", allow_pickle=False), frame_rate_hz=seg.frame_rate_hz,
-                      time_pool=seg.time_pool, step_rate_hz=seg.step_rate_hz) for fin, f in zip(fins, feats)]
-    length_s, source = typical_sound_length_s(runs, default_s=params.model.unit_sound_s)
-    log.info("units: typical sound %.2f s (%s)", length_s, source)
-    counts = [count_units(r, sound_length_s=length_s) for r in runs]
     with timer.stage("rae_train"):
-        from sound_cluster.segment.merge_model import train_rae  # TensorFlow
-
-        trained = train_rae([f.leaves for f in fins], rae=params.rae, seed=params.seed)
+        trained = train_merge_model(fins, rae=params.rae, seed=params.seed)
+    counts, length_s = None, None
+    if not seg.over_background:  # with pauses, a long run between pauses holds loud time / L sounds
+        runs = [file_runs(fin, np.load(f.cache_path, mmap_mode="r", allow_pickle=False),
+                          frame_rate_hz=seg.frame_rate_hz, time_pool=seg.time_pool, step_rate_hz=seg.step_rate_hz)
+                for fin, f in zip(fins, feats)]
+        length_s, source = typical_sound_length_s(runs, default_s=params.model.unit_sound_s)
+        log.info("units: typical sound %.2f s (%s)", length_s, source)
+        counts = [count_units(r, sound_length_s=length_s) for r in runs]
     del fins
     with timer.stage("units"):
         units = segment_units(steps, [f.cache_path for f in feats], durations_s=durations,
                               weights=trained[0].fold_weights(), seg=seg, counts=counts, sound_length_s=length_s)
-    log.info("units: %d segments in %d files (%.1f per file)", len(units), len(feats), len(units) / max(len(feats), 1))
+    log.info("units: %d sounds in %d files (%.1f per file)", len(units), len(feats), len(units) / max(len(feats), 1))
     return units, choice, trained, length_s

@@ -69,7 +69,13 @@ def leaf_boundary_times(frames: np.ndarray, *, n_leaves: int, time_pool: int, fr
     """
     radius = int(round(radius_s * frame_rate_hz))
     if radius <= 0 or n_leaves < 2:
-        return np.minimum(np.arange(n_leaves + 1) * time_pool / frame_rate_hz, duration_s)
+        times = np.minimum(np.arange(n_leaves + 1) * time_pool / frame_rate_hz, duration_s)
+        # the last step may start at the file's end (the frames' centring adds one): keep every leaf non-empty
+        for b in range(n_leaves - 1, 0, -1):
+            if times[b] < times[b + 1] - 1e-3:
+                break
+            times[b] = times[b + 1] - 1e-3
+        return times
     rise = energy_rise(frames)
     n_frames = len(rise)
     # Onsets: local maxima of the rise, at least MIN_RISE_NATS (not the creep after a step, not rounding noise).

@@ -48,6 +48,7 @@ class FoldWeights:
     size_weighted: bool
     node_vector: str
     linkage: str
+    split_cost: float = float("inf")  # a sound splits at an onset where its merge costs more per step than this
 
     @property
     def dim(self) -> int:
@@ -117,10 +118,11 @@ def _score(c1, c2, n1, n2, w_enc_t, b_enc, w_dec_t, b_dec, size_weighted, ward, 
 
 
 @numba.njit(cache=True)
-def _tier(crosses, n1, n2, min_size):
-    """Which merges go first: 0 a node under ``min_size`` steps, 1 any other inside a sound, 2 across a barrier."""
-    if crosses:
-        return 2.0
+def _tier(level, n1, n2, min_size):
+    """Which merges go first: 0 a node under ``min_size`` steps, 1 any other inside a piece, then across a
+    barrier of level 1 (an onset inside a sound: tier 2), then of level 2 (where a sound starts or ends: tier 3)."""
+    if level > 0:
+        return 1.0 + level
     return 0.0 if n1 < min_size or n2 < min_size else 1.0
 
 
@@ -216,11 +218,13 @@ def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent",
     sizes : np.ndarray [shape=(n,)], optional
         Each leaf's size in steps (default 1): the last step of a file usually covers only part
         of a step, and counting it whole would let Ward's factor keep a few milliseconds apart.
-    barriers : np.ndarray [shape=(n,), dtype=bool], optional
-        ``barriers[i]``: a sound starts at leaf ``i`` (see :mod:`sound_cluster.segment.pauses`). A merge
-        across a barrier waits until no merge is left that crosses none, so the tree first folds
-        each sound into one node (the cut at ``barriers.sum() + 1`` segments is the sounds), then
-        the sounds. Adjacent pairing only.
+    barriers : np.ndarray [shape=(n,), dtype=bool or int8], optional
+        ``barriers[i]``: a sound starts (or ends) at leaf ``i`` (see :mod:`sound_cluster.segment.pauses` and
+        :mod:`sound_cluster.segment.sounds`). A merge across a barrier waits until no merge is left that
+        crosses none, so the tree first folds each piece between barriers into one node, then the
+        pieces. Levels (int8): 1, an onset inside a sound, is crossed before 2, where a sound starts or
+        ends (a bool's True), so a sound's parts join before the sound joins the background beside it.
+        Adjacent pairing only.
     min_size : float
         A node smaller than this many steps merges with its cheaper neighbour (inside its sound)
         before any other merge, so every cut into at most as many segments as are left after
@@ -252,12 +256,16 @@ def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent",
 
 
 def check_barriers(barriers: np.ndarray | None, n: int) -> np.ndarray:
-    """``barriers`` as a bool array of shape ``(n,)`` (all False when None)."""
+    """``barriers`` as levels, an int8 array of shape ``(n,)``: 0 none, 1 soft (an onset inside a sound), 2 hard.
+
+    A bool array's True is a hard barrier; None is no barrier at all.
+    """
     if barriers is None:
-        return np.zeros(n, dtype=np.bool_)
-    barrier = np.asarray(barriers, dtype=np.bool_)
-    if barrier.shape != (n,):
-        raise ValueError(f"barriers must have shape ({n},), got {barrier.shape}")
+        return np.zeros(n, dtype=np.int8)
+    b = np.asarray(barriers)
+    barrier = np.where(b, 2, 0).astype(np.int8) if b.dtype == np.bool_ else b.astype(np.int8)
+    if barrier.shape != (n,) or barrier.min(initial=0) < 0 or barrier.max(initial=0) > 2:
+        raise ValueError(f"barriers must have shape ({n},) and levels 0, 1 or 2, got {barrier.shape}")
     return barrier
 
 
@@ -368,7 +376,8 @@ def fold_reference(leaves: np.ndarray, *, weights: FoldWeights, sizes: np.ndarra
     """Direct O(n^2) implementation of the adjacent rule: rescore every neighbour pair each step.
 
     Pairs with a node under ``min_size`` come first, pairs across a barrier after every other
-    pair; ties go to the pair whose left node has the smaller id, as in the heap. For tests.
+    pair (those across a level-1 barrier before those across a level-2 one); ties go to the pair
+    whose left node has the smaller id, as in the heap. For tests.
     """
     st = _SlowFold(_check_leaves(leaves, weights), weights, sizes)
     barrier = check_barriers(barriers, st.n)
@@ -378,8 +387,8 @@ def fold_reference(leaves: np.ndarray, *, weights: FoldWeights, sizes: np.ndarra
         a = np.array(seq[:-1])
         b = np.array(seq[1:])
         c, p = st.score(a, b)
-        tier = [2 if barrier[first[b[i]]] else 0 if min(st.size[a[i]], st.size[b[i]]) < min_size else 1
-                for i in range(len(c))]
+        tier = [1 + int(barrier[first[b[i]]]) if barrier[first[b[i]]] else
+                0 if min(st.size[a[i]], st.size[b[i]]) < min_size else 1 for i in range(len(c))]
         best = min(range(len(c)), key=lambda i: (tier[i], c[i], a[i]))
         first.append(first[a[best]])
         m = st.merge(a[best], b[best], c[best], p[best])

@@ -34,7 +34,7 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
     weights : FoldWeights
     sizes : sequence of np.ndarray [shape=(n_b,)], optional
         Each leaf's size in steps (default 1), as :func:`sound_cluster.segment.fold.fold` takes them.
-    barriers : sequence of (np.ndarray [shape=(n_b,), dtype=bool] or None), optional
+    barriers : sequence of (np.ndarray [shape=(n_b,), dtype=bool or int8] or None), optional
         Where sounds start, as :func:`sound_cluster.segment.fold.fold` takes them.
     min_size : float
         Steps below which a node merges first, as in :func:`sound_cluster.segment.fold.fold`.
@@ -55,7 +55,7 @@ def fold_lockstep(batch: Sequence[np.ndarray], *, weights: FoldWeights,
     b, n, d = len(xs), int(lengths.max()), weights.dim
     leaves = np.zeros((b, n, d), np.float32)
     size0 = np.zeros((b, n), np.float32)
-    barrier = np.zeros((b, n), bool)
+    barrier = np.zeros((b, n), np.int8)
     for i, x in enumerate(xs):
         leaves[i, :len(x)] = x
         size0[i, :len(x)] = 1.0 if sizes is None else np.asarray(sizes[i], np.float32)
@@ -128,12 +128,14 @@ def _loop(leaves, size0, barrier, min_size, nxt0, prv0, n_leaves, w_enc, b_enc, 
         # Tiers as in the heap fold: a pair with a node under min_size first; a pair across a barrier
         # (a sound starts at its right node, whose position is its first leaf) waits for every other.
         right = ops.clip(nxt, 0, n - 1)
-        crosses = ops.logical_and(ops.take_along_axis(barrier, right, axis=1), nxt >= 0)
+        level = ops.where(nxt >= 0, ops.take_along_axis(barrier, right, axis=1), 0)
         small = ops.logical_or(size < min_size, ops.take_along_axis(size, right, axis=1) < min_size)
-        within = ops.where(crosses, inf, cost)
+        within = ops.where(level > 0, inf, cost)
         first = ops.where(small, within, inf)
+        soft = ops.where(level == 1, cost, inf)  # across an onset inside a sound: before a sound's edges
         pick = ops.where(ops.any(first < inf, axis=1, keepdims=True), first,
-                         ops.where(ops.any(within < inf, axis=1, keepdims=True), within, cost))
+                         ops.where(ops.any(within < inf, axis=1, keepdims=True), within,
+                                   ops.where(ops.any(soft < inf, axis=1, keepdims=True), soft, cost)))
         i = ops.cast(ops.argmin(pick, axis=1), "int32")
         j = at(nxt, i)
         slot = ops.stack([rows, ops.full((b,), t, dtype="int32")], axis=1)  # where this step's record goes

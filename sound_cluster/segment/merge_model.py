@@ -21,7 +21,7 @@ import numpy as np
 from keras import layers, ops
 
 from sound_cluster.config import RaeParams
-from sound_cluster.segment.fold import FoldWeights, Merges, fold, normalize_rows
+from sound_cluster.segment.fold import FoldWeights, Merges, fold, normalize_rows, score_pairs
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,12 @@ class MergeAutoencoder(keras.Model):
     ``(batch, 2 * dim)`` through the unit-length parent code.
     """
 
-    def __init__(self, dim: int, *, size_weighted: bool, node_vector: str, linkage: str, **kwargs: Any) -> None:
+    def __init__(self, dim: int, *, size_weighted: bool, node_vector: str, linkage: str,
+                 split_cost: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # a sound splits at an onset inside it where the merge there costs more than this (calibrate_split_cost);
+        # None (models of 0.1 and untrained ones): sounds are not split
+        self.split_cost = None if split_cost is None else float(split_cost)
         if node_vector not in ("mean", "code"):
             raise ValueError(f"rae.node_vector must be one of mean, code, got {node_vector!r}")
         if linkage not in ("ward", "plain"):
@@ -77,11 +81,12 @@ class MergeAutoencoder(keras.Model):
         w_e, b_e = (ops.convert_to_numpy(v) for v in self.enc.weights)
         w_d, b_d = (ops.convert_to_numpy(v) for v in self.dec.weights)
         return FoldWeights(w_e.astype(np.float32), b_e.astype(np.float32), w_d.astype(np.float32),
-                           b_d.astype(np.float32), self.size_weighted, self.node_vector, self.linkage)
+                           b_d.astype(np.float32), self.size_weighted, self.node_vector, self.linkage,
+                           float("inf") if self.split_cost is None else self.split_cost)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "size_weighted": self.size_weighted,
-                "node_vector": self.node_vector, "linkage": self.linkage}
+                "node_vector": self.node_vector, "linkage": self.linkage, "split_cost": self.split_cost}
 
 
 @dataclass(frozen=True)
@@ -236,3 +241,62 @@ def mean_fold_cost(sequences: Sequence[np.ndarray], *, weights: FoldWeights) -> 
     """Mean merge cost over full folds of ``sequences`` (lower: the tree explains the data better)."""
     costs = [fold(s, weights=weights).cost for s in sequences if len(s) >= 2]
     return float(np.mean(np.concatenate(costs))) if costs else float("nan")
+
+
+def calibrate_split_cost(model: MergeAutoencoder, sounds: Sequence[np.ndarray], *, seed: int, crop: int = 5,
+                         pairs: int = 2000) -> float | None:
+    """The cost per step above which a merge joins two different sounds rather than two parts of one.
+
+    Pairs of crops of ``crop`` steps are scored as the fold scores a merge of two nodes (each the
+    unit-length mean of its leaves, Ward's factor taken out): two neighbouring crops of one sound,
+    and two crops of different sounds spliced together. The split cost is the threshold that best
+    tells them apart (the mean of the two rates of correct calls is highest), so the fold's own
+    costs decide where a long sound changes kind.
+
+    Parameters
+    ----------
+    model : MergeAutoencoder
+    sounds : sequence of np.ndarray [shape=(n_steps, d)]
+        The step embeddings of the folder's sounds.
+    seed : int
+    crop : int
+        Steps per crop.
+    pairs : int
+        Pairs of each kind.
+
+    Returns
+    -------
+    float or None
+        None when there are fewer than two sounds of ``2 * crop`` steps.
+    """
+    long = [normalize_rows(s) for s in sounds if len(s) >= 2 * crop]
+    if len(long) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    w = model.fold_weights()
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        v = x.mean(axis=0)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    same, spliced = [], []
+    for _ in range(pairs):
+        s = long[int(rng.integers(len(long)))]
+        t0 = int(rng.integers(0, len(s) - 2 * crop + 1))
+        same.append((mean(s[t0:t0 + crop]), mean(s[t0 + crop:t0 + 2 * crop])))
+        i, j = rng.choice(len(long), size=2, replace=False)
+        a, b = long[i], long[j]
+        ta, tb = int(rng.integers(0, len(a) - crop + 1)), int(rng.integers(0, len(b) - crop + 1))
+        spliced.append((mean(a[ta:ta + crop]), mean(b[tb:tb + crop])))
+    n = np.full(pairs, float(crop))
+    factor = crop / 2.0 if w.linkage == "ward" else 1.0
+    cost_same = score_pairs(*map(np.array, zip(*same)), n, n, weights=w)[0] / factor
+    cost_spliced = score_pairs(*map(np.array, zip(*spliced)), n, n, weights=w)[0] / factor
+    cands = np.unique(np.r_[cost_same, cost_spliced])
+    # balanced accuracy of "split where the cost exceeds t" at every candidate threshold
+    tnr = np.searchsorted(np.sort(cost_same), cands, side="right") / pairs
+    tpr = 1.0 - np.searchsorted(np.sort(cost_spliced), cands, side="right") / pairs
+    best = int(np.argmax(tnr + tpr))
+    log.info("merge autoencoder: split cost %.4f (tells a splice of two sounds from one sound %.0f%% of the time)",
+             cands[best], 50 * (tnr[best] + tpr[best]))
+    return float(cands[best])

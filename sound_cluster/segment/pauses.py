@@ -178,6 +178,13 @@ class FoldInput:
     min_size : float
         For :func:`sound_cluster.segment.fold.fold`: nodes under this many steps merge first
         (``rae.min_node_s``; 0 with any-pair folds).
+    pieces : np.ndarray [shape=(n_pieces, 3), dtype=int64] or None
+        Sounds over a background (``sounds.background``): the file as consecutive pieces ``(start step,
+        end step, is_sound)``, sounds and the background between them; None with pauses.
+    splits : np.ndarray [shape=(n_splits,), dtype=int64] or None
+        Steps inside sounds where an onset may split the sound (barriers of the fold too).
+    edge_times : dict of int to float or None
+        The exact time (seconds) of the leaf boundaries where sounds start and end.
     """
 
     leaves: np.ndarray
@@ -185,6 +192,9 @@ class FoldInput:
     onsets: np.ndarray
     barriers: np.ndarray | None
     min_size: float = 0.0
+    pieces: np.ndarray | None = None
+    splits: np.ndarray | None = None
+    edge_times: dict[int, float] | None = None
 
     @property
     def sounds(self) -> int:

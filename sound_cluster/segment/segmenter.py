@@ -17,11 +17,12 @@ import numpy as np
 from sound_cluster.segment.boundaries import leaf_boundary_times
 from sound_cluster.segment.fold import FoldWeights, Merges, fold
 from sound_cluster.segment.pauses import FoldInput, fold_input
+from sound_cluster.segment.sounds import sound_fold_input
 from sound_cluster.segment.tree import SegmentTree
 from sound_cluster.segment.units import Units, collect_units, count_units, file_runs
 
 if TYPE_CHECKING:
-    from sound_cluster.config import Params, RaeParams
+    from sound_cluster.config import Params, RaeParams, SoundParams
 
 
 @dataclass(frozen=True)
@@ -49,19 +50,32 @@ class Segmenter:
     boundary_refine_s: float
     time_pool: int
     frame_rate_hz: float
+    sounds: "SoundParams | None" = None
 
     @classmethod
     def of(cls, params: "Params") -> "Segmenter":
         return cls(params.rae, params.output.auto_min_segment_s, params.output.boundary_refine_s,
-                   params.model.time_pool, params.features.frame_rate_hz)
+                   params.model.time_pool, params.features.frame_rate_hz, params.sounds)
 
     @property
     def step_rate_hz(self) -> float:
         """Encoder steps (leaves) per second."""
         return self.frame_rate_hz / self.time_pool
 
+    @property
+    def over_background(self) -> bool:
+        """Sounds are found over the file's running background (``sounds.background``), with adjacent pairing."""
+        return self.sounds is not None and self.sounds.background and self.rae.pairing == "adjacent"
+
     def fold_input(self, embedding: np.ndarray, frames: np.ndarray) -> FoldInput:
-        """The leaves, pauses and sounds a file is folded from (:func:`sound_cluster.segment.pauses.fold_input`)."""
+        """The leaves, pauses or sounds and background a file is folded from.
+
+        :func:`sound_cluster.segment.sounds.sound_fold_input` with ``sounds.background``, else
+        :func:`sound_cluster.segment.pauses.fold_input`.
+        """
+        if self.over_background:
+            return sound_fold_input(embedding, frames, rae=self.rae, sounds=self.sounds, time_pool=self.time_pool,
+                                    frame_rate_hz=self.frame_rate_hz)
         return fold_input(embedding, frames, rae=self.rae, time_pool=self.time_pool, step_rate_hz=self.step_rate_hz)
 
 
@@ -80,6 +94,8 @@ class FileSegments:
         (:meth:`sound_cluster.segment.tree.SegmentTree.auto_choice`): ``{"k": int, "name": str, ...}``.
     pause_db : float
         ``rae.pause_db`` the pauses were found with.
+    cut : list of (int, int, str) or None
+        Sounds over a background: the file's own cut, ``(start leaf, end leaf, kind)`` (:func:`own_cut`).
     """
 
     fin: FoldInput
@@ -87,16 +103,30 @@ class FileSegments:
     tree: SegmentTree
     auto: dict[str, Any]
     pause_db: float
+    cut: list[tuple[int, int, str]] | None = None
 
     @property
     def spans(self) -> list[tuple[int, int]]:
-        """The file's own cut: its segments as half-open leaf spans (its units, with segment units)."""
+        """The file's own cut: its segments as half-open leaf spans."""
+        if self.cut is not None:
+            return [(a, b) for a, b, _ in self.cut]
         return self.tree.cut(int(self.auto["k"]))
 
-    def pauses(self) -> dict[str, Any]:
-        """What the tree document records of the file's pauses."""
-        return {"pause_db": self.pause_db, "quiet_leaves": int(self.fin.quiet.sum()), "sounds": self.fin.sounds,
-                "sounds_first": self.fin.barriers is not None}
+    @property
+    def sound_spans(self) -> list[tuple[int, int]]:
+        """The file's units with segment units: its sounds (over a background), else every segment of its cut."""
+        if self.cut is not None:
+            return [(a, b) for a, b, kind in self.cut if kind == SOUND]
+        return self.spans
+
+    def record(self) -> tuple[str, dict[str, Any]]:
+        """What the tree document records of the file's sounds: under ``sounds`` (found over the background:
+        how many, the leaves of background, the onsets a sound may split at) or ``pauses``."""
+        if self.cut is not None:
+            return "sounds", {"sounds": self.fin.sounds, "background_leaves": int(self.fin.quiet.sum()),
+                              "onsets": int(len(self.fin.splits)), "segments": len(self.cut)}
+        return "pauses", {"pause_db": self.pause_db, "quiet_leaves": int(self.fin.quiet.sum()),
+                          "sounds": self.fin.sounds, "sounds_first": self.fin.barriers is not None}
 
 
 def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.ndarray:
@@ -152,17 +182,93 @@ def segment_file(embedding: np.ndarray, frames: np.ndarray, *, duration_s: float
     leaf_times = leaf_boundary_times(frames, n_leaves=len(fin.leaves), time_pool=seg.time_pool,
                                      frame_rate_hz=seg.frame_rate_hz, radius_s=seg.boundary_refine_s,
                                      duration_s=duration_s)
+    if fin.edge_times:
+        leaf_times = _with_edge_times(leaf_times, fin.edge_times)
     tree = SegmentTree.from_merges(merges, frame_rate_hz=seg.step_rate_hz, duration_s=duration_s,
                                    leaf_times=leaf_times)
+    if fin.pieces is not None:
+        split_cost = float("inf") if weights is None else weights.split_cost
+        cut = own_cut(tree, fin, split_cost=split_cost, ward=seg.rae.linkage == "ward")
+        auto = {"k": len(cut), "name": SOUNDS_OVER_BACKGROUND, "rise_db": seg.sounds.rise_db,
+                "fall_db": seg.sounds.fall_db, "split_cost": None if not np.isfinite(split_cost)
+                else round(float(split_cost), 6)}
+        return FileSegments(fin, merges, tree, auto, seg.rae.pause_db, cut)
     auto = tree.auto_choice(min_segment_s=seg.auto_min_segment_s, sounds=fin.sounds, min_sound_s=seg.rae.min_sound_s,
                             units=units, sound_length_s=sound_length_s)
     return FileSegments(fin, merges, tree, auto, seg.rae.pause_db)
 
 
+SOUNDS_OVER_BACKGROUND = "sounds_over_background"  # the rule of the file's own cut (recorded in the tree)
+SOUND, BACKGROUND = "sound", "background"
+
+
+def _with_edge_times(leaf_times: np.ndarray, edges: dict[int, float]) -> np.ndarray:
+    """Leaf boundary times with the boundaries where sounds start and end at their exact times (kept increasing)."""
+    out = np.array(leaf_times, dtype=np.float64)
+    for b, t in sorted(edges.items()):
+        if 0 < b < len(out) - 1:
+            out[b] = min(max(t, out[b - 1] + 1e-3), out[b + 1] - 1e-3)
+    return out
+
+
+def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool) -> list[tuple[int, int, str]]:
+    """A file's own cut over its background: every piece (a sound, or the background between sounds), and a sound
+    split where it was joined across an onset at a merge whose cost per step exceeds ``split_cost``.
+
+    Parameters
+    ----------
+    tree : SegmentTree
+        Folded with the barriers of ``fin`` (each piece, and each part of a sound between its onsets, is a node).
+    fin : FoldInput
+        With ``pieces`` and ``splits`` (:func:`sound_cluster.segment.sounds.sound_fold_input`).
+    split_cost : float
+        The merge autoencoder's split cost (:func:`sound_cluster.segment.merge_model.calibrate_split_cost`);
+        ``inf``: sounds are never split.
+    ward : bool
+        The costs carry Ward's size factor (``rae.linkage=ward``), which the comparison takes out.
+
+    Returns
+    -------
+    list of (int, int, str)
+        ``(start leaf, end leaf, kind)`` in time order, covering the file; kind ``sound`` or ``background``.
+    """
+    n = tree.n_leaves
+    by_span = {(int(tree.start[i]), int(tree.end[i])): i for i in range(2 * n - 1)}
+    onsets = set(int(x) for x in (fin.splits if fin.splits is not None else ()))
+    out: list[tuple[int, int, str]] = []
+    for a, b, is_sound in fin.pieces:
+        node = by_span.get((int(a), int(b)))
+        if node is None or not is_sound:  # a piece is a node whenever the fold honoured its barriers
+            out.append((int(a), int(b), SOUND if is_sound else BACKGROUND))
+            continue
+        stack, parts = [node], []
+        while stack:
+            x = stack.pop()
+            kids = tree.children(x)
+            if kids is not None:
+                left, right = sorted(kids, key=lambda c: tree.start[c])
+                cut_at = int(tree.start[right])
+                if cut_at in onsets and plain_cost(tree, x, ward=ward) > split_cost:
+                    stack += [right, left]
+                    continue
+            parts.append((int(tree.start[x]), int(tree.end[x]), SOUND))
+        out += parts
+    return out
+
+
+def plain_cost(tree: SegmentTree, node: int, *, ward: bool) -> float:
+    """A merge's cost without Ward's size factor: how unlike the two children are, whatever their sizes."""
+    if not ward:
+        return tree.node_cost(node)
+    left, right = tree.children(node)
+    n1 = float(tree.end[left] - tree.start[left])
+    n2 = float(tree.end[right] - tree.start[right])
+    return tree.node_cost(node) / (n1 * n2 / (n1 + n2))
+
+
 def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, durations_s: Sequence[float], weights,
-                  seg: Segmenter, counts: Sequence[int], sound_length_s: float) -> Units:
-    """The sounds of every file as units: each file folded (:func:`sound_cluster.segment.segmenter.segment_file`)
-    and cut at its own count.
+                  seg: Segmenter, counts: Sequence[int] | None = None, sound_length_s: float | None = None) -> Units:
+    """The sounds of every file as units: each file folded (:func:`segment_file`) and cut by its own cut.
 
     Parameters
     ----------
@@ -174,23 +280,45 @@ def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, duratio
     weights : FoldWeights
         The trained merge autoencoder's.
     seg : Segmenter
-    counts : sequence of int
-        Per file, its number of units (:func:`sound_cluster.segment.units.count_units`).
-    sound_length_s : float
-        The folder's typical sound length (:func:`sound_cluster.segment.units.typical_sound_length_s`).
+    counts : sequence of int, optional
+        With pauses (``sounds.background=false``): per file, its number of units
+        (:func:`sound_cluster.segment.units.count_units`).
+    sound_length_s : float, optional
+        With pauses: the folder's typical sound length (:func:`sound_cluster.segment.units.typical_sound_length_s`).
 
     Returns
     -------
     Units
         With each file's merges and count, so the fold stage writes the trees the units were cut from.
     """
-    spans, merges, quiet = [], {}, []
-    for i, (emb, fr, dur, n) in enumerate(zip(steps, frames, durations_s, counts)):
+    spans, merges, quiet, n_units = [], {}, [], {}
+    for i, (emb, fr, dur) in enumerate(zip(steps, frames, durations_s)):
         fr = np.load(fr, mmap_mode="r", allow_pickle=False) if isinstance(fr, (str, Path)) else fr
-        segs = segment_file(emb, fr, duration_s=dur, weights=weights, seg=seg, units=n, sound_length_s=sound_length_s)
-        spans.append(segs.spans)
+        segs = segment_file(emb, fr, duration_s=dur, weights=weights, seg=seg,
+                            units=None if counts is None else counts[i], sound_length_s=sound_length_s)
+        spans.append(segs.sound_spans)
         merges[i] = segs.merges
-        quiet.append(segs.fin.quiet)
+        quiet.append(segs.fin.quiet if segs.cut is None else np.zeros(len(emb), dtype=bool))
+        n_units[i] = len(segs.sound_spans) if counts is None else int(counts[i])
     units = collect_units(spans, steps, quiet, merges=merges)
-    units.counts = {i: int(n) for i, n in enumerate(counts)}
+    units.counts = n_units
     return units
+
+
+def train_merge_model(fins: Sequence[FoldInput], *, rae: "RaeParams", seed: int):
+    """The merge autoencoder trained on the files' leaves, and, where sounds were found over a background, its
+    split cost calibrated on their sounds (:func:`sound_cluster.segment.merge_model.calibrate_split_cost`).
+
+    Returns
+    -------
+    model : MergeAutoencoder
+    losses : list of float
+        Mean merge cost per epoch.
+    """
+    from sound_cluster.segment.merge_model import calibrate_split_cost, train_rae  # TensorFlow
+
+    model, losses = train_rae([f.leaves for f in fins], rae=rae, seed=seed)
+    sounds = [f.leaves[a:b] for f in fins if f.pieces is not None for a, b, is_sound in f.pieces if is_sound]
+    if sounds:
+        model.split_cost = calibrate_split_cost(model, sounds, seed=seed)
+    return model, losses

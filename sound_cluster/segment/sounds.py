@@ -11,15 +11,22 @@ below ``fall_db`` (its decay is part of it). Gaps shorter than ``min_gap_s`` joi
 either side; sounds shorter than ``min_sound_s`` are dropped (a click in the bed).
 
 Where a file is quiet between its sounds, the background is its quiet floor and this is a plain
-envelope split; over a bed it follows the bed.
+envelope split; over a bed it follows the bed. A file where nothing rises above the rest (one steady
+sound, a clip trimmed to its sound) is one sound from start to end.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.ndimage import percentile_filter
+
+from sound_cluster.segment.pauses import FoldInput
+
+if TYPE_CHECKING:
+    from sound_cluster.config import RaeParams, SoundParams
 
 BLOCK_S = 0.25  # the background is estimated on blocks of this length, then interpolated to frames
 BACKGROUND_PERCENTILE = 10.0  # of each band's block levels in the running window
@@ -137,3 +144,83 @@ def find_sounds(frames: np.ndarray, *, frame_rate_hz: float, rise_db: float, fal
         ends = np.r_[ends[:-1][~join], ends[-1:]]
     long_enough = (ends - starts) >= max(1, int(round(min_sound_s * frame_rate_hz)))
     return Sounds(starts[long_enough].astype(np.int64), ends[long_enough].astype(np.int64), level)
+
+
+def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaeParams", sounds: "SoundParams",
+                     time_pool: int, frame_rate_hz: float) -> FoldInput:
+    """What one file is folded from when sounds are found over its background (``sounds.background``).
+
+    The file is cut into pieces, its sounds and the background between them, each a run of whole
+    encoder steps (a sound's steps are those its frames touch); the fold's barriers sit where every
+    piece starts, so each piece folds into one node before pieces merge, and at the onsets inside
+    sounds (``sounds.split_onsets``), where the file's own cut may keep a sound apart
+    (:func:`sound_cluster.segment.segmenter.segment_file`). Leaves are the step embeddings as they are.
+
+    Parameters
+    ----------
+    embedding : np.ndarray [shape=(n_steps, d)]
+    frames : np.ndarray [shape=(n_frames, n_mels)]
+    rae : RaeParams
+        ``min_sound_s`` and ``min_node_s`` are used.
+    sounds : SoundParams
+    time_pool : int
+        Frames per step.
+    frame_rate_hz : float
+    """
+    from sound_cluster.segment.units import onset_steps
+
+    embedding = np.asarray(embedding)
+    n = len(embedding)
+    step_rate_hz = frame_rate_hz / time_pool
+    found = find_sounds(frames, frame_rate_hz=frame_rate_hz, rise_db=sounds.rise_db, fall_db=sounds.fall_db,
+                        min_sound_s=rae.min_sound_s, min_gap_s=sounds.min_gap_s, window_s=sounds.window_s)
+    spans: list[list[int]] = []  # in steps; the exact frames of each edge beside them
+    edge_frames: list[list[int]] = []
+    for a, b in zip(found.starts, found.ends):
+        sa, sb = int(a) // time_pool, min(n, -(-int(b) // time_pool))
+        if sb <= sa:
+            continue
+        if spans and sa <= spans[-1][1]:  # two sounds in touching steps are one
+            spans[-1][1] = max(spans[-1][1], sb)
+            edge_frames[-1][1] = int(b)
+        else:
+            spans.append([sa, sb])
+            edge_frames.append([int(a), int(b)])
+    if not spans and n:  # nothing rises above the rest: the file is one steady sound, not all background
+        spans, edge_frames = [[0, n]], [[0, len(frames)]]
+    pieces, t = [], 0
+    for sa, sb in spans:
+        if sa > t:
+            pieces.append((t, sa, 0))
+        pieces.append((sa, sb, 1))
+        t = sb
+    if t < n:
+        pieces.append((t, n, 0))
+    pieces_arr = np.asarray(pieces, dtype=np.int64).reshape(-1, 3)
+    quiet = np.ones(n, dtype=bool)
+    for sa, sb in spans:
+        quiet[sa:sb] = False
+    min_size = rae.min_node_s * step_rate_hz
+    splits = np.empty(0, dtype=np.int64)
+    if sounds.split_onsets and spans:
+        gap = max(1, int(np.ceil(min_size)))
+        on = onset_steps(frames, frame_rate_hz=frame_rate_hz, time_pool=time_pool)
+        keep = []
+        for sa, sb in spans:
+            last = sa
+            for o in on[(on > sa) & (on < sb)]:
+                if o - last >= gap and sb - o >= gap:  # no piece of a sound shorter than rae.min_node_s
+                    keep.append(int(o))
+                    last = o
+        splits = np.asarray(keep, dtype=np.int64)
+    barriers = np.zeros(n, dtype=np.int8)  # 1: an onset inside a sound; 2: where a sound starts or ends
+    barriers[splits] = 1
+    barriers[pieces_arr[1:, 0]] = 2
+    edge_times = {}
+    for (sa, sb), (fa, fb) in zip(spans, edge_frames):
+        if 0 < sa:
+            edge_times[sa] = fa / frame_rate_hz
+        if sb < n:
+            edge_times[sb] = fb / frame_rate_hz
+    return FoldInput(embedding, quiet, np.asarray([s[0] for s in spans], dtype=np.int64),
+                     barriers if barriers.any() else None, min_size, pieces_arr, splits, edge_times)

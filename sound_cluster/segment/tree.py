@@ -207,7 +207,7 @@ class SegmentTree:
 
     def to_json(self, *, source: str, posteriors: np.ndarray | None = None, max_depth: int | None = None,
                 min_segment_s: float = 0.0, auto: dict[str, Any] | None = None,
-                boundary_refine_s: float = 0.0) -> dict[str, Any]:
+                boundary_refine_s: float = 0.0, cut: list[tuple[int, int, str]] | None = None) -> dict[str, Any]:
         """The tree as a schema-1 document (see DESIGN.md section 4).
 
         Parameters
@@ -227,6 +227,10 @@ class SegmentTree:
         boundary_refine_s : float
             How far leaf boundaries were moved to onsets (recorded; the times come from
             ``leaf_times``).
+        cut : list of (int, int, str), optional
+            The file's own cut when it is not a cut of the first merges (sounds over a background:
+            :func:`sound_cluster.segment.segmenter.own_cut`): written as ``auto_cut``, one entry per
+            segment with its ``kind`` (``sound`` or ``background``), and what ``auto`` cuts mean.
         """
         if auto is None:
             auto = self.auto_choice(min_segment_s=0.2)
@@ -263,6 +267,11 @@ class SegmentTree:
                "frame_rate_hz": self.frame_rate_hz, "n_leaves": self.n_leaves,
                "auto_k": auto["k"], "auto_k_rule": {key: v for key, v in auto.items() if key != "k"},
                "boundary_refine_s": boundary_refine_s}
+        if cut is not None:
+            by_span = {(int(self.start[i]), int(self.end[i])): i for i in range(2 * self.n_leaves - 1)}
+            doc["auto_cut"] = [{**node_dict(by_span[(a, b)]), "kind": kind} if (a, b) in by_span else
+                               {"start": a, "end": b, "start_s": round(self.time(a), 4), "end_s": round(self.time(b), 4),
+                                "order": None, "cost": 0.0, "kind": kind} for a, b, kind in cut]
         if "cluster" in root:
             doc["cluster"] = root["cluster"]
             doc["confidence"] = root["confidence"]
@@ -299,9 +308,12 @@ def resolve_k(doc: dict[str, Any], k: int | str) -> int:
 def doc_cut(doc: dict[str, Any], k: int | str) -> list[dict[str, Any]]:
     """The ``k`` segments of a tree document after its first ``n - k`` merges, in time order.
 
-    ``k="auto"`` uses the count the tree chose itself (``auto_k``). Works on the written
-    document: a node written without children counts as one segment.
+    ``k="auto"`` is the file's own cut: ``auto_cut`` where the document records one (sounds and the
+    background between them, each segment with its ``kind``), else the cut into ``auto_k`` segments.
+    Works on the written document: a node written without children counts as one segment.
     """
+    if k == "auto" and "auto_cut" in doc:
+        return list(doc["auto_cut"])
     k = resolve_k(doc, k)
     segs = [doc["root"]]
     done = doc["n_leaves"] - k

@@ -79,12 +79,12 @@ def choose_unit(requested: str, *, sounds: Sequence[int], durations_s: Sequence[
     if requested != "auto":
         return UnitChoice(requested, requested, "given", med_sounds, med_dur)
     if med_sounds >= 2:
-        return UnitChoice(SEGMENT, requested, f"the median file holds {med_sounds:g} sounds between pauses (>= 2)",
+        return UnitChoice(SEGMENT, requested, f"the median file holds {med_sounds:g} sounds (>= 2)",
                           med_sounds, med_dur)
     if med_dur >= min_file_s:
         return UnitChoice(SEGMENT, requested, f"the median file lasts {med_dur:.1f} s (>= model.unit_min_file_s="
                           f"{min_file_s:g})", med_sounds, med_dur)
-    return UnitChoice(FILE, requested, f"the median file holds {med_sounds:g} sound(s) between pauses and lasts "
+    return UnitChoice(FILE, requested, f"the median file holds {med_sounds:g} sound(s) and lasts "
                       f"{med_dur:.1f} s (< model.unit_min_file_s={min_file_s:g}): one sound per file", med_sounds,
                       med_dur)
 
