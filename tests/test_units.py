@@ -164,7 +164,7 @@ def test_every_snippet_the_report_links_exists(fitted):
         path, segment = re.fullmatch(r"report/audio/segments/(.+)\.(\d+)\.wav", unquote(rel)).groups()
         info = sf.info(root / "run" / unquote(rel))
         assert info.duration == pytest.approx(spans[path, segment], abs=2e-3)  # the segment itself
-    assert page.count('class="timeline"') == 3 and "segments per cluster" in page
+    assert page.count('class="timeline"') == 3 and "sounds per cluster" in page and "median length" in page
 
 
 def test_auto_unit_rule():

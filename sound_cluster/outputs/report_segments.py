@@ -92,6 +92,7 @@ def segment_clusters(output_dir: Path, *, segments: Sequence[Mapping[str, Any]],
         out.append({"k": c, "n": len(members), "color": colors[c],
                     "files": len({s["path"] for s in members}),
                     "seconds": float(sum(s["end_s"] - s["start_s"] for s in members)),
+                    "median_s": float(np.median([s["end_s"] - s["start_s"] for s in members])),
                     "mean_conf": float(np.mean([s["confidence"] for s in members])),
                     "typical": [shown(s) for s in typical], "atypical": [shown(s) for s in atypical]})
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,8 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         args.segments = int(args.segments)
     if args.segments == "auto" and "auto_k" not in doc:
         ap.error(f"{args.tree} records no auto_k (written by an older version); give a number")
-    print(render(doc, depth=args.depth if args.segments is None and args.depth is not None else
-                 (3 if args.segments is None else None), segments=args.segments))
+    text = render(doc, depth=args.depth if args.segments is None and args.depth is not None else
+                  (3 if args.segments is None else None), segments=args.segments)
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `sound-cluster-show ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

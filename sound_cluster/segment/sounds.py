@@ -28,7 +28,7 @@ from sound_cluster.segment.pauses import FoldInput
 if TYPE_CHECKING:
     from sound_cluster.config import RaeParams, SoundParams
 
-BLOCK_S = 0.25  # the background is estimated on blocks of this length, then interpolated to frames
+BLOCK_S = 0.1  # the background is estimated on blocks of this length (short: a pause of 0.1 s is one), then interpolated
 BACKGROUND_PERCENTILE = 10.0  # of each band's block levels in the running window
 _NATS_TO_DB = 10.0 / np.log(10.0)
 

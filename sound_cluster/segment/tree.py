@@ -337,7 +337,9 @@ def render(doc: dict[str, Any], *, depth: int | None = None, segments: int | str
             parts.append(f"merge #{node['order']} cost {node['cost']:.4g}")
         else:
             parts.append("leaf")
-        if "cluster" in node:
+        if node.get("kind") == "background":
+            parts.append("background")
+        elif "cluster" in node:
             parts.append(f"cluster {node['cluster']} ({node['confidence']:.2f})")
         return "  ".join(parts)
 
