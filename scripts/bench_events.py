@@ -1,13 +1,16 @@
 """Kinds of sound inside recordings: event NMI of our segment units against the baselines, same run.
 
-Usage: python scripts/bench_events.py DATA [--files 12] [--events 8 14] [--sets ...] [--variants ...] [--seed 0]
-       [--untrained] [override ...]
+Usage: python scripts/bench_events.py DATA [--beds BEDS] [--files 12] [--events 8 14] [--sets ...]
+       [--variants ...] [--seed 0] [--untrained] [--keep DIR] [override ...]
 
 DATA is a folder holding the labelled sets ``drums/``, ``instruments/`` and ``fsdd/``, each with a
 ``labels.csv`` (``filename,label``; audio paths relative to the set's folder). From them the script
 builds folders of recordings, each file a sequence of labelled events (drum hits; instrument notes,
-cut to 1 s; spoken digits; and ``mix``, all three together), in two variants: ``pauses`` (0.2-0.6 s
-of quiet between events) and ``butted`` (events joined end to end). Every event's kind is known.
+cut to 1 s; spoken digits; and ``mix``, all three together), in the variants ``pauses`` (0.2-0.6 s
+of quiet between events), ``butted`` (joined end to end), and with ``--beds BEDS`` (a folder of
+background recordings, ``scripts/fetch_beds.py``) also ``bed`` (the pauses variant laid over a
+continuous real background bed, each event 6-20 dB above it) and ``overlap`` (each event starts
+0.05-0.15 s before the one before it ends). Every event's kind, start and end are known.
 
 For each folder, in the same run:
   ours auto      the real pipeline (``sound_cluster.run.pipeline.run``, model.unit=auto, K chosen)
@@ -17,15 +20,20 @@ For each folder, in the same run:
                  above the file's floor + 12 dB, each cut's log-mel resized to 32 x 32, UMAP to 2-D,
                  HDBSCAN (its own count)
   avgn k-means   the same UMAP embedding, k-means at the true K
+  nr k-means     the same after noisereduce's non-stationary spectral gating of every file (as field
+                 recordings are denoised before the envelope cuts)
   encoder@truth  our encoder's step embeddings averaged over each true event, Ward at the true K:
                  the ceiling that our segmentation allows
 Scores: event NMI (each event takes the cluster that most of its steps or frames take), the number
-of clusters found, and for our trees (cut at their own count) and the AVGN cuts, the boundary
-hit-rate F-measure at 0.5 s (mir_eval). Last line per folder: best baseline at the true K, and our
-auto-K NMI as a ratio of it.
+of clusters found, boundary F at 0.5 s of our trees and the AVGN cuts; then for our sounds
+(segments.csv rows of kind sound): "found", the share of events whose best-overlapping sound starts
+within 0.1 s of the event and ends after 90 % of its energy and at most 0.1 s past its end, against
+"env", the same for a plain envelope split (librosa.effects.split at 30 dB); hit-rate F at 0.1 s of
+sound starts and of sound ends; and sounds per event. Per folder, our auto-K NMI as a ratio of the
+best baseline at the true K; last, for each bed folder, its NMI over the NMI without the bed.
 
---untrained also runs ours (auto K) with an untrained merge autoencoder (rae.epochs=1", "rae.steps_per_epoch=1", "rae.learning_rate=1e-9), to see
-whether training it gives better units.
+--untrained also runs ours (auto K) with an untrained merge autoencoder (rae.epochs=1,
+rae.steps_per_epoch=1, rae.learning_rate=1e-9), to see whether training it gives better units.
 """
 
 from __future__ import annotations

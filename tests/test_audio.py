@@ -70,3 +70,30 @@ def test_non_utf8_name_loads_and_displays(corpus):
     path = Path(os.fsdecode(bytes(corpus) + b"/caf\xe9.wav"))
     assert load(path, sample_rate=SR).size == SR // 2
     assert display_path(path, corpus) == "caf\\xe9.wav"
+
+
+def test_only_regular_files_are_read_and_file_links_follow_the_setting(tmp_path):
+    """A FIFO named like audio would hang the read, a link to /dev/zero never end: neither is opened."""
+    import os
+
+    import soundfile as sf
+
+    from sound_cluster.ingest.audio import discover
+
+    from .conftest import SR, tone
+
+    root, outside = tmp_path / "in", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    sf.write(root / "good.wav", tone(), SR)
+    sf.write(outside / "elsewhere.wav", tone(), SR)
+    os.mkfifo(root / "pipe.wav")
+    os.symlink("/dev/zero", root / "zero.wav")
+    os.symlink(outside / "elsewhere.wav", root / "link.wav")
+    files, failures = discover(root, extensions=("wav",), follow_symlinks=True)
+    assert [f.name for f in files] == ["good.wav", "link.wav"]
+    reasons = {f.path.name: f.reason for f in failures}
+    assert "not a regular file" in reasons["pipe.wav"] and "not a regular file" in reasons["zero.wav"]
+    files, failures = discover(root, extensions=("wav",), follow_symlinks=False)
+    assert [f.name for f in files] == ["good.wav"]
+    assert "data.follow_symlinks=false" in {f.path.name: f.reason for f in failures}["link.wav"]

@@ -88,7 +88,7 @@ def test_labels_with_filename_header_checked_before_work(tmp_path):
     proc = subprocess.run(["sound-cluster", str(tmp_path / "a"), f"data.labels={tmp_path / 'bad.csv'}",
                            f"hydra.run.dir={tmp_path / 'r1'}"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 2 and "must have columns path (or filename),label" in proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "must have columns path (or file, or filename),label" in proc.stdout + proc.stderr
     s = (tmp_path / "r1" / "summary.json").read_text()
     assert '"status": "failed"' in s and '"files_found": 0' in s  # refused before discovery and training
     proc = subprocess.run(["sound-cluster", str(tmp_path / "a"), f"data.labels={tmp_path / 'labels.csv'}",

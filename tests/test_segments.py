@@ -96,3 +96,27 @@ def test_boundaries_move_to_the_onset_within_the_radius_and_stay_ordered():
     doc = tree.to_json(source="x.wav", boundary_refine_s=0.12)
     for k in (2, 5, 9):
         assert [s["start_s"] for s in doc_cut(doc, k)] == [round(times[s], 4) for s, _ in tree.cut(k)]
+
+
+def test_references_as_spreadsheets_write_them(tmp_path):
+    """A ``file`` column (as many tools name it) and a byte-order mark (a spreadsheet's "CSV UTF-8") are read."""
+    from sound_cluster.outputs.references import read_labels, read_segments
+
+    (tmp_path / "labels.csv").write_bytes("\ufefffile,label\na.wav,x\nsub\\b.wav,y\n".encode("utf-8"))
+    assert read_labels(tmp_path / "labels.csv") == {"a.wav": "x", "sub/b.wav": "y"}
+    (tmp_path / "segments.csv").write_bytes("\ufefffile,start_s,end_s,label\na.wav,0.5,1.0,dog\n".encode("utf-8"))
+    assert read_segments(tmp_path / "segments.csv") == {"a.wav": [(0.5, 1.0, "dog")]}
+
+
+@pytest.mark.parametrize("events", [
+    [(0.2, 0.4, "a"), (1.5, 2.0, "b"), (3.0, 4.0, "c")],  # past the end of a 1 s file (a table for longer files)
+    [(i / 13, (i + 1) / 13, str(i)) for i in range(13)],  # 13 events filling 1 s exactly
+    [(0.0, 0.6, "a"), (0.3, 0.9, "b"), (0.5, 0.55, "c"), (0.9, 0.9004, "d")],  # overlapping, nested, a sliver
+    [(200.0, 900.0, "ms")] * 3000,  # times in milliseconds, thousands of rows
+])
+def test_reference_partition_never_overlaps_and_never_grows(events):
+    from sound_cluster.outputs.evaluate import reference_partition
+
+    iv, labels = reference_partition(events, 1.0)
+    assert iv[0, 0] == 0.0 and iv[-1, 1] == 1.0 and len(iv) == len(labels) <= 2 * len(events) + 1
+    assert np.all(iv[:, 1] - iv[:, 0] >= 1e-3) and np.allclose(iv[1:, 0], iv[:-1, 1])

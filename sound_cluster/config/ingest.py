@@ -27,7 +27,8 @@ class DataParams:
     extensions
         matched case-insensitively
     follow_symlinks
-        symlink loops are detected and skipped
+        true: symlinked folders and files are followed (loops detected and skipped) | false: neither is read, each
+        file link listed in failures.csv
     strict
         true: the first bad file stops the run with an error
     labels

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def discover(
     extensions : tuple of str
         Allowed extensions without the dot, matched case-insensitively.
     follow_symlinks : bool
-        Follow symlinked folders. A folder already visited (a symlink loop) is skipped.
+        Follow symlinked folders and files (false: neither is read; each file link is listed in the failures).
+        A folder already visited (a symlink loop) is skipped. Only regular files are read: a pipe, a device
+        or a socket named like audio is listed in the failures, never opened.
 
     Returns
     -------
@@ -59,7 +62,10 @@ def discover(
     allowed = {e.lower().lstrip(".") for e in extensions}
     if not root.exists():
         raise AudioError(f"data.path does not exist: {root}", stage="discover")
-    if root.is_file():
+    if not root.is_dir():
+        if not stat.S_ISREG(root.stat().st_mode):
+            raise AudioError(f"data.path is not a folder or a regular file (a pipe, device or socket): {root}",
+                             stage="discover")
         return [root], []
 
     files: list[Path] = []
@@ -92,9 +98,15 @@ def discover(
                 continue
             path = Path(dirpath) / name
             try:
+                if not follow_symlinks and os.path.islink(path):
+                    failures.append(Failure(path, "discover", "a symlink, not read (data.follow_symlinks=false)"))
+                    continue
                 fst = os.stat(path)
             except OSError:
                 failures.append(Failure(path, "discover", "broken symlink or unreadable entry"))
+                continue
+            if not stat.S_ISREG(fst.st_mode):  # a FIFO would block the read forever, a device never end
+                failures.append(Failure(path, "discover", "not a regular file (a pipe, device or socket): not read"))
                 continue
             if (fst.st_dev, fst.st_ino) in seen_files:
                 continue  # same file reached through another link

@@ -6,6 +6,7 @@ The references are read by :mod:`sound_cluster.outputs.references`.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,6 +18,8 @@ from sound_cluster.errors import SoundClusterError
 from sound_cluster.outputs.references import match_references, read_labels, read_segments
 from sound_cluster.run_folder import RunFolder
 from sound_cluster.segment.tree import doc_cut, read_tree_json
+
+log = logging.getLogger(__name__)
 
 
 def clustering_scores(labels: Sequence, clusters: Sequence[int]) -> dict[str, float]:
@@ -56,28 +59,44 @@ def score_assignments(labels: Mapping[str, str], assignments: Mapping[str, int])
     return clustering_scores([labels[p] for p in common], [assignments[p] for p in common])
 
 
+MIN_INTERVAL_S = 1e-3  # shorter reference pieces are left out: mir_eval needs every interval to last
+
+
 def reference_partition(segments: Sequence[tuple[float, float, str]], duration_s: float
                         ) -> tuple[np.ndarray, list[str]]:
     """Labelled segments -> a partition of ``[0, duration_s)``: gaps become segments labelled ``""``.
+
+    Events are taken in order of their start and clipped to the file; one that starts at or past the
+    file's end is left out, and where events overlap, the later one starts where the earlier one ends.
+    So the intervals never overlap, each lasts at least ``MIN_INTERVAL_S``, and there are at most
+    ``2 * len(segments) + 1`` of them, however the table was written.
 
     Returns
     -------
     intervals : np.ndarray [shape=(n, 2)]
     labels : list of str
     """
+    duration_s = float(duration_s)
     edges, labels, t = [], [], 0.0
-    for s, e, lab in segments:
-        s, e = min(s, duration_s), min(e, duration_s)
-        if s > t + 1e-6:
+    for s, e, lab in sorted(segments, key=lambda x: (float(x[0]), float(x[1]))):
+        s, e = max(float(s), t), min(float(e), duration_s)
+        if s >= duration_s - MIN_INTERVAL_S or e - s < MIN_INTERVAL_S:
+            continue
+        if s - t >= MIN_INTERVAL_S:
             edges.append((t, s))
             labels.append("")
-        if e > max(s, t):
-            edges.append((max(s, t), e))
-            labels.append(str(lab))
-            t = e
-    if duration_s > t + 1e-6:
+        elif edges:  # a sliver of gap: the piece before takes it
+            edges[-1] = (edges[-1][0], s)
+        else:
+            s = t
+        edges.append((s, e))
+        labels.append(str(lab))
+        t = e
+    if duration_s - t >= MIN_INTERVAL_S or not edges:
         edges.append((t, duration_s))
         labels.append("")
+    else:
+        edges[-1] = (edges[-1][0], duration_s)
     return np.array(edges, dtype=float), labels
 
 
@@ -131,9 +150,15 @@ def score_tree(doc: Mapping, segments: Sequence[tuple[float, float, str]]) -> di
 def score_trees(docs: Mapping[str, Mapping], references: Mapping[str, Sequence]) -> dict | None:
     """Per-file :func:`score_tree` for files with both a tree and references, and their means."""
     common = sorted(set(docs) & set(references))
-    if not common:
+    per_file = {}
+    for p in common:
+        try:  # one file's references that mir_eval cannot score must not cost the run its other scores
+            per_file[p] = score_tree(docs[p], references[p])
+        except ValueError as err:
+            log.warning("segment scores: %s left out: %s", p, err)
+    if not per_file:
         return None
-    per_file = {p: score_tree(docs[p], references[p]) for p in common}
+    common = sorted(per_file)
     keys = ("f_0.1", "f_0.5", "l_measure")
     return {"n": len(common), "mean": {k: float(np.mean([v[k] for v in per_file.values()])) for k in keys},
             "per_file": per_file}

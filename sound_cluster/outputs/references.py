@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from sound_cluster.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
+
+PATH_COLUMNS = ("path", "file", "filename")  # what tables call the column that names each audio file
+
 
 def _path_column(fieldnames, path: Path, key: str, rest: tuple[str, ...]) -> str:
-    """The column naming each file: ``path``, or ``filename`` (the header of most labelled folders)."""
+    """The column naming each file: ``path``, ``file`` or ``filename`` (the first of them the table has)."""
     names = set(fieldnames or ())
-    col = "path" if "path" in names else "filename" if "filename" in names else None
+    col = next((c for c in PATH_COLUMNS if c in names), None)
     if col is None or not set(rest) <= names:
-        raise ConfigError(f"{key} file {path} must have columns path (or filename),{','.join(rest)}; "
+        raise ConfigError(f"{key} file {path} must have columns path (or file, or filename),{','.join(rest)}; "
                           f"got {fieldnames}")
+    if col != "path":
+        log.info("%s: files named by the column %r", key, col)
     return col
 
 
@@ -26,12 +34,12 @@ def read_labels(path: Path) -> dict[str, str]:
     Raises
     ------
     ConfigError
-        The file is missing or has no path (or filename) and label columns.
+        The file is missing or has no path (or file, or filename) and label columns.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.labels must be an existing CSV file, got {str(path)!r}")
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's "CSV UTF-8" starts with a BOM
         reader = csv.DictReader(fh)
         col = _path_column(reader.fieldnames, path, "data.labels", ("label",))
         return {row[col].replace("\\", "/"): row["label"] for row in reader}
@@ -148,7 +156,7 @@ def _read_segments_csv(path: Path) -> dict[str, list[tuple[float, float, str]]]:
     if not path.is_file():
         raise ConfigError(f"data.segments must be an existing CSV file, got {str(path)!r}")
     out: dict[str, list[tuple[float, float, str]]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's "CSV UTF-8" starts with a BOM
         reader = csv.DictReader(fh)
         col = _path_column(reader.fieldnames, path, "data.segments", ("start_s", "end_s", "label"))
         for i, row in enumerate(reader, start=2):
