@@ -97,3 +97,22 @@ def test_only_regular_files_are_read_and_file_links_follow_the_setting(tmp_path)
     files, failures = discover(root, extensions=("wav",), follow_symlinks=False)
     assert [f.name for f in files] == ["good.wav"]
     assert "data.follow_symlinks=false" in {f.path.name: f.reason for f in failures}["link.wav"]
+
+
+def test_headers_that_lie_are_not_believed(tmp_path):
+    """A WAV claiming 1 Hz (a 644-byte file that would decode to minutes) and MAT5 data named .wav: both refused."""
+    import soundfile as sf
+
+    from sound_cluster.errors import AudioError
+    from sound_cluster.ingest.audio import check_format, probe
+
+    from .conftest import SR, tone
+
+    sf.write(tmp_path / "slow.wav", tone(seconds=0.02), 1, format="WAV", subtype="PCM_16")  # 320 frames "at 1 Hz"
+    with pytest.raises(AudioError, match="sample rate 1 Hz"):
+        probe(tmp_path / "slow.wav")
+    sf.write(tmp_path / "matlab.wav", tone(), SR, format="MAT5", subtype="DOUBLE")
+    with pytest.raises(AudioError, match="MAT5 data, not what .wav promises"):
+        check_format(probe(tmp_path / "matlab.wav"), tmp_path / "matlab.wav")
+    sf.write(tmp_path / "ok.wav", tone(), SR)
+    check_format(probe(tmp_path / "ok.wav"), tmp_path / "ok.wav")  # an honest WAV passes

@@ -120,3 +120,18 @@ def test_reference_partition_never_overlaps_and_never_grows(events):
     iv, labels = reference_partition(events, 1.0)
     assert iv[0, 0] == 0.0 and iv[-1, 1] == 1.0 and len(iv) == len(labels) <= 2 * len(events) + 1
     assert np.all(iv[:, 1] - iv[:, 0] >= 1e-3) and np.allclose(iv[1:, 0], iv[:-1, 1])
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"path,label\n\xe9t\xe9.wav,x\n", "not UTF-8"),
+    (b"path,start_s,end_s,label\na.wav,0.5\n", "times must be numbers"),
+    (b"path,label\na.wav,\"" + b"x" * 200_000 + b"\"\n", "cannot read it as a table"),
+])
+def test_unreadable_reference_tables_are_one_line_errors(tmp_path, content, words):
+    from sound_cluster.errors import ConfigError
+    from sound_cluster.outputs.references import read_labels, read_segments
+
+    (tmp_path / "t.csv").write_bytes(content)
+    reader = read_segments if b"start_s" in content else read_labels
+    with pytest.raises(ConfigError, match=words):
+        reader(tmp_path / "t.csv")

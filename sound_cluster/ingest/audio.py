@@ -168,7 +168,33 @@ def probe(data: bytes | Path) -> AudioInfo:
         raise AudioError(f"truncated file: header declares {declared} bytes of audio but only {held} are present")
     if info.sample_rate <= 0 or info.channels <= 0:
         raise AudioError(f"invalid header: sample rate {info.sample_rate}, {info.channels} channels")
+    if not MIN_SAMPLE_RATE_HZ <= info.sample_rate <= MAX_SAMPLE_RATE_HZ:  # a forged rate makes a tiny file endless
+        raise AudioError(f"sample rate {info.sample_rate} Hz in the header: outside {MIN_SAMPLE_RATE_HZ}-"
+                         f"{MAX_SAMPLE_RATE_HZ} Hz, not read")
     return info
+
+
+# The sample rates read (recorders from 1 kHz telemetry to 768 kHz ultrasound); outside them a header is not believed.
+MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ = 1000, 768000
+# What each extension promises, as libsndfile names the formats: a file is decoded only as what its name says.
+FORMATS_BY_EXTENSION = {"wav": {"WAV", "WAVEX", "RF64", "W64"}, "wave": {"WAV", "WAVEX", "RF64", "W64"},
+                        "flac": {"FLAC"}, "ogg": {"OGG"}, "oga": {"OGG"}, "opus": {"OGG"}, "mp3": {"MP3"},
+                        "aif": {"AIFF"}, "aiff": {"AIFF"}, "aifc": {"AIFF"}, "au": {"AU"}, "caf": {"CAF"}}
+
+
+def check_format(info: AudioInfo, path: Path) -> None:
+    """Refuse a file whose content is another format than its extension promises (MAT5 data named ``.wav``).
+
+    Extensions this table does not know are not checked.
+
+    Raises
+    ------
+    AudioError
+    """
+    ext = Path(path).suffix.lower().lstrip(".")
+    allowed = FORMATS_BY_EXTENSION.get(ext)
+    if allowed is not None and info.format not in allowed:
+        raise AudioError(f"the file is {info.format} data, not what .{ext} promises ({', '.join(sorted(allowed))})")
 
 
 def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: AudioInfo | None = None,

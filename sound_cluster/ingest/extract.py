@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sound_cluster.config import FeatureParams
 from sound_cluster.errors import AudioError
-from sound_cluster.ingest.audio import decode, probe, read_bytes
+from sound_cluster.ingest.audio import check_format, decode, probe, read_bytes
 from sound_cluster.ingest.features import FeatureCache, content_key, file_content_key, log_mel
 
 
@@ -67,6 +67,7 @@ def extract_features(path: Path, *, cache: FeatureCache) -> FileFeatures:
         data = read_bytes(path)
         key = content_key(data)
     info = probe(data)
+    check_format(info, Path(path))
     cached = cache.get(key, mmap=True)
     if cached is not None:  # same content seen under another name or before a touch
         n_frames, hit = int(cached.shape[0]), True

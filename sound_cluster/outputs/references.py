@@ -28,6 +28,24 @@ def _path_column(fieldnames, path: Path, key: str, rest: tuple[str, ...]) -> str
     return col
 
 
+def _readable(key: str):
+    """Turn a reference table's decoding and parsing errors into one line naming the setting and the file."""
+    import functools
+
+    def wrap(reader):
+        @functools.wraps(reader)
+        def read(path, *args, **kwargs):
+            try:
+                return reader(path, *args, **kwargs)
+            except UnicodeDecodeError as err:
+                raise ConfigError(f"{key} {path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+            except (csv.Error, AttributeError, TypeError) as err:  # csv's own limits; a row short of its columns
+                raise ConfigError(f"{key} {path}: cannot read it as a table: {err}") from None
+        return read
+    return wrap
+
+
+@_readable("data.labels")
 def read_labels(path: Path) -> dict[str, str]:
     """``path,label`` (or ``filename,label``) CSV -> {relative path: label}. The first row is the header.
 
@@ -45,6 +63,7 @@ def read_labels(path: Path) -> dict[str, str]:
         return {row[col].replace("\\", "/"): row["label"] for row in reader}
 
 
+@_readable("data.segments")
 def read_segments(path: Path, *, fmt: str = "auto") -> dict[str, list[tuple[float, float, str]]]:
     """Reference segments -> {relative path: [(start_s, end_s, label), ...] sorted}.
 
@@ -97,7 +116,7 @@ def _folder_format(path: Path) -> str:
 def _times(key: str, where: str, start: str, end: str) -> tuple[float, float]:
     try:
         s, e = float(start), float(end)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a short row leaves the field out
         raise ConfigError(f"{key} {where}: times must be numbers, got {start!r}, {end!r}") from None
     if not 0 <= s < e:
         raise ConfigError(f"{key} {where}: need 0 <= start_s < end_s, got {s}, {e}")
