@@ -12,23 +12,15 @@ import soundfile as sf
 from sound_cluster.segment.sounds import background_db, find_sounds
 
 from .conftest import SR, make_params
+from .test_units import KINDS
+from .test_units import _event as unit_event
 
 pytestmark = pytest.mark.xdist_group("sounds_fit")  # its tests share one module-scoped fit
 
-KINDS = ("tone", "chirp", "noise")
-
-
 def _event(kind: str, rng: np.random.Generator, seconds: float = 0.45) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    env = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.01)  # 10 ms ramps
-    if kind == "tone":
-        y = np.sin(2 * np.pi * rng.uniform(500, 560) * t)
-    elif kind == "chirp":
-        f0, f1 = rng.uniform(1500, 1700), rng.uniform(4500, 5000)
-        y = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * seconds)))
-    else:
-        y = rng.standard_normal(t.size) / 3
-    return (env * y / np.sqrt(np.mean(y ** 2))).astype(np.float32)  # unit RMS
+    """test_units' tone, chirp or noise burst, at unit RMS (the bed sets each event's level)."""
+    y = unit_event(kind, rng, seconds)
+    return (y / np.sqrt(np.mean(y ** 2))).astype(np.float32)
 
 
 def _bed(n: int, rng: np.random.Generator) -> np.ndarray:
