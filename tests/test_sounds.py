@@ -168,3 +168,28 @@ def test_detection_follows_a_bed_that_rises_and_falls():
         assert abs(a - s) < 0.05 and abs(b - e) < 0.05
     bg = background_db(frames, frame_rate_hz=100.0, window_s=3.0)
     assert bg.shape == frames.shape and np.all(np.isfinite(bg))
+
+
+def test_denoise_gates_recordings_over_a_bed_and_leaves_clips_and_quiet_recordings():
+    """features.denoise=auto: a recording over a bed is gated (its bed falls well below its events); a clip and a
+    recording quiet between its sounds are read as they are."""
+    from sound_cluster.config import FeatureParams
+    from sound_cluster.ingest.denoise import denoise, level_range_db, needs_denoise
+
+    rng = np.random.default_rng(4)
+    params = FeatureParams()
+    bed = 0.02 * _bed(6 * SR, rng)
+    events = np.zeros(6 * SR, np.float32)
+    for start in (1.0, 3.0, 4.5):
+        ev = _event("tone", rng, 0.5)
+        events[int(start * SR):int(start * SR) + len(ev)] += 0.3 * ev
+    over_bed = bed + events
+    quiet = events + 1e-4 * rng.standard_normal(events.size).astype(np.float32)
+    assert needs_denoise(over_bed, params=params) and level_range_db(over_bed, sample_rate=SR) < 30
+    assert not needs_denoise(quiet, params=params)  # over 30 dB between its quiet and its loud frames
+    assert not needs_denoise(over_bed[: 2 * SR], params=params)  # a clip: no bed to estimate
+    assert not needs_denoise(over_bed, params=FeatureParams(denoise=False))
+    gated = denoise(over_bed, params=params)
+    between = slice(int(2.0 * SR), int(2.8 * SR))  # only the bed sounds here
+    assert np.sqrt(np.mean(gated[between] ** 2)) < 0.3 * np.sqrt(np.mean(over_bed[between] ** 2))
+    assert denoise(quiet, params=params) is quiet

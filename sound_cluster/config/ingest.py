@@ -83,6 +83,12 @@ class FeatureParams:
         Hz; null = sample_rate / 2
     log_offset
         added to the power before the log, so silence stays finite
+    denoise
+        spectral gating (noisereduce, non-stationary) of a file before its log-mel: auto (a file of at least
+        3 s whose quiet lies within denoise_range_db of its loud level: a recording over a bed of wind, rain or
+        room tone) | true (every file) | false
+    denoise_range_db
+        denoise=auto: a file whose 95th and 10th percentile frame levels are closer than this has a bed
     cache_dir
         null = $XDG_CACHE_HOME/sound_cluster (or ~/.cache/sound_cluster)
     """
@@ -94,7 +100,12 @@ class FeatureParams:
     fmin: float = 0.0
     fmax: float | None = None
     log_offset: float = 1e-6
+    denoise: bool | str = "auto"
+    denoise_range_db: float = 30.0
     cache_dir: Path | None = None
+
+    # What a file goes through before its log-mel, not what the encoder reads: not part of an encoder's card.
+    FRONT_END = ("denoise", "denoise_range_db")
 
     def check(self, prefix: str = "features") -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
@@ -109,6 +120,9 @@ class FeatureParams:
         elif self.fmin >= nyquist:
             fail(f"{prefix}.fmin", self.fmin, f"below sample_rate/2={nyquist}")
         positive_float(f"{prefix}.log_offset", self.log_offset)
+        if self.denoise != "auto" and not isinstance(self.denoise, bool):
+            fail(f"{prefix}.denoise", self.denoise, "auto, true or false")
+        positive_float(f"{prefix}.denoise_range_db", self.denoise_range_db)
         if self.hop_length > self.n_fft:
             fail(f"{prefix}.hop_length", self.hop_length, f"at most n_fft={self.n_fft} (frames would skip audio)")
         if self.n_mels > self.n_fft // 2 + 1:
@@ -123,6 +137,13 @@ class FeatureParams:
         """The settings that change the features (everything but where they are cached)."""
         d = dataclasses.asdict(self)
         d.pop("cache_dir")
+        return d
+
+    def encoder_fields(self) -> dict[str, Any]:
+        """The settings an encoder is trained for: the log-mel's (its card records them), not the front end's."""
+        d = self.key_fields()
+        for name in self.FRONT_END:
+            d.pop(name)
         return d
 
     def resolved_cache_dir(self) -> Path:

@@ -74,7 +74,7 @@ def resolve_init(model: ModelParams, features: FeatureParams) -> InitSource | No
     if not isinstance(card, dict) or not isinstance(card.get("features"), dict) \
             or not isinstance(card.get("model"), dict):
         raise ConfigError(f"model.init: {card_file} must hold the objects 'features' and 'model'")
-    ours = features.key_fields()
+    ours = features.encoder_fields()
     for key, value in ours.items():
         theirs = card["features"].get(key)
         if _flatten(theirs) != _flatten(value):

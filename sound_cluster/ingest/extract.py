@@ -9,6 +9,7 @@ from pathlib import Path
 from sound_cluster.config import FeatureParams
 from sound_cluster.errors import AudioError
 from sound_cluster.ingest.audio import check_format, decode, probe, read_bytes
+from sound_cluster.ingest.denoise import denoise
 from sound_cluster.ingest.features import FeatureCache, content_key, file_content_key, log_mel
 
 
@@ -72,7 +73,7 @@ def extract_features(path: Path, *, cache: FeatureCache) -> FileFeatures:
     if cached is not None:  # same content seen under another name or before a touch
         n_frames, hit = int(cached.shape[0]), True
     else:
-        y = decode(data, sample_rate=params.sample_rate, min_samples=params.n_fft, info=info)
+        y = denoise(decode(data, sample_rate=params.sample_rate, min_samples=params.n_fft, info=info), params=params)
         try:
             frames = log_mel(y, params=params)
         except Exception as err:  # noqa: BLE001 - librosa's own errors, reported per file

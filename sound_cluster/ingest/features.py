@@ -143,6 +143,13 @@ def settings_key(params: FeatureParams) -> str:
         "libsndfile": soundfile.__libsndfile_version__,
         "soxr": soxr_version,
     }
+    if params.denoise is not False:  # the gating's own version decides the frames of gated files
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            spec["noisereduce"] = version("noisereduce")
+        except PackageNotFoundError:  # pragma: no cover - a dependency of the package
+            spec["noisereduce"] = None
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
