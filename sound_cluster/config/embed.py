@@ -65,10 +65,10 @@ class ModelParams:
     unit_min_file_s
         unit=auto: files this long (the median file) are recordings, clustered by their sounds
     unit_sound_s
-        segment units: each sound between pauses holds floor(its loud time / L) units, at least one, where
-        L is the folder's typical length of one sound (the median sound between pauses, or where most of
-        those hold several onsets, the median interval between onsets); this is L only when neither can be
-        measured
+        segment units with sounds.background=false only (the older pauses): each sound between pauses holds
+        floor(its loud time / L) units, at least one, where L is the folder's typical length of one sound (the
+        median sound between pauses, or where most of those hold several onsets, the median interval between
+        onsets); this is L only when neither can be measured. Sounds over a background are never cut by a length
     """
 
     n_clusters: int | str = "auto"
