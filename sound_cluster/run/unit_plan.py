@@ -67,9 +67,9 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
         length_s, source = typical_sound_length_s(runs, default_s=params.model.unit_sound_s)
         log.info("units: typical sound %.2f s (%s)", length_s, source)
         counts = [count_units(r, sound_length_s=length_s) for r in runs]
-    del fins
     with timer.stage("units"):
         units = segment_units(steps, [f.cache_path for f in feats], durations_s=durations,
-                              weights=trained[0].fold_weights(), seg=seg, counts=counts, sound_length_s=length_s)
+                              weights=trained[0].fold_weights(), seg=seg, counts=counts, sound_length_s=length_s,
+                              fins=fins)
     log.info("units: %d sounds in %d files (%.1f per file)", len(units), len(feats), len(units) / max(len(feats), 1))
     return units, choice, trained, length_s

@@ -145,7 +145,7 @@ def fold_merges(fin: FoldInput, *, weights: FoldWeights, duration_s: float, seg:
 
 def segment_file(embedding: np.ndarray, frames: np.ndarray, *, duration_s: float, weights: FoldWeights | None,
                  seg: Segmenter, merges: Merges | None = None, units: int | None = None,
-                 sound_length_s: float | None = None) -> FileSegments:
+                 sound_length_s: float | None = None, fin: FoldInput | None = None) -> FileSegments:
     """Fold one file and choose its own cut.
 
     Parameters
@@ -166,12 +166,14 @@ def segment_file(embedding: np.ndarray, frames: np.ndarray, *, duration_s: float
     sound_length_s : float, optional
         Segment units: the folder's typical sound length; with ``units`` None, the file's units
         are counted from it (``task=apply``).
+    fin : FoldInput, optional
+        What the file is folded from, when the caller found it already (``seg.fold_input`` of the same arrays).
 
     Returns
     -------
     FileSegments
     """
-    fin = seg.fold_input(embedding, frames)
+    fin = fin if fin is not None else seg.fold_input(embedding, frames)
     if merges is None:
         if weights is None:
             raise ValueError("segment_file needs the merge autoencoder's weights or the file's merges")
@@ -267,7 +269,8 @@ def plain_cost(tree: SegmentTree, node: int, *, ward: bool) -> float:
 
 
 def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, durations_s: Sequence[float], weights,
-                  seg: Segmenter, counts: Sequence[int] | None = None, sound_length_s: float | None = None) -> Units:
+                  seg: Segmenter, counts: Sequence[int] | None = None, sound_length_s: float | None = None,
+                  fins: Sequence[FoldInput] | None = None) -> Units:
     """The sounds of every file as units: each file folded (:func:`segment_file`) and cut by its own cut.
 
     Parameters
@@ -285,6 +288,8 @@ def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, duratio
         (:func:`sound_cluster.segment.units.count_units`).
     sound_length_s : float, optional
         With pauses: the folder's typical sound length (:func:`sound_cluster.segment.units.typical_sound_length_s`).
+    fins : sequence of FoldInput, optional
+        Per file, what it is folded from, when the caller found it already (the sounds are not found twice).
 
     Returns
     -------
@@ -295,7 +300,8 @@ def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, duratio
     for i, (emb, fr, dur) in enumerate(zip(steps, frames, durations_s)):
         fr = np.load(fr, mmap_mode="r", allow_pickle=False) if isinstance(fr, (str, Path)) else fr
         segs = segment_file(emb, fr, duration_s=dur, weights=weights, seg=seg,
-                            units=None if counts is None else counts[i], sound_length_s=sound_length_s)
+                            units=None if counts is None else counts[i], sound_length_s=sound_length_s,
+                            fin=None if fins is None else fins[i])
         spans.append(segs.sound_spans)
         merges[i] = segs.merges
         quiet.append(segs.fin.quiet if segs.cut is None else np.zeros(len(emb), dtype=bool))
