@@ -70,7 +70,7 @@ class FoldJob:
     units: int | None = None  # segment units: the file's count, when the fit counted it already
 
 
-def _job_frames_and_embedding(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _job_arrays(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One job's step embeddings, posteriors and (memory-mapped) frames.
 
     Raises
@@ -81,6 +81,12 @@ def _job_frames_and_embedding(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.
     with np.load(job.npz, allow_pickle=False) as z:
         emb, post = z["embedding"], z["posteriors"]
     return emb, post, np.load(job.frames, mmap_mode="r", allow_pickle=False)
+
+
+def _job_fold_input(job: FoldJob, seg: Segmenter):
+    """What one job's file is folded from (its step embeddings and frames; the posteriors are not needed)."""
+    emb, _, frames = _job_arrays(job)
+    return seg.fold_input(emb, frames)
 
 
 def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
@@ -97,7 +103,7 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
         With stage ``fold``: the file is too long for ``rae.pairing=any``.
     """
 
-    emb, post, frames = _job_frames_and_embedding(job)
+    emb, post, frames = _job_arrays(job)
     rae = fs.seg.rae
     if rae.pairing == "any" and len(emb) > rae.max_any_leaves:
         raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
@@ -185,7 +191,7 @@ def merge_model_for(merge: MergeSource, jobs: list[FoldJob], *, params: Params, 
     if merge.trained is not None:
         return merge.trained
     with timer.stage("rae_train"):
-        return train_merge_model([seg.fold_input(*_job_frames_and_embedding(j)[::2]) for j in jobs],
+        return train_merge_model([_job_fold_input(j, seg) for j in jobs],
                                  rae=params.rae, seed=params.seed)
 
 
@@ -263,7 +269,7 @@ def _fold_batched(jobs: list[FoldJob], *, weights, seg: Segmenter) -> list[FoldJ
     seqs: dict[int, tuple[Any, np.ndarray]] = {}  # job index -> (FoldInput, leaf sizes)
     for k, j in enumerate(jobs):
         try:
-            fin = seg.fold_input(*_job_frames_and_embedding(j)[::2])
+            fin = _job_fold_input(j, seg)
         except (OSError, ValueError, KeyError):
             continue
         seqs[k] = fin, leaf_sizes(len(fin.leaves), duration_s=j.duration_s, step_rate_hz=seg.step_rate_hz)

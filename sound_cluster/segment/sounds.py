@@ -52,13 +52,6 @@ class Sounds:
     def __len__(self) -> int:
         return int(len(self.starts))
 
-    def active(self, n_frames: int | None = None) -> np.ndarray:
-        """A bool per frame: inside a sound."""
-        out = np.zeros(len(self.level_db) if n_frames is None else n_frames, dtype=bool)
-        for a, b in zip(self.starts, self.ends):
-            out[a:b] = True
-        return out
-
 
 def background_db(frames: np.ndarray, *, frame_rate_hz: float, window_s: float) -> np.ndarray:
     """The running background of each mel band, in the frames' log scale.
