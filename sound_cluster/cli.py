@@ -74,9 +74,11 @@ def _raise_interrupt(signum, frame):  # SIGTERM -> same clean-up path as Ctrl-C
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _app(cfg: DictConfig) -> None:
     from sound_cluster.config import params_from_config
+    from sound_cluster.logs import escape_handlers
     from sound_cluster.run.pipeline import run
     from sound_cluster.run.preflight import preflight
 
+    escape_handlers()  # names from the folder reach the terminal and cli.log with their controls escaped
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 TMP_PREFIX = ".tmp-"
 _NAME_MAX = 255  # bytes in one path component on the file systems we write to
@@ -128,3 +128,123 @@ def save_keras_model(model: Any, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class NotRegularFile(OSError):
+    """A path that is a pipe, a device, a socket or a folder where a file was expected."""
+
+
+def open_regular(path: Path | str | bytes, *, max_bytes: int | None = None) -> IO[bytes]:
+    """Open ``path`` for reading in binary mode, only if it is a regular file (of at most ``max_bytes``).
+
+    The open never blocks (``O_NONBLOCK``: a FIFO put in place of a file between a listing and the
+    read would otherwise wait forever for a writer) and never makes a terminal the controlling one;
+    the check is made on the opened descriptor, so a path swapped after it was listed is still caught.
+
+    Raises
+    ------
+    NotRegularFile
+        ``path`` is not a regular file.
+    OSError
+        The file cannot be opened, or is larger than ``max_bytes`` (``EFBIG``).
+    """
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe, device or socket"
+            raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind})", os.fsdecode(path))
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes ({st.st_size})", os.fsdecode(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_text(path: Path | str, *, max_bytes: int, encoding: str = "utf-8") -> str:
+    """The text of a regular file of at most ``max_bytes`` (see :func:`open_regular`)."""
+    with open_regular(path, max_bytes=max_bytes) as fh:
+        return fh.read().decode(encoding)
+
+
+def read_arrays(path: Path, keys: tuple[str, ...], *, max_bytes: int = 4 << 30) -> dict[str, Any]:
+    """The arrays ``keys`` of an ``.npz`` file, read without pickles from a regular file only.
+
+    Raises
+    ------
+    OSError, ValueError
+        Missing or not a regular file; not an npz archive; a key missing.
+    """
+    import zipfile
+
+    import numpy as np
+
+    with open_regular(path, max_bytes=max_bytes) as fh:
+        try:
+            with np.load(fh, allow_pickle=False) as z:
+                missing = [k for k in keys if k not in z.files]
+                if missing:
+                    raise ValueError(f"{Path(path).name} lacks {', '.join(missing)}")
+                return {k: z[k] for k in keys}
+        except (zipfile.BadZipFile, EOFError, KeyError) as err:
+            raise ValueError(f"{Path(path).name} is not a readable npz archive ({err})") from None
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(text: str) -> str:
+    """A text cell of the CSVs a run writes, made safe to open in a spreadsheet: a leading ``'`` added
+    where the cell would start a formula (``=HYPERLINK(...)``). :func:`from_spreadsheet_cell` undoes it."""
+    return "'" + text if text.lstrip("'").startswith(_FORMULA_START) else text
+
+
+def from_spreadsheet_cell(text: str) -> str:
+    """The text :func:`spreadsheet_cell` was given."""
+    return text[1:] if text.startswith("'") and text.lstrip("'").startswith(_FORMULA_START) else text
+
+
+def read_table(path: Path, *, max_bytes: int = 1 << 30) -> list[dict[str, str]]:
+    """The rows of a CSV table a run wrote (header first), as dicts; formula guards removed from every cell.
+
+    Raises
+    ------
+    OSError, ValueError
+        Not a regular file, too large, not UTF-8, not a CSV table, or a row shorter than the header.
+    """
+    import csv
+    import io
+
+    with open_regular(path, max_bytes=max_bytes) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
+        try:
+            reader = csv.DictReader(fh)
+            rows = []
+            for i, row in enumerate(reader, start=2):
+                if None in row.values() or None in row:
+                    cells = sum(v is not None for k, v in row.items() if k is not None)
+                    raise ValueError(f"{Path(path).name} line {i}: {cells} cells where the header has "
+                                     f"{len(reader.fieldnames or ())}")
+                rows.append({k: from_spreadsheet_cell(v) for k, v in row.items()})
+            return rows
+        except csv.Error as err:
+            raise ValueError(f"{Path(path).name}: not a CSV table ({err})") from None
+
+
+def csv_text(header: Iterable[Any], rows: Iterable[Iterable[Any]]) -> str:
+    """A CSV table (RFC 4180 quoting, ``\\n`` line ends) of ``header`` and ``rows``.
+
+    Written by hand because Python 3.11's writer, given ``\\n`` line ends, leaves a field holding a
+    bare ``\\r`` (a file name may) unquoted, and every reader then splits the row there.
+    """
+    def cell(value: Any) -> str:
+        text = str(value)
+        if any(c in text for c in ',"\r\n') or text != text.strip(" "):
+            return '"' + text.replace('"', '""') + '"'
+        return text
+
+    return "".join(",".join(cell(v) for v in row) + "\n" for row in (header, *rows))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sound_cluster.io_utils import atomic_open, atomic_write_json
+from sound_cluster.io_utils import atomic_open, atomic_write_json, open_regular, read_arrays
 
 SUMMARY = "summary.json"
 CLUSTERS = "clusters.csv"
@@ -25,6 +25,21 @@ REPORT = "report.html"
 # What a run writes into its folder; a folder holding any of these already holds a run.
 OUTPUTS = (SUMMARY, CLUSTERS, FAILURES, SEGMENTS, REPORT, "trees", "posteriors", "plots", "models", "tensorboard",
            "report", "jams", "export")
+
+
+def output_name(name: str) -> str:
+    """``name`` if it is an output name: a relative path, ``/``-separated (:mod:`sound_cluster.ingest.names`).
+
+    A name read from a run folder someone else made (``clusters.csv``) must not lead outside it.
+
+    Raises
+    ------
+    ValueError
+        The name is absolute, holds an empty, ``.`` or ``..`` component, or a NUL.
+    """
+    if not isinstance(name, str) or "\0" in name or any(p in ("", ".", "..") for p in name.split("/")):
+        raise ValueError(f"{name!r} is not an output name (a relative path without '..')")
+    return name
 
 
 @dataclass(frozen=True)
@@ -87,8 +102,18 @@ class ModelsFolder:
         return self.dir / "checkpoint.keras"
 
     def read_params(self) -> dict[str, Any]:
-        """``params.json``: the feature and model settings the models were trained with."""
-        return json.loads(self.params.read_text(encoding="utf-8"))
+        """``params.json``: the feature and model settings the models were trained with.
+
+        Raises
+        ------
+        OSError, ValueError
+            Not a regular file of at most 16 MB holding a JSON object.
+        """
+        with open_regular(self.params, max_bytes=16 << 20) as fh:
+            params = json.loads(fh.read().decode("utf-8"))
+        if not isinstance(params, dict):
+            raise ValueError("params.json does not hold a JSON object")
+        return params
 
 
 @dataclass(frozen=True)
@@ -147,24 +172,24 @@ class RunFolder:
 
     def tree(self, name: str) -> Path:
         """``trees/<name>.json``."""
-        return self.trees / f"{name}.json"
+        return self.trees / f"{output_name(name)}.json"
 
     def plot(self, name: str) -> Path:
         """``plots/<name>.png``."""
-        return self.dir / "plots" / f"{name}.png"
+        return self.dir / "plots" / f"{output_name(name)}.png"
 
     def posteriors(self, name: str) -> Path:
         """``posteriors/<name>.npz``: ``embedding`` (n_steps, D) and ``posteriors`` (n_steps, K)."""
-        return self.dir / "posteriors" / f"{name}.npz"
+        return self.dir / "posteriors" / f"{output_name(name)}.npz"
 
     def audacity(self, name: str) -> Path:
-        return self.dir / "export" / "audacity" / f"{name}.txt"
+        return self.dir / "export" / "audacity" / f"{output_name(name)}.txt"
 
     def raven(self, name: str) -> Path:
-        return self.dir / "export" / "raven" / f"{name}.selections.txt"
+        return self.dir / "export" / "raven" / f"{output_name(name)}.selections.txt"
 
     def jams(self, name: str) -> Path:
-        return self.dir / "jams" / f"{name}.jams"
+        return self.dir / "jams" / f"{output_name(name)}.jams"
 
     def report_image(self, name: str) -> Path:
         """``report/<name>``: one of the report's images."""
@@ -176,7 +201,7 @@ class RunFolder:
 
     def report_snippet(self, name: str, segment: int) -> Path:
         """``report/audio/segments/<name>.<segment>.wav``: one segment's excerpt."""
-        return self.report_files / "audio" / "segments" / f"{name}.{segment}.wav"
+        return self.report_files / "audio" / "segments" / f"{output_name(name)}.{int(segment)}.wav"
 
     def rel(self, path: Path) -> str:
         """``path`` (inside the folder) relative to it, with '/' separators (the report's links)."""
@@ -188,24 +213,45 @@ class RunFolder:
 
     def missing_for_recluster(self) -> list[str]:
         """What :data:`FOR_RECLUSTER` the folder lacks."""
-        return [name for name in self.FOR_RECLUSTER if not (self.dir / name).exists()]
+        return [name for name in self.FOR_RECLUSTER
+                if not ((self.dir / name).is_dir() if name == "posteriors" else (self.dir / name).is_file())]
 
     def read_summary(self) -> dict[str, Any]:
-        """``summary.json``."""
-        return json.loads(self.summary.read_text(encoding="utf-8"))
+        """``summary.json`` (a regular file of at most 64 MB holding a JSON object).
+
+        Raises
+        ------
+        OSError, ValueError
+        """
+        with open_regular(self.summary, max_bytes=64 << 20) as fh:
+            summary = json.loads(fh.read().decode("utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError("summary.json does not hold a JSON object")
+        return summary
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary, summary)
 
     def read_step_embeddings(self, name: str) -> np.ndarray:
-        """A file's step embeddings ``(n_steps, D)`` from ``posteriors/<name>.npz``."""
-        with np.load(self.posteriors(name), allow_pickle=False) as z:
-            return z["embedding"]
+        """A file's step embeddings ``(n_steps, D)`` from ``posteriors/<name>.npz``.
+
+        Raises
+        ------
+        OSError, ValueError
+            Missing, not a regular file, not an npz of finite 2-D float arrays, or a name that is not an output name.
+        """
+        return self.read_posteriors(name)[0]
 
     def read_posteriors(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """A file's step embeddings ``(n_steps, D)`` and posteriors ``(n_steps, K)``."""
-        with np.load(self.posteriors(name), allow_pickle=False) as z:
-            return z["embedding"], z["posteriors"]
+        """A file's step embeddings ``(n_steps, D)`` and posteriors ``(n_steps, K)`` (errors: as above)."""
+        z = read_arrays(self.posteriors(name), ("embedding", "posteriors"))
+        emb, post = z["embedding"], z["posteriors"]
+        for key, a in (("embedding", emb), ("posteriors", post)):
+            if a.ndim != 2 or a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise ValueError(f"{key} is not a finite 2-D float array (shape {a.shape}, dtype {a.dtype})")
+        if len(emb) != len(post):
+            raise ValueError(f"{len(emb)} step embeddings but {len(post)} posteriors")
+        return emb, post
 
     def write_posteriors(self, name: str, *, embedding: np.ndarray, posteriors: np.ndarray) -> None:
         with atomic_open(self.posteriors(name), "wb", fsync=False) as fh:

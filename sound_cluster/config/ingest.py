@@ -39,6 +39,9 @@ class DataParams:
         L-measure) and, with labels, the events (event NMI)
     segments_format
         auto | csv | audacity | raven
+    max_file_s
+        seconds; a file holding more audio is not read and goes to failures.csv (raise it for longer
+        recordings: a file is decoded whole, 230 MB per hour at 16 kHz)
     """
 
     path: Path | None = None
@@ -48,8 +51,10 @@ class DataParams:
     labels: Path | None = None
     segments: Path | None = None
     segments_format: str = "auto"
+    max_file_s: float = 14400.0
 
     def check(self, prefix: str = "data") -> None:
+        positive_float(f"{prefix}.max_file_s", self.max_file_s)
         if self.labels is not None and not Path(self.labels).is_file():
             fail(f"{prefix}.labels", str(self.labels), "an existing CSV file (path,label) or null")
         one_of(f"{prefix}.segments_format", self.segments_format, SEGMENT_FORMATS)
@@ -72,7 +77,7 @@ class FeatureParams:
     Attributes
     ----------
     sample_rate
-        Hz; audio is resampled to this rate
+        Hz, 4000-192000; audio is resampled to this rate
     n_fft
         samples per analysis window (32 ms at 16 kHz)
     hop_length
@@ -110,6 +115,8 @@ class FeatureParams:
     def check(self, prefix: str = "features") -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
             positive_int(f"{prefix}.{name}", getattr(self, name))
+        if not 4000 <= self.sample_rate <= 192000:  # beyond, a cache entry grows without bound for no gain
+            fail(f"{prefix}.sample_rate", self.sample_rate, "between 4000 and 192000 (Hz)")
         non_negative(f"{prefix}.fmin", self.fmin, what="a number >= 0 (Hz)")
         nyquist = self.sample_rate / 2
         if self.fmax is not None:

@@ -15,15 +15,20 @@ SCAN; :mod:`sound_cluster.embed.head`), so posteriors, trees and clusters.csv ag
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from sound_cluster.io_utils import atomic_open, atomic_write_text
+from sound_cluster.io_utils import (
+    atomic_open,
+    atomic_write_text,
+    csv_text,
+    read_arrays,
+    read_table,
+    spreadsheet_cell,
+)
 
 # ``name``: the output name of the file's trees/, posteriors/ and plots/ entries (the path itself,
 # unless that is not UTF-8 or too long; see :mod:`sound_cluster.ingest.names`).
@@ -214,8 +219,27 @@ class Hierarchy:
 
     @classmethod
     def load(cls, path: Path) -> "Hierarchy":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(z["x"], z["tree"], z["item"])
+        """Read a saved hierarchy and check that its arrays fit together.
+
+        Raises
+        ------
+        OSError, ValueError
+            Unreadable, or arrays of the wrong shape, non-finite, a linkage scipy calls invalid, leaves out of range.
+        """
+        from scipy.cluster.hierarchy import is_valid_linkage
+
+        z = read_arrays(path, ("x", "tree", "item"))
+        x, tree, item = z["x"], z["tree"], z["item"]
+        if x.ndim != 2 or x.dtype.kind != "f" or not np.isfinite(x).all() or len(x) == 0:
+            raise ValueError(f"hierarchy: x must be a finite (n_units, D) float array, got {x.shape} {x.dtype}")
+        if item.shape != (len(x),) or item.dtype.kind not in "iu":
+            raise ValueError(f"hierarchy: item must be {len(x)} integers, got {item.shape} {item.dtype}")
+        n_leaves = len(tree) + 1
+        if len(tree) and (tree.dtype.kind != "f" or not is_valid_linkage(tree)):
+            raise ValueError("hierarchy: tree is not a valid linkage matrix")
+        if item.min() < 0 or item.max() >= n_leaves:
+            raise ValueError(f"hierarchy: item holds leaves outside 0..{n_leaves - 1}")
+        return cls(x, tree, item.astype(np.int64))
 
 
 def ward_hierarchy(vectors: np.ndarray, *, max_exact: int = 4000, seed: int = 0) -> Hierarchy:
@@ -325,15 +349,21 @@ def cluster_clips(clip_embeddings: np.ndarray, *, n_clusters: int | str, max_clu
 
 def write_clusters(rows: Iterable[Assignment], out_path: Path) -> None:
     """Write ``clusters.csv`` atomically, one row per processed file."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CLUSTER_COLUMNS)
-    for r in rows:
-        w.writerow([r.path, r.cluster, f"{r.confidence:.6f}", f"{r.duration_s:.6f}", r.name])
-    atomic_write_text(out_path, buf.getvalue())
+    atomic_write_text(out_path, csv_text(CLUSTER_COLUMNS, (
+        [spreadsheet_cell(r.path), r.cluster, f"{r.confidence:.6f}", f"{r.duration_s:.6f}", spreadsheet_cell(r.name)]
+        for r in rows)))
 
 
 def read_clusters(path: Path) -> list[Assignment]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    """``clusters.csv``, as :func:`write_clusters` wrote it.
+
+    Raises
+    ------
+    OSError, ValueError
+        Not a readable table of the columns path, cluster, confidence, duration_s (and name).
+    """
+    try:
         return [Assignment(r["path"], int(r["cluster"]), float(r["confidence"]), float(r["duration_s"]),
-                           r.get("name") or r["path"], i) for i, r in enumerate(csv.DictReader(fh))]
+                           r.get("name") or r["path"], i) for i, r in enumerate(read_table(path))]
+    except KeyError as err:
+        raise ValueError(f"{Path(path).name} lacks the column {err}") from None

@@ -7,6 +7,7 @@ so that file names which are not valid UTF-8 still open (libsndfile is given byt
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -14,12 +15,14 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
 
 from sound_cluster.errors import AudioError
 from sound_cluster.ingest.failures import Failure
+from sound_cluster.io_utils import NotRegularFile, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +118,20 @@ def discover(
     return sorted(files), failures
 
 
-def read_bytes(path: Path) -> bytes:
-    """Read a whole file, turning OS errors into :class:`AudioError` with a readable reason."""
+def read_bytes(path: Path, *, max_bytes: int | None = None) -> bytes:
+    """Read a whole regular file, turning OS errors into :class:`AudioError` with a readable reason.
+
+    Only a regular file is read, and its open never blocks (:func:`sound_cluster.io_utils.open_regular`).
+    """
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path, max_bytes=max_bytes) as fh:
             data = fh.read()
     except FileNotFoundError:
         raise AudioError("file does not exist") from None
     except IsADirectoryError:
         raise AudioError("is a folder, not a file") from None
+    except NotRegularFile as err:
+        raise AudioError(err.strerror) from None
     except OSError as err:
         raise AudioError(f"cannot read file: {err.strerror}") from None
     if not data:
@@ -143,9 +151,21 @@ class AudioInfo:
     subtype: str
 
 
-def _source(data: bytes | Path):
-    """What libsndfile reads: the bytes in memory, or the file itself (large files are not read whole)."""
-    return io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else str(data)
+@contextlib.contextmanager
+def _sound_file(data: bytes | Path) -> Iterator[sf.SoundFile]:
+    """libsndfile reading the bytes in memory, or the file itself (large files are not read whole).
+
+    A path is opened here, as a regular file only and without blocking, rather than by libsndfile.
+    """
+    if isinstance(data, (bytes, bytearray)):
+        source = io.BytesIO(data)
+    else:
+        try:
+            source = open_regular(data)
+        except OSError as err:
+            raise AudioError(f"cannot read file: {err.strerror}") from None
+    with source, sf.SoundFile(source) as f:
+        yield f
 
 
 def probe(data: bytes | Path) -> AudioInfo:
@@ -157,7 +177,7 @@ def probe(data: bytes | Path) -> AudioInfo:
         Not an audio format libsndfile reads, or a WAV whose data is cut short.
     """
     try:
-        with sf.SoundFile(_source(data)) as f:
+        with _sound_file(data) as f:
             info = AudioInfo(f.samplerate, f.channels, f.frames, f.frames / f.samplerate, f.format, f.subtype)
             extra = f.extra_info
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
@@ -182,6 +202,18 @@ FORMATS_BY_EXTENSION = {"wav": {"WAV", "WAVEX", "RF64", "W64"}, "wave": {"WAV", 
                         "aif": {"AIFF"}, "aiff": {"AIFF"}, "aifc": {"AIFF"}, "au": {"AU"}, "caf": {"CAF"}}
 
 
+def check_length(info: AudioInfo, *, max_seconds: float | None) -> None:
+    """Refuse a file whose header promises more than ``max_seconds`` of audio (``data.max_file_s``).
+
+    Raises
+    ------
+    AudioError
+    """
+    if max_seconds is not None and info.duration_s > max_seconds:
+        raise AudioError(f"{info.duration_s:.0f} s of audio in the header: longer than data.max_file_s="
+                         f"{max_seconds:g} s, not read (raise data.max_file_s for longer recordings)")
+
+
 def check_format(info: AudioInfo, path: Path) -> None:
     """Refuse a file whose content is another format than its extension promises (MAT5 data named ``.wav``).
 
@@ -198,7 +230,7 @@ def check_format(info: AudioInfo, path: Path) -> None:
 
 
 def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: AudioInfo | None = None,
-           block_frames: int = 1 << 20) -> np.ndarray:
+           block_frames: int = 1 << 20, max_seconds: float | None = None) -> np.ndarray:
     """Decode an encoded file to mono float32 at ``sample_rate``, a block at a time.
 
     Parameters
@@ -214,7 +246,11 @@ def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: 
     info : AudioInfo, optional
         The result of :func:`probe` on ``data``, when the caller already has it.
     block_frames : int
-        Frames (at the file's rate) decoded at once.
+        Frames (at the file's rate) decoded at once, fewer for files of many channels (a block holds
+        at most 16 MB of samples).
+    max_seconds : float, optional
+        Longest audio accepted, in seconds: checked against the header before any decoding and
+        against the samples as they come (a header that under-states its length is caught too).
 
     Returns
     -------
@@ -229,6 +265,9 @@ def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: 
     info = info or probe(data)
     if info.frames == 0:
         raise AudioError("no audio samples (0 frames)")
+    check_length(info, max_seconds=max_seconds)
+    block_frames = max(1024, min(block_frames, (4 << 20) // info.channels))
+    max_frames = None if max_seconds is None else int(max_seconds * info.sample_rate) + block_frames
     resampler = None
     if info.sample_rate != sample_rate:
         import soxr
@@ -240,11 +279,14 @@ def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: 
     out = np.empty(int(np.ceil(info.frames * ratio)) + 16, dtype=np.float32)
     filled, bad, total = 0, 0, 0
     try:
-        with sf.SoundFile(_source(data)) as f:
+        with _sound_file(data) as f:
             while True:
                 y = f.read(block_frames, dtype="float32", always_2d=True)  # (n, channels)
                 last = y.shape[0] < block_frames
                 total += y.size
+                if max_frames is not None and total // info.channels > max_frames:
+                    raise AudioError(f"longer than data.max_file_s={max_seconds:g} s once decoded (the header "
+                                     f"says {info.duration_s:.1f} s); raise data.max_file_s to read it")
                 finite = np.isfinite(y)
                 if not finite.all():
                     bad += int(y.size - np.count_nonzero(finite))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sound_cluster.config import FeatureParams
 from sound_cluster.errors import AudioError
-from sound_cluster.ingest.audio import check_format, decode, probe, read_bytes
+from sound_cluster.ingest.audio import check_format, check_length, decode, probe, read_bytes
 from sound_cluster.ingest.denoise import denoise
 from sound_cluster.ingest.features import FeatureCache, content_key, file_content_key, log_mel
 
@@ -42,8 +42,10 @@ class FileFeatures:
 STREAM_ABOVE_BYTES = 64 << 20
 
 
-def extract_features(path: Path, *, cache: FeatureCache) -> FileFeatures:
+def extract_features(path: Path, *, cache: FeatureCache, max_seconds: float | None = None) -> FileFeatures:
     """Per-file job of the features stage: cached log-mel frames of ``path``.
+
+    ``max_seconds`` (``data.max_file_s``) bounds the audio a file may hold; longer files fail.
 
     Raises
     ------
@@ -56,24 +58,28 @@ def extract_features(path: Path, *, cache: FeatureCache) -> FileFeatures:
     except OSError as err:
         raise AudioError(f"cannot read file: {err.strerror}") from None
     entry = cache.lookup(path, st)
+    if entry is not None and max_seconds is not None and entry.duration_s > max_seconds:
+        raise AudioError(f"{entry.duration_s:.0f} s of audio: longer than data.max_file_s={max_seconds:g} s, not "
+                         "read (raise data.max_file_s for longer recordings)")
     if entry is not None:  # unchanged since a run with these settings: nothing to read
         return FileFeatures(Path(path), cache.path(entry.key), entry.duration_s, entry.n_frames, True)
-    if st.st_size > STREAM_ABOVE_BYTES:  # a long recording: hashed and decoded a block at a time
-        try:
-            key = file_content_key(path)
-        except OSError as err:
-            raise AudioError(f"cannot read file: {err.strerror}") from None
+    if st.st_size > STREAM_ABOVE_BYTES:  # a long recording: decoded a block at a time, hashed once it is believed
         data: bytes | Path = Path(path)
     else:
         data = read_bytes(path)
-        key = content_key(data)
     info = probe(data)
     check_format(info, Path(path))
+    check_length(info, max_seconds=max_seconds)
+    try:
+        key = content_key(data) if isinstance(data, bytes) else file_content_key(path)
+    except OSError as err:
+        raise AudioError(f"cannot read file: {err.strerror}") from None
     cached = cache.get(key, mmap=True)
     if cached is not None:  # same content seen under another name or before a touch
         n_frames, hit = int(cached.shape[0]), True
     else:
-        y = denoise(decode(data, sample_rate=params.sample_rate, min_samples=params.n_fft, info=info), params=params)
+        y = denoise(decode(data, sample_rate=params.sample_rate, min_samples=params.n_fft, info=info,
+                           max_seconds=max_seconds), params=params)
         try:
             frames = log_mel(y, params=params)
         except Exception as err:  # noqa: BLE001 - librosa's own errors, reported per file

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from sound_cluster.io_utils import atomic_write_text
+from sound_cluster.io_utils import atomic_write_text, csv_text, spreadsheet_cell
 
 FAILURE_COLUMNS = ("path", "stage", "reason")
 
@@ -48,9 +46,6 @@ def display_path(path: Path, root: Path | None) -> str:
 
 def write_failures(failures: Iterable[Failure], out_path: Path, *, root: Path | None) -> None:
     """Write ``path,stage,reason`` rows (header only when nothing failed), atomically."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(FAILURE_COLUMNS)
-    for f in failures:
-        writer.writerow([display_path(f.path, root), f.stage, " ".join(f.reason.split())])
-    atomic_write_text(out_path, buf.getvalue())
+    atomic_write_text(out_path, csv_text(FAILURE_COLUMNS, (
+        [spreadsheet_cell(display_path(f.path, root)), f.stage, spreadsheet_cell(" ".join(f.reason.split()))]
+        for f in failures)))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sound_cluster.config import FeatureParams
-from sound_cluster.io_utils import atomic_open, atomic_write_json, remove_stale_temps
+from sound_cluster.io_utils import atomic_open, atomic_write_json, open_regular, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def content_key(data: bytes) -> str:
 def file_content_key(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
     """:func:`content_key` of a file's bytes, read a chunk at a time (for files too large to hold whole)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(chunk_bytes):
             h.update(chunk)
     return h.hexdigest()[:40]

@@ -60,6 +60,7 @@ def score_assignments(labels: Mapping[str, str], assignments: Mapping[str, int])
 
 
 MIN_INTERVAL_S = 1e-3  # shorter reference pieces are left out: mir_eval needs every interval to last
+MAX_LMEASURE_FRAMES = 3000  # the L-measure's frame is 0.1 s, or longer where a file has more frames than this
 
 
 def reference_partition(segments: Sequence[tuple[float, float, str]], duration_s: float
@@ -142,7 +143,9 @@ def score_tree(doc: Mapping, segments: Sequence[tuple[float, float, str]]) -> di
     for w in (0.1, 0.5):
         out[f"f_{w}"] = float(mir_eval.segment.detection(ref, est, window=w, trim=True)[2])
     est_h, est_l = tree_levels(doc)
-    _, _, l_f = mir_eval.hierarchy.lmeasure([ref], [ref_labels], est_h, est_l, frame_size=0.1)
+    # Its cost grows with the square of the frames: long files are compared at a coarser frame.
+    frame_s = max(0.1, dur / MAX_LMEASURE_FRAMES)
+    _, _, l_f = mir_eval.hierarchy.lmeasure([ref], [ref_labels], est_h, est_l, frame_size=frame_s)
     out["l_measure"] = float(l_f)
     return out
 
@@ -152,6 +155,11 @@ def score_trees(docs: Mapping[str, Mapping], references: Mapping[str, Sequence])
     common = sorted(set(docs) & set(references))
     per_file = {}
     for p in common:
+        past = sum(float(s) >= float(docs[p]["duration_s"]) for s, _, _ in references[p])
+        if past:
+            log.warning("segment scores: %s: %d of its %d reference events start at or after its end (%.2f s), "
+                        "left out (are the times in seconds, and is the table for this file?)", p, past,
+                        len(references[p]), float(docs[p]["duration_s"]))
         try:  # one file's references that mir_eval cannot score must not cost the run its other scores
             per_file[p] = score_tree(docs[p], references[p])
         except ValueError as err:
@@ -264,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
+    from sound_cluster.logs import printable
 
     ap = argparse.ArgumentParser(prog="sound-cluster-eval", description=main.__doc__.split(":", 1)[1].strip())
     ap.add_argument("run_dir", type=Path)
@@ -281,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_run(args.run_dir, labels=args.labels, segments=args.segments,
                               segments_format=args.segments_format)
     except SoundClusterError as err:
-        print(f"sound-cluster-eval: {err}", file=sys.stderr)
+        print(f"sound-cluster-eval: {printable(err)}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as err:  # a run folder whose files are damaged, or not what a run writes
+        print(f"sound-cluster-eval: {printable(args.run_dir)}: {printable(err)}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))
     missing = [f"--{name} {ref} names none of the run's files" for name, ref, key in

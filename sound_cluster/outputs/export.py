@@ -3,12 +3,11 @@ and JAMS ``multi_segment`` hierarchies."""
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sound_cluster.io_utils import atomic_open, atomic_write_text
+from sound_cluster.io_utils import atomic_open, atomic_write_text, csv_text, read_table, spreadsheet_cell
 from sound_cluster.outputs.evaluate import tree_levels
 from sound_cluster.segment.tree import doc_cut
 
@@ -51,19 +50,17 @@ def read_segments_table(path: Path) -> list[dict[str, Any]]:
     def num(cast, v: str):
         return cast(v) if v != "" else None
 
-    with open(path, newline="", encoding="utf-8") as fh:
+    try:
         return [{"path": r["path"], "segment": int(r["segment"]), "start_s": float(r["start_s"]),
                  "end_s": float(r["end_s"]), "cluster": num(int, r["cluster"]),
                  "confidence": num(float, r["confidence"]), "kind": r.get("kind") or "sound"}
-                for r in csv.DictReader(fh)]
+                for r in read_table(path)]
+    except KeyError as err:
+        raise ValueError(f"{Path(path).name} lacks the column {err}") from None
 
 
 def write_segments(rows: Iterable[tuple], out_path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(SEGMENT_COLUMNS)
-    w.writerows(rows)
-    atomic_write_text(out_path, buf.getvalue())
+    atomic_write_text(out_path, csv_text(SEGMENT_COLUMNS, ((spreadsheet_cell(r[0]), *r[1:]) for r in rows)))
 
 
 def write_audacity(rows: Iterable[tuple], out_path: Path) -> None:

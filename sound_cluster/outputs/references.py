@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import IO, Iterable, Mapping, Sequence
 
 from sound_cluster.errors import ConfigError
+from sound_cluster.io_utils import open_regular
 
 log = logging.getLogger(__name__)
+
+MAX_TABLE_BYTES = 256 << 20  # a reference table larger than this is refused, not read into memory
+MAX_EVENTS_PER_FILE = 20000  # more reference events for one audio file are refused (scoring grows with them)
+
+
+def _open_text(path: Path, *, encoding: str = "utf-8") -> IO[str]:
+    """A reference table opened as text: a regular file only, never blocking, at most MAX_TABLE_BYTES."""
+    return io.TextIOWrapper(open_regular(path, max_bytes=MAX_TABLE_BYTES), encoding=encoding, newline="")
 
 
 PATH_COLUMNS = ("path", "file", "filename")  # what tables call the column that names each audio file
@@ -21,8 +31,10 @@ def _path_column(fieldnames, path: Path, key: str, rest: tuple[str, ...]) -> str
     names = set(fieldnames or ())
     col = next((c for c in PATH_COLUMNS if c in names), None)
     if col is None or not set(rest) <= names:
+        # A one-column header is no table's: its line is not shown (it may be any file's first line).
+        got = f"columns {fieldnames}" if len(fieldnames or ()) > 1 else "no comma-separated header"
         raise ConfigError(f"{key} file {path} must have columns path (or file, or filename),{','.join(rest)}; "
-                          f"got {fieldnames}")
+                          f"got {got}")
     if col != "path":
         log.info("%s: files named by the column %r", key, col)
     return col
@@ -39,6 +51,9 @@ def _readable(key: str):
                 return reader(path, *args, **kwargs)
             except UnicodeDecodeError as err:
                 raise ConfigError(f"{key} {path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+            except OSError as err:  # not a regular file, too large, unreadable
+                raise ConfigError(f"{key} {getattr(err, 'filename', None) or path}: cannot read it: "
+                                  f"{err.strerror or err}") from None
             except (csv.Error, AttributeError, TypeError) as err:  # csv's own limits; a row short of its columns
                 raise ConfigError(f"{key} {path}: cannot read it as a table: {err}") from None
         return read
@@ -57,7 +72,7 @@ def read_labels(path: Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.labels must be an existing CSV file, got {str(path)!r}")
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's "CSV UTF-8" starts with a BOM
+    with _open_text(path, encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's "CSV UTF-8" starts with a BOM
         reader = csv.DictReader(fh)
         col = _path_column(reader.fieldnames, path, "data.labels", ("label",))
         return {row[col].replace("\\", "/"): row["label"] for row in reader}
@@ -93,22 +108,47 @@ def read_segments(path: Path, *, fmt: str = "auto") -> dict[str, list[tuple[floa
         raise ConfigError(f"data.segments must be a folder of {fmt} files with data.segments_format={fmt}, "
                           f"got {str(path)!r}")
     out: dict[str, list[tuple[float, float, str]]] = {}
-    for f in sorted(path.rglob("*.txt")):
+    for f in _tables(path):
         rel = f.relative_to(path).as_posix()
         key = re.sub(r"(\.Table\.\d+)?\.selections\.txt$", "", rel) if fmt == "raven" else rel[:-len(".txt")]
         rows = _read_raven(f) if fmt == "raven" else _read_audacity(f)
         if rows:
-            out[key] = sorted(rows)
+            out[key] = _capped(sorted(rows), f)
     return out
 
 
+def _tables(folder: Path, *, warn: bool = True) -> list[Path]:
+    """The ``*.txt`` files under ``folder`` that are regular files (a pipe or device there is skipped, said once)."""
+    import stat
+
+    out = []
+    for f in sorted(folder.rglob("*.txt")):
+        try:
+            regular = stat.S_ISREG(f.stat().st_mode)
+        except OSError:
+            regular = False
+        if regular:
+            out.append(f)
+        elif warn:
+            log.warning("data.segments: %s is not a regular file (a pipe, device, folder or broken link): "
+                        "not read", f)
+    return out
+
+
+def _capped(rows: list, where: Path) -> list:
+    if len(rows) > MAX_EVENTS_PER_FILE:
+        raise ConfigError(f"data.segments {where}: {len(rows)} events for one audio file, more than "
+                          f"{MAX_EVENTS_PER_FILE}; is this table for these recordings?")
+    return rows
+
+
 def _folder_format(path: Path) -> str:
-    files = sorted(path.rglob("*.txt")) if path.is_dir() else []
+    files = _tables(path, warn=False) if path.is_dir() else []
     if any(f.name.endswith(".selections.txt") for f in files):
         return "raven"
     for f in files[:5]:
-        with open(f, encoding="utf-8", errors="replace") as fh:
-            if fh.readline().startswith("Selection\t"):
+        with open_regular(f, max_bytes=MAX_TABLE_BYTES) as fh:
+            if fh.readline(4096).startswith(b"Selection\t"):
                 return "raven"
     return "audacity"
 
@@ -126,7 +166,7 @@ def _times(key: str, where: str, start: str, end: str) -> tuple[float, float]:
 def _read_audacity(path: Path) -> list[tuple[float, float, str]]:
     """An Audacity label track: ``start<TAB>end<TAB>label`` lines; ``\\`` lines (a label's frequency range) skipped."""
     out = []
-    with open(path, encoding="utf-8") as fh:
+    with _open_text(path) as fh:
         for i, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith("\\"):
@@ -143,7 +183,7 @@ def _read_audacity(path: Path) -> list[tuple[float, float, str]]:
 def _read_raven(path: Path) -> list[tuple[float, float, str]]:
     """A Raven selection table: one row per selection (a selection listed in several views counts once); the label
     from its ``Annotation`` column, else ``Cluster`` (what sound-cluster writes), else none."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    with _open_text(path) as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         need = {"Selection", "Begin Time (s)", "End Time (s)"}
         if not need <= set(reader.fieldnames or ()):
@@ -175,11 +215,11 @@ def _read_segments_csv(path: Path) -> dict[str, list[tuple[float, float, str]]]:
     if not path.is_file():
         raise ConfigError(f"data.segments must be an existing CSV file, got {str(path)!r}")
     out: dict[str, list[tuple[float, float, str]]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's "CSV UTF-8" starts with a BOM
+    with _open_text(path, encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's "CSV UTF-8" starts with a BOM
         reader = csv.DictReader(fh)
         col = _path_column(reader.fieldnames, path, "data.segments", ("start_s", "end_s", "label"))
         for i, row in enumerate(reader, start=2):
             s, e = _times(f"data.segments {path}", f"line {i}", row["start_s"], row["end_s"])
             out.setdefault(row[col].replace("\\", "/"), []).append((s, e, row["label"]))
-    return {k: sorted(v) for k, v in out.items()}
+    return {k: _capped(sorted(v), Path(f"{path} ({k})")) for k, v in out.items()}
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from sound_cluster.ingest.audio import load
 from sound_cluster.io_utils import atomic_open
+from sound_cluster.logs import printable
 from sound_cluster.outputs.references import read_labels, read_segments
 from sound_cluster.outputs.report_hierarchy import candidates, dendrogram_plot, k_choice_plot
 from sound_cluster.outputs.report_segments import read_segment_rows, reference_labels, segment_clusters, timeline
@@ -69,7 +70,8 @@ def plot_file(
                        label=f"{c} segments" if j == 0 else None)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
-    ax.set_title(title, fontsize=9)
+    # A file name is not mathtext: '$\\undefined$.wav' must not fail the plot.
+    ax.set_title(printable(title), fontsize=9, parse_math=False)
     ax.set_xlabel("")
     step = 1.0 / tree.frame_rate_hz
     cmap = ListedColormap(_colors(k))  # the report's colours, so its legend reads the strip too

@@ -39,7 +39,10 @@ def write_snippet(audio_path: Path, out_path: Path, *, start_s: float, end_s: fl
     """
     import soundfile as sf
 
-    with sf.SoundFile(str(audio_path)) as f:
+    from sound_cluster.io_utils import open_regular
+
+    # Opened here, not by name in libsndfile: a name that is not UTF-8 has no str libsndfile can take.
+    with open_regular(audio_path) as fh, sf.SoundFile(fh) as f:
         sr = f.samplerate
         f.seek(min(int(start_s * sr), max(f.frames - 1, 0)))
         y = f.read(max(1, int(round((end_s - start_s) * sr))), dtype="float32", always_2d=True).mean(axis=1)

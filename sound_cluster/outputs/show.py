@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.tree} records no auto_k (written by an older version); give a number")
     text = render(doc, depth=args.depth if args.segments is None and args.depth is not None else
                   (3 if args.segments is None else None), segments=args.segments)
+    from sound_cluster.logs import printable
+
     try:
-        print(text)
+        print("\n".join(printable(line) for line in text.split("\n")))  # a source name's controls escaped
         sys.stdout.flush()
     except BrokenPipeError:  # `sound-cluster-show ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,7 +9,6 @@ The models come one of three ways, one per task (the pipeline's dispatch picks i
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ def with_model_features(params: Params) -> Params:
     """Apply mode: features must be computed as they were for training; take them from the models."""
     source = ModelsFolder(Path(params.models)).params
     try:
-        saved = json.loads(source.read_text(encoding="utf-8"))
+        saved = ModelsFolder(Path(params.models)).read_params()
     except (OSError, ValueError) as err:
         raise ConfigError(f"models: cannot read {source}: {err}") from None
     feats, model = saved_model_params(saved, source=str(source))

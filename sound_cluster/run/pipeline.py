@@ -170,7 +170,10 @@ def ingest(state: RunState, folder: RunFolder, *, task: Task) -> None:
                                    follow_symlinks=params.data.follow_symlinks)
     rel_root = state.rel_root
     if task.run_files:  # the run's files, not what the folder holds now
-        theirs = {r.path for r in read_clusters(RunFolder(params.run).clusters)}
+        try:
+            theirs = {r.path for r in read_clusters(RunFolder(params.run).clusters)}
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"run: {params.run}: clusters.csv: {err}") from None
         files = [f for f in files if display_path(f, rel_root) in theirs]
     state.files, state.failures = files, failures
     _check_references(references, files, rel_root, state.extra, demo=params.data.path is None)
@@ -188,7 +191,8 @@ def ingest(state: RunState, folder: RunFolder, *, task: Task) -> None:
     with timer.stage("features"):
         if params.executor.kind == "process":
             warm_up(params.features)  # forked workers inherit the loaded libraries
-        results = map_files(functools.partial(extract_features, cache=state.cache), files, params=params.executor,
+        results = map_files(functools.partial(extract_features, cache=state.cache, max_seconds=params.data.max_file_s),
+                            files, params=params.executor,
                             stage="features", progress=params.output.progress, stop_on_failure=params.data.strict)
     state.feats = [r for r in results if isinstance(r, FileFeatures)]
     state.failures += [r for r in results if isinstance(r, Failure)]

@@ -23,7 +23,7 @@ from sound_cluster.config import Params, params_from_config, saved_model_params
 from sound_cluster.embed.clusters import ClusterRecord, Hierarchy, clusters_at, read_clusters
 from sound_cluster.errors import ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
-from sound_cluster.io_utils import atomic_write_json
+from sound_cluster.io_utils import atomic_write_json, read_arrays
 from sound_cluster.run.saved_models import load_record, save_units
 from sound_cluster.run_folder import ModelsFolder, RunFolder
 from sound_cluster.segment.units import SEGMENT
@@ -48,8 +48,12 @@ def recluster_params(params: Params) -> Params:
         raise ConfigError(f"run must be a completed fit or recluster run, got {str(run.dir)!r} "
                           f"(task {summary.get('task')}, status {summary.get('status')})")
     config = summary.get("config") or {}
+    if not isinstance(config, dict) or not isinstance(config.get("data") or {}, dict):
+        raise ConfigError(f"run: {run.summary} holds no readable config")
     try:
-        old = params_from_config({**config, "task": "fit", "run": None, "models": None})
+        old = params_from_config({**config, "task": "fit", "run": None, "models": None,
+                                  "data": _their_data(config, summary, params), "features": {
+                                      **(config.get("features") or {}), "cache_dir": None}})
         saved = run.models.read_params()
     except (ConfigError, OSError, ValueError) as err:
         raise ConfigError(f"run: the settings recorded in {run.dir}: {err}") from None
@@ -59,8 +63,31 @@ def recluster_params(params: Params) -> Params:
                                 max_segment_clusters=params.model.max_segment_clusters)
     return dataclasses.replace(old, task="recluster", run=run.dir, models=run.models.dir, model=model,
                                output=params.output, executor=params.executor,
-                               features=dataclasses.replace(features, cache_dir=params.features.cache_dir
-                                                            or old.features.cache_dir))
+                               features=dataclasses.replace(features, cache_dir=params.features.cache_dir))
+
+
+def _their_data(config: dict, summary: dict, params: Params) -> dict:
+    """The run's ``data`` settings that say which files it read, and nothing that points elsewhere.
+
+    A run folder may come from someone else: its references (``data.labels``, ``data.segments``) and
+    its cache folder are never taken from it, only from this command. The audio is where the run
+    found it (``summary.json``'s absolute ``data_path``, or the bundled demo) unless this command
+    gives ``data.path``.
+    """
+    data = dict(config.get("data") or {})
+    keep = {k: data[k] for k in ("extensions", "follow_symlinks") if k in data}
+    if params.data.path is not None:
+        path = str(params.data.path)
+    elif data.get("path") is None:  # the bundled demo, with its own references
+        path = None
+    else:
+        path = summary.get("data_path")
+        if not isinstance(path, str) or not Path(path).is_absolute():
+            raise ConfigError(f"run: summary.json records no absolute data_path ({path!r}); give data.path")
+    return {**keep, "path": path, "labels": params.data.labels and str(params.data.labels),
+            "segments": params.data.segments and str(params.data.segments),
+            "segments_format": params.data.segments_format, "strict": params.data.strict,
+            "max_file_s": params.data.max_file_s}
 
 
 @dataclasses.dataclass
@@ -100,13 +127,13 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     old_models = run.models
     encoder = load_encoder(str(old_models.encoder))
     prior = load_record(old_models, head_clusters=int(encoder.get_layer("logits").units))
-    hierarchy = Hierarchy.load(old_models.hierarchy)
-    with np.load(old_models.units, allow_pickle=False) as z:
-        units = {k: z[k] for k in ("vectors", "unit_file", "start", "end", "files")}
-    if len(units["vectors"]) != len(hierarchy.x):
-        raise ConfigError(f"run: {old_models.units} holds {len(units['vectors'])} units but "
-                          f"hierarchy.npz {len(hierarchy.x)}")
-    names = {r.path: r.name for r in read_clusters(run.clusters)}
+    try:
+        hierarchy = Hierarchy.load(old_models.hierarchy)
+        units = read_arrays(old_models.units, ("vectors", "unit_file", "start", "end", "files"))
+        _check_units(units, n_units=len(hierarchy.x))
+        names = {r.path: r.name for r in read_clusters(run.clusters)}
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"run: {run.dir}: {err}") from None
     by_rel = {display_path(f.path, rel_root): f for f in feats}
     steps: list[np.ndarray | None] = []
     for rel in units["files"]:
@@ -124,6 +151,12 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     if any(s is None for s in steps):  # units of lost files leave the cut, which then is not the run's
         raise ConfigError(f"run: {sum(s is None for s in steps)} file(s) of {run.dir} are gone or unreadable "
                           "(failures.csv); recluster needs them all to cut the same hierarchy")
+    n_steps = np.array([len(s) for s in steps])
+    if (units["end"] > n_steps[units["unit_file"]]).any():
+        raise ConfigError(f"run: {old_models.units} holds units that end past their file's steps")
+    dims = {s.shape[1] for s in steps} | {int(units["vectors"].shape[1])}
+    if len(dims) > 1:
+        raise ConfigError(f"run: the step embeddings and units of {run.dir} differ in width ({sorted(dims)})")
     max_k = params.model.max_segment_clusters if prior.unit == SEGMENT else params.model.max_clusters
     clusters = clusters_at(hierarchy, n_clusters=params.model.n_clusters, max_clusters=max_k)
     unit_steps = [steps[int(f)][int(s):int(e)] for f, s, e in zip(units["unit_file"], units["start"], units["end"])]
@@ -148,6 +181,26 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     return Recut(encoder, record, {p: s for p, s in zip(paths, steps)},
                  None if prior.unit == SEGMENT else {p: int(c) for p, c in zip(paths, clusters.labels)},
                  counts if prior.unit == SEGMENT else {}, spans if prior.unit == SEGMENT else {}, history)
+
+
+def _check_units(units: dict[str, np.ndarray], *, n_units: int) -> None:
+    """``models/units.npz`` of a run folder that may come from anyone: every index must point where it may.
+
+    Raises
+    ------
+    ValueError
+    """
+    v, f, s, e, files = (units[k] for k in ("vectors", "unit_file", "start", "end", "files"))
+    if v.ndim != 2 or v.dtype.kind != "f" or not np.isfinite(v).all() or len(v) != n_units:
+        raise ValueError(f"units.npz: vectors must be a finite ({n_units}, D) float array (as many as "
+                         f"hierarchy.npz), got {v.shape} {v.dtype}")
+    if files.ndim != 1 or files.dtype.kind != "U" or len(set(files.tolist())) != len(files):
+        raise ValueError("units.npz: files must be distinct paths")
+    for key, a in (("unit_file", f), ("start", s), ("end", e)):
+        if a.shape != (n_units,) or a.dtype.kind not in "iu":
+            raise ValueError(f"units.npz: {key} must be {n_units} integers, got {a.shape} {a.dtype}")
+    if n_units and (f.min() < 0 or f.max() >= len(files) or s.min() < 0 or (e <= s).any()):
+        raise ValueError("units.npz: a unit's file index or step span is out of range")
 
 
 @dataclasses.dataclass

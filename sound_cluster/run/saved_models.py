@@ -9,7 +9,7 @@ import numpy as np
 
 from sound_cluster.embed.clusters import ClusterRecord
 from sound_cluster.errors import ConfigError
-from sound_cluster.io_utils import atomic_open
+from sound_cluster.io_utils import atomic_open, read_regular_text
 from sound_cluster.run_folder import ModelsFolder
 
 
@@ -23,7 +23,7 @@ def load_record(models: ModelsFolder, *, head_clusters: int) -> ClusterRecord:
     """
     path = models.clusters
     try:
-        record = ClusterRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        record = ClusterRecord.from_dict(json.loads(read_regular_text(path, max_bytes=64 << 20)))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"models: cannot read {path}: {err}") from None
     if record.k != head_clusters:

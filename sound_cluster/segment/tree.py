@@ -286,8 +286,15 @@ def write_tree_json(doc: dict[str, Any], path: Path) -> None:
 
 
 def read_tree_json(path: Path) -> dict[str, Any]:
-    """Read a tree document and check its schema version."""
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    """Read a tree document (a regular file of at most 1 GB) and check its schema version.
+
+    Raises
+    ------
+    OSError, ValueError
+    """
+    from sound_cluster.io_utils import read_regular_text
+
+    doc = json.loads(read_regular_text(path, max_bytes=1 << 30))
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: a tree document is a JSON object, got {type(doc).__name__}")
     if doc.get("schema_version") != SCHEMA_VERSION:
