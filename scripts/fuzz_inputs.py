@@ -195,6 +195,47 @@ HOSTILE_NAMES = {
 }
 
 
+def _deep_path(root: Path) -> bytes:
+    """A good clip under 22 nested folders of 200 bytes: a path past Linux's 4,096-byte PATH_MAX."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for i in range(22):
+            name = f"{i:02d}" + "d" * 198
+            os.mkdir(name, dir_fd=fd)
+            new = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = new
+        with os.fdopen(os.open("deep.wav", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as fh:
+            sf.write(fh, _clip(50), SR, format="WAV")
+    finally:
+        os.close(fd)
+    return bytes(root) + b"".join(b"/" + f"{i:02d}".encode() + b"d" * 198 for i in range(22)) + b"/deep.wav"
+
+
+def _npz_bomb(path: Path, key: str, *, gb: float = 3.0) -> None:
+    """An npz whose ``key`` holds ``gb`` GB of zeros compressed into a few MB (other arrays of the file kept)."""
+    import zipfile
+
+    kept = {}
+    if path.is_file() and not path.is_fifo():
+        with np.load(path, allow_pickle=False) as z:
+            kept = {k: z[k] for k in z.files if k != key}
+    rows = int(gb * (1 << 30) / 64 / 4)
+    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, 64)}
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for k, a in kept.items():
+            with zf.open(f"{k}.npy", "w") as m:
+                np.lib.format.write_array(m, a)
+        with zf.open(f"{key}.npy", "w", force_zip64=True) as m:
+            np.lib.format.write_array_header_1_0(m, header)
+            zeros = bytes(64 << 20)
+            for _ in range(rows * 64 * 4 // len(zeros)):
+                m.write(zeros)
+    path.unlink(missing_ok=True)
+    tmp.rename(path)
+
+
 @dataclass
 class Run:
     rc: int | None
@@ -312,6 +353,7 @@ def folder_probes(out: Path, only: set[str] | None, *, timeout: float, max_gb: f
     names = {k: v for k, v in HOSTILE_NAMES.items() if only is None or k in only}
     for i, name in enumerate(names.values()):
         _write(Path(os.fsdecode(bytes(audio) + b"/" + name)), _clip(30 + i))
+    deep = _deep_path(audio) if only is None or "deep_path" in only else None
     # A bad file with a hostile name: its reason is logged as a warning.
     (audio / "\x1b[31mred\nFORGED.wav").write_text("not audio")
     run_dir = out / "runs" / "fit"
@@ -352,6 +394,14 @@ def folder_probes(out: Path, only: set[str] | None, *, timeout: float, max_gb: f
             finish(p, "clustered", [] if expect == "either" else ["read as audio"])
         else:
             finish(p, "not reported", ["neither clustered nor in failures.csv"])
+    if deep is not None:  # good audio 4,400 bytes deep: clustered, or its folder reported
+        rel = display_path(Path(os.fsdecode(deep)), audio)
+        p = Probe("folder", "deep_path")
+        rows = [from_spreadsheet_cell(r[0]) for r in _csv_cells(folder.clusters)[1:]]
+        reported = [from_spreadsheet_cell(r[0]) for r in _csv_cells(folder.failures)[1:]
+                    if rel.startswith(from_spreadsheet_cell(r[0]).rstrip("/") + "/")]
+        finish(p, "clustered" if rel in rows else f"its folder failed: {reported[0][-30:]}" if reported else "lost",
+               [] if rel in rows or reported else ["neither clustered nor its folder in failures.csv"])
     for kind, name in names.items():
         p = Probe("folder", kind)
         extra = []
@@ -515,6 +565,10 @@ def _tamper(kind: str, run: RunFolder, out: Path) -> tuple[list[str], Path | Non
         p = next(run.dir.glob("posteriors/*.npz"))
         p.unlink()
         os.mkfifo(p)
+    elif kind == "posteriors_zip_bomb":
+        _npz_bomb(next(run.dir.glob("posteriors/*.npz")), "embedding")
+    elif kind == "units_zip_bomb":
+        _npz_bomb(models.units, "vectors")
     elif kind == "summary_not_json":
         run.summary.write_text("{not json")
     elif kind == "recluster_from_elsewhere":
@@ -526,7 +580,8 @@ def _tamper(kind: str, run: RunFolder, out: Path) -> tuple[list[str], Path | Non
 
 RUN_KINDS = ("summary_points_elsewhere", "clusters_name_dotdot", "units_negative_index", "units_past_end",
              "units_wrong_width", "hierarchy_random_bytes", "hierarchy_pickle", "hierarchy_bad_linkage",
-             "params_1_6_mhz", "clusters_not_utf8", "clusters_short_rows", "posteriors_fifo", "summary_not_json",
+             "params_1_6_mhz", "clusters_not_utf8", "clusters_short_rows", "posteriors_fifo", "posteriors_zip_bomb",
+             "units_zip_bomb", "summary_not_json",
              "recluster_from_elsewhere")
 
 

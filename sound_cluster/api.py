@@ -3,12 +3,14 @@
 >>> import sound_cluster
 >>> run = sound_cluster.cluster("recordings/", "model.n_clusters=8")   # doctest: +SKIP
 >>> run.clusters.to_pandas().head()                                    # doctest: +SKIP
->>> run.tree("park/morning.wav").cut(4)                                # doctest: +SKIP
+>>> run.cut("park/morning.wav")            # its sounds: start_s, end_s, cluster  # doctest: +SKIP
 
 :func:`cluster` composes the same configuration as the command line (Hydra's compose API, the
 same checks and messages), runs the same pipeline in the calling process without changing the
-working directory or configuring logging, and returns a :class:`Run`; :func:`load_run` reads a
-finished run folder into the same :class:`Run`. Importing this module does not import TensorFlow.
+working directory, and returns a :class:`Run`; :func:`load_run` reads a finished run folder into the
+same :class:`Run`. Importing this module does not import TensorFlow; :func:`cluster` starts it as quietly
+as the command line does, and where the caller has configured no logging, shows the run's progress as
+the command line logs it (``log=False``: nothing).
 """
 
 from __future__ import annotations
@@ -81,8 +83,33 @@ class Run:
             raise KeyError(f"{path!r} is not a file of the run in {self.dir} (see its clusters.csv)")
         return read_tree_json(RunFolder(self.dir).tree(names[path]))
 
+    def cut(self, path: str, k: int | str = "auto") -> Table:
+        """The file at ``path`` cut into ``k`` segments, in seconds (``auto``: the file's own cut, its sounds).
+
+        Returns
+        -------
+        Table
+            One dict per segment: ``start_s``, ``end_s``, ``cluster`` (None for background), ``confidence``,
+            ``kind`` (``sound`` or ``background``), as segments.csv holds them.
+        """
+        from sound_cluster.segment.tree import doc_cut
+
+        doc = self.tree_doc(path)
+        segs = doc_cut(doc, k)
+        out = Table()
+        for i, seg in enumerate(segs):
+            kind = seg.get("kind", "sound")
+            out.append({"start_s": float(seg["start_s"]),
+                        "end_s": float(doc["duration_s"] if i == len(segs) - 1 else seg["end_s"]),
+                        "cluster": seg.get("cluster") if kind == "sound" else None,
+                        "confidence": seg.get("confidence") if kind == "sound" else None, "kind": kind})
+        return out
+
     def tree(self, path: str):
-        """The :class:`~sound_cluster.segment.tree.SegmentTree` of the file at ``path`` (cut it with ``.cut(k)``)."""
+        """The :class:`~sound_cluster.segment.tree.SegmentTree` of the file at ``path``.
+
+        Its ``cut(k)`` gives leaf indices; :meth:`cut` gives the segments in seconds.
+        """
         from sound_cluster.segment.tree import SegmentTree
 
         return SegmentTree.from_json(self.tree_doc(path))
@@ -102,7 +129,8 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(run_dir)
 
 
-def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | Path | None = None) -> Run:
+def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | Path | None = None,
+            log: bool = True) -> Run:
     """Run the pipeline on ``path`` with command-line style overrides; the run's folder as a :class:`Run`.
 
     Parameters
@@ -114,6 +142,9 @@ def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | P
     output_dir : str or Path, optional
         The run folder; by default ``outputs/<date>/<time>`` under the current folder, as the
         command line does.
+    log : bool
+        Show the run's progress on stderr (INFO lines, as the command line logs them) when the caller
+        has configured no logging; with handlers of the caller's own, their settings apply.
 
     Raises
     ------
@@ -123,8 +154,13 @@ def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | P
     AudioError
         The folder holds no usable audio.
     """
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the command line: no C++ start-up lines
     from sound_cluster.cli import compose_checked
     from sound_cluster.config import params_from_config
+    from sound_cluster.logs import EscapeControl
     from sound_cluster.run.pipeline import run
     from sound_cluster.run.preflight import preflight
 
@@ -137,5 +173,19 @@ def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | P
         while output_dir.exists():
             output_dir, i = base.with_name(f"{base.name}-{i}"), i + 1
     output_dir = Path(output_dir).expanduser().absolute()
-    run(params, output_dir=output_dir, config=cfg)
+    logger = logging.getLogger("sound_cluster")
+    handler = None
+    if log and not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        handler.addFilter(EscapeControl())
+        logger.addHandler(handler)
+        level = logger.level
+        logger.setLevel(logging.INFO)
+    try:
+        run(params, output_dir=output_dir, config=cfg)
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
     return Run(output_dir)

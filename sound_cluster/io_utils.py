@@ -174,21 +174,43 @@ def read_regular_text(path: Path | str, *, max_bytes: int, encoding: str = "utf-
 def read_arrays(path: Path, keys: tuple[str, ...], *, max_bytes: int = 4 << 30) -> dict[str, Any]:
     """The arrays ``keys`` of an ``.npz`` file, read without pickles from a regular file only.
 
+    The arrays' sizes are read from their headers first: together they may not exceed twice the file's
+    own size (a run writes its npz files uncompressed), so a small archive cannot inflate into memory.
+
     Raises
     ------
     OSError, ValueError
-        Missing or not a regular file; not an npz archive; a key missing.
+        Missing or not a regular file, larger than ``max_bytes``; not an npz archive; a key missing;
+        an object array; arrays larger than the file can hold.
     """
+    import math
     import zipfile
 
     import numpy as np
 
     with open_regular(path, max_bytes=max_bytes) as fh:
+        size = os.fstat(fh.fileno()).st_size
         try:
-            with np.load(fh, allow_pickle=False) as z:
-                missing = [k for k in keys if k not in z.files]
+            with zipfile.ZipFile(fh) as zf:
+                names = set(zf.namelist())
+                missing = [k for k in keys if f"{k}.npy" not in names]
                 if missing:
                     raise ValueError(f"{Path(path).name} lacks {', '.join(missing)}")
+                total = 0
+                for k in keys:
+                    with zf.open(f"{k}.npy") as member:
+                        version = np.lib.format.read_magic(member)
+                        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0)
+                        shape, _, dtype = read_header(member)
+                    if dtype.hasobject:
+                        raise ValueError(f"{Path(path).name}: {k} holds Python objects (a pickle), not numbers")
+                    total += math.prod(shape) * dtype.itemsize
+                if total > 2 * size + (1 << 20):
+                    raise ValueError(f"{Path(path).name}: its arrays would take {total} bytes from a {size}-byte "
+                                     "file (more than a run writes): refused")
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as z:
                 return {k: z[k] for k in keys}
         except (zipfile.BadZipFile, EOFError, KeyError) as err:
             raise ValueError(f"{Path(path).name} is not a readable npz archive ({err})") from None

@@ -52,11 +52,11 @@ def test_audacity_and_raven_exports_parse_back_to_segments_csv(demo_run):
         aud = AudSeq.from_file(run.dir / "export" / "audacity" / f"{path}.txt")
         np.testing.assert_allclose(aud.start_times, [s["start_s"] for s in segs], atol=1e-6)
         np.testing.assert_allclose(aud.end_times, [s["end_s"] for s in segs], atol=1e-6)
-        assert list(aud.labels) == [f"c{s['cluster']:02d}" for s in segs]
+        assert list(aud.labels) == [str(s["cluster"]) for s in segs]
         raven = Raven.from_file(run.dir / "export" / "raven" / f"{path}.selections.txt", annot_col="Cluster").df
         np.testing.assert_allclose(raven["begin_time_s"], [s["start_s"] for s in segs], atol=1e-6)
         np.testing.assert_allclose(raven["end_time_s"], [s["end_s"] for s in segs], atol=1e-6)
-        assert list(raven["annotation"]) == [f"c{s['cluster']:02d}" for s in segs]
+        assert list(raven["annotation"]) == [str(s["cluster"]) for s in segs]
         np.testing.assert_allclose(raven["Confidence"], [s["confidence"] for s in segs], atol=1e-4)
         assert set(raven["high_freq_hz"]) == {4000.0}  # the demo's 8 kHz files: their Nyquist frequency
 
@@ -123,6 +123,13 @@ def test_load_run_round_trips(demo_run):
 
     k = doc["auto_k"]
     assert tree.n_leaves == doc["n_leaves"] and tree.cut(k) == [(s["start"], s["end"]) for s in doc_cut(doc, k)]
+    # In seconds: the file's own cut is its rows of segments.csv.
+    rows = [{k: r[k] for k in ("start_s", "end_s", "cluster", "confidence", "kind")}
+            for r in run.segments if r["path"] == "sequences/lucas_3141.wav"]
+    cut = run.cut("sequences/lucas_3141.wav")
+    assert len(cut) == len(rows) and all(a["cluster"] == b["cluster"] and a["kind"] == b["kind"] and
+                                         abs(a["start_s"] - b["start_s"]) < 1e-6 for a, b in zip(cut, rows))
+    assert len(run.cut("sequences/lucas_3141.wav", 2)) == 2
     with pytest.raises(KeyError, match="not a file of the run"):
         run.tree("nope.wav")
     with pytest.raises(FileNotFoundError, match="not a sound-cluster run folder"):

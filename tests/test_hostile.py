@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,15 @@ def test_a_run_folders_names_and_arrays_are_checked(tmp_path):
         np.savez(fh, x=np.array([{"a": 1}], dtype=object), tree=np.zeros((0, 4)), item=np.zeros(1, np.int64))
     with pytest.raises(ValueError):
         Hierarchy.load(tmp_path / "pickle.npz")
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as zf:  # a header promising 4 GB in a file of a few bytes
+        with zf.open("embedding.npy", "w") as m:
+            np.lib.format.write_array_header_1_0(m, {"descr": "<f4", "fortran_order": False, "shape": (1 << 24, 64)})
+            m.write(bytes(1024))
+        with zf.open("posteriors.npy", "w") as m:
+            np.lib.format.write_array(m, np.zeros((4, 2), np.float32))
+    shutil.copyfile(tmp_path / "bomb.npz", tmp_path / "posteriors" / "bomb.wav.npz")
+    with pytest.raises(ValueError, match="would take 42949673.. bytes from a .*-byte file"):
+        folder.read_posteriors("bomb.wav")
     with open(tmp_path / "linkage.npz", "wb") as fh:
         np.savez(fh, x=h.x, tree=np.full_like(h.tree, -5.0), item=h.item)
     with pytest.raises(ValueError, match="not a valid linkage"):

@@ -273,6 +273,55 @@ def ward_hierarchy(vectors: np.ndarray, *, max_exact: int = 4000, seed: int = 0)
     return Hierarchy(x, linkage(nodes, method="ward"), item)
 
 
+NEAR_SHARE = 0.01  # candidates whose criterion is within this share of the chosen K's are "as good"
+
+
+def near_choice(record: "ClusterRecord") -> tuple[int, int]:
+    """The run of K around the chosen one whose criterion is within :data:`NEAR_SHARE` of its value.
+
+    Returns ``(k, k)`` for a given K or a single clear choice.
+    """
+    crit = record.curve
+    if record.k not in crit:
+        return record.k, record.k
+    floor = crit[record.k] - NEAR_SHARE * abs(crit[record.k])
+    lo = hi = record.k
+    while lo - 1 in crit and crit[lo - 1] >= floor:
+        lo -= 1
+    while hi + 1 in crit and crit[hi + 1] >= floor:
+        hi += 1
+    return lo, hi
+
+
+def explain_k(record: "ClusterRecord", *, n_units: int | None = None, models: str | None = None) -> str:
+    """Why the run has K clusters, in one sentence a user reads (the log, the report, summary.json).
+
+    Parameters
+    ----------
+    n_units : int, optional
+        How many units the hierarchy held.
+    models : str, optional
+        ``task=apply``: the models folder K came from.
+    """
+    what = "sounds" if record.unit == "segment" else "files"
+    if models is not None:
+        return f"K={record.k} comes with the models ({models}); apply keeps their clusters"
+    if record.requested != "auto":
+        return f"K={record.k} as given (model.n_clusters={record.requested})"
+    if not record.curve or len(record.curve) < 3:
+        return f"K={record.k}: {record.rule}"
+    ks = sorted(record.curve)
+    held = f" of the {n_units} {what}" if n_units else f" of the {what}"
+    text = (f"K={record.k} chosen from the data: Ward's hierarchy{held} was cut at every K from {ks[0]} to "
+            f"{ks[-1]}, and K={record.k} is where splitting further stops paying (the knee of the within-cluster "
+            "scatter)")
+    lo, hi = near_choice(record)
+    if hi > lo:
+        text += (f"; K from {lo} to {hi} score within {NEAR_SHARE:.0%} of it, so the data do not single out one K "
+                 "there: any of them is as defensible (task=recluster cuts the run at another in seconds)")
+    return text
+
+
 UNITS_PER_CANDIDATE = 4  # the log scale needs this many units per candidate K (see choose_k)
 
 

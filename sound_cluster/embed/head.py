@@ -248,8 +248,7 @@ def head_for(encoder: keras.Model, clusters: ClipClusters, unit_steps: list[np.n
     Everything but the head is ``encoder``'s own; the head depends only on the arguments (it is seeded by
     ``seed``), so cutting a run's hierarchy again (``task=recluster``) gives the head a fresh fit would.
     """
-    log.info("clusters: K=%d (%s) over %d units; training the cluster head on them", clusters.k, clusters.rule,
-             len(unit_steps))
+    log.info("training the cluster head: %d units in K=%d clusters", len(unit_steps), clusters.k)
     weights, history = train_label_head(unit_steps, clusters.labels, k=clusters.k, train=train,
                                         time_pool=time_geometry(encoder)[0], seed=seed,
                                         norm=encoder.get_layer(HEAD_INPUT), verbose=verbose)

@@ -15,6 +15,7 @@ import numpy as np
 from sound_cluster.config import SEGMENT_FORMATS
 from sound_cluster.embed.clusters import read_clusters
 from sound_cluster.errors import SoundClusterError
+from sound_cluster.outputs.lmeasure import lmeasure
 from sound_cluster.outputs.references import match_references, read_labels, read_segments
 from sound_cluster.run_folder import RunFolder
 from sound_cluster.segment.tree import doc_cut, read_tree_json
@@ -128,7 +129,8 @@ def score_tree(doc: Mapping, segments: Sequence[tuple[float, float, str]]) -> di
     The reference is the file's labelled segments with gaps filled (:func:`reference_partition`);
     the tree is cut into as many segments (capped at its leaves). Boundary hit rates use
     ``mir_eval.segment.detection`` with the first and last boundary trimmed; the L-measure
-    (``mir_eval.hierarchy.lmeasure``) compares the reference with the tree's nested cuts.
+    (:func:`sound_cluster.outputs.lmeasure.lmeasure`, mir_eval's definition) compares the reference with the
+    tree's nested cuts.
     """
     import mir_eval
 
@@ -145,7 +147,7 @@ def score_tree(doc: Mapping, segments: Sequence[tuple[float, float, str]]) -> di
     est_h, est_l = tree_levels(doc)
     # Its cost grows with the square of the frames: long files are compared at a coarser frame.
     frame_s = max(0.1, dur / MAX_LMEASURE_FRAMES)
-    _, _, l_f = mir_eval.hierarchy.lmeasure([ref], [ref_labels], est_h, est_l, frame_size=frame_s)
+    _, _, l_f = lmeasure([ref], [ref_labels], est_h, est_l, frame_size=frame_s)
     out["l_measure"] = float(l_f)
     return out
 

@@ -20,8 +20,9 @@ RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)
 
 
 def cluster_name(cluster: Any) -> str:
-    """A cluster as a label other tools show: ``c03`` (two digits at least); empty when the segment has none."""
-    return "" if cluster in ("", None) else f"c{int(cluster):02d}"
+    """A cluster as a label other tools show: its number, as clusters.csv, segments.csv, the report and
+    ``sound-cluster-show`` write it (one spelling everywhere); empty when the segment has none."""
+    return "" if cluster in ("", None) else str(int(cluster))
 
 
 def segment_rows(doc: Mapping[str, Any], *, k: int | str) -> list[tuple]:

@@ -12,9 +12,17 @@ import numpy as np
 from sound_cluster.ingest.audio import load
 from sound_cluster.io_utils import atomic_open
 from sound_cluster.logs import printable
-from sound_cluster.outputs.references import read_labels, read_segments
+from sound_cluster.outputs.references import match_references, read_labels, read_segments
 from sound_cluster.outputs.report_hierarchy import candidates, dendrogram_plot, k_choice_plot
-from sound_cluster.outputs.report_segments import read_segment_rows, reference_labels, segment_clusters, timeline
+from sound_cluster.outputs.report_segments import (
+    label_table,
+    read_segment_rows,
+    reference_labels,
+    reference_track,
+    segment_clusters,
+    sound_map_plot,
+    timeline,
+)
 from sound_cluster.run_folder import RunFolder
 from sound_cluster.segment.tree import doc_cut, read_tree_json
 
@@ -31,9 +39,10 @@ def plot_file(
     sample_rate: int,
     hop_length: int,
     cuts: Sequence[int],
+    own_cut: Sequence[tuple[float, float, str]] | None = None,
     max_columns: int = 2000,
 ) -> None:
-    """Log-mel spectrogram with the boundaries of a few tree cuts and a cluster colour strip.
+    """Log-mel spectrogram with the file's own cut (or a few tree cuts) and a cluster colour strip.
 
     Parameters
     ----------
@@ -43,7 +52,11 @@ def plot_file(
         Per-step cluster posteriors (the tree's leaves).
     tree : SegmentTree
     cuts : sequence of int
-        Numbers of segments to draw (those above the number of leaves are skipped).
+        Numbers of segments to draw (those above the number of leaves are skipped), where the file has
+        no cut of its own.
+    own_cut : sequence of (start_s, end_s, kind), optional
+        The file's own cut (its sounds and the background between them): drawn instead of ``cuts``,
+        each sound's start and end marked and the background shaded.
     max_columns : int
         Longer inputs are drawn from means over groups of frames (and of steps), at most this many.
     """
@@ -64,7 +77,15 @@ def plot_file(
                              ax=ax, cmap="magma")
     styles = ["-", "--", ":", "-."]
     colors = ["#00e5ff", "#76ff03", "#ffffff", "#ff4081"]
-    for i, c in enumerate(x for x in cuts if x <= tree.n_leaves):
+    if own_cut:
+        sounds = [(a, b) for a, b, kind in own_cut if kind == "sound"]
+        for a, b, kind in own_cut:
+            if kind != "sound":
+                ax.axvspan(a, b, color="#000000", alpha=0.35, lw=0)
+        for j, (a, b) in enumerate(sounds):
+            ax.axvline(a, color=colors[0], lw=1.2, label=f"its own cut: {len(sounds)} sounds" if j == 0 else None)
+            ax.axvline(b, color=colors[0], lw=0.8, ls=":")
+    for i, c in enumerate(x for x in ([] if own_cut else cuts) if x <= tree.n_leaves):
         for j, b in enumerate(tree.boundaries_s(c)):
             ax.axvline(b, color=colors[i % 4], ls=styles[i % 4], lw=1.4 - 0.3 * i,
                        label=f"{c} segments" if j == 0 else None)
@@ -197,9 +218,10 @@ def write_report(
     # Only the trees shown are read (a folder may hold tens of thousands).
     order = sorted((i for i, r in enumerate(rows) if r.name in n_segments),
                    key=lambda i: (-n_segments[rows[i].name], -rows[i].duration_s, rows[i].path))
-    files = []
+    files, step_rate_hz = [], None
     for i in order[:n_files]:
         r, doc = rows[i], read_tree_json(folder.tree(rows[i].name))
+        step_rate_hz = float(doc["frame_rate_hz"])
         audio, length = excerpt(i)
         segs = []
         for s in doc_cut(doc, segments_k):
@@ -213,17 +235,23 @@ def write_report(
         files.append({"path": r.path, "cluster": r.cluster, "confidence": r.confidence, "duration_s": r.duration_s,
                       "color": colors[r.cluster],
                       "tree": _url(folder.rel(folder.tree(r.name))), "plot": _url(folder.rel(plot)) if plot.is_file()
-                      else None, "segments": segs, "timeline": None})
+                      else None, "segments": segs, "timeline": None, "reference": None})
 
     seg_clusters, unit, n_units = [], (summary.get("units") or {}).get("unit", "file"), 0
+    sound_map = labels_by_cluster = None
     if unit == "segment" and folder.segments.is_file():
         seg_rows = read_segment_rows(folder.segments)
         n_units = len(seg_rows)
-        refs = _references(summary)
+        name_by_path = {r.path: r.name for r in rows}
+        refs = match_references(_references(summary), name_by_path)
+        seg_labels = reference_labels(seg_rows, refs) if refs else None
         seg_clusters = segment_clusters(
             output_dir, segments=seg_rows, audio_by_path={r.path: audio_paths[i] for i, r in enumerate(rows)},
-            name_by_path={r.path: r.name for r in rows}, colors=colors, excerpt_s=excerpt_s,
-            labels=reference_labels(seg_rows, refs) if refs else None)
+            name_by_path=name_by_path, colors=colors, excerpt_s=excerpt_s, labels=seg_labels)
+        labels_by_cluster = label_table(seg_rows, seg_labels or {}, colors=colors)
+        if step_rate_hz is not None:
+            sound_map = sound_map_plot(output_dir, seg_rows, name_by_path=name_by_path, step_rate_hz=step_rate_hz,
+                                       colors=colors)
         sizes = np.bincount([s["cluster"] for s in seg_rows], minlength=k).tolist()
         top = max(max(sizes), 1)
         bars = [{"k": c, "n": sizes[c], "h": int(round(120 * sizes[c] / top)), "color": colors[c]} for c in range(k)]
@@ -231,9 +259,11 @@ def write_report(
         for f in files:
             src = Path(audio_paths[by_path[f["path"]]]).absolute().as_uri()
             f["timeline"] = timeline(f["segments"], duration_s=f["duration_s"], colors=colors, src=src)
+            f["reference"] = reference_track(refs.get(f["path"], ()), duration_s=f["duration_s"], src=src) \
+                if refs else None
             for seg in f["segments"]:
                 seg["src"] = f"{src}#t={seg['start_s']:.3f},{seg['end_s']:.3f}"
-    pca = _pca_plot(output_dir, rows, colors)
+    pca = None if sound_map else _pca_plot(output_dir, rows, colors)
     k_plot = k_choice_plot(output_dir, summary["clusters"])
     k_candidates = candidates(summary["clusters"], run_dir=output_dir)
     hierarchy_plot = dendrogram_plot(output_dir, k_candidates)
@@ -245,7 +275,7 @@ def write_report(
         clusters=summary["clusters"], metrics=summary.get("metrics"), segment_metrics=summary.get("segment_metrics"),
         bars=bars, cluster_rows=cluster_rows, files=files, pca=pca, k_plot=k_plot, k_candidates=k_candidates, hierarchy_plot=hierarchy_plot, excerpt_s=excerpt_s, legend=legend,
         has_labels=bool(labels), segments_k=segments_k, seg_clusters=seg_clusters, unit=unit, n_units=n_units,
-        event_metrics=summary.get("event_metrics"))
+        event_metrics=summary.get("event_metrics"), sound_map=sound_map, labels_by_cluster=labels_by_cluster)
     out = folder.report
     with atomic_open(out, "w", fsync=False, encoding="utf-8") as fh:
         fh.write(page)

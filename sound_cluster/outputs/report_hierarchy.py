@@ -75,6 +75,17 @@ def candidates(clusters: Mapping, *, run_dir: Path) -> list[dict[str, Any]]:
              "command": f"sound-cluster task=recluster run={run} model.n_clusters={k}"} for k in ks]
 
 
+def _spread(ys: list[float], *, gap: float) -> list[float]:
+    """Label heights for lines at ``ys``: in the same order, at least ``gap`` apart, each as near its line as that allows."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    out = [0.0] * len(ys)
+    last = -np.inf
+    for i in order:
+        out[i] = max(ys[i], last + gap)
+        last = out[i]
+    return out
+
+
 def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]]) -> str | None:
     """The upper levels of the units' Ward hierarchy (``models/hierarchy.npz``) with each candidate's cut drawn.
 
@@ -97,13 +108,17 @@ def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]]) -> str | None
                color_threshold=0, above_threshold_color="#555555")
     ax.set_ylabel("Ward merge height")
     styles = ["-", "--", ":", "-."]
-    for i, c in enumerate(x for x in cands if isinstance(x["k"], int) and 1 < x["k"] <= len(tree)):
-        k = c["k"]  # the cut between the merge to k clusters and the one to k - 1
-        y = (heights[-k] + heights[-(k - 1)]) / 2
+    shown = [c for c in cands if isinstance(c["k"], int) and 1 < c["k"] <= len(tree)]
+    # The cut between the merge to k clusters and the one to k - 1.
+    ys = [(heights[-c["k"]] + heights[-(c["k"] - 1)]) / 2 for c in shown]
+    for i, (c, y) in enumerate(zip(shown, ys)):
         ax.axhline(y, color="#d62728" if c["chosen"] else "#1f77b4", lw=1.2 if c["chosen"] else 0.8,
                    ls=styles[i % len(styles)])
-        ax.annotate(f"K = {k}" + (" (chosen)" if c["chosen"] else ""), (1.0, y), xycoords=("axes fraction", "data"),
-                    xytext=(4, 0), textcoords="offset points", fontsize=8, va="center")
+    lo, hi = ax.get_ylim()
+    for (c, y), label_y in zip(zip(shown, ys), _spread(ys, gap=0.07 * (hi - lo))):  # labels never overlap
+        ax.annotate(f"K = {c['k']}" + (" (chosen)" if c["chosen"] else ""), (1.0, y),
+                    xycoords=("axes fraction", "data"), xytext=(1.03, label_y), textcoords=("axes fraction", "data"),
+                    fontsize=8, va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#888888"})
     out = folder.report_image("hierarchy.png")
     with atomic_open(out, "wb", fsync=False) as fh:
         fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")

@@ -139,3 +139,103 @@ def reference_labels(segments: Sequence[Mapping[str, Any]], references: Mapping[
         if lab:
             out[(s["path"], s["segment"])] = lab
     return out
+
+
+def label_table(segments: Sequence[Mapping[str, Any]], labels: Mapping[tuple[str, int], str], *,
+                colors: Sequence[str]) -> dict[str, Any] | None:
+    """Reference label against cluster over the sounds: counts, and each cluster's majority label and purity.
+
+    Parameters
+    ----------
+    segments : sequence of dict
+        :func:`read_segment_rows` (sounds with a cluster).
+    labels : mapping of (path, segment) to str
+        :func:`reference_labels`; sounds that overlap no reference event count as ``(none)``.
+
+    Returns
+    -------
+    dict or None
+        ``clusters`` (used clusters in order: ``k``, ``color``, ``n``, ``majority``, ``purity``), ``rows``
+        (one per label, most sounds first: ``label``, ``counts`` aligned with ``clusters``, ``n``), ``purity``
+        (the share of sounds whose cluster's majority label is theirs); None without labelled sounds.
+    """
+    from collections import Counter
+
+    if not labels:
+        return None
+    by_cluster: dict[int, Counter] = {}
+    for s in segments:
+        by_cluster.setdefault(int(s["cluster"]), Counter())[labels.get((s["path"], s["segment"]), "(none)")] += 1
+    ks = sorted(by_cluster)
+    totals = Counter()
+    for c in ks:
+        totals.update(by_cluster[c])
+    clusters = []
+    for c in ks:
+        (lab, n), size = by_cluster[c].most_common(1)[0], sum(by_cluster[c].values())
+        clusters.append({"k": c, "color": colors[c] if c < len(colors) else "#ccc", "n": size, "majority": lab,
+                         "purity": n / size})
+    rows = [{"label": lab, "n": n, "counts": [by_cluster[c].get(lab, 0) for c in ks]}
+            for lab, n in sorted(totals.items(), key=lambda x: (-x[1], x[0]))]
+    right = sum(c["purity"] * c["n"] for c in clusters)
+    return {"clusters": clusters, "rows": rows, "purity": right / max(sum(c["n"] for c in clusters), 1)}
+
+
+def reference_track(events: Sequence[tuple[float, float, str]], *, duration_s: float, src: str
+                    ) -> list[dict[str, Any]]:
+    """A file's reference events as a strip under its timeline: one block per event, a grey per label."""
+    palette = ["#555555", "#8c8c8c", "#b0b0b0", "#6f6f6f", "#9e9e9e", "#7a7a7a"]
+    shade = {lab: palette[i % len(palette)] for i, lab in enumerate(sorted({str(e[2]) for e in events}))}
+    dur = max(float(duration_s), 1e-9)
+    out = []
+    for a, b, lab in sorted(events):
+        a, b = max(0.0, float(a)), min(float(b), dur)
+        if b <= a:
+            continue
+        out.append({"left": 100.0 * a / dur, "width": 100.0 * (b - a) / dur, "color": shade[str(lab)],
+                    "title": f"{a:.2f}-{b:.2f} s: {lab}", "label": str(lab), "src": f"{src}#t={a:.3f},{b:.3f}"})
+    return out
+
+
+def sound_map_plot(output_dir: Path, segments: Sequence[Mapping[str, Any]], *, name_by_path: Mapping[str, str],
+                   step_rate_hz: float, colors: Sequence[str], max_points: int = 5000) -> str | None:
+    """Every sound as a point: the mean of its steps' embeddings, first two principal components, by cluster.
+
+    At most ``max_points`` sounds (an even sample) are drawn. Returns the image's relative URL, or None
+    with fewer than three sounds.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    folder = RunFolder(output_dir)
+    pick = segments if len(segments) <= max_points else [segments[i] for i in
+                                                          np.linspace(0, len(segments) - 1, max_points).astype(int)]
+    by_file: dict[str, list] = {}
+    for s in pick:
+        by_file.setdefault(s["path"], []).append(s)
+    x, c = [], []
+    for path, segs in by_file.items():
+        try:
+            emb = folder.read_step_embeddings(name_by_path[path])
+        except (OSError, ValueError, KeyError):
+            continue
+        for s in segs:
+            a = min(int(s["start_s"] * step_rate_hz), len(emb) - 1)
+            b = max(a + 1, min(int(np.ceil(s["end_s"] * step_rate_hz)), len(emb)))
+            x.append(emb[a:b].mean(axis=0))
+            c.append(colors[int(s["cluster"])])
+    if len(x) < 3:
+        return None
+    xy = PCA(n_components=2, random_state=0).fit_transform(np.asarray(x))
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(xy[:, 0], xy[:, 1], c=c, s=10 if len(x) > 500 else 18, edgecolors="none", alpha=0.8)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    out = folder.report_image("sounds_pca.png")
+    with atomic_open(out, "wb", fsync=False) as fh:
+        fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return folder.rel(out)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sound_cluster.config import ModelParams, Params, saved_model_params
-from sound_cluster.embed.clusters import Assignment, ClusterRecord, assign, write_clusters
+from sound_cluster.embed.clusters import Assignment, ClusterRecord, assign, explain_k, near_choice, write_clusters
 from sound_cluster.embed.shipped import resolve_init
 from sound_cluster.errors import AudioError, ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
@@ -120,6 +120,7 @@ class EmbedResult:
     file_labels: dict[Path, int] | None
     merge: MergeSource
     extra: dict[str, Any] = field(default_factory=dict)
+    k_from: str | None = None  # task=apply: the models folder that K came with
 
 
 @dataclass
@@ -227,7 +228,7 @@ def load_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, tim
              "units": {"unit": record.unit, "requested": record.unit, "rule": "the models' unit",
                        "sound_length_s": record.sound_length_s}}
     return EmbedResult(encoder, record, UnitFit(record.unit, sound_length_s=record.sound_length_s), {}, None,
-                       MergeSource(path=saved.merge_model), extra)
+                       MergeSource(path=saved.merge_model), extra, k_from=str(params.models))
 
 
 def assign_stage(feats, names: list[str], models: EmbedResult, *, folder: RunFolder, rel_root: Path, timer: Timer,
@@ -274,7 +275,9 @@ def assign_stage(feats, names: list[str], models: EmbedResult, *, folder: RunFol
                 "sizes": sizes.tolist(),
                 "mean_confidence": round(float(np.mean([r.confidence for r in rows])), 4),
                 "files_per_second": round(len(rows) / max(timer.seconds["assign"], 1e-9), 1),
-                "choice": {"rule": record.rule, "criterion": {str(k): round(v, 6) for k, v in record.curve.items()},
+                "choice": {"rule": record.rule, "why": explain_k(record, n_units=_n_units(models), models=models.k_from),
+                           "near": list(near_choice(record)),
+                           "criterion": {str(k): round(v, 6) for k, v in record.curve.items()},
                            "within_scatter": {str(k): round(v, 6) for k, v in record.scatter.items()}},
                 "warnings": _cluster_warnings(record, sizes, n_files=len(rows)) if record.unit != SEGMENT else []}
     if agree:
@@ -286,10 +289,15 @@ def assign_stage(feats, names: list[str], models: EmbedResult, *, folder: RunFol
                                                        for r in rows])), 4)
     for w in clusters["warnings"]:
         log.warning("%s", w)
-    log.info("clusters: K=%d (%s), %d used, %s %s", record.k,
-             "chosen: " + record.rule if record.requested == "auto" else "given", clusters["used"],
+    log.info("clusters: %s", clusters["choice"]["why"])
+    log.info("clusters: %d of K=%d used, %s %s", clusters["used"], record.k,
              "files per dominant cluster" if record.unit == SEGMENT else "sizes", sizes.tolist())
     return Assigned(rows, {"clusters": clusters})
+
+
+def _n_units(models: EmbedResult) -> int | None:
+    """How many units the run's hierarchy held (None where it was not built here: task=apply)."""
+    return (models.extra.get("units") or {}).get("n_units")
 
 
 def _readable(feats, failures: list[Failure]) -> list:

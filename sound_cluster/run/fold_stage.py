@@ -33,7 +33,7 @@ from sound_cluster.run.embed_stage import MergeSource, UnitFit
 from sound_cluster.run.executor import map_files
 from sound_cluster.run_folder import RunFolder
 from sound_cluster.segment.segmenter import Segmenter, leaf_sizes, segment_file, train_merge_model
-from sound_cluster.segment.tree import resolve_k, write_tree_json
+from sound_cluster.segment.tree import doc_cut, resolve_k, write_tree_json
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +140,12 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
     if job.plot:
         from sound_cluster.outputs.report import plot_file
 
+        own = [(c["start_s"], c["end_s"], c.get("kind", "sound")) for c in doc_cut(doc, "auto")] \
+            if doc.get("auto_cut") else None
         plot_file(frames, post, tree, out_path=folder.plot(job.name),
                   title=f"{job.rel}: cluster {doc.get('cluster')} ({doc.get('confidence', 0):.2f})",
                   sample_rate=fs.sample_rate, hop_length=fs.hop_length,
-                  cuts=fs.output.plot_cuts)
+                  cuts=fs.output.plot_cuts, own_cut=own)
     return out
 
 

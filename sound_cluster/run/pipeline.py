@@ -117,10 +117,13 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     """
     output_dir = Path(output_dir)
     params = preflight(params)
-    prepare_run_dir(output_dir, overwrite=params.output.overwrite)
     task = TASKS[params.task]
+    # Settings taken from a run or models folder, and the references: refused before a run folder is made.
     params = task.settings(params)
+    references = read_references(params)
+    prepare_run_dir(output_dir, overwrite=params.output.overwrite)
     state = RunState(params, params.data.path or demo_path(), config or as_config(params), Timer())
+    state.references = references
     write_summary(output_dir, state, status="running")
     try:
         state.cache = _prepare_cache(params)
@@ -140,10 +143,35 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
 
 @dataclass
 class References:
-    """The run's references, read before any work: clip labels and labelled segments (None where not given)."""
+    """The run's references, read before any work: clip labels and labelled segments (None where not given).
+
+    Attributes
+    ----------
+    labels, segments : Path or None
+        The tables.
+    tables : dict
+        What they hold, by setting (``data.labels``: {path: label}; ``data.segments``: {path: events}).
+    """
 
     labels: Path | None
     segments: Path | None
+    tables: dict[str, dict | None]
+
+
+def read_references(params: Params) -> References:
+    """Read ``data.labels`` and ``data.segments`` (on the bundled demo, its own unless others are given).
+
+    Raises
+    ------
+    ConfigError
+        A table is missing, unreadable or malformed.
+    """
+    demo = params.data.path is None
+    labels = params.data.labels or (demo_path() / "labels.csv" if demo else None)
+    segments = params.data.segments or (demo_path() / SEGMENTS if demo else None)
+    return References(labels, segments, {
+        "data.labels": read_labels(labels) if labels else None,
+        "data.segments": read_segments(segments, fmt=params.data.segments_format) if segments else None})
 
 
 def ingest(state: RunState, folder: RunFolder, *, task: Task) -> None:
@@ -157,14 +185,6 @@ def ingest(state: RunState, folder: RunFolder, *, task: Task) -> None:
         No audio found, none usable, or ``data.strict`` and a file failed.
     """
     params, root, timer = state.params, state.root, state.timer
-    # On the bundled demo its own references are used unless others are given.
-    refs = References(params.data.labels or (demo_path() / "labels.csv" if params.data.path is None else None),
-                      params.data.segments or (demo_path() / SEGMENTS if params.data.path is None else None))
-    state.references = refs
-    # References are read before any work: a malformed file fails now, not after training.
-    references = {"data.labels": read_labels(refs.labels) if refs.labels else None,
-                  "data.segments": read_segments(refs.segments, fmt=params.data.segments_format) if refs.segments
-                  else None}
     with timer.stage("discover"):
         files, failures = discover(root, extensions=params.data.extensions,
                                    follow_symlinks=params.data.follow_symlinks)
@@ -176,7 +196,7 @@ def ingest(state: RunState, folder: RunFolder, *, task: Task) -> None:
             raise ConfigError(f"run: {params.run}: clusters.csv: {err}") from None
         files = [f for f in files if display_path(f, rel_root) in theirs]
     state.files, state.failures = files, failures
-    _check_references(references, files, rel_root, state.extra, demo=params.data.path is None)
+    _check_references(state.references.tables, files, rel_root, state.extra, demo=params.data.path is None)
     if params.data.strict and failures:
         f = failures[0]
         raise AudioError(f"{f.path}: {f.reason} (data.strict=true stops at the first problem)", stage=f.stage)
