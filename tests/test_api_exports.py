@@ -58,7 +58,7 @@ def test_audacity_and_raven_exports_parse_back_to_segments_csv(demo_run):
         np.testing.assert_allclose(raven["end_time_s"], [s["end_s"] for s in segs], atol=1e-6)
         assert list(raven["annotation"]) == [str(s["cluster"]) for s in segs]
         np.testing.assert_allclose(raven["Confidence"], [s["confidence"] for s in segs], atol=1e-4)
-        assert set(raven["high_freq_hz"]) == {4000.0}  # the demo's 8 kHz files: their Nyquist frequency
+        assert set(raven["high_freq_hz"]) == {8000.0}  # the demo's 16 kHz files: their Nyquist frequency
 
 
 def _write_raven_references(csv_path: Path, folder: Path) -> None:
@@ -92,7 +92,7 @@ def test_references_as_raven_tables_or_audacity_labels_score_as_the_csv(demo_run
         for key in ("segment_metrics", "event_metrics"):
             assert {k: v for k, v in scored[key].items() if k != "segments"} == \
                    {k: v for k, v in from_csv[key].items() if k != "segments"}
-    assert from_csv["event_metrics"]["n"] == 19  # every labelled word of the four sequences
+    assert from_csv["event_metrics"]["n"] == 32  # every labelled sound of the four recordings
 
 
 @pytest.mark.slow
@@ -117,19 +117,19 @@ def test_load_run_round_trips(demo_run):
     assert again.summary == run.summary
     row = run.clusters[0]
     assert set(row) == {"path", "cluster", "confidence", "duration_s", "name"} and isinstance(row["cluster"], int)
-    tree = run.tree("sequences/lucas_3141.wav")
-    doc = run.tree_doc("sequences/lucas_3141.wav")
+    tree = run.tree("recordings/recording_1.wav")
+    doc = run.tree_doc("recordings/recording_1.wav")
     from sound_cluster.segment.tree import doc_cut
 
     k = doc["auto_k"]
     assert tree.n_leaves == doc["n_leaves"] and tree.cut(k) == [(s["start"], s["end"]) for s in doc_cut(doc, k)]
     # In seconds: the file's own cut is its rows of segments.csv.
     rows = [{k: r[k] for k in ("start_s", "end_s", "cluster", "confidence", "kind")}
-            for r in run.segments if r["path"] == "sequences/lucas_3141.wav"]
-    cut = run.cut("sequences/lucas_3141.wav")
+            for r in run.segments if r["path"] == "recordings/recording_1.wav"]
+    cut = run.cut("recordings/recording_1.wav")
     assert len(cut) == len(rows) and all(a["cluster"] == b["cluster"] and a["kind"] == b["kind"] and
                                          abs(a["start_s"] - b["start_s"]) < 1e-6 for a, b in zip(cut, rows))
-    assert len(run.cut("sequences/lucas_3141.wav", 2)) == 2
+    assert len(run.cut("recordings/recording_1.wav", 2)) == 2
     with pytest.raises(KeyError, match="not a file of the run"):
         run.tree("nope.wav")
     with pytest.raises(FileNotFoundError, match="not a sound-cluster run folder"):

@@ -157,14 +157,14 @@ def test_demo_fit_then_apply_reproduces_assignments(tmp_path):
     assert s["data_path"].endswith(os.path.join("sound_cluster", "demo"))
     rows = read_clusters(tmp_path / "r")
     assert len(rows) == 34 and rows[0].keys() == {"path", "cluster", "confidence", "duration_s", "name"}
-    assert {r["path"] for r in rows} >= {"clips/0_george_0.wav", "sequences/lucas_3141.wav"}
+    assert {r["path"] for r in rows} >= {"clips/sound_01.wav", "recordings/recording_1.wav"}
     assert len({r["cluster"] for r in rows}) > 1
     assert all(0.25 - 1e-6 <= float(r["confidence"]) <= 1.0 for r in rows)  # K = 4 in debug=tiny
     assert s["clusters"]["sizes"] == [sum(r["cluster"] == str(k) for r in rows) for k in range(4)]
     assert s["metrics"]["n"] == 30 and 0.0 <= s["metrics"]["nmi"] <= 1.0  # the demo's labels.csv
     assert len(s["training"]["history"]["loss"]) == s["training"]["epochs"] >= 1
     assert (tmp_path / "r" / "models" / "embedding.keras").is_file()
-    with np.load(tmp_path / "r" / "posteriors" / "clips" / "0_george_0.wav.npz") as z:
+    with np.load(tmp_path / "r" / "posteriors" / "clips" / "sound_01.wav.npz") as z:
         assert z["posteriors"].shape[1] == 4 and z["embedding"].shape[0] == z["posteriors"].shape[0]
     assert list((tmp_path / "r" / "tensorboard").rglob("events.out.tfevents.*"))
 
@@ -176,7 +176,7 @@ def test_demo_fit_then_apply_reproduces_assignments(tmp_path):
     sa = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert "training" not in sa and sa["task"] == "apply"
     # A fit reuses the step embeddings it clustered; apply runs the saved encoder from the start: one result.
-    for name in ("clips/0_george_0.wav.npz", "sequences/lucas_3141.wav.npz"):
+    for name in ("clips/sound_01.wav.npz", "recordings/recording_1.wav.npz"):
         with np.load(tmp_path / "r" / "posteriors" / name) as fit, np.load(tmp_path / "a" / "posteriors" / name) as ap:
             np.testing.assert_allclose(ap["embedding"], fit["embedding"], atol=1e-5)
             np.testing.assert_allclose(ap["posteriors"], fit["posteriors"], atol=1e-5)

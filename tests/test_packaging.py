@@ -29,8 +29,9 @@ def test_wheel_contains_configs_and_demo(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for conf in sorted((ROOT / "conf").rglob("*.yaml")):
         assert f"sound_cluster/conf/{conf.relative_to(ROOT / 'conf').as_posix()}" in names
-    assert "sound_cluster/demo/clips/0_george_0.wav" in names
-    assert "sound_cluster/demo/README.md" in names
+    assert "sound_cluster/demo/clips/sound_01.wav" in names and "sound_cluster/demo/recordings/recording_1.wav" in names
+    assert {"sound_cluster/demo/README.md", "sound_cluster/demo/sources.csv"} <= names  # the demo's licences
+    assert wheel.stat().st_size < 10 << 20  # small enough to install anywhere
     assert {"sound_cluster/embed/pretrained/encoder.keras", "sound_cluster/embed/pretrained/encoder.json",
             "sound_cluster/outputs/templates/report.html.j2"} <= names
 
@@ -47,7 +48,7 @@ def test_installed_wheel_composes_its_own_config(wheel, tmp_path):
         "with initialize_config_dir(version_base='1.3', config_dir=str(d)):\n"
         "    cfg = compose(config_name='config', overrides=['features.n_mels=40'])\n"
         "assert cfg.features.n_mels == 40\n"
-        "assert (p.demo_path() / 'clips' / '0_george_0.wav').is_file()\n"
+        "assert (p.demo_path() / 'clips' / 'sound_01.wav').is_file()\n"
         "assert str(p.demo_path()).startswith(%r)\n"
         "import sound_cluster.embed.shipped as pt, sound_cluster.embed.encoder as e\n"
         "assert str(pt.SHIPPED).startswith(%r), pt.SHIPPED\n"
@@ -67,14 +68,14 @@ def test_importing_the_package_does_not_import_tensorflow():
 
 @pytest.mark.slow
 def test_apply_reads_models_saved_by_sound_cluster_0_1(tmp_path):
-    """``tests/data/models_0_1``: a tiny fit of the demo sequences saved before the package was laid out by stage
+    """``tests/data/models_0_1``: a tiny fit of the demo's joined digits (an earlier demo) saved before the package was laid out by stage
     (segment units, so the merge autoencoder and the unit record are read too). Keras finds the saved classes by
     their registered names wherever their modules now live."""
     from tests.test_cli import run_cli
 
     models = Path(__file__).parent / "data" / "models_0_1"
     run = tmp_path / "run"
-    proc = run_cli("task=apply", f"models={models}", "data.path=sound_cluster/demo/sequences",
+    proc = run_cli("task=apply", f"models={models}", "data.path=sound_cluster/demo/recordings",
                    f"hydra.run.dir={run}", "output.report=false", cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())

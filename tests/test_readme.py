@@ -58,7 +58,7 @@ def test_usage_examples_run_as_written(tmp_path, chunk):
         if "--version" in cmd:
             assert proc.stdout.startswith("sound-cluster ") and "tensorflow" in proc.stdout
         if "--segments auto" in cmd:
-            lines = proc.stdout.splitlines()  # four digits, with pauses: four sounds or more, background between
+            lines = proc.stdout.splitlines()  # eight sounds with quiet between: four sounds or more, background between
             assert "segments by sounds_over_background" in lines[0]
             assert sum("cluster" in line for line in lines[1:]) >= 4 and any("background" in x for x in lines[1:])
     if any(" -m " in c for c in commands):

@@ -44,16 +44,16 @@ def test_report_links_and_players_exist(demo_run):
         assert (run_dir / unquote(ref.split("#")[0])).is_file(), ref
     # Segment players play their segment of the excerpt through a media fragment.
     assert any("#t=" in s for s in srcs)
-    assert "sequences/lucas_3141.wav" in page and "NMI" in page and "L-measure" in page
+    assert "recordings/recording_1.wav" in page and "NMI" in page and "L-measure" in page
     # Every member of every cluster is listed (played on demand from its source file), with a legend.
     members = re.findall(r'<li data-path="([^"]+)"><button class="play" type="button" data-src="([^"]+)"', page)
     assert sorted(p for p, _ in members) == sorted(r.path for r in result_rows(run_dir))
     assert all(src.startswith("file://") for _, src in members)
     assert page.count('class="legend-item"') == json.loads((run_dir / "summary.json").read_text())["clusters"]["used"]
     assert "labels (files)" in page  # the demo's labels, per cluster
-    # Files come most segmented first: the joined sequences lead.
+    # Files come most segmented first: the recordings lead.
     first = re.search(r'<details class="file" id="file-1" data-path="([^"]+)"', page).group(1)
-    assert first.startswith("sequences/"), first
+    assert first.startswith("recordings/"), first
 
 
 def result_rows(run_dir):
@@ -96,7 +96,7 @@ def test_report_in_headless_chromium(demo_run, tmp_path):
     assert not console, console
     # The filter box: the page opened with ?filter= shows only the matching file sections.
     proc = subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile3'}",
-                           "--virtual-time-budget=5000", "--dump-dom", url + "?filter=lucas_3141"],
+                           "--virtual-time-budget=5000", "--dump-dom", url + "?filter=recording_1"],
                           capture_output=True, text=True, timeout=120)
     body = re.search(r"<body[^>]*>", proc.stdout).group(0)
     assert 'data-files-shown="1"' in body, body
@@ -119,8 +119,9 @@ def test_eval_command_reproduces_summary_metrics(demo_run):
     assert again["metrics"] == summary["metrics"]
     assert again["segment_metrics"] == summary["segment_metrics"]
     assert summary["segment_metrics"]["n"] == 4
-    per = summary["segment_metrics"]["per_file"]["sequences/lucas_3141.wav"]
-    assert per["n_segments"] == 7 and 0 <= per["f_0.1"] <= per["f_0.5"] <= 1 and 0 <= per["l_measure"] <= 1
+    per = summary["segment_metrics"]["per_file"]["recordings/recording_1.wav"]
+    # 8 sounds, the lead-in, 7 gaps and the tail:
+    assert per["n_segments"] == 17 and 0 <= per["f_0.1"] <= per["f_0.5"] <= 1 and 0 <= per["l_measure"] <= 1
 
 
 def test_exports_segments_csv_and_jams(demo_run):
@@ -134,10 +135,10 @@ def test_exports_segments_csv_and_jams(demo_run):
     for r in rows:
         per_file.setdefault(r["path"], []).append(r)
     assert len(per_file) == 34
-    segs = per_file["sequences/lucas_3141.wav"]
+    segs = per_file["recordings/recording_1.wav"]
     assert len(segs) == 3 and float(segs[0]["start_s"]) == 0.0
     assert all(a["end_s"] == b["start_s"] for a, b in zip(segs, segs[1:]))
-    jam = jams.load(str(run_dir / "jams" / "sequences" / "lucas_3141.wav.jams"))
+    jam = jams.load(str(run_dir / "jams" / "recordings" / "recording_1.wav.jams"))
     (ann,) = jam.search(namespace="multi_segment")
     intervals, labels = jams.eval.hierarchy_flatten(ann)
     assert len(intervals) >= 2 and len(intervals[0]) == 2 and len(intervals[1]) == 4

@@ -175,6 +175,11 @@ def test_auto_unit_rule():
     long = choose_unit("auto", sounds=[0, 1, 1], durations_s=[60.0, 45.0, 30.0], min_file_s=8.0)
     assert long.unit == "segment" and "45.0 s" in long.rule
     assert choose_unit("file", sounds=[9], durations_s=[100.0], min_file_s=8.0).unit == "file"
+    # Clips beside a few long recordings: the recordings hold most of the audio, so their sounds are the units.
+    mixed = choose_unit("auto", sounds=[1] * 30 + [8] * 4, durations_s=[1.0] * 30 + [12.0] * 4, min_file_s=8.0)
+    assert mixed.unit == "segment" and "hold 62% of the audio" in mixed.rule
+    few = choose_unit("auto", sounds=[1] * 30 + [8], durations_s=[1.0] * 30 + [12.0], min_file_s=8.0)
+    assert few.unit == "file"  # one recording beside 30 clips holds 29 %: a folder of clips
 
 
 def test_unit_vectors_leave_pauses_out():

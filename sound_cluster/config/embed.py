@@ -58,7 +58,8 @@ class ModelParams:
     unit
         what is clustered: file (each file is one unit: a folder of clips) | segment (the sounds inside
         every file, from its tree: a folder of recordings) | auto (segment where most files hold two or
-        more sounds between pauses or last unit_min_file_s or longer, else file)
+        more sounds between pauses or last unit_min_file_s or longer, or where such long files of several
+        sounds hold most of the audio, else file)
     max_segment_clusters
         the largest K that auto considers for segment units (a folder of recordings holds more units, and
         more kinds, than a folder of clips: measured in BENCHMARKS.md)

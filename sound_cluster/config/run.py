@@ -54,7 +54,8 @@ class OutputParams:
     max_plots
         plots/<path>.png for at most this many files
     plot_cuts
-        segment boundaries drawn on each plot: the tree cut into this many segments
+        segment boundaries drawn on each plot of a file without its own cut (clips): the tree cut into this many
+        segments (a file with sounds shows its own cut)
     min_segment_s
         tree JSON: nodes shorter than this are written without children
     max_tree_depth

@@ -302,7 +302,7 @@ def _check_references(references: dict[str, dict | None], files: list[Path], rel
     """Say how many found files each reference (labels, segments) covers; warn when it covers few or none.
 
     The demo's own references cover only part of it by design (labels the clips, segments the
-    joined sequences): that is said at INFO level.
+    recordings): that is said at INFO level.
     """
 
     found = {display_path(f, rel_root) for f in files}

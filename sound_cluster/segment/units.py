@@ -9,9 +9,10 @@ wherever it occurs. The cluster head is then trained on crops of the segments, s
 posterior, every tree node, every segment and every file's summary follow the same clusters.
 
 ``auto`` chooses ``segment`` for a folder whose typical (median) file holds two or more sounds
-separated by pauses, or lasts ``model.unit_min_file_s`` or longer, and ``file`` otherwise: a
-spoken digit, a note or a drum hit is one sound (its clusters do not change), a soundscape, a
-meeting or a sequence of calls is many.
+separated by pauses, or lasts ``model.unit_min_file_s`` or longer, or where recordings (files of two
+sounds or more lasting that long) hold most of the audio (a folder of clips beside a few long
+recordings), and ``file`` otherwise: a spoken digit, a note or a drum hit is one sound (its clusters
+do not change), a soundscape, a meeting or a sequence of calls is many.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def choose_unit(requested: str, *, sounds: Sequence[int], durations_s: Sequence[
     if med_dur >= min_file_s:
         return UnitChoice(SEGMENT, requested, f"the median file lasts {med_dur:.1f} s (>= model.unit_min_file_s="
                           f"{min_file_s:g})", med_sounds, med_dur)
+    dur = np.asarray(durations_s, dtype=float)
+    long_many = (np.asarray(sounds) >= 2) & (dur >= min_file_s)
+    share = float(dur[long_many].sum() / dur.sum()) if len(dur) and dur.sum() > 0 else 0.0
+    if share > 0.5:
+        return UnitChoice(SEGMENT, requested, f"recordings (files of 2 sounds or more, at least {min_file_s:g} s) "
+                          f"hold {share:.0%} of the audio", med_sounds, med_dur)
     return UnitChoice(FILE, requested, f"the median file holds {med_sounds:g} sound(s) and lasts "
                       f"{med_dur:.1f} s (< model.unit_min_file_s={min_file_s:g}): one sound per file", med_sounds,
                       med_dur)
