@@ -44,9 +44,13 @@ def k_choice_plot(output_dir: Path, clusters: Mapping) -> str | None:
     ax2.plot(ks, [crit[str(k)] for k in ks], "s--", color="#ff7f0e", ms=3, label="criterion (distance below chord)")
     ax2.set_ylabel("criterion")
     ax.axvline(clusters["n_clusters"], color="k", lw=1)
-    ax.annotate(f"chosen K = {clusters['n_clusters']}", (clusters["n_clusters"], ax.get_ylim()[1]),
-                xytext=(4, -12), textcoords="offset points", fontsize=8)
-    fig.legend(loc="upper right", fontsize=7, bbox_to_anchor=(0.88, 0.88))
+    near = choice.get("near")
+    if near and near[1] > near[0]:  # the K that score within 1 % of the chosen one
+        ax.axvspan(near[0] - 0.5, near[1] + 0.5, color="#999999", alpha=0.2, lw=0, label="within 1 % of it")
+    # Title and legend above and below the axes: nothing is drawn over the curves or over each other.
+    ax.set_title(f"chosen K = {clusters['n_clusters']}", fontsize=9)
+    handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=7, frameon=False)
     folder = RunFolder(output_dir)
     out = folder.report_image("k_choice.png")
     with atomic_open(out, "wb", fsync=False) as fh:
