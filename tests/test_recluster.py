@@ -51,6 +51,7 @@ def test_recluster_of_clips_equals_a_fresh_fit_at_that_k(tmp_path):
     summary = json.loads((again / "summary.json").read_text())
     assert summary["task"] == "recluster" and summary["status"] == "complete"
     assert summary["clusters"]["n_clusters"] == 3 and summary["recluster"]["run"] == str(first)
+    assert summary["recluster"]["merges_reused"] == summary["files_processed"]  # every fold read back, not redone
     assert "train" not in summary["stage_seconds"] and "embed" not in summary["stage_seconds"]  # nothing embedded
     # The report shows the hierarchy and, for each candidate K, a command that runs as written.
     page = (again / "report.html").read_text()
@@ -84,6 +85,8 @@ def test_recluster_of_recordings_keeps_the_segments_of_a_fresh_fit(tmp_path):
     _same_outputs(again, fresh)
     assert (again / "segments.csv").read_text() == (fresh / "segments.csv").read_text()
     assert json.loads((again / "models" / "clusters.json").read_text())["unit"] == "segment"
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["recluster"]["merges_reused"] == summary["files_processed"]
 
 
 def test_recluster_refuses_a_folder_that_is_not_a_finished_run(tmp_path):

@@ -207,10 +207,11 @@ def recluster_models(feats, *, params: Params, folder: RunFolder, rel_root: Path
     with timer.stage("cluster"):
         cut = recut(feats, params=params, models=folder.models, rel_root=rel_root, failures=failures)
     record = cut.record
-    units = UnitFit(record.unit, counts=cut.unit_counts, spans=cut.unit_spans, sound_length_s=record.sound_length_s)
+    units = UnitFit(record.unit, merges=cut.merges, counts=cut.unit_counts, spans=cut.unit_spans,
+                    sound_length_s=record.sound_length_s)
     extra = {"units": {"unit": record.unit, "requested": record.unit, "rule": "the run's unit",
                        "sound_length_s": record.sound_length_s},
-             "recluster": {"run": str(params.run), "head": {
+             "recluster": {"run": str(params.run), "merges_reused": len(cut.merges), "head": {
                  "steps": params.train.head_steps, "final_cross_entropy": round(cut.head_history["loss"][-1], 4)}}}
     return EmbedResult(cut.encoder, record, units, cut.known, cut.file_labels,
                        MergeSource(path=ModelsFolder(Path(params.models)).merge_model), extra)

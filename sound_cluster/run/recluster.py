@@ -101,6 +101,7 @@ class Recut:
     unit_counts: dict[Path, int]
     unit_spans: dict[Path, list[tuple[int, int, int]]]
     head_history: dict[str, list[float]]
+    merges: dict[Path, Any]  # each file's merges, read back from the run's tree (K does not change a fold)
 
 
 def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failures: list[Failure]) -> Recut:
@@ -178,9 +179,29 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
                files=[str(r) for r in units["files"]], units=_Spans(units), n_steps=[len(s) for s in steps])
     atomic_write_json(models.clusters, record.to_dict())
     log.info("recluster: %s cut at K=%d (%s)", run.dir, record.k, record.rule)
+    merges = _run_merges(run, {by_rel[str(rel)].path: names[str(rel)] for rel in units["files"]}, steps)
     return Recut(encoder, record, {p: s for p, s in zip(paths, steps)},
                  None if prior.unit == SEGMENT else {p: int(c) for p, c in zip(paths, clusters.labels)},
-                 counts if prior.unit == SEGMENT else {}, spans if prior.unit == SEGMENT else {}, history)
+                 counts if prior.unit == SEGMENT else {}, spans if prior.unit == SEGMENT else {}, history, merges)
+
+
+def _run_merges(run: RunFolder, names: dict[Path, str], steps: list[np.ndarray]) -> dict[Path, Any]:
+    """Each file's merges as the run's tree records them (the fold does not depend on K, so a fresh fit at the
+    new K folds each file the same way); a file whose tree was written cut short, or does not match its steps,
+    is folded again."""
+    from sound_cluster.segment.fold import Merges
+    from sound_cluster.segment.tree import SegmentTree, read_tree_json
+
+    out: dict[Path, Any] = {}
+    for (path, name), st in zip(names.items(), steps):
+        try:
+            tree = SegmentTree.from_json(read_tree_json(run.tree(name)))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if tree.n_leaves < 1 or tree.n_leaves > len(st):
+            continue
+        out[path] = Merges(tree.left, tree.right, tree.cost, np.empty((0, 0), np.float32))
+    return out
 
 
 def _check_units(units: dict[str, np.ndarray], *, n_units: int) -> None:

@@ -174,6 +174,8 @@ def segment_file(embedding: np.ndarray, frames: np.ndarray, *, duration_s: float
     FileSegments
     """
     fin = fin if fin is not None else seg.fold_input(embedding, frames)
+    if merges is not None and len(merges.left) != max(len(fin.leaves) - 1, 0) and weights is not None:
+        merges = None  # merges of other leaves (a tree read back from a run folder that does not fit): fold again
     if merges is None:
         if weights is None:
             raise ValueError("segment_file needs the merge autoencoder's weights or the file's merges")
