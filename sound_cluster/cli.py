@@ -95,6 +95,8 @@ def _app(cfg: DictConfig) -> None:
         sys.exit(2)
     if multirun:
         _record_sweep_job(output_dir, list(hc.overrides.task), result.summary)
+    else:
+        _remove_stub(output_dir)  # a task that wrote into another folder (task=export) leaves no empty one
 
 
 def _remove_stub(output_dir: Path) -> None:
@@ -181,6 +183,7 @@ usage: sound-cluster [FOLDER] [key=value ...]
   sound-cluster /data/rec data.labels=/data/rec/labels.csv      adds NMI, ARI, accuracy
   sound-cluster task=apply models=outputs/<run>/models data.path=/data/new   no training
   sound-cluster task=recluster run=outputs/<run> model.n_clusters=21   that run at another K, in seconds
+  sound-cluster task=export run=outputs/<run> 'output.export=[raven]'   Raven tables of a finished run
   sound-cluster -m model.n_clusters=8,16,32       a sweep: one run folder each
   sound-cluster debug=tiny                        small settings for a quick smoke run
 

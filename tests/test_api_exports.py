@@ -152,3 +152,25 @@ def test_importing_the_package_imports_no_tensorflow():
     code = "import sys, sound_cluster; sound_cluster.load_run; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_export_task_writes_what_a_fit_with_exports_writes(demo_run, tmp_path):
+    """task=export on a finished run: the Audacity and Raven files a fit with output.export writes, byte for byte,
+    written from the run's trees into its folder, and no run folder of its own left behind."""
+    import shutil
+
+    _, run = demo_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.dir, copy, ignore=shutil.ignore_patterns("export"))
+    stub = tmp_path / "stub"
+    proc = subprocess.run([str(Path(sys.executable).with_name("sound-cluster")), "task=export", f"run={copy}",
+                           "output.export=[audacity,raven]", f"hydra.run.dir={stub}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = sorted(p.relative_to(copy) for p in (copy / "export").rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(run.dir) for p in (run.dir / "export").rglob("*") if p.is_file())
+    assert written and all((copy / p).read_bytes() == (run.dir / p).read_bytes() for p in written)
+    assert not stub.exists()
+    proc = subprocess.run([str(Path(sys.executable).with_name("sound-cluster")), "task=export", f"run={copy}"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "output.export must be a non-empty list" in proc.stdout + proc.stderr

@@ -38,10 +38,11 @@ def test_debug_tiny_overlay():
         ("features.log_offset=0", r"features\.log_offset .* got 0"),
         ("executor.kind=threads", r"executor\.kind must be one of auto, serial, process, dask, got 'threads'"),
         ("executor.n_workers=0", r"executor\.n_workers .* got 0"),
-        ("task=train", r"task must be one of fit, apply, recluster, pretrain, got 'train'"),
+        ("task=train", r"task must be one of fit, apply, recluster, pretrain, export, got 'train'"),
         ("rae.node_vector=sum", r"rae\.node_vector must be one of mean, code, got 'sum'"),
-        ("run=somewhere", r"run must be null unless task=recluster, got '.*somewhere'"),
+        ("run=somewhere", r"run must be null unless task=recluster or task=export, got '.*somewhere'"),
         ("task=recluster", r"run must be a finished run's folder when task=recluster, got None"),
+        ("task=export", r"run must be a finished run's folder when task=export, got None"),
         ("rae.min_node_s=0.5", r"rae\.min_node_s must be at most rae\.min_sound_s=0\.1, got 0\.5"),
         ("output.progress=sometimes", r"output\.progress must be auto, true or false, got 'sometimes'"),
         ("train.batch_size=20", r"train\.batch_size must be at least twice the cluster head's size "

@@ -15,7 +15,7 @@ from sound_cluster.config.segment import RaeParams, SoundParams
 from sound_cluster.errors import ConfigError
 from sound_cluster.run_folder import ModelsFolder, RunFolder
 
-TASKS = ("fit", "apply", "recluster", "pretrain")
+TASKS = ("fit", "apply", "recluster", "pretrain", "export")
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,15 @@ class Params:
     task
         fit: train and assign | apply: assign with the trained models in ``models`` | recluster: cut
         the finished run ``run`` at another ``model.n_clusters`` and write a new run | pretrain: train an
-        encoder on a large corpus (``pretrain``)
+        encoder on a large corpus (``pretrain``) | export: write ``output.export`` into the finished run ``run``
+        from its trees, nothing computed again
     seed
         seeds every random draw of training and clustering
     models
         task=apply: a run's ``models/`` folder
     run
-        task=recluster: a finished run's folder (its data, features and embeddings are reused)
+        task=recluster: a finished run's folder (its data, features and embeddings are reused); task=export: the
+        run whose exports are written
     """
 
     data: DataParams = field(default_factory=DataParams)
@@ -78,8 +80,17 @@ class Params:
             for name in RunFolder(Path(self.run)).missing_for_recluster()[:1]:
                 fail("run", str(self.run), f"a finished run's folder holding {name} (written by sound-cluster "
                      "0.1 from this version on)")
+        elif self.task == "export":
+            if self.run is None:
+                fail("run", None, "a finished run's folder when task=export")
+            folder = RunFolder(Path(self.run))
+            if not (folder.clusters.is_file() and folder.trees.is_dir()):
+                fail("run", str(self.run), "a finished run's folder (holding clusters.csv and trees/)")
+            if not self.output.exports():
+                fail("output.export", list(self.output.export), "a non-empty list of audacity, raven, jams, "
+                     "segments when task=export")
         elif self.run is not None:
-            fail("run", str(self.run), "null unless task=recluster")
+            fail("run", str(self.run), "null unless task=recluster or task=export")
         if self.task == "apply":
             if self.models is None:
                 fail("models", None, "a run's models/ folder when task=apply")

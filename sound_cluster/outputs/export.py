@@ -120,3 +120,51 @@ def write_jams(doc: Mapping[str, Any], out_path: Path, *, max_levels: int = 8) -
     jam.annotations.append(ann)
     with atomic_open(out_path, "w", fsync=False, encoding="utf-8") as fh:
         jam.save(fh)
+
+
+def nyquist_hz(path: Path, *, default_hz: float) -> float:
+    """Half the file's own sample rate (the top of a Raven selection), or ``default_hz`` if it cannot be read."""
+    import soundfile as sf
+
+    from sound_cluster.io_utils import open_regular
+
+    try:
+        with open_regular(path) as fh:
+            return sf.info(fh).samplerate / 2.0
+    except Exception:  # noqa: BLE001 - the file was decoded before; a selection's band is not worth a failure
+        return float(default_hz)
+
+
+def write_file_exports(doc: Mapping[str, Any], *, folder: Any, name: str, audio_path: Path, exports: set[str],
+                       k: int | str, default_nyquist_hz: float) -> list[tuple] | None:
+    """One file's exports (``output.export``) from its tree document; returns its segments.csv rows.
+
+    Parameters
+    ----------
+    doc : dict
+        The file's tree document.
+    folder : RunFolder
+        Where the exports go.
+    name : str
+        The file's output name.
+    audio_path : Path
+        The audio file (its sample rate sets a Raven selection's top frequency).
+    exports : set of str
+        ``audacity``, ``raven``, ``jams``, ``segments``.
+    k : int or "auto"
+        Segments per file (``auto``: the file's own cut).
+
+    Returns
+    -------
+    list of tuple or None
+        The file's :func:`segment_rows` when any export needed them.
+    """
+    rows = segment_rows(doc, k=k) if exports & {"audacity", "raven", "segments"} else None
+    sounds = None if rows is None else sound_rows(rows)  # one selection per sound: background is no selection
+    if "audacity" in exports:
+        write_audacity(sounds, folder.audacity(name))
+    if "raven" in exports:
+        write_raven(sounds, folder.raven(name), high_freq_hz=nyquist_hz(audio_path, default_hz=default_nyquist_hz))
+    if "jams" in exports:
+        write_jams(doc, folder.jams(name))
+    return rows

@@ -21,14 +21,7 @@ from sound_cluster.config import OutputParams, Params
 from sound_cluster.errors import AudioError
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.io_utils import save_keras_model
-from sound_cluster.outputs.export import (
-    segment_rows,
-    sound_rows,
-    write_audacity,
-    write_jams,
-    write_raven,
-    write_segments,
-)
+from sound_cluster.outputs.export import write_file_exports, write_segments
 from sound_cluster.run.embed_stage import MergeSource, UnitFit
 from sound_cluster.run.executor import map_files
 from sound_cluster.run_folder import RunFolder
@@ -123,20 +116,11 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
     write_tree_json(doc, folder.tree(job.name))
     out: dict[str, Any] = {"n_leaves": tree.n_leaves, "depth": tree.depth(), "auto_k": doc["auto_k"],
                            "n_segments": resolve_k(doc, out_params.segments)}
-    exports = fs.output.exports()
-    rows = None
-    if segments or exports & {"audacity", "raven"}:
-        rows = segment_rows(doc, k=fs.output.export_k or fs.output.segments)
+    rows = write_file_exports(doc, folder=folder, name=job.name, audio_path=job.path,
+                              exports=fs.output.exports() | ({"segments"} if segments else set()),
+                              k=fs.output.export_k or fs.output.segments, default_nyquist_hz=fs.sample_rate / 2)
     if segments:
         out["segments"] = rows
-    sounds = None if rows is None else sound_rows(rows)  # one selection per sound: background is no selection
-    if "audacity" in exports:
-        write_audacity(sounds, folder.audacity(job.name))
-    if "raven" in exports:
-        write_raven(sounds, folder.raven(job.name),
-                    high_freq_hz=_nyquist_hz(job.path, default_hz=fs.sample_rate / 2))
-    if "jams" in exports:
-        write_jams(doc, folder.jams(job.name))
     if job.plot:
         from sound_cluster.outputs.report import plot_file
 
@@ -147,16 +131,6 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
                   sample_rate=fs.sample_rate, hop_length=fs.hop_length,
                   cuts=fs.output.plot_cuts, own_cut=own)
     return out
-
-
-def _nyquist_hz(path: Path, *, default_hz: float) -> float:
-    """Half the file's own sample rate (the top of a Raven selection), or ``default_hz`` if it cannot be read."""
-    import soundfile as sf
-
-    try:
-        return sf.info(str(path)).samplerate / 2.0
-    except Exception:  # noqa: BLE001 - the file was decoded before; a selection's band is not worth a failure
-        return float(default_hz)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from sound_cluster.run.embed_stage import (
     with_model_features,
 )
 from sound_cluster.run.executor import map_files
+from sound_cluster.run.export_task import export_run
 from sound_cluster.run.fold_stage import fold_stage
 from sound_cluster.run.preflight import preflight
 from sound_cluster.run.recluster import recluster_params
@@ -59,12 +60,15 @@ class Task:
         The task fits clusters to the folder (a folder of one file is worth a warning).
     run_files : bool
         Only the files of the run being cut again (``recluster``), not what the folder holds now.
+    direct : callable or None
+        A task that only writes from a finished run (``export``): it runs instead of the stages.
     """
 
     settings: Callable[[Params], Params]
     models: Callable[..., EmbedResult] | None
     fits: bool = False
     run_files: bool = False
+    direct: Callable[[Params], RunResult] | None = None
 
 
 def _as_given(params: Params) -> Params:
@@ -76,6 +80,7 @@ TASKS: dict[str, Task] = {
     "apply": Task(with_model_features, load_models),
     "recluster": Task(recluster_params, recluster_models, run_files=True),
     "pretrain": Task(_as_given, None),
+    "export": Task(_as_given, None, direct=export_run),
 }
 
 
@@ -118,6 +123,8 @@ def run(params: Params, *, output_dir: Path, config: dict[str, Any] | None = Non
     output_dir = Path(output_dir)
     params = preflight(params)
     task = TASKS[params.task]
+    if task.direct is not None:  # nothing to compute: no run folder of its own
+        return task.direct(params)
     # Settings taken from a run or models folder, and the references: refused before a run folder is made.
     params = task.settings(params)
     references = read_references(params)
