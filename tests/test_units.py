@@ -165,6 +165,24 @@ def test_every_snippet_the_report_links_exists(fitted):
         info = sf.info(root / "run" / unquote(rel))
         assert info.duration == pytest.approx(spans[path, segment], abs=2e-3)  # the segment itself
     assert page.count('class="timeline"') == 3 and "sounds per cluster" in page and "median length" in page
+    # A report for recordings: the sounds' map, label against cluster, the references under each timeline, why K.
+    assert 'src="report/sounds_pca.png"' in page and (root / "run" / "report" / "sounds_pca.png").is_file()
+    assert 'id="labels-by-cluster"' in page and page.count('class="timeline reference"') == 3
+    import html
+
+    assert "chosen from the data: Ward's hierarchy of the" in html.unescape(page) and "sounds in" in page
+
+
+def test_label_table_counts_majority_and_purity():
+    from sound_cluster.outputs.report_segments import label_table
+
+    segs = [{"path": "a.wav", "segment": i, "cluster": c} for i, c in enumerate([0, 0, 0, 1, 1, 2])]
+    labels = {("a.wav", 0): "x", ("a.wav", 1): "x", ("a.wav", 2): "y", ("a.wav", 3): "y", ("a.wav", 4): "y"}
+    t = label_table(segs, labels, colors=["#000"] * 3)
+    assert [(c["k"], c["n"], c["majority"], round(c["purity"], 3)) for c in t["clusters"]] == [
+        (0, 3, "x", 0.667), (1, 2, "y", 1.0), (2, 1, "(none)", 1.0)]
+    assert t["rows"][0] == {"label": "y", "n": 3, "counts": [1, 2, 0]} and t["purity"] == pytest.approx(5 / 6)
+    assert label_table(segs, {}, colors=["#000"] * 3) is None
 
 
 def test_auto_unit_rule():
