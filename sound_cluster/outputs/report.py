@@ -266,7 +266,8 @@ def write_report(
     pca = None if sound_map else _pca_plot(output_dir, rows, colors)
     k_plot = k_choice_plot(output_dir, summary["clusters"])
     k_candidates = candidates(summary["clusters"], run_dir=output_dir)
-    hierarchy_plot = dendrogram_plot(output_dir, k_candidates)
+    hierarchy_plot = dendrogram_plot(output_dir, k_candidates,
+                                     near=(summary["clusters"].get("choice") or {}).get("near"))
     legend = [{"k": c, "color": colors[c], "n": sizes[c]} for c in range(k) if sizes[c]]
     env = jinja2.Environment(loader=jinja2.PackageLoader("sound_cluster.outputs", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -90,8 +90,10 @@ def _spread(ys: list[float], *, gap: float) -> list[float]:
     return out
 
 
-def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]]) -> str | None:
-    """The upper levels of the units' Ward hierarchy (``models/hierarchy.npz``) with each candidate's cut drawn.
+def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]], *, near: Sequence[int] | None = None
+                    ) -> str | None:
+    """The upper levels of the units' Ward hierarchy (``models/hierarchy.npz``) with each candidate's cut drawn,
+    and the band of cuts into ``near`` = (lo, hi) clusters shaded (those within 1 % of the chosen K's criterion).
 
     Returns the image's relative URL, or ``None`` when the run kept no hierarchy or it has under three leaves.
     """
@@ -118,6 +120,12 @@ def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]]) -> str | None
     for i, (c, y) in enumerate(zip(shown, ys)):
         ax.axhline(y, color="#d62728" if c["chosen"] else "#1f77b4", lw=1.2 if c["chosen"] else 0.8,
                    ls=styles[i % len(styles)])
+    if near and near[1] > near[0] and 1 < near[0] and near[1] <= len(tree):
+        def cut_y(k: int) -> float:
+            return (heights[-k] + heights[-(k - 1)]) / 2
+        ax.axhspan(cut_y(near[1]), cut_y(near[0]), color="#999999", alpha=0.2, lw=0)
+        ax.annotate(f"K {near[0]}-{near[1]}: within 1 %", (0.01, cut_y(near[0])), xycoords=("axes fraction", "data"),
+                    fontsize=7, va="bottom", color="#555555")
     lo, hi = ax.get_ylim()
     for (c, y), label_y in zip(zip(shown, ys), _spread(ys, gap=0.07 * (hi - lo))):  # labels never overlap
         ax.annotate(f"K = {c['k']}" + (" (chosen)" if c["chosen"] else ""), (1.0, y),
