@@ -225,3 +225,15 @@ def test_the_head_gives_small_clusters_beside_a_large_one():
         post.append((e / e.sum(axis=1, keepdims=True)).mean(axis=0))
     assert np.argmax(post, axis=1).tolist() == labels.tolist()
     assert history["loss"][-1] < history["loss"][0]
+
+
+def test_the_scatter_from_leaf_sums_equals_the_direct_sum():
+    """Above SCATTER_BY_SUMS_ABOVE units the K candidates are scored from per-leaf sums: the same numbers."""
+    from sound_cluster.embed.clusters import scatter_by_sums, ward_hierarchy, within_scatter
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 16))[rng.integers(5, size=3000)] + 0.5 * rng.standard_normal((3000, 16))
+    h = ward_hierarchy(x, max_exact=500, seed=0)  # centroids as leaves, as for a large folder
+    ks = h.candidates(20)
+    direct = np.array([within_scatter(h.x, h.cut(int(k))) for k in ks])
+    np.testing.assert_allclose(scatter_by_sums(h, ks), direct, rtol=1e-10)

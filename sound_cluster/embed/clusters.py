@@ -138,6 +138,37 @@ def within_scatter(x: np.ndarray, labels: np.ndarray) -> float:
     return total
 
 
+# Above this many units the scatter of every cut comes from per-leaf sums (:func:`scatter_by_sums`): the same
+# quantity, whose rounding differs from the direct sum's only far below the knee's resolution.
+SCATTER_BY_SUMS_ABOVE = 20000
+
+
+def scatter_by_sums(h: "Hierarchy", ks) -> np.ndarray:
+    """:func:`within_scatter` of the hierarchy cut at each of ``ks``, from per-leaf sums.
+
+    ``sum ||x - mean_c||^2 = sum ||x||^2 - sum_c ||S_c||^2 / n_c`` with ``S_c`` the sum of cluster ``c``'s
+    members: the units are summed once per leaf of the hierarchy, and each cut adds up leaves, so a million
+    units cost one pass, not one per cluster per K.
+    """
+    n_leaves = len(h.tree) + 1
+    sums = np.zeros((n_leaves, h.x.shape[1]))
+    np.add.at(sums, h.item, h.x)
+    counts = np.bincount(h.item, minlength=n_leaves).astype(np.float64)
+    total = float(np.einsum("ij,ij->", h.x, h.x))
+    from scipy.cluster.hierarchy import fcluster
+
+    out = []
+    for k in ks:
+        leaf_cluster = (fcluster(h.tree, int(k), criterion="maxclust") - 1) if len(h.tree) else np.zeros(1, int)
+        m = int(leaf_cluster.max()) + 1
+        cs = np.zeros((m, sums.shape[1]))
+        np.add.at(cs, leaf_cluster, sums)
+        cn = np.bincount(leaf_cluster, weights=counts, minlength=m)
+        keep = cn > 0
+        out.append(max(total - float((np.einsum("ij,ij->i", cs[keep], cs[keep]) / cn[keep]).sum()), 0.0))
+    return np.array(out)
+
+
 def knee(ks: np.ndarray, values: np.ndarray) -> tuple[int, np.ndarray]:
     """The knee of a decreasing curve (Kneedle): the k farthest below the chord from its first to last point.
 
@@ -350,7 +381,10 @@ def choose_k(h: Hierarchy, *, max_clusters: int) -> tuple[int, dict[int, float],
     if n == 1:
         return 1, {1: 0.0}, {1: 0.0}, "one unit"
     ks = h.candidates(max_clusters)
-    scatter = np.array([within_scatter(h.x, h.cut(int(k))) for k in ks])
+    if n > SCATTER_BY_SUMS_ABOVE:  # one pass over the units for all K, not one per cluster per K
+        scatter = scatter_by_sums(h, ks)
+    else:
+        scatter = np.array([within_scatter(h.x, h.cut(int(k))) for k in ks])
     scat = {int(a): float(b) for a, b in zip(ks, scatter)}
     if len(ks) < 3:  # two units: too few for a knee; apart when they differ
         k = int(ks[-1]) if scatter[0] > 1e-9 else 1
