@@ -202,16 +202,17 @@ FORMATS_BY_EXTENSION = {"wav": {"WAV", "WAVEX", "RF64", "W64"}, "wave": {"WAV", 
                         "aif": {"AIFF"}, "aiff": {"AIFF"}, "aifc": {"AIFF"}, "au": {"AU"}, "caf": {"CAF"}}
 
 
-def check_length(info: AudioInfo, *, max_seconds: float | None) -> None:
-    """Refuse a file whose header promises more than ``max_seconds`` of audio (``data.max_file_s``).
+def check_length(duration_s: float, *, max_seconds: float | None, said: str = " in the header") -> None:
+    """Refuse a file that holds more than ``max_seconds`` of audio (``data.max_file_s``), as its header (or,
+    ``said=""``, the feature cache) says.
 
     Raises
     ------
     AudioError
     """
-    if max_seconds is not None and info.duration_s > max_seconds:
-        raise AudioError(f"{info.duration_s:.0f} s of audio in the header: longer than data.max_file_s="
-                         f"{max_seconds:g} s, not read (raise data.max_file_s for longer recordings)")
+    if max_seconds is not None and duration_s > max_seconds:
+        raise AudioError(f"{duration_s:.0f} s of audio{said}: longer than data.max_file_s={max_seconds:g} s, not "
+                         "read (raise data.max_file_s for longer recordings)")
 
 
 def check_format(info: AudioInfo, path: Path) -> None:
@@ -265,7 +266,7 @@ def decode(data: bytes | Path, *, sample_rate: int, min_samples: int = 1, info: 
     info = info or probe(data)
     if info.frames == 0:
         raise AudioError("no audio samples (0 frames)")
-    check_length(info, max_seconds=max_seconds)
+    check_length(info.duration_s, max_seconds=max_seconds)
     block_frames = max(1024, min(block_frames, (4 << 20) // info.channels))
     max_frames = None if max_seconds is None else int(max_seconds * info.sample_rate) + block_frames
     resampler = None

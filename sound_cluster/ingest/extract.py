@@ -58,10 +58,8 @@ def extract_features(path: Path, *, cache: FeatureCache, max_seconds: float | No
     except OSError as err:
         raise AudioError(f"cannot read file: {err.strerror}") from None
     entry = cache.lookup(path, st)
-    if entry is not None and max_seconds is not None and entry.duration_s > max_seconds:
-        raise AudioError(f"{entry.duration_s:.0f} s of audio: longer than data.max_file_s={max_seconds:g} s, not "
-                         "read (raise data.max_file_s for longer recordings)")
     if entry is not None:  # unchanged since a run with these settings: nothing to read
+        check_length(entry.duration_s, max_seconds=max_seconds, said="")
         return FileFeatures(Path(path), cache.path(entry.key), entry.duration_s, entry.n_frames, True)
     if st.st_size > STREAM_ABOVE_BYTES:  # a long recording: decoded a block at a time, hashed once it is believed
         data: bytes | Path = Path(path)
@@ -69,7 +67,7 @@ def extract_features(path: Path, *, cache: FeatureCache, max_seconds: float | No
         data = read_bytes(path)
     info = probe(data)
     check_format(info, Path(path))
-    check_length(info, max_seconds=max_seconds)
+    check_length(info.duration_s, max_seconds=max_seconds)
     try:
         key = content_key(data) if isinstance(data, bytes) else file_content_key(path)
     except OSError as err:
