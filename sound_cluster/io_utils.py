@@ -165,10 +165,20 @@ def open_regular(path: Path | str | bytes, *, max_bytes: int | None = None) -> I
         raise
 
 
-def read_regular_text(path: Path | str, *, max_bytes: int, encoding: str = "utf-8") -> str:
-    """The text of a regular file of at most ``max_bytes`` (see :func:`open_regular`)."""
+def read_json_object(path: Path | str, *, max_bytes: int) -> dict[str, Any]:
+    """The JSON object in a regular file of at most ``max_bytes`` (see :func:`open_regular`), UTF-8.
+
+    Raises
+    ------
+    OSError, ValueError
+        Not a regular file, too large, not UTF-8, not JSON, or JSON that is not an object.
+    """
     with open_regular(path, max_bytes=max_bytes) as fh:
-        return fh.read().decode(encoding)
+        obj = json.loads(fh.read().decode("utf-8"))
+    if not isinstance(obj, dict):
+        raise ValueError(f"{Path(os.fsdecode(path)).name} does not hold a JSON object (it holds a "
+                         f"{type(obj).__name__})")
+    return obj
 
 
 def read_arrays(path: Path, keys: tuple[str, ...], *, max_bytes: int = 4 << 30) -> dict[str, Any]:

@@ -8,14 +8,13 @@ column, :mod:`sound_cluster.ingest.names`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sound_cluster.io_utils import atomic_open, atomic_write_json, open_regular, read_arrays
+from sound_cluster.io_utils import atomic_open, atomic_write_json, read_arrays, read_json_object
 
 SUMMARY = "summary.json"
 CLUSTERS = "clusters.csv"
@@ -109,11 +108,7 @@ class ModelsFolder:
         OSError, ValueError
             Not a regular file of at most 16 MB holding a JSON object.
         """
-        with open_regular(self.params, max_bytes=16 << 20) as fh:
-            params = json.loads(fh.read().decode("utf-8"))
-        if not isinstance(params, dict):
-            raise ValueError("params.json does not hold a JSON object")
-        return params
+        return read_json_object(self.params, max_bytes=16 << 20)
 
 
 @dataclass(frozen=True)
@@ -223,11 +218,7 @@ class RunFolder:
         ------
         OSError, ValueError
         """
-        with open_regular(self.summary, max_bytes=64 << 20) as fh:
-            summary = json.loads(fh.read().decode("utf-8"))
-        if not isinstance(summary, dict):
-            raise ValueError("summary.json does not hold a JSON object")
-        return summary
+        return read_json_object(self.summary, max_bytes=64 << 20)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary, summary)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from sound_cluster.embed.clusters import ClusterRecord
 from sound_cluster.errors import ConfigError
-from sound_cluster.io_utils import atomic_open, read_regular_text
+from sound_cluster.io_utils import atomic_open, read_json_object
 from sound_cluster.run_folder import ModelsFolder
 
 
@@ -23,7 +22,7 @@ def load_record(models: ModelsFolder, *, head_clusters: int) -> ClusterRecord:
     """
     path = models.clusters
     try:
-        record = ClusterRecord.from_dict(json.loads(read_regular_text(path, max_bytes=64 << 20)))
+        record = ClusterRecord.from_dict(read_json_object(path, max_bytes=64 << 20))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"models: cannot read {path}: {err}") from None
     if record.k != head_clusters:

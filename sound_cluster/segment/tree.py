@@ -292,11 +292,9 @@ def read_tree_json(path: Path) -> dict[str, Any]:
     ------
     OSError, ValueError
     """
-    from sound_cluster.io_utils import read_regular_text
+    from sound_cluster.io_utils import read_json_object
 
-    doc = json.loads(read_regular_text(path, max_bytes=1 << 30))
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: a tree document is a JSON object, got {type(doc).__name__}")
+    doc = read_json_object(path, max_bytes=1 << 30)
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: unsupported tree schema_version {doc.get('schema_version')!r} "
                          f"(this version reads {SCHEMA_VERSION})")
