@@ -231,18 +231,22 @@ class RunFolder:
         OSError, ValueError
             Missing, not a regular file, not an npz of finite 2-D float arrays, or a name that is not an output name.
         """
-        return self.read_posteriors(name)[0]
+        return self._read_steps(name, ("embedding",))[0]
 
     def read_posteriors(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A file's step embeddings ``(n_steps, D)`` and posteriors ``(n_steps, K)`` (errors: as above)."""
-        z = read_arrays(self.posteriors(name), ("embedding", "posteriors"))
-        emb, post = z["embedding"], z["posteriors"]
-        for key, a in (("embedding", emb), ("posteriors", post)):
-            if a.ndim != 2 or a.dtype.kind != "f" or not np.isfinite(a).all():
-                raise ValueError(f"{key} is not a finite 2-D float array (shape {a.shape}, dtype {a.dtype})")
+        emb, post = self._read_steps(name, ("embedding", "posteriors"))
         if len(emb) != len(post):
             raise ValueError(f"{len(emb)} step embeddings but {len(post)} posteriors")
         return emb, post
+
+    def _read_steps(self, name: str, keys: tuple[str, ...]) -> list[np.ndarray]:
+        """The arrays ``keys`` of ``posteriors/<name>.npz`` (only those read), each a finite 2-D float array."""
+        z = read_arrays(self.posteriors(name), keys)
+        for key, a in z.items():
+            if a.ndim != 2 or a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise ValueError(f"{key} is not a finite 2-D float array (shape {a.shape}, dtype {a.dtype})")
+        return [z[k] for k in keys]
 
     def write_posteriors(self, name: str, *, embedding: np.ndarray, posteriors: np.ndarray) -> None:
         with atomic_open(self.posteriors(name), "wb", fsync=False) as fh:
