@@ -100,15 +100,17 @@ def read_segments(path: Path, *, fmt: str = "auto") -> dict[str, list[tuple[floa
         Missing file, missing columns, or a row whose times are not numbers with end > start >= 0.
     """
     path = Path(path)
-    if fmt == "auto":
-        fmt = "csv" if path.is_file() else _folder_format(path)
-    if fmt == "csv":
+    if fmt == "csv" or fmt == "auto" and path.is_file():
         return _read_segments_csv(path)
     if not path.is_dir():
+        fmt = "audacity" if fmt == "auto" else fmt  # what auto reads a folder as when it finds no Raven table
         raise ConfigError(f"data.segments must be a folder of {fmt} files with data.segments_format={fmt}, "
                           f"got {str(path)!r}")
+    tables = _tables(path)  # listed once: the format is told from the same files that are read
+    if fmt == "auto":
+        fmt = _folder_format(tables)
     out: dict[str, list[tuple[float, float, str]]] = {}
-    for f in _tables(path):
+    for f in tables:
         rel = f.relative_to(path).as_posix()
         key = re.sub(r"(\.Table\.\d+)?\.selections\.txt$", "", rel) if fmt == "raven" else rel[:-len(".txt")]
         rows = _read_raven(f) if fmt == "raven" else _read_audacity(f)
@@ -117,7 +119,7 @@ def read_segments(path: Path, *, fmt: str = "auto") -> dict[str, list[tuple[floa
     return out
 
 
-def _tables(folder: Path, *, warn: bool = True) -> list[Path]:
+def _tables(folder: Path) -> list[Path]:
     """The ``*.txt`` files under ``folder`` that are regular files (a pipe or device there is skipped, said once)."""
     import stat
 
@@ -129,7 +131,7 @@ def _tables(folder: Path, *, warn: bool = True) -> list[Path]:
             regular = False
         if regular:
             out.append(f)
-        elif warn:
+        else:
             log.warning("data.segments: %s is not a regular file (a pipe, device, folder or broken link): "
                         "not read", f)
     return out
@@ -142,8 +144,8 @@ def _capped(rows: list, where: Path) -> list:
     return rows
 
 
-def _folder_format(path: Path) -> str:
-    files = _tables(path, warn=False) if path.is_dir() else []
+def _folder_format(files: list[Path]) -> str:
+    """``raven`` where the tables are Raven selection tables (by name, or by their first line), else ``audacity``."""
     if any(f.name.endswith(".selections.txt") for f in files):
         return "raven"
     for f in files[:5]:
