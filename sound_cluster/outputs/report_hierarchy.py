@@ -114,15 +114,15 @@ def dendrogram_plot(output_dir: Path, cands: list[dict[str, Any]], *, near: Sequ
                color_threshold=0, above_threshold_color="#555555")
     ax.set_ylabel("Ward merge height")
     styles = ["-", "--", ":", "-."]
+    def cut_y(k: int) -> float:  # the cut between the merge to k clusters and the one to k - 1
+        return (heights[-k] + heights[-(k - 1)]) / 2
+
     shown = [c for c in cands if isinstance(c["k"], int) and 1 < c["k"] <= len(tree)]
-    # The cut between the merge to k clusters and the one to k - 1.
-    ys = [(heights[-c["k"]] + heights[-(c["k"] - 1)]) / 2 for c in shown]
+    ys = [cut_y(c["k"]) for c in shown]
     for i, (c, y) in enumerate(zip(shown, ys)):
         ax.axhline(y, color="#d62728" if c["chosen"] else "#1f77b4", lw=1.2 if c["chosen"] else 0.8,
                    ls=styles[i % len(styles)])
     if near and near[1] > near[0] and 1 < near[0] and near[1] <= len(tree):
-        def cut_y(k: int) -> float:
-            return (heights[-k] + heights[-(k - 1)]) / 2
         ax.axhspan(cut_y(near[1]), cut_y(near[0]), color="#999999", alpha=0.2, lw=0)
         ax.annotate(f"K {near[0]}-{near[1]}: within 1 %", (0.01, cut_y(near[0])), xycoords=("axes fraction", "data"),
                     fontsize=7, va="bottom", color="#555555")
