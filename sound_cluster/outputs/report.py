@@ -16,6 +16,7 @@ from sound_cluster.outputs.references import match_references, read_labels, read
 from sound_cluster.outputs.report_hierarchy import candidates, dendrogram_plot, k_choice_plot
 from sound_cluster.outputs.report_segments import (
     label_table,
+    pca_plot,
     read_segment_rows,
     reference_labels,
     reference_track,
@@ -308,23 +309,6 @@ def _labels_by_path(summary: dict) -> dict[str, str]:
 
 def _pca_plot(output_dir: Path, rows: Sequence, colors: list[str]) -> str | None:
     """Mean embedding per file -> 2-D PCA scatter coloured by cluster; returns its relative URL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
-
     folder = RunFolder(output_dir)
     x = np.array([folder.read_step_embeddings(r.name).mean(axis=0) for r in rows])
-    if len(x) < 3 or x.shape[1] < 2:
-        return None
-    xy = PCA(n_components=2, random_state=0).fit_transform(x)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(xy[:, 0], xy[:, 1], c=[colors[r.cluster] for r in rows], s=18, edgecolors="none")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    out = folder.report_image("embedding_pca.png")
-    with atomic_open(out, "wb", fsync=False) as fh:
-        fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return folder.rel(out)
+    return pca_plot(folder, x, [colors[r.cluster] for r in rows], name="embedding_pca.png")

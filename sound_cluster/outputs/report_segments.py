@@ -204,12 +204,6 @@ def sound_map_plot(output_dir: Path, segments: Sequence[Mapping[str, Any]], *, n
     At most ``max_points`` sounds (an even sample) are drawn. Returns the image's relative URL, or None
     with fewer than three sounds.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
-
     folder = RunFolder(output_dir)
     pick = segments if len(segments) <= max_points else [segments[i] for i in
                                                           np.linspace(0, len(segments) - 1, max_points).astype(int)]
@@ -227,14 +221,29 @@ def sound_map_plot(output_dir: Path, segments: Sequence[Mapping[str, Any]], *, n
             b = max(a + 1, min(int(np.ceil(s["end_s"] * step_rate_hz)), len(emb)))
             x.append(emb[a:b].mean(axis=0))
             c.append(colors[int(s["cluster"])])
-    if len(x) < 3:
+    return pca_plot(folder, np.asarray(x), c, name="sounds_pca.png", size=10 if len(x) > 500 else 18, alpha=0.8)
+
+
+def pca_plot(folder: RunFolder, x: np.ndarray, colors: Sequence[str], *, name: str, size: float = 18,
+             alpha: float | None = None) -> str | None:
+    """Points ``x`` ``(n, D)`` on their first two principal components, each in its colour, as ``report/<name>``.
+
+    Returns the image's relative URL, or None with fewer than three points or dimensions under two.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    if len(x) < 3 or x.shape[1] < 2:
         return None
-    xy = PCA(n_components=2, random_state=0).fit_transform(np.asarray(x))
+    xy = PCA(n_components=2, random_state=0).fit_transform(x)
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(xy[:, 0], xy[:, 1], c=c, s=10 if len(x) > 500 else 18, edgecolors="none", alpha=0.8)
+    ax.scatter(xy[:, 0], xy[:, 1], c=list(colors), s=size, edgecolors="none", alpha=alpha)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    out = folder.report_image("sounds_pca.png")
+    out = folder.report_image(name)
     with atomic_open(out, "wb", fsync=False) as fh:
         fig.savefig(fh, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
