@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from soak import descendants, rss  # scripts/ is on the path of a script run from it
 
 from sound_cluster.ingest.failures import display_path
 from sound_cluster.io_utils import from_spreadsheet_cell
@@ -257,26 +258,8 @@ class Probe:
 
 
 def _rss_tree(pid: int) -> int:
-    total = 0
-    pids = [pid]
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    while pids:
-        p = pids.pop()
-        try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            pass
-        pids.extend(children.get(p, []))
-    return total
+    """Resident memory of a process and all its descendants, in bytes."""
+    return sum(rss(p) for p in (pid, *descendants(pid)))
 
 
 def run_cli(args: list[str], *, timeout: float, max_gb: float, cwd: Path | None = None) -> Run:

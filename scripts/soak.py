@@ -162,18 +162,10 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _rss(pid: int) -> int:
-        try:
-            with open(f"/proc/{pid}/statm") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            return 0
-
     def _run(self) -> None:
         while not self._stop.is_set():
             kids = descendants(self.pid)
-            main, workers = self._rss(self.pid), sum(self._rss(k) for k in kids)
+            main, workers = rss(self.pid), sum(rss(k) for k in kids)
             self.main, self.workers = max(self.main, main), max(self.workers, workers)
             self.total = max(self.total, main + workers)
             time.sleep(0.25)
@@ -181,6 +173,15 @@ class Sampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def rss(pid: int) -> int:
+    """Resident memory of one process in bytes (0 once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
 
 
 def descendants(pid: int) -> list[int]:
