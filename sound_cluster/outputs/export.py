@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sound_cluster.io_utils import atomic_open, atomic_write_text, csv_text, read_table, spreadsheet_cell
+from sound_cluster.io_utils import atomic_open, atomic_write_text, csv_text, open_regular, read_table, spreadsheet_cell
 from sound_cluster.outputs.evaluate import tree_levels
 from sound_cluster.segment.tree import doc_cut
 
@@ -125,8 +125,6 @@ def write_jams(doc: Mapping[str, Any], out_path: Path, *, max_levels: int = 8) -
 def nyquist_hz(path: Path, *, default_hz: float) -> float:
     """Half the file's own sample rate (the top of a Raven selection), or ``default_hz`` if it cannot be read."""
     import soundfile as sf
-
-    from sound_cluster.io_utils import open_regular
 
     try:
         with open_regular(path) as fh:
