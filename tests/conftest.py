@@ -16,6 +16,28 @@ from sound_cluster.run.preflight import preflight
 SR = 16000
 
 
+def pytest_collection_modifyitems(config, items):
+    """Longest first: the whole runs (marked slow), then the modules that share one long fit, then the rest, so
+    neither test process is left running one long test alone at the end. The sort is stable: a module that
+    shares a fit keeps its tests together."""
+    def rank(item) -> int:
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        return 1 if item.get_closest_marker("xdist_group") is not None else 2
+
+    groups: dict[str, int] = {}
+    for item in items:  # a shared fit's tests all take the rank of its slowest one
+        mark = item.get_closest_marker("xdist_group")
+        if mark is not None:
+            name = mark.args[0] if mark.args else mark.kwargs.get("name")
+            groups[name] = min(groups.get(name, 2), rank(item))
+    def key(item) -> int:
+        mark = item.get_closest_marker("xdist_group")
+        return groups[mark.args[0] if mark.args else mark.kwargs.get("name")] if mark is not None else rank(item)
+
+    items.sort(key=key)
+
+
 def tone(freq_hz: float = 440.0, seconds: float = 0.5, sr: int = SR, *, seed: int = 0) -> np.ndarray:
     """A sine with a little seeded noise, float32 in [-1, 1]."""
     t = np.arange(int(seconds * sr)) / sr

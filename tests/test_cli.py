@@ -138,6 +138,8 @@ def test_interrupted_run_leaves_no_half_written_file_and_resumes(tmp_path, sig):
     # The folder says it is not a finished run.
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["status"] == "interrupted" and "interrupted" in s["reason"]
+    if sig != signal.SIGINT:
+        return  # the resume below reads only the cache, which the signal does not change: checked once
     # The next run picks up from the cache.
     run_cli(f"data.path={audio}", f"features.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'r2'}", cwd=tmp_path)
     s = json.loads((tmp_path / "r2" / "summary.json").read_text())

@@ -184,6 +184,49 @@ def test_merge_autoencoder_trains_through_its_trees_and_round_trips(tmp_path):
     assert again.size_weighted is False and again.dim == 8 and again.node_vector == "mean"
 
 
+def test_splice_training_tells_a_splice_of_two_sounds_from_one_sound():
+    from keras import ops
+
+    from sound_cluster.segment.fold import score_pairs
+    from sound_cluster.segment.merge_model import calibrate_split_cost, crop_pairs, long_sounds, splice_loss, train_rae
+
+    # Six kinds that differ in two of eight dimensions; inside a sound the other six wander far more: what a
+    # merge must tell apart is not what reconstruction alone attends to.
+    rng = np.random.default_rng(0)
+    base = 2 * rng.standard_normal(8)
+    kinds = np.zeros((6, 8))
+    kinds[:, :2] = rng.standard_normal((6, 2))
+
+    def sound(kind: int) -> np.ndarray:
+        n = int(rng.integers(12, 30))
+        wander = np.cumsum(0.3 * rng.standard_normal((n, 8)), axis=0)
+        wander[:, :2] *= 0.1
+        return base + kinds[kind] + wander + 0.2 * rng.standard_normal((n, 8))
+
+    sounds = [sound(i % 6) for i in range(60)]
+    files = [np.concatenate(sounds[i:i + 6]) for i in range(0, 60, 6)]
+    small = RaeParams(epochs=3, steps_per_epoch=8, batch_sequences=4, max_leaves=32, learning_rate=1e-2)
+    held_out = crop_pairs(long_sounds(sounds), rng=np.random.default_rng(7), pairs=500)
+
+    def accuracy(model) -> float:  # balanced accuracy at the calibrated split cost, on the held-out pairs
+        cost = calibrate_split_cost(model, sounds, seed=0)
+        n = np.full(500, held_out.size)
+        factor = held_out.size / 2  # Ward's, as the fold scores them
+        w = model.fold_weights()
+        same = score_pairs(held_out.same_left, held_out.same_right, n, n, weights=w)[0] / factor
+        spliced = score_pairs(held_out.spliced_left, held_out.spliced_right, n, n, weights=w)[0] / factor
+        return 0.5 * (np.mean(same <= cost) + np.mean(spliced > cost))
+
+    def ranking(model) -> float:
+        return float(ops.convert_to_numpy(splice_loss(model, held_out, margin=small.splice_margin)))
+
+    plain, _ = train_rae(files, rae=dataclasses.replace(small, splice_weight=0.0), seed=0)
+    spliced, losses = train_rae(files, rae=small, seed=0, sounds=sounds)
+    assert losses[-1] < losses[0]
+    assert ranking(spliced) < 0.85 * ranking(plain)
+    assert accuracy(spliced) > accuracy(plain)
+
+
 MIRRORED = """
 import logging, sys, numpy as np, tensorflow as tf
 logging.basicConfig(level=logging.INFO)

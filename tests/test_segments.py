@@ -164,3 +164,23 @@ def test_unreadable_reference_tables_are_one_line_errors(tmp_path, content, word
     reader = read_segments if b"start_s" in content else read_labels
     with pytest.raises(ConfigError, match=words):
         reader(tmp_path / "t.csv")
+
+
+def test_a_sound_splits_at_every_dear_onset_even_under_a_cheap_merge():
+    from sound_cluster.segment.pauses import FoldInput
+    from sound_cluster.segment.segmenter import BACKGROUND, SOUND, own_cut
+
+    # Leaves 1..6 are one sound with onsets at 3 and 5; the merge across 5 is dear, the one above it across 3
+    # is cheap: a cut that stopped at the first cheap merge would keep the change of kind at 5 inside one unit.
+    left = np.array([1, 3, 5, 9, 8, 0, 13])
+    right = np.array([2, 4, 6, 10, 11, 12, 7])
+    cost = np.array([0.1, 0.1, 0.1, 5.0, 0.2, 9.0, 9.0])
+    merges = Merges(left, right, cost, np.zeros((15, 2), np.float32))
+    tree = SegmentTree.from_merges(merges, frame_rate_hz=25.0, duration_s=8 / 25)
+    pieces = np.array([[0, 1, 0], [1, 7, 1], [7, 8, 0]])
+    fin = FoldInput(np.zeros((8, 2)), np.zeros(8, bool), np.array([1]), None, 0.0, pieces, np.array([3, 5]), {})
+    assert own_cut(tree, fin, split_cost=1.0, ward=False) == [(0, 1, BACKGROUND), (1, 5, SOUND), (5, 7, SOUND),
+                                                              (7, 8, BACKGROUND)]
+    assert own_cut(tree, fin, split_cost=0.15, ward=False) == [(0, 1, BACKGROUND), (1, 3, SOUND), (3, 5, SOUND),
+                                                               (5, 7, SOUND), (7, 8, BACKGROUND)]
+    assert own_cut(tree, fin, split_cost=float("inf"), ward=False)[1] == (1, 7, SOUND)

@@ -33,6 +33,13 @@ class RaeParams:
         hinge on merging a leaf of another window: keeps unrelated merges dear
     margin
         hinge margin for merging a leaf of another window (2.0 measured better than 1.0 with ward)
+    splice_weight
+        weight of the splice ranking: a merge across a splice of two of the folder's sounds must cost
+        splice_margin more than a merge of two neighbouring parts of one sound | 0: off
+    splice_margin
+        the cost by which a splice must exceed a sound's inside (costs per step, without Ward's factor)
+    splice_pairs
+        pairs of each kind per training step
     max_any_leaves
         pairing=any refuses longer files (its cost grows as n^2 per merge)
     fold_device
@@ -65,6 +72,9 @@ class RaeParams:
     learning_rate: float = 3e-3
     negative_weight: float = 1.0
     margin: float = 2.0
+    splice_weight: float = 1.0
+    splice_margin: float = 0.5
+    splice_pairs: int = 64
     max_any_leaves: int = 1500
     fold_device: str = "auto"
     fold_batch: int = 64
@@ -84,13 +94,15 @@ class RaeParams:
         one_of(f"{prefix}.linkage", self.linkage, ("ward", "plain"))
         if not isinstance(self.size_weighted, bool):
             fail(f"{prefix}.size_weighted", self.size_weighted, "true or false")
-        for name in ("epochs", "steps_per_epoch", "batch_sequences", "max_any_leaves"):
+        for name in ("epochs", "steps_per_epoch", "batch_sequences", "max_any_leaves", "splice_pairs"):
             positive_int(f"{prefix}.{name}", getattr(self, name))
         if isinstance(self.max_leaves, bool) or not isinstance(self.max_leaves, int) or self.max_leaves < 2:
             fail(f"{prefix}.max_leaves", self.max_leaves, "an integer >= 2")
         positive_float(f"{prefix}.learning_rate", self.learning_rate)
         positive_float(f"{prefix}.margin", self.margin)
         non_negative(f"{prefix}.negative_weight", self.negative_weight)
+        non_negative(f"{prefix}.splice_weight", self.splice_weight)
+        positive_float(f"{prefix}.splice_margin", self.splice_margin)
         non_negative(f"{prefix}.pause_db", self.pause_db, what="a number of dB >= 0 (0: pauses off)")
         positive_float(f"{prefix}.min_sound_s", self.min_sound_s)
         if not isinstance(self.sounds_first, bool):

@@ -178,13 +178,17 @@ def train_rae(
     *,
     rae: RaeParams,
     seed: int,
+    sounds: Sequence[np.ndarray] | None = None,
 ) -> tuple[MergeAutoencoder, list[float]]:
     """Train a merge autoencoder on leaf sequences (e.g. one file's embeddings each) by the settings ``rae``.
 
     Each step folds ``rae.batch_sequences`` random windows of at most ``rae.max_leaves`` leaves
     with the current weights (no gradients), then takes one Adam step on the chosen merges (see
-    :func:`merge_loss`; each merge's negative is a random leaf of another window). The vectors'
-    size is the sequences'.
+    :func:`merge_loss`; each merge's negative is a random leaf of another window). With ``sounds``
+    (two or more of ``2 * SPLICE_CROP`` steps) and ``rae.splice_weight`` > 0, the step also ranks
+    merges across splices of two sounds above merges inside one (:func:`splice_loss`, on
+    ``rae.splice_pairs`` fresh pairs of each kind), so the split cost the fold's own cut compares
+    with tells them apart. The vectors' size is the sequences'.
 
     Returns
     -------
@@ -202,6 +206,8 @@ def train_rae(
     model = MergeAutoencoder(seqs[0].shape[1], size_weighted=rae.size_weighted, node_vector=rae.node_vector,
                              linkage=rae.linkage)
     opt = keras.optimizers.Adam(rae.learning_rate)
+    long = long_sounds(sounds or [])
+    splicing = len(long) >= 2 and rae.splice_weight > 0
     losses = []
     for epoch in range(rae.epochs):
         total = 0.0
@@ -219,6 +225,9 @@ def train_rae(
             with tf.GradientTape() as tape:
                 loss = merge_loss(model, schedule, negatives=negatives, margin=rae.margin,
                                   negative_weight=rae.negative_weight)
+                if splicing:
+                    pairs = crop_pairs(long, rng=rng, pairs=rae.splice_pairs)
+                    loss += rae.splice_weight * splice_loss(model, pairs, margin=rae.splice_margin)
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables))
             total += float(loss)
@@ -243,15 +252,76 @@ def mean_fold_cost(sequences: Sequence[np.ndarray], *, weights: FoldWeights) -> 
     return float(np.mean(np.concatenate(costs))) if costs else float("nan")
 
 
-def calibrate_split_cost(model: MergeAutoencoder, sounds: Sequence[np.ndarray], *, seed: int, crop: int = 5,
+SPLICE_CROP = 5  # steps per crop of the spliced pairs (0.2 s at 25 steps per second)
+
+
+@dataclass(frozen=True)
+class CropPairs:
+    """Pairs of crops scored as the fold scores a merge of two nodes (each the unit-length mean of its leaves).
+
+    Attributes
+    ----------
+    same_left, same_right : np.ndarray [shape=(pairs, d)]
+        Two neighbouring crops of one sound.
+    spliced_left, spliced_right : np.ndarray [shape=(pairs, d)]
+        Crops of two different sounds, spliced together.
+    size : float
+        Steps per crop.
+    """
+
+    same_left: np.ndarray
+    same_right: np.ndarray
+    spliced_left: np.ndarray
+    spliced_right: np.ndarray
+    size: float
+
+
+def long_sounds(sounds: Sequence[np.ndarray], *, crop: int = SPLICE_CROP) -> list[np.ndarray]:
+    """The sounds of at least ``2 * crop`` steps, their rows at unit length (what :func:`crop_pairs` samples)."""
+    return [normalize_rows(s) for s in sounds if len(s) >= 2 * crop]
+
+
+def crop_pairs(long: Sequence[np.ndarray], *, rng: np.random.Generator, pairs: int,
+               crop: int = SPLICE_CROP) -> CropPairs:
+    """``pairs`` pairs of each kind drawn from ``long`` (two or more sounds of ``2 * crop`` steps or more)."""
+    def mean(x: np.ndarray) -> np.ndarray:
+        v = x.mean(axis=0)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    same, spliced = [], []
+    for _ in range(pairs):
+        s = long[int(rng.integers(len(long)))]
+        t0 = int(rng.integers(0, len(s) - 2 * crop + 1))
+        same.append((mean(s[t0:t0 + crop]), mean(s[t0 + crop:t0 + 2 * crop])))
+        i, j = rng.choice(len(long), size=2, replace=False)
+        a, b = long[i], long[j]
+        ta, tb = int(rng.integers(0, len(a) - crop + 1)), int(rng.integers(0, len(b) - crop + 1))
+        spliced.append((mean(a[ta:ta + crop]), mean(b[tb:tb + crop])))
+    sl, sr = (np.asarray(x, dtype=np.float32) for x in zip(*same))
+    pl, pr = (np.asarray(x, dtype=np.float32) for x in zip(*spliced))
+    return CropPairs(sl, sr, pl, pr, float(crop))
+
+
+def splice_loss(model: MergeAutoencoder, batch: CropPairs, *, margin: float):
+    """``mean(relu(margin - (cost(spliced) - cost(same))))``: a merge across a splice of two sounds must cost
+    ``margin`` more than a merge of two neighbouring parts of one sound (costs without Ward's factor, as
+    :func:`calibrate_split_cost` and the file's own cut compare them). Differentiable in the model's weights."""
+    n = ops.full((len(batch.same_left),), batch.size)
+    same, _ = model.cost(ops.convert_to_tensor(batch.same_left), ops.convert_to_tensor(batch.same_right), n, n)
+    spliced, _ = model.cost(ops.convert_to_tensor(batch.spliced_left), ops.convert_to_tensor(batch.spliced_right),
+                            n, n)
+    return ops.mean(ops.relu(margin - (spliced - same)))
+
+
+def calibrate_split_cost(model: MergeAutoencoder, sounds: Sequence[np.ndarray], *, seed: int, crop: int = SPLICE_CROP,
                          pairs: int = 2000) -> float | None:
     """The cost per step above which a merge joins two different sounds rather than two parts of one.
 
     Pairs of crops of ``crop`` steps are scored as the fold scores a merge of two nodes (each the
     unit-length mean of its leaves, Ward's factor taken out): two neighbouring crops of one sound,
-    and two crops of different sounds spliced together. The split cost is the threshold that best
-    tells them apart (the mean of the two rates of correct calls is highest), so the fold's own
-    costs decide where a long sound changes kind.
+    and two crops of different sounds spliced together (:func:`crop_pairs`). The split cost is the
+    threshold that best tells them apart (the mean of the two rates of correct calls is highest), so
+    the fold's own costs decide where a long sound changes kind.
 
     Parameters
     ----------
@@ -269,29 +339,15 @@ def calibrate_split_cost(model: MergeAutoencoder, sounds: Sequence[np.ndarray], 
     float or None
         None when there are fewer than two sounds of ``2 * crop`` steps.
     """
-    long = [normalize_rows(s) for s in sounds if len(s) >= 2 * crop]
+    long = long_sounds(sounds, crop=crop)
     if len(long) < 2:
         return None
-    rng = np.random.default_rng(seed)
     w = model.fold_weights()
-
-    def mean(x: np.ndarray) -> np.ndarray:
-        v = x.mean(axis=0)
-        return v / max(float(np.linalg.norm(v)), 1e-12)
-
-    same, spliced = [], []
-    for _ in range(pairs):
-        s = long[int(rng.integers(len(long)))]
-        t0 = int(rng.integers(0, len(s) - 2 * crop + 1))
-        same.append((mean(s[t0:t0 + crop]), mean(s[t0 + crop:t0 + 2 * crop])))
-        i, j = rng.choice(len(long), size=2, replace=False)
-        a, b = long[i], long[j]
-        ta, tb = int(rng.integers(0, len(a) - crop + 1)), int(rng.integers(0, len(b) - crop + 1))
-        spliced.append((mean(a[ta:ta + crop]), mean(b[tb:tb + crop])))
+    batch = crop_pairs(long, rng=np.random.default_rng(seed), pairs=pairs, crop=crop)
     n = np.full(pairs, float(crop))
     factor = crop / 2.0 if w.linkage == "ward" else 1.0
-    cost_same = score_pairs(*map(np.array, zip(*same)), n, n, weights=w)[0] / factor
-    cost_spliced = score_pairs(*map(np.array, zip(*spliced)), n, n, weights=w)[0] / factor
+    cost_same = score_pairs(batch.same_left, batch.same_right, n, n, weights=w)[0] / factor
+    cost_spliced = score_pairs(batch.spliced_left, batch.spliced_right, n, n, weights=w)[0] / factor
     cands = np.unique(np.r_[cost_same, cost_spliced])
     # balanced accuracy of "split where the cost exceeds t" at every candidate threshold
     tnr = np.searchsorted(np.sort(cost_same), cands, side="right") / pairs

@@ -217,7 +217,7 @@ def _with_edge_times(leaf_times: np.ndarray, edges: dict[int, float]) -> np.ndar
 
 def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool) -> list[tuple[int, int, str]]:
     """A file's own cut over its background: every piece (a sound, or the background between sounds), and a sound
-    split where it was joined across an onset at a merge whose cost per step exceeds ``split_cost``.
+    split at every onset inside it where the merge that joined its two sides costs more per step than ``split_cost``.
 
     Parameters
     ----------
@@ -245,17 +245,21 @@ def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool)
         if node is None or not is_sound:  # a piece is a node whenever the fold honoured its barriers
             out.append((int(a), int(b), SOUND if is_sound else BACKGROUND))
             continue
-        stack, parts = [node], []
+        # every onset inside the sound where the merge joining its two sides is dear is a cut, whatever the
+        # merges above it cost (a cheap merge of two large halves must not hide a change of kind inside one)
+        cuts, stack = [], [node]
         while stack:
             x = stack.pop()
             kids = tree.children(x)
-            if kids is not None:
-                left, right = sorted(kids, key=lambda c: tree.start[c])
-                cut_at = int(tree.start[right])
-                if cut_at in onsets and plain_cost(tree, x, ward=ward) > split_cost:
-                    stack += [right, left]
-                    continue
-            parts.append((int(tree.start[x]), int(tree.end[x]), SOUND))
+            if kids is None:
+                continue
+            left, right = sorted(kids, key=lambda c: tree.start[c])
+            cut_at = int(tree.start[right])
+            if cut_at in onsets and plain_cost(tree, x, ward=ward) > split_cost:
+                cuts.append(cut_at)
+            stack += [right, left]
+        bounds = [int(a), *sorted(cuts), int(b)]
+        parts = [(s, e, SOUND) for s, e in zip(bounds, bounds[1:])]
         out += parts
     return out
 
@@ -313,9 +317,23 @@ def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, duratio
     return units
 
 
+def sound_parts(fin: FoldInput) -> list[tuple[int, int]]:
+    """The parts of a file's sounds between the onsets inside them, as half-open leaf spans (none without sounds
+    found over a background): the stretches most likely to hold one kind of sound each."""
+    if fin.pieces is None:
+        return []
+    splits = np.asarray(fin.splits if fin.splits is not None else (), dtype=np.int64)
+    out = []
+    for a, b, is_sound in fin.pieces:
+        if is_sound:
+            bounds = [int(a), *(int(x) for x in splits[(splits > a) & (splits < b)]), int(b)]
+            out += list(zip(bounds, bounds[1:]))
+    return out
+
+
 def train_merge_model(fins: Sequence[FoldInput], *, rae: "RaeParams", seed: int):
-    """The merge autoencoder trained on the files' leaves, and, where sounds were found over a background, its
-    split cost calibrated on their sounds (:func:`sound_cluster.segment.merge_model.calibrate_split_cost`).
+    """The merge autoencoder trained on the files' leaves (and on splices of their sounds, where sounds were found
+    over a background), and then its split cost calibrated on those sounds (:func:`sound_cluster.segment.merge_model.calibrate_split_cost`).
 
     Returns
     -------
@@ -325,8 +343,8 @@ def train_merge_model(fins: Sequence[FoldInput], *, rae: "RaeParams", seed: int)
     """
     from sound_cluster.segment.merge_model import calibrate_split_cost, train_rae  # TensorFlow
 
-    model, losses = train_rae([f.leaves for f in fins], rae=rae, seed=seed)
-    sounds = [f.leaves[a:b] for f in fins if f.pieces is not None for a, b, is_sound in f.pieces if is_sound]
+    sounds = [f.leaves[a:b] for f in fins for a, b in sound_parts(f)]
+    model, losses = train_rae([f.leaves for f in fins], rae=rae, seed=seed, sounds=sounds)
     if sounds:
         model.split_cost = calibrate_split_cost(model, sounds, seed=seed)
     return model, losses
