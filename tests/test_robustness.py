@@ -108,6 +108,8 @@ def test_odd_names_reused_folder_and_umask_end_to_end(tmp_path):
     run_cli(f"data.path={corpus}", f"features.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}",
             "output.overwrite=true", cwd=tmp_path)
     assert len(list((run_dir / "trees").rglob("*.json"))) == 3
+    again = json.loads((run_dir / "summary.json").read_text())["cache"]  # the same settings: every file from the cache
+    assert again["hits"] == 3 and again["misses"] == 0
     assert len(list((run_dir / "tensorboard").rglob("events*"))) <= 2  # one train, maybe one validation
 
 
