@@ -115,7 +115,7 @@ def test_interrupted_run_leaves_no_half_written_file_and_resumes(tmp_path, sig):
     os.killpg(proc.pid, sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
-    done = list(cache.rglob("*.npy"))
+    done = [p for p in cache.rglob("*.npy") if not p.name.endswith(".ungated.npy")]  # one entry per file
     assert 0 < len(done) < 120, "interrupt too late or too early for this test to mean anything"
     assert not [p for p in cache.rglob("*") if p.name.startswith(TMP_PREFIX)]
     for p in done:

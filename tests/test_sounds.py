@@ -195,3 +195,42 @@ def test_denoise_gates_recordings_over_a_bed_and_leaves_clips_and_quiet_recordin
     between = slice(int(2.0 * SR), int(2.8 * SR))  # only the bed sounds here
     assert np.sqrt(np.mean(gated[between] ** 2)) < 0.3 * np.sqrt(np.mean(over_bed[between] ** 2))
     assert denoise(quiet, params=params) is quiet
+
+
+def test_a_gated_recording_keeps_its_frames_before_the_gate_where_its_sounds_are_found(tmp_path):
+    """features.denoise=auto: the cache holds a gated file's frames before the gating beside its frames, and the
+    fold finds the file's sounds on them; a file that was not gated has none."""
+    from sound_cluster.config import FeatureParams
+    from sound_cluster.ingest.extract import extract_features
+    from sound_cluster.ingest.features import FeatureCache, detection_frames, log_mel
+    from sound_cluster.segment.segmenter import Segmenter
+
+    rng = np.random.default_rng(4)
+    bed = 0.02 * _bed(6 * SR, rng)
+    events = np.zeros(6 * SR, np.float32)
+    for start in (1.0, 3.0, 4.5):
+        ev = _event("tone", rng, 0.5)
+        events[int(start * SR):int(start * SR) + len(ev)] += 0.3 * ev
+    sf.write(tmp_path / "bed.wav", bed + events, SR, subtype="FLOAT")
+    sf.write(tmp_path / "quiet.wav", events + 1e-4 * rng.standard_normal(events.size).astype(np.float32), SR,
+             subtype="FLOAT")
+    params = FeatureParams()
+    cache = FeatureCache(tmp_path / "cache", params=params)
+    cache.prepare()
+    gated = extract_features(tmp_path / "bed.wav", cache=cache)
+    quiet = extract_features(tmp_path / "quiet.wav", cache=cache)
+    raw = detection_frames(gated.cache_path)
+    assert raw is not None and detection_frames(quiet.cache_path) is None
+    y, _ = sf.read(tmp_path / "bed.wav", dtype="float32")
+    np.testing.assert_allclose(raw, log_mel(y, params=params), atol=1e-4)
+    frames = np.load(gated.cache_path)
+    assert not np.allclose(frames, raw, atol=0.5)  # the gate changed the frames the encoder sees
+
+    # The fold finds the sounds on the frames before the gate: a level that only they show is what it follows.
+    seg = Segmenter.of(make_params("executor.kind=serial"))
+    steps = np.zeros((len(frames) // seg.time_pool + 1, 4), np.float32)
+    flat = np.full_like(frames, float(frames.min()))
+    loud = flat.copy()
+    loud[200:260] += 20.0  # 0.6 s that rise 20 dB above the rest, in the detection frames only
+    assert seg.fold_input(steps, flat, detect=loud).onsets.tolist() == [200 // seg.time_pool]
+    assert seg.fold_input(steps, flat).onsets.tolist() == [0]  # nothing rises: one steady sound

@@ -76,12 +76,16 @@ def extract_features(path: Path, *, cache: FeatureCache, max_seconds: float | No
     if cached is not None:  # same content seen under another name or before a touch
         n_frames, hit = int(cached.shape[0]), True
     else:
-        y = denoise(decode(data, sample_rate=params.sample_rate, min_samples=params.n_fft, info=info,
-                           max_seconds=max_seconds), params=params)
+        raw = decode(data, sample_rate=params.sample_rate, min_samples=params.n_fft, info=info,
+                     max_seconds=max_seconds)
+        y = denoise(raw, params=params)
         try:
             frames = log_mel(y, params=params)
+            if y is not raw:  # gated: sounds are found on the frames before the gate (features.detection_frames)
+                cache.put_ungated(key, log_mel(raw, params=params))
         except Exception as err:  # noqa: BLE001 - librosa's own errors, reported per file
             raise AudioError(f"feature extraction failed: {type(err).__name__}: {err}", stage="features") from None
+        del raw
         cache.put(key, frames)
         n_frames, hit = int(frames.shape[0]), False
     cache.remember(path, st, key=key, duration_s=info.duration_s, n_frames=n_frames)

@@ -22,7 +22,7 @@ from sound_cluster.io_utils import atomic_open, atomic_write_json, open_regular,
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a gated file keeps its frames before the gating beside its frames (ungated_path)
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,29 @@ def settings_key(params: FeatureParams) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+UNGATED_SUFFIX = ".ungated"  # beside a gated file's frames: its frames before the gating, where sounds are found
+
+
+def ungated_path(frames_path: Path) -> Path:
+    """Where the frames of ``frames_path`` before spectral gating lie (present only for files that were gated)."""
+    frames_path = Path(frames_path)
+    return frames_path.with_name(f"{frames_path.stem}{UNGATED_SUFFIX}.npy")
+
+
+def detection_frames(frames_path: Path) -> np.ndarray | None:
+    """A gated file's frames before the gating (memory-mapped), or None for a file that was not gated.
+
+    Sounds are found on them (:func:`sound_cluster.segment.sounds.find_sounds`): the gate dips inside a
+    sustained sound where its level falls near the bed, which would break the sound in two, and the
+    running background that detection estimates is the bed itself. The encoder still embeds the gated frames.
+    """
+    p = ungated_path(frames_path)
+    try:
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # not gated, or an entry damaged outside our writes: the gated frames
+        return None
+
+
 class FeatureCache:
     """Log-mel arrays on disk, one ``.npy`` per distinct audio content.
 
@@ -170,6 +193,10 @@ class FeatureCache:
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.npy"
+
+    def put_ungated(self, key: str, frames: np.ndarray) -> Path:
+        """Store the log-mel of a gated file's waveform before the gating (:func:`ungated_path`), atomically."""
+        return self.put(f"{key}{UNGATED_SUFFIX}", frames)
 
     def prepare(self) -> None:
         """Create the folder and remove temporary files of killed runs (arrays and index entries)."""

@@ -20,6 +20,7 @@ import numpy as np
 from sound_cluster.config import OutputParams, Params
 from sound_cluster.errors import AudioError
 from sound_cluster.ingest.failures import Failure
+from sound_cluster.ingest.features import detection_frames
 from sound_cluster.io_utils import save_keras_model
 from sound_cluster.outputs.export import write_file_exports, write_segments
 from sound_cluster.run.embed_stage import MergeSource, UnitFit
@@ -64,7 +65,8 @@ class FoldJob:
 
 
 def _job_arrays(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One job's step embeddings, posteriors and (memory-mapped) frames.
+    """One job's step embeddings, posteriors and (memory-mapped) frames (sounds are found on
+    :func:`~sound_cluster.ingest.features.detection_frames` where the file was gated).
 
     Raises
     ------
@@ -79,7 +81,7 @@ def _job_arrays(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _job_fold_input(job: FoldJob, seg: Segmenter):
     """What one job's file is folded from (its step embeddings and frames; the posteriors are not needed)."""
     emb, _, frames = _job_arrays(job)
-    return seg.fold_input(emb, frames)
+    return seg.fold_input(emb, frames, detect=detection_frames(job.frames))
 
 
 def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
@@ -103,7 +105,7 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
                          f"(rae.max_any_leaves={rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
     out_params = fs.output
     segs = segment_file(emb, frames, duration_s=job.duration_s, weights=weights, seg=fs.seg, merges=job.merges,
-                        units=job.units, sound_length_s=sound_length_s)
+                        units=job.units, sound_length_s=sound_length_s, detect=detection_frames(job.frames))
     tree, auto = segs.tree, segs.auto
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
                        min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s,

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from sound_cluster.config import Params
+from sound_cluster.ingest.features import detection_frames
 from sound_cluster.segment.segmenter import Segmenter, segment_units, train_merge_model
 from sound_cluster.segment.units import SEGMENT, UnitChoice, choose_unit, count_units, file_runs, typical_sound_length_s
 
@@ -51,7 +52,8 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
         return None, UnitChoice("file", params.model.unit, f"rae.pairing={params.rae.pairing} folds are not contiguous "
                                 "in time: files are the units"), None, None
     seg = Segmenter.of(params)
-    fins = [seg.fold_input(e, np.load(f.cache_path, mmap_mode="r", allow_pickle=False)) for f, e in zip(feats, steps)]
+    fins = [seg.fold_input(e, np.load(f.cache_path, mmap_mode="r", allow_pickle=False),
+                           detect=detection_frames(f.cache_path)) for f, e in zip(feats, steps)]
     choice = choose_unit(params.model.unit, sounds=[f.sounds for f in fins], durations_s=durations,
                          min_file_s=params.model.unit_min_file_s)
     log.info("units: %s (%s)", choice.unit, choice.rule)

@@ -67,15 +67,16 @@ class Segmenter:
         """Sounds are found over the file's running background (``sounds.background``), with adjacent pairing."""
         return self.sounds is not None and self.sounds.background and self.rae.pairing == "adjacent"
 
-    def fold_input(self, embedding: np.ndarray, frames: np.ndarray) -> FoldInput:
+    def fold_input(self, embedding: np.ndarray, frames: np.ndarray, *, detect: np.ndarray | None = None) -> FoldInput:
         """The leaves, pauses or sounds and background a file is folded from.
 
-        :func:`sound_cluster.segment.sounds.sound_fold_input` with ``sounds.background``, else
+        :func:`sound_cluster.segment.sounds.sound_fold_input` with ``sounds.background`` (sounds found on
+        ``detect``, a gated file's frames before the gating, where given), else
         :func:`sound_cluster.segment.pauses.fold_input`.
         """
         if self.over_background:
             return sound_fold_input(embedding, frames, rae=self.rae, sounds=self.sounds, time_pool=self.time_pool,
-                                    frame_rate_hz=self.frame_rate_hz)
+                                    frame_rate_hz=self.frame_rate_hz, detect=detect)
         return fold_input(embedding, frames, rae=self.rae, time_pool=self.time_pool, step_rate_hz=self.step_rate_hz)
 
 
@@ -145,7 +146,8 @@ def fold_merges(fin: FoldInput, *, weights: FoldWeights, duration_s: float, seg:
 
 def segment_file(embedding: np.ndarray, frames: np.ndarray, *, duration_s: float, weights: FoldWeights | None,
                  seg: Segmenter, merges: Merges | None = None, units: int | None = None,
-                 sound_length_s: float | None = None, fin: FoldInput | None = None) -> FileSegments:
+                 sound_length_s: float | None = None, fin: FoldInput | None = None,
+                 detect: np.ndarray | None = None) -> FileSegments:
     """Fold one file and choose its own cut.
 
     Parameters
@@ -168,12 +170,15 @@ def segment_file(embedding: np.ndarray, frames: np.ndarray, *, duration_s: float
         are counted from it (``task=apply``).
     fin : FoldInput, optional
         What the file is folded from, when the caller found it already (``seg.fold_input`` of the same arrays).
+    detect : np.ndarray [shape=(n_frames, n_mels)], optional
+        A gated file's frames before the gating (:func:`sound_cluster.ingest.features.detection_frames`): its
+        sounds are found on them.
 
     Returns
     -------
     FileSegments
     """
-    fin = fin if fin is not None else seg.fold_input(embedding, frames)
+    fin = fin if fin is not None else seg.fold_input(embedding, frames, detect=detect)
     if merges is not None and len(merges.left) != max(len(fin.leaves) - 1, 0) and weights is not None:
         merges = None  # merges of other leaves (a tree read back from a run folder that does not fit): fold again
     if merges is None:

@@ -140,7 +140,7 @@ def find_sounds(frames: np.ndarray, *, frame_rate_hz: float, rise_db: float, fal
 
 
 def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaeParams", sounds: "SoundParams",
-                     time_pool: int, frame_rate_hz: float) -> FoldInput:
+                     time_pool: int, frame_rate_hz: float, detect: np.ndarray | None = None) -> FoldInput:
     """What one file is folded from when sounds are found over its background (``sounds.background``).
 
     The file is cut into pieces, its sounds and the background between them, each a run of whole
@@ -159,13 +159,16 @@ def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaePara
     time_pool : int
         Frames per step.
     frame_rate_hz : float
+    detect : np.ndarray [shape=(n_frames, n_mels)], optional
+        The frames sounds are found on, where they differ from ``frames`` (a gated file's frames before the
+        gating); onsets are taken from ``frames``.
     """
     from sound_cluster.segment.units import onset_steps
 
     embedding = np.asarray(embedding)
     n = len(embedding)
     step_rate_hz = frame_rate_hz / time_pool
-    found = find_sounds(frames, frame_rate_hz=frame_rate_hz, rise_db=sounds.rise_db, fall_db=sounds.fall_db,
+    found = find_sounds(frames if detect is None or len(detect) != len(frames) else detect, frame_rate_hz=frame_rate_hz, rise_db=sounds.rise_db, fall_db=sounds.fall_db,
                         min_sound_s=rae.min_sound_s, min_gap_s=sounds.min_gap_s, window_s=sounds.window_s)
     spans: list[list[int]] = []  # in steps; the exact frames of each edge beside them
     edge_frames: list[list[int]] = []
