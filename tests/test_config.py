@@ -36,6 +36,7 @@ def test_debug_tiny_overlay():
         ("features.fmax=20000", r"features\.fmax .* got 20000"),
         ("features.hop_length=1024", r"features\.hop_length .* got 1024"),
         ("features.log_offset=0", r"features\.log_offset .* got 0"),
+        ("features.denoise_min_background=1.5", r"features\.denoise_min_background must be a share in \[0, 1\), got 1\.5"),
         ("executor.kind=threads", r"executor\.kind must be one of auto, serial, process, dask, got 'threads'"),
         ("executor.n_workers=0", r"executor\.n_workers .* got 0"),
         ("task=train", r"task must be one of fit, apply, recluster, pretrain, export, got 'train'"),

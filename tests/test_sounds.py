@@ -191,6 +191,18 @@ def test_denoise_gates_recordings_over_a_bed_and_leaves_clips_and_quiet_recordin
     assert not needs_denoise(quiet, params=params)  # over 30 dB between its quiet and its loud frames
     assert not needs_denoise(over_bed[: 2 * SR], params=params)  # a clip: no bed to estimate
     assert not needs_denoise(over_bed, params=FeatureParams(denoise=False))
+    # Notes joined end to end, each decaying into the next: a small level range, but no stretch of bed between
+    # them to estimate a bed from, so auto leaves them as they are (the gate would cut into their decays).
+    from sound_cluster.ingest.features import log_mel
+
+    t = np.arange(int(0.75 * SR)) / SR
+    joined = np.concatenate([np.sin(2 * np.pi * f * t) * np.exp(-2.0 * t) for f in (220, 330, 262, 392, 294, 440,
+                                                                                      247, 349)]).astype(np.float32)
+    joined += 1e-4 * rng.standard_normal(joined.size).astype(np.float32)
+    assert needs_denoise(joined, params=params)  # the level range alone would gate it
+    assert not needs_denoise(joined, params=params, frames=log_mel(joined, params=params))
+    assert needs_denoise(over_bed, params=params, frames=log_mel(over_bed, params=params))
+    assert denoise(joined, params=params, frames=log_mel(joined, params=params)) is joined
     gated = denoise(over_bed, params=params)
     between = slice(int(2.0 * SR), int(2.8 * SR))  # only the bed sounds here
     assert np.sqrt(np.mean(gated[between] ** 2)) < 0.3 * np.sqrt(np.mean(over_bed[between] ** 2))

@@ -94,6 +94,9 @@ class FeatureParams:
         room tone) | true (every file) | false
     denoise_range_db
         denoise=auto: a file whose 95th and 10th percentile frame levels are closer than this has a bed
+    denoise_min_background
+        denoise=auto: ... if at least this share of its frames lies within 8 dB of its running background
+        (stretches of bed between its sounds; joined sounds whose decays keep the level range small have few)
     cache_dir
         null = $XDG_CACHE_HOME/sound_cluster (or ~/.cache/sound_cluster)
     """
@@ -107,10 +110,11 @@ class FeatureParams:
     log_offset: float = 1e-6
     denoise: bool | str = "auto"
     denoise_range_db: float = 30.0
+    denoise_min_background: float = 0.2
     cache_dir: Path | None = None
 
     # What a file goes through before its log-mel, not what the encoder reads: not part of an encoder's card.
-    FRONT_END = ("denoise", "denoise_range_db")
+    FRONT_END = ("denoise", "denoise_range_db", "denoise_min_background")
 
     def check(self, prefix: str = "features") -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
@@ -130,6 +134,9 @@ class FeatureParams:
         if self.denoise != "auto" and not isinstance(self.denoise, bool):
             fail(f"{prefix}.denoise", self.denoise, "auto, true or false")
         positive_float(f"{prefix}.denoise_range_db", self.denoise_range_db)
+        if isinstance(self.denoise_min_background, bool) or not isinstance(self.denoise_min_background, (int, float)) \
+                or not 0.0 <= self.denoise_min_background < 1.0:
+            fail(f"{prefix}.denoise_min_background", self.denoise_min_background, "a share in [0, 1)")
         if self.hop_length > self.n_fft:
             fail(f"{prefix}.hop_length", self.hop_length, f"at most n_fft={self.n_fft} (frames would skip audio)")
         if self.n_mels > self.n_fft // 2 + 1:

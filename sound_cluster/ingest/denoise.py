@@ -7,7 +7,8 @@ gating (Sainburg et al.) estimates the bed per frequency over a running window a
 not rise above it; measured on the bench's bed folders it gives most of that back. On recordings
 that are quiet between their sounds it costs (drum hits lose a fifth), and on a clip trimmed to its
 sound there is no bed to estimate, so ``auto`` gates only a file of at least ``MIN_SECONDS`` whose
-quiet lies within ``features.denoise_range_db`` of its loud level.
+quiet lies within ``features.denoise_range_db`` of its loud level and that has stretches of bed between
+its sounds (:func:`needs_denoise`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from sound_cluster.config import FeatureParams
+from sound_cluster.ingest.levels import background_share
 
 MIN_SECONDS = 3.0  # a shorter file holds too little bed to estimate it (noisereduce's window is 2 s)
 QUIET_PERCENTILE, LOUD_PERCENTILE = 10.0, 95.0
+BED_WINDOW_S, BED_WITHIN_DB = 3.0, 8.0  # the bed test's running window and closeness (sounds.* defaults)
 _FRAME_S = 0.032
 
 
@@ -34,15 +37,26 @@ def level_range_db(y: np.ndarray, *, sample_rate: int) -> float:
     return float(loud - quiet)
 
 
-def needs_denoise(y: np.ndarray, *, params: FeatureParams) -> bool:
-    """Whether ``features.denoise`` gates this file (``auto``: a recording over a bed)."""
+def needs_denoise(y: np.ndarray, *, params: FeatureParams, frames: np.ndarray | None = None) -> bool:
+    """Whether ``features.denoise`` gates this file (``auto``: a recording over a bed).
+
+    ``auto`` asks for a file of at least ``MIN_SECONDS`` whose quiet lies within ``features.denoise_range_db``
+    of its loud level and, given its log-mel ``frames``, of which at least ``features.denoise_min_background``
+    lies within ``BED_WITHIN_DB`` of its running background (:func:`sound_cluster.ingest.levels.background_share`):
+    stretches of bed between the sounds, which the gate estimates the bed from. Joined or overlapping
+    sounds whose decays keep the level range small have almost none, and gating them cuts into their
+    decays (BENCHMARKS.md, section 2).
+    """
     if isinstance(params.denoise, bool):
         return params.denoise
-    return len(y) >= MIN_SECONDS * params.sample_rate and \
-        level_range_db(y, sample_rate=params.sample_rate) < params.denoise_range_db
+    if len(y) < MIN_SECONDS * params.sample_rate or \
+            level_range_db(y, sample_rate=params.sample_rate) >= params.denoise_range_db:
+        return False
+    return frames is None or background_share(frames, frame_rate_hz=params.frame_rate_hz, window_s=BED_WINDOW_S,
+                                              within_db=BED_WITHIN_DB) >= params.denoise_min_background
 
 
-def denoise(y: np.ndarray, *, params: FeatureParams) -> np.ndarray:
+def denoise(y: np.ndarray, *, params: FeatureParams, frames: np.ndarray | None = None) -> np.ndarray:
     """``y`` through non-stationary spectral gating where :func:`needs_denoise` says so, else as it is.
 
     Parameters
@@ -50,12 +64,15 @@ def denoise(y: np.ndarray, *, params: FeatureParams) -> np.ndarray:
     y : np.ndarray [shape=(n_samples,), dtype=float32]
         Mono waveform at ``params.sample_rate``.
     params : FeatureParams
+    frames : np.ndarray [shape=(n_frames, n_mels)], optional
+        The log-mel of ``y``, for the bed test of ``auto``.
 
     Returns
     -------
     np.ndarray [shape=(n_samples,), dtype=float32]
+        ``y`` itself where it is not gated.
     """
-    if not needs_denoise(y, params=params):
+    if not needs_denoise(y, params=params, frames=frames):
         return y
     import noisereduce  # imports matplotlib: only when a file is gated
 

@@ -78,14 +78,15 @@ def extract_features(path: Path, *, cache: FeatureCache, max_seconds: float | No
     else:
         raw = decode(data, sample_rate=params.sample_rate, min_samples=params.n_fft, info=info,
                      max_seconds=max_seconds)
-        y = denoise(raw, params=params)
         try:
-            frames = log_mel(y, params=params)
+            frames = log_mel(raw, params=params)
+            y = denoise(raw, params=params, frames=frames)
             if y is not raw:  # gated: sounds are found on the frames before the gate (features.detection_frames)
-                cache.put_ungated(key, log_mel(raw, params=params))
+                cache.put_ungated(key, frames)
+                frames = log_mel(y, params=params)
         except Exception as err:  # noqa: BLE001 - librosa's own errors, reported per file
             raise AudioError(f"feature extraction failed: {type(err).__name__}: {err}", stage="features") from None
-        del raw
+        del raw, y
         cache.put(key, frames)
         n_frames, hit = int(frames.shape[0]), False
     cache.remember(path, st, key=key, duration_s=info.duration_s, n_frames=n_frames)

@@ -22,7 +22,7 @@ from sound_cluster.io_utils import atomic_open, atomic_write_json, open_regular,
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: a gated file keeps its frames before the gating beside its frames (ungated_path)
+CACHE_FORMAT = 3  # 2: a gated file keeps its frames before the gating beside its frames (ungated_path); 3: the bed test
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,9 @@
 The quiet between the sounds of a field recording is never silent: wind, rain, insects, traffic or
 room tone lie under everything, and they rise and fall. A fixed level above the file's floor then
 reads a loud stretch of the bed as a sound and a soft sound as bed. Here the background is
-estimated per mel band as it goes: the ``BACKGROUND_PERCENTILE``-th percentile of the band's power
-over a running window of ``window_s`` seconds (on blocks of ``BLOCK_S``, so an hour costs
-milliseconds). A frame's level above the background is its total mel power over the background's,
-in dB; a sound starts where that rises above ``rise_db`` and runs, with hysteresis, until it falls
+estimated per mel band as it goes, over a running window of ``window_s`` seconds
+(:mod:`sound_cluster.ingest.levels`), and a frame's level is its total mel power over the
+background's, in dB; a sound starts where that rises above ``rise_db`` and runs, with hysteresis, until it falls
 below ``fall_db`` (its decay is part of it). Gaps shorter than ``min_gap_s`` join the sounds on
 either side; sounds shorter than ``min_sound_s`` are dropped (a click in the bed).
 
@@ -21,17 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.ndimage import percentile_filter
 
+from sound_cluster.ingest.levels import background_db, level_above_background_db
 from sound_cluster.segment.pauses import FoldInput
 
 if TYPE_CHECKING:
     from sound_cluster.config import RaeParams, SoundParams
-
-BLOCK_S = 0.1  # the background is estimated on blocks of this length (short: a pause of 0.1 s is one), then interpolated
-BACKGROUND_PERCENTILE = 10.0  # of each band's block levels in the running window
-_NATS_TO_DB = 10.0 / np.log(10.0)
-
 
 @dataclass(frozen=True)
 class Sounds:
@@ -51,47 +45,6 @@ class Sounds:
 
     def __len__(self) -> int:
         return int(len(self.starts))
-
-
-def background_db(frames: np.ndarray, *, frame_rate_hz: float, window_s: float) -> np.ndarray:
-    """The running background of each mel band, in the frames' log scale.
-
-    Parameters
-    ----------
-    frames : np.ndarray [shape=(n_frames, n_mels)]
-        Log-mel frames (natural log of power); may be memory-mapped.
-    frame_rate_hz : float
-    window_s : float
-        The running window (seconds): long enough that sounds do not fill it, short enough to
-        follow a bed that rises and falls.
-
-    Returns
-    -------
-    np.ndarray [shape=(n_frames, n_mels), dtype=float32]
-    """
-    frames = np.asarray(frames, dtype=np.float32)
-    n = len(frames)
-    block = max(1, int(round(BLOCK_S * frame_rate_hz)))
-    n_blocks = -(-n // block)
-    pad = np.concatenate([frames, np.repeat(frames[-1:], n_blocks * block - n, axis=0)]) if n % block else frames
-    # a block's level: the mean power of its frames, in the log scale
-    top = pad.max(axis=0, keepdims=True)
-    blocks = np.log(np.exp(pad - top).reshape(n_blocks, block, -1).mean(axis=1)) + top  # (n_blocks, n_mels)
-    width = max(1, int(round(window_s / BLOCK_S)))
-    bg = percentile_filter(blocks, BACKGROUND_PERCENTILE, size=(width, 1), mode="nearest")
-    centres = (np.arange(n_blocks) + 0.5) * block
-    t = np.arange(n)
-    return np.stack([np.interp(t, centres, bg[:, m]) for m in range(bg.shape[1])], axis=1).astype(np.float32)
-
-
-def level_above_background_db(frames: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """Each frame's total mel power over the background's total, in dB (0 where the frame is the background)."""
-    frames = np.asarray(frames, dtype=np.float64)
-    background = np.asarray(background, dtype=np.float64)
-    top = np.maximum(frames.max(axis=1, keepdims=True), background.max(axis=1, keepdims=True))
-    p = np.exp(frames - top).sum(axis=1)
-    b = np.exp(background - top).sum(axis=1)
-    return (np.log(np.maximum(p, 1e-30)) - np.log(np.maximum(b, 1e-30))) * _NATS_TO_DB
 
 
 def find_sounds(frames: np.ndarray, *, frame_rate_hz: float, rise_db: float, fall_db: float, min_sound_s: float,
