@@ -246,3 +246,17 @@ def test_a_gated_recording_keeps_its_frames_before_the_gate_where_its_sounds_are
     loud[200:260] += 20.0  # 0.6 s that rise 20 dB above the rest, in the detection frames only
     assert seg.fold_input(steps, flat, detect=loud).onsets.tolist() == [200 // seg.time_pool]
     assert seg.fold_input(steps, flat).onsets.tolist() == [0]  # nothing rises: one steady sound
+
+
+def test_levels_in_blocks_equal_one_pass(monkeypatch):
+    """The level above the background is computed a block of frames at a time (bounded memory on long files);
+    the blocks give what one pass over the whole file gives."""
+    from sound_cluster.ingest import levels
+
+    rng = np.random.default_rng(3)
+    frames = rng.normal(-8.0, 3.0, size=(1000, 16)).astype(np.float32)
+    bg = levels.background_db(frames, frame_rate_hz=100.0, window_s=3.0)
+    whole = levels.level_above_background_db(frames, bg)
+    monkeypatch.setattr(levels, "LEVEL_BLOCK_FRAMES", 97)
+    np.testing.assert_array_equal(levels.level_above_background_db(frames, bg), whole)
+    assert whole.shape == (1000,) and np.all(np.isfinite(whole))
