@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sound_cluster.segment.sounds import background_db, find_sounds
+from sound_cluster.ingest.levels import background_db
+from sound_cluster.segment.sounds import find_sounds
 
 from .conftest import SR, make_params
 from .test_units import KINDS

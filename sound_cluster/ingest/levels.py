@@ -68,6 +68,16 @@ def level_above_background_db(frames: np.ndarray, background: np.ndarray) -> np.
     return out
 
 
+def running_level_db(frames: np.ndarray, *, frame_rate_hz: float, window_s: float) -> np.ndarray:
+    """Each frame's level above the file's own running background (:func:`background_db`), in dB.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames,), dtype=float64]
+    """
+    return level_above_background_db(frames, background_db(frames, frame_rate_hz=frame_rate_hz, window_s=window_s))
+
+
 def background_share(frames: np.ndarray, *, frame_rate_hz: float, window_s: float, within_db: float) -> float:
     """The share of a file's frames within ``within_db`` of its running background (0-1): how much of it is bed.
 
@@ -83,5 +93,5 @@ def background_share(frames: np.ndarray, *, frame_rate_hz: float, window_s: floa
     """
     if len(frames) == 0:
         return 0.0
-    level = level_above_background_db(frames, background_db(frames, frame_rate_hz=frame_rate_hz, window_s=window_s))
+    level = running_level_db(frames, frame_rate_hz=frame_rate_hz, window_s=window_s)
     return float(np.mean(level < within_db))

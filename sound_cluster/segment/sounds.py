@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sound_cluster.ingest.levels import background_db, level_above_background_db
+from sound_cluster.ingest.levels import running_level_db
 from sound_cluster.segment.pauses import FoldInput
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def find_sounds(frames: np.ndarray, *, frame_rate_hz: float, rise_db: float, fal
     n = len(frames)
     if n == 0:
         return Sounds(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
-    level = level_above_background_db(frames, background_db(frames, frame_rate_hz=frame_rate_hz, window_s=window_s))
+    level = running_level_db(frames, frame_rate_hz=frame_rate_hz, window_s=window_s)
     on = level >= fall_db
     edges = np.diff(np.r_[0, on.astype(np.int8), 0])
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
