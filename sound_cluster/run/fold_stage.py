@@ -64,9 +64,9 @@ class FoldJob:
     units: int | None = None  # segment units: the file's count, when the fit counted it already
 
 
-def _job_arrays(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One job's step embeddings, posteriors and (memory-mapped) frames (sounds are found on
-    :func:`~sound_cluster.ingest.features.detection_frames` where the file was gated).
+def _job_arrays(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One job's step embeddings, posteriors, (memory-mapped) frames, and the frames its sounds are found on
+    where the file was gated (:func:`~sound_cluster.ingest.features.detection_frames`; else None).
 
     Raises
     ------
@@ -75,13 +75,13 @@ def _job_arrays(job: FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     with np.load(job.npz, allow_pickle=False) as z:
         emb, post = z["embedding"], z["posteriors"]
-    return emb, post, np.load(job.frames, mmap_mode="r", allow_pickle=False)
+    return emb, post, np.load(job.frames, mmap_mode="r", allow_pickle=False), detection_frames(job.frames)
 
 
 def _job_fold_input(job: FoldJob, seg: Segmenter):
     """What one job's file is folded from (its step embeddings and frames; the posteriors are not needed)."""
-    emb, _, frames = _job_arrays(job)
-    return seg.fold_input(emb, frames, detect=detection_frames(job.frames))
+    emb, _, frames, detect = _job_arrays(job)
+    return seg.fold_input(emb, frames, detect=detect)
 
 
 def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
@@ -98,14 +98,14 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
         With stage ``fold``: the file is too long for ``rae.pairing=any``.
     """
 
-    emb, post, frames = _job_arrays(job)
+    emb, post, frames, detect = _job_arrays(job)
     rae = fs.seg.rae
     if rae.pairing == "any" and len(emb) > rae.max_any_leaves:
         raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
                          f"(rae.max_any_leaves={rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
     out_params = fs.output
     segs = segment_file(emb, frames, duration_s=job.duration_s, weights=weights, seg=fs.seg, merges=job.merges,
-                        units=job.units, sound_length_s=sound_length_s, detect=detection_frames(job.frames))
+                        units=job.units, sound_length_s=sound_length_s, detect=detect)
     tree, auto = segs.tree, segs.auto
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
                        min_segment_s=out_params.min_segment_s, auto=auto, boundary_refine_s=out_params.boundary_refine_s,
