@@ -32,8 +32,8 @@ within 0.1 s of the event and ends after 90 % of its energy and at most 0.1 s pa
 sound starts and of sound ends; and sounds per event. Per folder, our auto-K NMI as a ratio of the
 best baseline at the true K; last, for each bed folder, its NMI over the NMI without the bed.
 
---untrained also runs ours (auto K) with an untrained merge autoencoder (rae.epochs=1,
-rae.steps_per_epoch=1, rae.learning_rate=1e-9), to see whether training it gives better units.
+--untrained also runs ours (auto K) with an untrained merge autoencoder (segment.epochs=1,
+segment.steps_per_epoch=1, segment.learning_rate=1e-9), to see whether training it gives better units.
 """
 
 from __future__ import annotations
@@ -420,8 +420,8 @@ def main() -> None:
             row["start_f"], row["end_f"] = edge_f(refs, mine, which=0), edge_f(refs, mine, which=1)
             row["units_per_event"] = sum(len(v) for v in mine.values()) / row["events"]
             if args.untrained:
-                row["untrained"] = ours(folder, [*common, "rae.epochs=1", "rae.steps_per_epoch=1",
-                                                 "rae.learning_rate=1e-9"], tmp / "runs" / name / "untrained")
+                row["untrained"] = ours(folder, [*common, "segment.epochs=1", "segment.steps_per_epoch=1",
+                                                 "segment.learning_rate=1e-9"], tmp / "runs" / name / "untrained")
             rows.append(row)
             _print_row(row, header=len(rows) == 1, untrained=args.untrained)
     ratios = [r["auto"]["nmi"] / _best(r) for r in rows]
@@ -445,7 +445,7 @@ def _print_row(r: dict, *, header: bool, untrained: bool) -> None:
         print(f"{'folder':20s} {'kinds':>5s} {'events':>6s} | {'ours auto':>9s} {'K':>3s} {'F@.5':>5s} "
               f"{'s':>4s} | {'true K':>6s} | {'mfcc km':>7s} | {'avgn hdb':>8s} {'K':>3s} {'avgn km':>7s} "
               f"{'F@.5':>5s} {'nr km':>6s} | {'enc@truth':>9s} | {'ratio':>5s} | {'found':>5s} {'env':>5s} "
-              f"{'F st':>5s} {'F end':>5s} {'u/ev':>5s}" + ("  | untrained rae" if untrained else ""))
+              f"{'F st':>5s} {'F end':>5s} {'u/ev':>5s}" + ("  | untrained merge model" if untrained else ""))
     line = (f"{r['folder']:20s} {r['kinds']:5d} {r['events']:6d} | {r['auto']['nmi']:9.3f} {r['auto']['k']:3d} "
             f"{r['auto']['f05']:5.2f} {r['auto']['seconds']:4.0f} | {r['true']['nmi']:6.3f} | {r['mfcc']:7.3f} | "
             f"{r['avgn_hdb']:8.3f} {r['avgn_k']:3d} {r['avgn_km']:7.3f} {r['avgn_f05']:5.2f} {r['nr_km']:6.3f} | "

@@ -9,7 +9,7 @@ width --dim, random). librosa is skipped at larger n once one size has taken ove
 Then the seed-style any-pair loop (one Keras call per candidate pair, every pair of current nodes
 rescored at every step) at n = 16 and 32, against our folds on the same leaves. Ratios are
 librosa / ours and seed / ours (higher: ours faster).
-Then the batched lockstep fold (``rae.fold_device=gpu``, :mod:`sound_cluster.segment.lockstep`) on
+Then the batched lockstep fold (``segment.fold_device=gpu``, :mod:`sound_cluster.segment.lockstep`) on
 --batch files of --batch-leaves leaves each, against the heap fold of the same files one after
 another, on whatever device the Keras backend picks (TensorFlow on this machine's CPU; with
 ``KERAS_BACKEND=jax`` on a GPU machine); the first call, which compiles, is timed apart.

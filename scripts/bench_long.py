@@ -4,7 +4,7 @@ Usage: python scripts/bench_long.py [--minutes 10 30 60] [--keep DIR] [override 
 
 Each length is one WAV (16 kHz, mono, 16-bit) made by joining the demo's clips with pauses and a
 little noise, written block by block. Each run is ``sound-cluster`` in a fresh process with the
-given overrides (default: ``train.epochs=2 rae.epochs=2``: fewer epochs change the time, not the
+given overrides (default: ``train.epochs=2 segment.epochs=2``: fewer epochs change the time, not the
 memory, which inference, features and the fold set); its peak resident memory comes from
 ``getrusage(RUSAGE_CHILDREN)`` of that process alone. Printed: seconds per stage from the run's
 summary.json, peak RSS, and the slope of the peak against the audio's length next to the size of
@@ -70,7 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", nargs="+", type=float, default=[10, 30, 60])
     ap.add_argument("--keep", type=Path, default=None, help="write the audio and runs here (default: a temp dir)")
-    ap.add_argument("overrides", nargs="*", default=["train.epochs=2", "rae.epochs=2"])
+    ap.add_argument("overrides", nargs="*", default=["train.epochs=2", "segment.epochs=2"])
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_long_"))

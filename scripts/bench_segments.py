@@ -12,8 +12,8 @@ first and last boundary trimmed) for
   ours        the trained fold (trees/<file>.json, boundaries as written: refined to onsets)
   grid        the same trees with boundaries on the encoder's step grid (no refinement)
   untrained   the same fold with a freshly initialised merge autoencoder (step grid)
-(all three fold what the pipeline folds: step embeddings with pauses carried, rae.pause_db, and
-each sound first where pauses separate sounds, rae.sounds_first)
+(all three fold what the pipeline folds: step embeddings with pauses carried, segment.pause_db, and
+each sound first where pauses separate sounds, segment.sounds_first)
   librosa     librosa.segment.agglomerative on the same files' log-mel frames, same count
 and the ratio ours / librosa. For the automatic count (``auto_k`` of each tree): the fraction
 of files whose count is within 1 of the truth, and F at 0.5 s of that cut. Last, the shortest
@@ -124,8 +124,8 @@ def main() -> None:
         params = params_from_config(cfg)
         result = run(params, output_dir=tmp / "run", config=cfg)
         by_rel = {f.path.relative_to(tmp / "audio").as_posix(): f for f in result.features}
-        untrained = MergeAutoencoder(params.model.embedding_dim, size_weighted=params.rae.size_weighted,
-                                     node_vector=params.rae.node_vector, linkage=params.rae.linkage)
+        untrained = MergeAutoencoder(params.model.embedding_dim, size_weighted=params.segment.size_weighted,
+                                     node_vector=params.segment.node_vector, linkage=params.segment.linkage)
         trained = keras.saving.load_model(str(RunFolder(tmp / "run").models.merge_model), safe_mode=True, compile=False)
         grid_seg = dataclasses.replace(Segmenter.of(params), boundary_refine_s=0.0)
         scores: dict[str, dict[str, list[float]]] = {}

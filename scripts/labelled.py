@@ -7,7 +7,6 @@ or ``path,label`` (the corpus's validation package), paths relative to the folde
 from __future__ import annotations
 
 import csv
-import functools
 from pathlib import Path
 
 DATA_ENV = "SOUND_CLUSTER_DATA"
@@ -55,15 +54,12 @@ def labelled_features(folder: Path, *, params) -> tuple[list, list[dict[str, str
     skipped : int
         Clips left out (too short or unreadable).
     """
-    from sound_cluster.ingest.extract import FileFeatures, extract_features
-    from sound_cluster.ingest.features import FeatureCache, warm_up
-    from sound_cluster.run.executor import map_files
+    from sound_cluster.ingest.features import FeatureCache
+    from sound_cluster.run.pipeline import extract_files
 
     rows, files = read_labels(folder)
     cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
     cache.prepare()
-    warm_up(params.features)
-    res = map_files(functools.partial(extract_features, cache=cache), files, params=params.executor,
-                    stage="features")
-    keep = [i for i, r in enumerate(res) if isinstance(r, FileFeatures)]
-    return [res[i] for i in keep], [rows[i] for i in keep], len(files) - len(keep)
+    made = {f.path: f for f in extract_files(files, params=params, cache=cache)[0]}
+    keep = [i for i, p in enumerate(files) if p in made]
+    return [made[files[i]] for i in keep], [rows[i] for i in keep], len(files) - len(keep)

@@ -15,10 +15,11 @@ the command line logs it (``log=False``: nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from sound_cluster.run_folder import RunFolder
 
@@ -127,6 +128,43 @@ def load_run(run_dir: str | Path) -> Run:
     if not RunFolder(run_dir).summary.is_file():
         raise FileNotFoundError(f"{run_dir} is not a sound-cluster run folder (no summary.json)")
     return Run(run_dir)
+
+
+def features(paths: Sequence[str | Path], *overrides: str) -> tuple[list, list]:
+    """Log-mel features of audio files as a run with ``overrides`` makes them: its settings, cache and executor.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        Audio files.
+    *overrides : str
+        Settings as on the command line, e.g. ``"features.n_mels=40"``, ``"executor.kind=serial"``.
+
+    Returns
+    -------
+    feats : list of sound_cluster.ingest.extract.FileFeatures
+        The files whose features could be made, in the order of ``paths``; each names its cache file
+        (``cache_path``: a float32 array of shape (n_frames, n_mels), log-mel).
+    failures : list of sound_cluster.ingest.failures.Failure
+        The others, each with its reason.
+
+    Raises
+    ------
+    ConfigError
+        An unknown setting or a value out of range.
+    """
+    from sound_cluster.cli import compose_checked
+    from sound_cluster.config import params_from_config
+    from sound_cluster.ingest.features import FeatureCache
+    from sound_cluster.run.pipeline import extract_files
+    from sound_cluster.run.preflight import preflight
+
+    params = params_from_config(compose_checked(list(overrides)))
+    # Features do not depend on the encoder: its settings need not match the shipped one's.
+    params = preflight(dataclasses.replace(params, model=dataclasses.replace(params.model, init="scratch")))
+    cache = FeatureCache(params.features.resolved_cache_dir(), params=params.features)
+    cache.prepare()
+    return extract_files([Path(p) for p in paths], params=params, cache=cache)
 
 
 def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | Path | None = None,

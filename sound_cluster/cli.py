@@ -211,16 +211,24 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
+# The merge autoencoder's settings group was ``rae`` in earlier versions; their command lines keep working.
+OLD_GROUP, NEW_GROUP = "rae", "segment"
+
+
 def _rewrite_args(argv: list[str]) -> list[str]:
     """Command-line arguments as Hydra should see them.
 
     A bare existing folder or file becomes ``data.path=``; path values get ``~`` expanded and are
-    quoted. Values the user quoted already are left alone.
+    quoted. Values the user quoted already are left alone. ``rae.KEY=...`` becomes ``segment.KEY=...``.
     """
     out = []
     for arg in argv:
         if not arg.startswith("-") and "=" not in arg and os.path.exists(os.path.expanduser(arg)):
             arg = f"data.path={arg}"
+        sign, dotted = re.match(r"([+~]*)(.*)", arg).groups()
+        if dotted.startswith(OLD_GROUP + "."):  # the group's name in earlier versions
+            arg = f"{sign}{NEW_GROUP}.{dotted[len(OLD_GROUP) + 1:]}"
+            log.warning("%s is the old name of %s", dotted.partition("=")[0], arg.lstrip("+~").partition("=")[0])
         key, eq, value = arg.partition("=")
         if eq and key.lstrip("+") in PATH_KEYS and value and value[0] not in "'\"" and "${" not in value:
             arg = f"{key}={_quote(os.path.expanduser(value))}"

@@ -53,7 +53,8 @@ class ModelsFolder:
     dir: Path
 
     ENCODER = "embedding.keras"
-    MERGE_MODEL = "rae.keras"
+    MERGE_MODEL = "merge_model.keras"
+    OLD_MERGE_MODEL = "rae.keras"  # its name in models saved by earlier versions
     PARAMS = "params.json"
     CLUSTERS = "clusters.json"
     UNITS = "units.npz"
@@ -69,7 +70,14 @@ class ModelsFolder:
 
     @property
     def merge_model(self) -> Path:
-        return self.dir / self.MERGE_MODEL
+        """The merge autoencoder: ``merge_model.keras``, or ``rae.keras`` in a folder saved before it was renamed."""
+        new, old = self.dir / self.MERGE_MODEL, self.dir / self.OLD_MERGE_MODEL
+        return old if not new.is_file() and old.is_file() else new
+
+    def missing_for_apply(self) -> list[str]:
+        """What :data:`FOR_APPLY` the folder lacks (the merge autoencoder under either of its names)."""
+        return [name for name in self.FOR_APPLY
+                if not (self.merge_model if name == self.MERGE_MODEL else self.dir / name).is_file()]
 
     @property
     def params(self) -> Path:
@@ -208,8 +216,12 @@ class RunFolder:
 
     def missing_for_recluster(self) -> list[str]:
         """What :data:`FOR_RECLUSTER` the folder lacks."""
-        return [name for name in self.FOR_RECLUSTER
-                if not ((self.dir / name).is_dir() if name == "posteriors" else (self.dir / name).is_file())]
+        def present(name: str) -> bool:
+            if name == f"models/{ModelsFolder.MERGE_MODEL}":  # under either of its names
+                return self.models.merge_model.is_file()
+            return (self.dir / name).is_dir() if name == "posteriors" else (self.dir / name).is_file()
+
+        return [name for name in self.FOR_RECLUSTER if not present(name)]
 
     def read_summary(self) -> dict[str, Any]:
         """``summary.json`` (a regular file of at most 64 MB holding a JSON object).

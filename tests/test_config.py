@@ -40,11 +40,11 @@ def test_debug_tiny_overlay():
         ("executor.kind=threads", r"executor\.kind must be one of auto, serial, process, dask, got 'threads'"),
         ("executor.n_workers=0", r"executor\.n_workers .* got 0"),
         ("task=train", r"task must be one of fit, apply, recluster, pretrain, export, got 'train'"),
-        ("rae.node_vector=sum", r"rae\.node_vector must be one of mean, code, got 'sum'"),
+        ("segment.node_vector=sum", r"segment\.node_vector must be one of mean, code, got 'sum'"),
         ("run=somewhere", r"run must be null unless task=recluster or task=export, got '.*somewhere'"),
         ("task=recluster", r"run must be a finished run's folder when task=recluster, got None"),
         ("task=export", r"run must be a finished run's folder when task=export, got None"),
-        ("rae.min_node_s=0.5", r"rae\.min_node_s must be at most rae\.min_sound_s=0\.1, got 0\.5"),
+        ("segment.min_node_s=0.5", r"segment\.min_node_s must be at most segment\.min_sound_s=0\.1, got 0\.5"),
         ("output.progress=sometimes", r"output\.progress must be auto, true or false, got 'sometimes'"),
         ("train.batch_size=20", r"train\.batch_size must be at least twice the cluster head's size "
                                 r"\(model\.max_clusters, model\.max_segment_clusters, or model\.n_clusters when "
@@ -98,3 +98,14 @@ def test_no_group_of_the_config_is_stated_in_yaml():
 
     assert sorted(p.relative_to(config_dir()).as_posix() for p in config_dir().rglob("*.yaml")) == \
         ["config.yaml", "debug/tiny.yaml"]
+
+
+def test_the_old_name_of_the_segment_group_still_works(tmp_path):
+    """``rae`` was the ``segment`` group's name: old command lines, API calls and config dicts keep working."""
+    from sound_cluster.cli import compose_checked
+
+    cfg = compose_checked(["rae.pause_db=3", "++rae.min_node_s=0.05"])
+    assert cfg["segment"]["pause_db"] == 3 and cfg["segment"]["min_node_s"] == 0.05 and "rae" not in cfg
+    old = compose_cfg()
+    old["rae"] = {**old.pop("segment"), "linkage": "plain"}  # a config of an earlier version
+    assert params_from_config(old).segment.linkage == "plain"

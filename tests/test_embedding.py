@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from sound_cluster.config import AugmentParams, ConvBlock, ModelParams, RaeParams, TrainParams
+from sound_cluster.config import AugmentParams, ConvBlock, ModelParams, SegmentParams, TrainParams
 from sound_cluster.embed.clusters import assign
 from sound_cluster.embed.crops import CropSampler
 from sound_cluster.embed.encoder import InputStandardize, build_encoder, load_encoder, save_encoder
@@ -159,7 +159,7 @@ def test_crop_sampler_draws_files_by_length_power(tmp_path, power, long_share):
 
 
 def test_merge_autoencoder_trains_through_its_trees_and_round_trips(tmp_path):
-    from sound_cluster.segment.merge_model import MergeAutoencoder, mean_fold_cost, train_rae
+    from sound_cluster.segment.merge_model import MergeAutoencoder, mean_fold_cost, train_merge_autoencoder
 
     rng = np.random.default_rng(0)
     seqs = []
@@ -169,14 +169,14 @@ def test_merge_autoencoder_trains_through_its_trees_and_round_trips(tmp_path):
         seqs.append(x + 0.1 * rng.standard_normal(x.shape))
     untrained = mean_fold_cost(seqs, weights=MergeAutoencoder(8, size_weighted=True, node_vector="mean",
                                                               linkage="plain").fold_weights())
-    small = RaeParams(epochs=3, steps_per_epoch=5, batch_sequences=4, max_leaves=32, learning_rate=1e-2)
+    small = SegmentParams(epochs=3, steps_per_epoch=5, batch_sequences=4, max_leaves=32, learning_rate=1e-2)
     for node_vector in ("code", "mean"):
-        rae = dataclasses.replace(small, size_weighted=True, negative_weight=0.0, node_vector=node_vector)
-        model, losses = train_rae(seqs, rae=rae, seed=0)
+        segment = dataclasses.replace(small, size_weighted=True, negative_weight=0.0, node_vector=node_vector)
+        model, losses = train_merge_autoencoder(seqs, segment=segment, seed=0)
         assert len(losses) == 3 and losses[-1] < losses[0]
         assert mean_fold_cost(seqs, weights=model.fold_weights()) < untrained
     # The default objective adds a hinge on merges with leaves of other windows; it trains as well.
-    model, losses = train_rae(seqs, rae=dataclasses.replace(small, size_weighted=False, negative_weight=1.0), seed=0)
+    model, losses = train_merge_autoencoder(seqs, segment=dataclasses.replace(small, size_weighted=False, negative_weight=1.0), seed=0)
     assert losses[-1] < losses[0]
     model.save(tmp_path / "rae.keras")
     again = keras.saving.load_model(tmp_path / "rae.keras", safe_mode=True)
@@ -188,7 +188,13 @@ def test_splice_training_tells_a_splice_of_two_sounds_from_one_sound():
     from keras import ops
 
     from sound_cluster.segment.fold import score_pairs
-    from sound_cluster.segment.merge_model import calibrate_split_cost, crop_pairs, long_sounds, splice_loss, train_rae
+    from sound_cluster.segment.merge_model import (
+        calibrate_split_cost,
+        crop_pairs,
+        long_sounds,
+        splice_loss,
+        train_merge_autoencoder,
+    )
 
     # Six kinds that differ in two of eight dimensions; inside a sound the other six wander far more: what a
     # merge must tell apart is not what reconstruction alone attends to.
@@ -205,7 +211,7 @@ def test_splice_training_tells_a_splice_of_two_sounds_from_one_sound():
 
     sounds = [sound(i % 6) for i in range(60)]
     files = [np.concatenate(sounds[i:i + 6]) for i in range(0, 60, 6)]
-    small = RaeParams(epochs=3, steps_per_epoch=8, batch_sequences=4, max_leaves=32, learning_rate=1e-2)
+    small = SegmentParams(epochs=3, steps_per_epoch=8, batch_sequences=4, max_leaves=32, learning_rate=1e-2)
     held_out = crop_pairs(long_sounds(sounds), rng=np.random.default_rng(7), pairs=500)
 
     def accuracy(model) -> float:  # balanced accuracy at the calibrated split cost, on the held-out pairs
@@ -220,8 +226,8 @@ def test_splice_training_tells_a_splice_of_two_sounds_from_one_sound():
     def ranking(model) -> float:
         return float(ops.convert_to_numpy(splice_loss(model, held_out, margin=small.splice_margin)))
 
-    plain, _ = train_rae(files, rae=dataclasses.replace(small, splice_weight=0.0), seed=0)
-    spliced, losses = train_rae(files, rae=small, seed=0, sounds=sounds)
+    plain, _ = train_merge_autoencoder(files, segment=dataclasses.replace(small, splice_weight=0.0), seed=0)
+    spliced, losses = train_merge_autoencoder(files, segment=small, seed=0, sounds=sounds)
     assert losses[-1] < losses[0]
     assert ranking(spliced) < 0.85 * ranking(plain)
     assert accuracy(spliced) > accuracy(plain)
@@ -233,7 +239,7 @@ logging.basicConfig(level=logging.INFO)
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from pathlib import Path
-from sound_cluster.config import AugmentParams, ConvBlock, ModelParams, RaeParams, TrainParams
+from sound_cluster.config import AugmentParams, ConvBlock, ModelParams, SegmentParams, TrainParams
 from sound_cluster.embed.crops import CropSampler
 from sound_cluster.embed.inference import Posteriors
 from sound_cluster.embed.training import train_encoder

@@ -142,3 +142,19 @@ def test_temporaries_of_a_killed_writer_go_at_once_and_a_live_writers_stay(tmp_p
                                                                                 TMP_PREFIX + "x.npy.123"])
     assert not list((cache.dir / "index").iterdir())
     assert remove_stale_temps(cache.dir) == 0  # nothing more to remove
+
+
+def test_the_api_gives_files_features_as_a_run_makes_them(tmp_path):
+    """``sound_cluster.features``: what scripts use instead of making features their own way."""
+    import sound_cluster
+
+    sf.write(tmp_path / "a.wav", tone(440, 0.6), SR)
+    (tmp_path / "b.wav").write_bytes(b"not audio")
+    feats, failures = sound_cluster.features([tmp_path / "a.wav", tmp_path / "b.wav"], "executor.kind=serial",
+                                             f"features.cache_dir={tmp_path / 'cache'}", "features.n_mels=40")
+    assert [f.path.name for f in feats] == ["a.wav"] and [x.path.name for x in failures] == ["b.wav"]
+    frames = np.load(feats[0].cache_path)
+    assert frames.shape == (feats[0].n_frames, 40) and frames.dtype == np.float32
+    assert "not a readable audio file" in failures[0].reason
+    again = _extract(tmp_path / "a.wav", tmp_path / "cache", n_mels=40)  # the same cache entry a run reads
+    assert again.cache_hit and again.cache_path == feats[0].cache_path

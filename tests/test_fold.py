@@ -66,7 +66,7 @@ def test_any_pairing_and_tiny_inputs():
     assert len(m.left) == 11 and sorted(set(m.left) | set(m.right)) == list(range(22))
     one = fold(x[:1], weights=w)
     assert one.n_leaves == 1 and len(one.left) == 0
-    with pytest.raises(ValueError, match="rae.pairing must be one of adjacent, any"):
+    with pytest.raises(ValueError, match="segment.pairing must be one of adjacent, any"):
         fold(x, weights=w, pairing="nearest")
     with pytest.raises(ValueError, match=r"leaves must have shape \(n >= 1, 6\)"):
         fold(x[:, :5], weights=w)
@@ -221,7 +221,7 @@ def test_small_nodes_merge_first_so_coarse_cuts_hold_no_sliver(seed):
 
 @pytest.mark.parametrize("background", [True, False])
 def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path, background):
-    """rae.fold_device=gpu (forced, here on the CPU) in a whole run: the same tree files as the heap fold."""
+    """segment.fold_device=gpu (forced, here on the CPU) in a whole run: the same tree files as the heap fold."""
     import soundfile as sf
 
     from sound_cluster.run.pipeline import run
@@ -237,9 +237,9 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path, backg
     common = ("debug=tiny", f"data.path={audio}", f"features.cache_dir={tmp_path / 'cache'}", "output.report=false",
               "output.max_plots=0", f"sounds.background={str(background).lower()}")
     fit = tmp_path / "fit"
-    run(make_params(*common, "rae.fold_device=cpu"), output_dir=fit)
+    run(make_params(*common, "segment.fold_device=cpu"), output_dir=fit)
     applied = tmp_path / "applied"
-    run(make_params(*common, "task=apply", f"models={fit / 'models'}", "rae.fold_device=gpu", "rae.fold_batch=2"),
+    run(make_params(*common, "task=apply", f"models={fit / 'models'}", "segment.fold_device=gpu", "segment.fold_batch=2"),
         output_dir=applied)
     assert json.loads((applied / "summary.json").read_text())["trees"]["fold_device"] == "gpu"
     names = sorted(p.name for p in (fit / "trees").iterdir())

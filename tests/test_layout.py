@@ -93,7 +93,7 @@ def test_run_folder_file_names_are_stated_only_in_run_folder():
 
     names = set(run_folder.OUTPUTS) | {getattr(ModelsFolder, a) for a in dir(ModelsFolder)
                                        if a.isupper() and isinstance(getattr(ModelsFolder, a), str)}
-    assert {"summary.json", "clusters.csv", "posteriors", "rae.keras", "units.npz"} <= names
+    assert {"summary.json", "clusters.csv", "posteriors", "merge_model.keras", "units.npz"} <= names
     for path in PACKAGE.rglob("*.py"):
         if path.name == "run_folder.py":
             continue

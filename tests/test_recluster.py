@@ -19,7 +19,7 @@ from .test_cli import EXE
 from .test_units import write_recordings
 
 OUTPUTS = ("clusters.csv", "failures.csv", "summary.json", "trees", "posteriors", "models/embedding.keras",
-           "models/rae.keras", "models/params.json", "models/clusters.json", "models/units.npz",
+           "models/merge_model.keras", "models/params.json", "models/clusters.json", "models/units.npz",
            "models/hierarchy.npz")
 
 

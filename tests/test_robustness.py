@@ -163,7 +163,7 @@ def test_saved_model_params_are_checked_like_a_runs():
 def test_apply_refuses_a_broken_params_json(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
-    for name in ("embedding.keras", "rae.keras", "clusters.json"):
+    for name in ("embedding.keras", "merge_model.keras", "clusters.json"):
         (models / name).write_bytes(b"")
     (models / "params.json").write_text(json.dumps({"features": {**FeatureParams().key_fields(), "hop_length": 0},
                                                     "model": {}}))

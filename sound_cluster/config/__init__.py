@@ -15,7 +15,7 @@ group                   dataclass                                        module
 ``data``, ``features``  :class:`DataParams`, :class:`FeatureParams`      :mod:`sound_cluster.config.ingest`
 ``model``, ``train``,   :class:`ModelParams`, :class:`TrainParams`,      :mod:`sound_cluster.config.embed`
 ``pretrain``            :class:`PretrainParams`
-``rae``, ``sounds``     :class:`RaeParams`, :class:`SoundParams`         :mod:`sound_cluster.config.segment`
+``segment``, ``sounds``     :class:`SegmentParams`, :class:`SoundParams`         :mod:`sound_cluster.config.segment`
 ``executor``,           :class:`ExecutorParams`, :class:`OutputParams`   :mod:`sound_cluster.config.run`
 ``output``
 ======================  ===============================================  ==============================
@@ -39,14 +39,14 @@ from sound_cluster.config.embed import (
 from sound_cluster.config.ingest import AUDIO_EXTENSIONS, SEGMENT_FORMATS, DataParams, FeatureParams
 from sound_cluster.config.params import Params, check_features_fit_training, params_from_config, saved_model_params
 from sound_cluster.config.run import EXPORTS, ExecutorParams, OutputParams
-from sound_cluster.config.segment import RaeParams, SoundParams
+from sound_cluster.config.segment import SegmentParams, SoundParams
 
-GROUPS = ("data", "features", "model", "train", "rae", "sounds", "pretrain", "executor", "output")
+GROUPS = ("data", "features", "model", "train", "segment", "sounds", "pretrain", "executor", "output")
 TOP_LEVEL = ("task", "seed", "models", "run")  # the root's own keys
 
 __all__ = ["AUDIO_EXTENSIONS", "EXPORTS", "GROUPS", "PRETRAIN_TRAIN", "SEGMENT_FORMATS", "UNITS", "AugmentParams",
            "ConvBlock", "DataParams", "ExecutorParams", "FeatureParams", "ModelParams", "OutputParams", "Params",
-           "PretrainParams", "RaeParams", "SoundParams", "TrainParams", "as_config", "check_features_fit_training", "default_nodes",
+           "PretrainParams", "SegmentParams", "SoundParams", "TrainParams", "as_config", "check_features_fit_training", "default_nodes",
            "params_from_config", "saved_model_params"]
 
 

@@ -11,7 +11,7 @@ from sound_cluster.config.checks import build, fail, non_negative, one_of
 from sound_cluster.config.embed import PRETRAIN_TRAIN, AugmentParams, ModelParams, PretrainParams, TrainParams
 from sound_cluster.config.ingest import AUDIO_EXTENSIONS, DataParams, FeatureParams
 from sound_cluster.config.run import ExecutorParams, OutputParams
-from sound_cluster.config.segment import RaeParams, SoundParams
+from sound_cluster.config.segment import SegmentParams, SoundParams
 from sound_cluster.errors import ConfigError
 from sound_cluster.run_folder import ModelsFolder, RunFolder
 
@@ -42,7 +42,7 @@ class Params:
     features: FeatureParams = field(default_factory=FeatureParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
-    rae: RaeParams = field(default_factory=RaeParams)
+    segment: SegmentParams = field(default_factory=SegmentParams)
     sounds: SoundParams = field(default_factory=SoundParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     executor: ExecutorParams = field(default_factory=ExecutorParams)
@@ -65,11 +65,11 @@ class Params:
         segment_k = self.model.max_segment_clusters if self.model.unit != "file" and self.model.n_clusters == "auto" else 0
         self.train.check("train", n_clusters=max(self.model.head_clusters, segment_k),
                          head_key="model.max_clusters, model.max_segment_clusters, or model.n_clusters when larger")
-        self.rae.check("rae")
+        self.segment.check("segment")
         self.sounds.check("sounds")
-        if self.model.unit == "segment" and self.rae.pairing != "adjacent":
-            fail("model.unit", self.model.unit, f"file or auto with rae.pairing={self.rae.pairing} (segment units "
-                  "are contiguous pieces of each file's tree: rae.pairing=adjacent)")
+        if self.model.unit == "segment" and self.segment.pairing != "adjacent":
+            fail("model.unit", self.model.unit, f"file or auto with segment.pairing={self.segment.pairing} (segment units "
+                  "are contiguous pieces of each file's tree: segment.pairing=adjacent)")
         check_features_fit_training(self.features, self.train)
         if self.task == "pretrain":
             self.pretrain.check("pretrain")
@@ -94,9 +94,8 @@ class Params:
         if self.task == "apply":
             if self.models is None:
                 fail("models", None, "a run's models/ folder when task=apply")
-            for name in ModelsFolder.FOR_APPLY:
-                if not (Path(self.models) / name).is_file():
-                    fail("models", str(self.models), f"a folder holding {name} (a run's models/ folder)")
+            for name in ModelsFolder(Path(self.models)).missing_for_apply()[:1]:
+                fail("models", str(self.models), f"a folder holding {name} (a run's models/ folder)")
 
 
 def check_features_fit_training(features: FeatureParams, train: TrainParams, *, prefix: str = "train") -> None:
@@ -159,6 +158,8 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
         Folder that relative paths are taken from (the folder the user ran the command in).
         Defaults to the current working directory.
 
+    A ``rae`` group (the ``segment`` group's name in earlier versions) is read as ``segment``.
+
     Raises
     ------
     ConfigError
@@ -201,7 +202,7 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
         features=build(FeatureParams, feats, "features"),
         model=ModelParams.from_dict(cfg.get("model") or {}),
         train=build(TrainParams, train, "train"),
-        rae=build(RaeParams, cfg.get("rae"), "rae"),
+        segment=build(SegmentParams, {**(cfg.get("rae") or {}), **(cfg.get("segment") or {})}, "segment"),
         sounds=build(SoundParams, cfg.get("sounds"), "sounds"),
         pretrain=build(PretrainParams, pretrain, "pretrain"),
         executor=build(ExecutorParams, ex, "executor"),

@@ -1,4 +1,4 @@
-"""Settings of the fold stage: the merge autoencoder and the fold (``rae``)."""
+"""Settings of the fold stage: the merge autoencoder and the fold (``segment``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sound_cluster.config.checks import fail, non_negative, one_of, positive_flo
 
 
 @dataclass(frozen=True)
-class RaeParams:
+class SegmentParams:
     """The merge autoencoder and the fold (see :mod:`sound_cluster.segment.merge_model`, :mod:`sound_cluster.segment.fold`).
 
     Attributes
@@ -83,7 +83,7 @@ class RaeParams:
     sounds_first: bool = True
     min_node_s: float = 0.1
 
-    def check(self, prefix: str = "rae") -> None:
+    def check(self, prefix: str = "segment") -> None:
         one_of(f"{prefix}.pairing", self.pairing, ("adjacent", "any"))
         one_of(f"{prefix}.fold_device", self.fold_device, ("auto", "cpu", "gpu"))
         positive_int(f"{prefix}.fold_batch", self.fold_batch)
@@ -109,7 +109,7 @@ class RaeParams:
             fail(f"{prefix}.sounds_first", self.sounds_first, "true or false")
         non_negative(f"{prefix}.min_node_s", self.min_node_s, what="a number of seconds >= 0 (0: off)")
         if self.min_node_s > self.min_sound_s:  # a sound shorter than min_node_s could not grow to it
-            fail(f"{prefix}.min_node_s", self.min_node_s, f"at most rae.min_sound_s={self.min_sound_s}")
+            fail(f"{prefix}.min_node_s", self.min_node_s, f"at most segment.min_sound_s={self.min_sound_s}")
 
 
 
@@ -122,7 +122,7 @@ class SoundParams:
     background
         true: a sound is where the frames rise above the file's running background (a bed of wind, rain or
         room tone included) until they fall back; between sounds lies background, a segment of its own |
-        false: pauses are steps within rae.pause_db of the file's floor, each carried by the sound before it
+        false: pauses are steps within segment.pause_db of the file's floor, each carried by the sound before it
     rise_db
         a sound starts where the frames' power reaches this many dB over the background's
     fall_db

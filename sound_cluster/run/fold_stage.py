@@ -95,14 +95,14 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
     Raises
     ------
     AudioError
-        With stage ``fold``: the file is too long for ``rae.pairing=any``.
+        With stage ``fold``: the file is too long for ``segment.pairing=any``.
     """
 
     emb, post, frames, detect = _job_arrays(job)
-    rae = fs.seg.rae
-    if rae.pairing == "any" and len(emb) > rae.max_any_leaves:
-        raise AudioError(f"{len(emb)} leaves are too many for rae.pairing=any "
-                         f"(rae.max_any_leaves={rae.max_any_leaves}); use rae.pairing=adjacent", stage="fold")
+    segment = fs.seg.segment
+    if segment.pairing == "any" and len(emb) > segment.max_any_leaves:
+        raise AudioError(f"{len(emb)} leaves are too many for segment.pairing=any "
+                         f"(segment.max_any_leaves={segment.max_any_leaves}); use segment.pairing=adjacent", stage="fold")
     out_params = fs.output
     segs = segment_file(emb, frames, duration_s=job.duration_s, weights=weights, seg=fs.seg, merges=job.merges,
                         units=job.units, sound_length_s=sound_length_s, detect=detect)
@@ -142,7 +142,7 @@ class FoldResult:
     Attributes
     ----------
     extra : dict
-        The summary's entries: ``trees``, ``segments`` (when written), ``rae_training`` (a fit).
+        The summary's entries: ``trees``, ``segments`` (when written), ``merge_model_training`` (a fit).
     failures : list of Failure
         Files whose fold failed.
     n_segments : dict of str to int
@@ -168,9 +168,9 @@ def merge_model_for(merge: MergeSource, jobs: list[FoldJob], *, params: Params, 
         return keras.saving.load_model(str(merge.path), safe_mode=True, compile=False), None
     if merge.trained is not None:
         return merge.trained
-    with timer.stage("rae_train"):
+    with timer.stage("merge_model_train"):
         return train_merge_model([_job_fold_input(j, seg) for j in jobs],
-                                 rae=params.rae, seed=params.seed)
+                                 segment=params.segment, seed=params.seed)
 
 
 def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, merge: MergeSource, units: UnitFit,
@@ -200,9 +200,9 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, merge: M
     model, losses = merge_model_for(merge, jobs, params=params, seg=fs.seg, timer=timer)
     if losses is not None:  # trained by this run: kept with its models
         save_keras_model(model, folder.models.merge_model)
-        extra["rae_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
+        extra["merge_model_training"] = {"epochs": len(losses), "mean_merge_cost": losses}
     with timer.stage("fold"):
-        device = fold_device(params.rae.fold_device)
+        device = fold_device(params.segment.fold_device)
         if device == "gpu":
             jobs = _fold_batched(jobs, weights=model.fold_weights(), seg=fs.seg)
         results = map_files(
@@ -216,7 +216,7 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, merge: M
         clusters = [int(r[4]) for r in seg_rows if r[4] != ""]
         extra["segments"] = {"rows": len(seg_rows), "k": params.output.export_k or params.output.segments,
                              "sizes": np.bincount(clusters).tolist() if clusters else []}
-    extra["trees"] = {"written": len(done), "pairing": params.rae.pairing, "linkage": params.rae.linkage,
+    extra["trees"] = {"written": len(done), "pairing": params.segment.pairing, "linkage": params.segment.linkage,
                       "fold_device": device,
                       "leaf_rate_hz": fs.seg.step_rate_hz,
                       "auto_k_mean": round(float(np.mean([d["auto_k"] for d in done])), 3) if done else None,
@@ -228,7 +228,7 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, merge: M
 
 
 def fold_device(setting: str) -> str:
-    """``rae.fold_device`` resolved: ``auto`` is ``gpu`` when TensorFlow sees one."""
+    """``segment.fold_device`` resolved: ``auto`` is ``gpu`` when TensorFlow sees one."""
     if setting != "auto":
         return setting
     import tensorflow as tf
@@ -237,13 +237,13 @@ def fold_device(setting: str) -> str:
 
 
 def _fold_batched(jobs: list[FoldJob], *, weights, seg: Segmenter) -> list[FoldJob]:
-    """The jobs with their merges made by the lockstep fold, ``rae.fold_batch`` files at a time, in order of length.
+    """The jobs with their merges made by the lockstep fold, ``segment.fold_batch`` files at a time, in order of length.
 
     A file whose posteriors or frames cannot be read keeps no merges: its own job reports the error.
     """
     from sound_cluster.segment.lockstep import fold_lockstep
 
-    batch = seg.rae.fold_batch
+    batch = seg.segment.fold_batch
     seqs: dict[int, tuple[Any, np.ndarray]] = {}  # job index -> (FoldInput, leaf sizes)
     for k, j in enumerate(jobs):
         try:

@@ -216,19 +216,33 @@ def ingest(state: RunState, folder: RunFolder, *, task: Task) -> None:
                     "is still built. Point data.path at a folder of files to compare them.", files[0])
 
     with timer.stage("features"):
-        if params.executor.kind == "process":
-            warm_up(params.features)  # forked workers inherit the loaded libraries
-        results = map_files(functools.partial(extract_features, cache=state.cache, max_seconds=params.data.max_file_s),
-                            files, params=params.executor,
-                            stage="features", progress=params.output.progress, stop_on_failure=params.data.strict)
-    state.feats = [r for r in results if isinstance(r, FileFeatures)]
-    state.failures += [r for r in results if isinstance(r, Failure)]
+        state.feats, failed = extract_files(files, params=params, cache=state.cache, progress=params.output.progress)
+    state.failures += failed
     for f in state.failures:
         log.warning("skipped %s (%s): %s", f.path, f.stage, f.reason)
     write_failures(state.failures, folder.failures, root=rel_root)
     if not state.feats:
         raise AudioError(f"none of the {len(files)} audio files under {root} could be used; "
                          f"reasons in {folder.failures}", stage="features")
+
+
+def extract_files(files: list[Path], *, params: Params, cache: FeatureCache,
+                  progress: bool = False) -> tuple[list[FileFeatures], list[Failure]]:
+    """Every file's features through ``cache`` on the run's executor, as a run makes them.
+
+    Returns
+    -------
+    feats : list of FileFeatures
+        The files whose features could be made, in the order of ``files``.
+    failures : list of Failure
+        The others, each with its reason (with ``data.strict``, the first one ends the map).
+    """
+    if params.executor.kind == "process":
+        warm_up(params.features)  # forked workers inherit the loaded libraries
+    results = map_files(functools.partial(extract_features, cache=cache, max_seconds=params.data.max_file_s),
+                        files, params=params.executor, stage="features", progress=progress,
+                        stop_on_failure=params.data.strict)
+    return [r for r in results if isinstance(r, FileFeatures)], [r for r in results if isinstance(r, Failure)]
 
 
 def _pretrain(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, Any]:

@@ -173,8 +173,9 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
         counts[paths[int(f)]] = counts.get(paths[int(f)], 0) + 1
     models.dir.mkdir(parents=True, exist_ok=True)
     save_encoder(encoder, models.encoder)
-    for name in (ModelsFolder.PARAMS, ModelsFolder.MERGE_MODEL, ModelsFolder.HIERARCHY):
-        shutil.copyfile(old_models.dir / name, models.dir / name)
+    for old, new in ((old_models.params, models.params), (old_models.merge_model, models.dir / ModelsFolder.MERGE_MODEL),
+                     (old_models.hierarchy, models.hierarchy)):
+        shutil.copyfile(old, new)
     save_units(models.units, vectors=units["vectors"], labels=clusters.labels,
                files=[str(r) for r in units["files"]], units=_Spans(units), n_steps=[len(s) for s in steps])
     atomic_write_json(models.clusters, record.to_dict())

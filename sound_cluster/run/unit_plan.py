@@ -31,7 +31,7 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
         Each file's step embeddings.
     params : Params
     timer
-        Times ``rae_train`` and ``units`` (segment units only).
+        Times ``merge_model_train`` and ``units`` (segment units only).
 
     Returns
     -------
@@ -48,8 +48,8 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
     if params.model.unit == "file":
         return None, choose_unit("file", sounds=[], durations_s=durations, min_file_s=params.model.unit_min_file_s), \
             None, None
-    if params.rae.pairing != "adjacent":  # model.unit=auto (segment is refused by the checks): segments are contiguous
-        return None, UnitChoice("file", params.model.unit, f"rae.pairing={params.rae.pairing} folds are not contiguous "
+    if params.segment.pairing != "adjacent":  # model.unit=auto (segment is refused by the checks): segments are contiguous
+        return None, UnitChoice("file", params.model.unit, f"segment.pairing={params.segment.pairing} folds are not contiguous "
                                 "in time: files are the units"), None, None
     seg = Segmenter.of(params)
     fins = [seg.fold_input(e, np.load(f.cache_path, mmap_mode="r", allow_pickle=False),
@@ -59,8 +59,8 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
     log.info("units: %s (%s)", choice.unit, choice.rule)
     if choice.unit != SEGMENT:
         return None, choice, None, None
-    with timer.stage("rae_train"):
-        trained = train_merge_model(fins, rae=params.rae, seed=params.seed)
+    with timer.stage("merge_model_train"):
+        trained = train_merge_model(fins, segment=params.segment, seed=params.seed)
     counts, length_s = None, None
     if not seg.over_background:  # with pauses, a long run between pauses holds loud time / L sounds
         runs = [file_runs(fin, np.load(f.cache_path, mmap_mode="r", allow_pickle=False),

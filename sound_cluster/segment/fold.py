@@ -228,7 +228,7 @@ def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent",
     min_size : float
         A node smaller than this many steps merges with its cheaper neighbour (inside its sound)
         before any other merge, so every cut into at most as many segments as are left after
-        those merges has no segment shorter than ``min_size`` steps (``rae.min_node_s``). 0: off.
+        those merges has no segment shorter than ``min_size`` steps (``segment.min_node_s``). 0: off.
         Adjacent pairing only.
 
     Returns
@@ -242,10 +242,10 @@ def fold(leaves: np.ndarray, *, weights: FoldWeights, pairing: str = "adjacent",
     barrier = check_barriers(barriers, len(x))
     if pairing == "any":
         if barrier.any() or min_size > 0:
-            raise ValueError("barriers and min_size need rae.pairing=adjacent")
+            raise ValueError("barriers and min_size need segment.pairing=adjacent")
         return _fold_any(x, weights, leaf_sizes)
     if pairing != "adjacent":
-        raise ValueError(f"rae.pairing must be one of adjacent, any, got {pairing!r}")
+        raise ValueError(f"segment.pairing must be one of adjacent, any, got {pairing!r}")
     n, d = x.shape
     if n == 1:
         return Merges(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), x.copy())

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from sound_cluster.config import RaeParams
+from sound_cluster.config import SegmentParams
 from sound_cluster.segment.fold import FoldWeights, Merges, fold, normalize_rows, score_pairs
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,9 @@ class MergeAutoencoder(keras.Model):
         # None (models of 0.1 and untrained ones): sounds are not split
         self.split_cost = None if split_cost is None else float(split_cost)
         if node_vector not in ("mean", "code"):
-            raise ValueError(f"rae.node_vector must be one of mean, code, got {node_vector!r}")
+            raise ValueError(f"segment.node_vector must be one of mean, code, got {node_vector!r}")
         if linkage not in ("ward", "plain"):
-            raise ValueError(f"rae.linkage must be one of ward, plain, got {linkage!r}")
+            raise ValueError(f"segment.linkage must be one of ward, plain, got {linkage!r}")
         self.linkage = linkage
         self.dim = int(dim)
         self.size_weighted = bool(size_weighted)
@@ -173,21 +173,21 @@ def merge_loss(model: MergeAutoencoder, schedule: _Schedule, *, negatives: np.nd
     return loss
 
 
-def train_rae(
+def train_merge_autoencoder(
     sequences: Sequence[np.ndarray],
     *,
-    rae: RaeParams,
+    segment: SegmentParams,
     seed: int,
     sounds: Sequence[np.ndarray] | None = None,
 ) -> tuple[MergeAutoencoder, list[float]]:
-    """Train a merge autoencoder on leaf sequences (e.g. one file's embeddings each) by the settings ``rae``.
+    """Train a merge autoencoder on leaf sequences (e.g. one file's embeddings each) by the settings ``segment``.
 
-    Each step folds ``rae.batch_sequences`` random windows of at most ``rae.max_leaves`` leaves
+    Each step folds ``segment.batch_sequences`` random windows of at most ``segment.max_leaves`` leaves
     with the current weights (no gradients), then takes one Adam step on the chosen merges (see
     :func:`merge_loss`; each merge's negative is a random leaf of another window). With ``sounds``
-    (two or more of ``2 * SPLICE_CROP`` steps) and ``rae.splice_weight`` > 0, the step also ranks
+    (two or more of ``2 * SPLICE_CROP`` steps) and ``segment.splice_weight`` > 0, the step also ranks
     merges across splices of two sounds above merges inside one (:func:`splice_loss`, on
-    ``rae.splice_pairs`` fresh pairs of each kind), so the split cost the fold's own cut compares
+    ``segment.splice_pairs`` fresh pairs of each kind), so the split cost the fold's own cut compares
     with tells them apart. The vectors' size is the sequences'.
 
     Returns
@@ -203,36 +203,36 @@ def train_rae(
     seqs = [normalize_rows(s) for s in sequences if len(s) >= 2]
     if not seqs:
         raise ValueError("no sequence of two or more leaves to train the merge autoencoder on")
-    model = MergeAutoencoder(seqs[0].shape[1], size_weighted=rae.size_weighted, node_vector=rae.node_vector,
-                             linkage=rae.linkage)
-    opt = keras.optimizers.Adam(rae.learning_rate)
+    model = MergeAutoencoder(seqs[0].shape[1], size_weighted=segment.size_weighted, node_vector=segment.node_vector,
+                             linkage=segment.linkage)
+    opt = keras.optimizers.Adam(segment.learning_rate)
     long = long_sounds(sounds or [])
-    splicing = len(long) >= 2 and rae.splice_weight > 0
+    splicing = len(long) >= 2 and segment.splice_weight > 0
     losses = []
-    for epoch in range(rae.epochs):
+    for epoch in range(segment.epochs):
         total = 0.0
-        for _ in range(rae.steps_per_epoch):
+        for _ in range(segment.steps_per_epoch):
             weights = model.fold_weights()
             batch = []
-            for i in rng.integers(len(seqs), size=rae.batch_sequences):
+            for i in rng.integers(len(seqs), size=segment.batch_sequences):
                 s = seqs[i]
-                n = min(len(s), rae.max_leaves)
+                n = min(len(s), segment.max_leaves)
                 t0 = int(rng.integers(0, len(s) - n + 1))
                 x = s[t0:t0 + n]
                 batch.append((x, fold(x, weights=weights)))  # the greedy search: plain arrays, no tape
             schedule = _schedule(batch)
             negatives = _negatives(schedule, rng)
             with tf.GradientTape() as tape:
-                loss = merge_loss(model, schedule, negatives=negatives, margin=rae.margin,
-                                  negative_weight=rae.negative_weight)
+                loss = merge_loss(model, schedule, negatives=negatives, margin=segment.margin,
+                                  negative_weight=segment.negative_weight)
                 if splicing:
-                    pairs = crop_pairs(long, rng=rng, pairs=rae.splice_pairs)
-                    loss += rae.splice_weight * splice_loss(model, pairs, margin=rae.splice_margin)
+                    pairs = crop_pairs(long, rng=rng, pairs=segment.splice_pairs)
+                    loss += segment.splice_weight * splice_loss(model, pairs, margin=segment.splice_margin)
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables))
             total += float(loss)
-        losses.append(total / rae.steps_per_epoch)
-        log.info("rae epoch %d: mean merge cost %.5f", epoch + 1, losses[-1])
+        losses.append(total / segment.steps_per_epoch)
+        log.info("merge autoencoder epoch %d: mean merge cost %.5f", epoch + 1, losses[-1])
     return model, losses
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from sound_cluster.config import RaeParams
+    from sound_cluster.config import SegmentParams
 
 FLOOR_PERCENTILE = 5.0
 LOUD_PERCENTILE = 95.0
@@ -173,11 +173,11 @@ class FoldInput:
     onsets : np.ndarray [shape=(n_sounds,), dtype=int64]
         First step of each sound the pauses separate.
     barriers : np.ndarray [shape=(n_steps,), dtype=bool] or None
-        For :func:`sound_cluster.segment.fold.fold`: sounds fold first (``rae.sounds_first``, two or
+        For :func:`sound_cluster.segment.fold.fold`: sounds fold first (``segment.sounds_first``, two or
         more sounds, adjacent pairing); else None.
     min_size : float
         For :func:`sound_cluster.segment.fold.fold`: nodes under this many steps merge first
-        (``rae.min_node_s``; 0 with any-pair folds).
+        (``segment.min_node_s``; 0 with any-pair folds).
     pieces : np.ndarray [shape=(n_pieces, 3), dtype=int64] or None
         Sounds over a background (``sounds.background``): the file as consecutive pieces ``(start step,
         end step, is_sound)``, sounds and the background between them; None with pauses.
@@ -201,27 +201,27 @@ class FoldInput:
         return len(self.onsets)
 
 
-def fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaeParams", time_pool: int,
+def fold_input(embedding: np.ndarray, frames: np.ndarray, *, segment: "SegmentParams", time_pool: int,
                step_rate_hz: float) -> FoldInput:
-    """Leaves, pauses and sounds of one file, as the ``rae`` settings ask.
+    """Leaves, pauses and sounds of one file, as the ``segment`` settings ask.
 
     Parameters
     ----------
     embedding : np.ndarray [shape=(n_steps, d)]
     frames : np.ndarray [shape=(n_frames, n_mels)]
-    rae : RaeParams
+    segment : SegmentParams
         ``pause_db``, ``min_sound_s``, ``sounds_first``, ``min_node_s`` and ``pairing`` are used.
     time_pool : int
         Frames per step.
     step_rate_hz : float
         Steps per second.
     """
-    leaves, quiet = fold_leaves(embedding, frames, time_pool=time_pool, pause_db=rae.pause_db)
-    min_steps = int(np.ceil(rae.min_sound_s * step_rate_hz - 1e-9))
+    leaves, quiet = fold_leaves(embedding, frames, time_pool=time_pool, pause_db=segment.pause_db)
+    min_steps = int(np.ceil(segment.min_sound_s * step_rate_hz - 1e-9))
     onsets = sound_onsets(quiet, min_steps=min_steps)
     barriers, min_size = None, 0.0
-    if rae.pairing == "adjacent":
-        min_size = rae.min_node_s * step_rate_hz
-        if rae.sounds_first:
+    if segment.pairing == "adjacent":
+        min_size = segment.min_node_s * step_rate_hz
+        if segment.sounds_first:
             barriers = sound_barriers(onsets, n_steps=len(quiet))
     return FoldInput(leaves, quiet, onsets, barriers, min_size)

@@ -22,7 +22,7 @@ from sound_cluster.segment.tree import SegmentTree
 from sound_cluster.segment.units import Units, collect_units, count_units, file_runs
 
 if TYPE_CHECKING:
-    from sound_cluster.config import Params, RaeParams, SoundParams
+    from sound_cluster.config import Params, SegmentParams, SoundParams
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Segmenter:
 
     Attributes
     ----------
-    rae : RaeParams
+    segment : SegmentParams
         The fold: pairing, pauses, sounds first, smallest node.
     auto_min_segment_s : float
         ``output.auto_min_segment_s``: the merge-cost rule's shortest segment.
@@ -45,7 +45,7 @@ class Segmenter:
         Log-mel frames per second.
     """
 
-    rae: "RaeParams"
+    segment: "SegmentParams"
     auto_min_segment_s: float
     boundary_refine_s: float
     time_pool: int
@@ -54,7 +54,7 @@ class Segmenter:
 
     @classmethod
     def of(cls, params: "Params") -> "Segmenter":
-        return cls(params.rae, params.output.auto_min_segment_s, params.output.boundary_refine_s,
+        return cls(params.segment, params.output.auto_min_segment_s, params.output.boundary_refine_s,
                    params.model.time_pool, params.features.frame_rate_hz, params.sounds)
 
     @property
@@ -65,7 +65,7 @@ class Segmenter:
     @property
     def over_background(self) -> bool:
         """Sounds are found over the file's running background (``sounds.background``), with adjacent pairing."""
-        return self.sounds is not None and self.sounds.background and self.rae.pairing == "adjacent"
+        return self.sounds is not None and self.sounds.background and self.segment.pairing == "adjacent"
 
     def fold_input(self, embedding: np.ndarray, frames: np.ndarray, *, detect: np.ndarray | None = None) -> FoldInput:
         """The leaves, pauses or sounds and background a file is folded from.
@@ -75,9 +75,9 @@ class Segmenter:
         :func:`sound_cluster.segment.pauses.fold_input`.
         """
         if self.over_background:
-            return sound_fold_input(embedding, frames, rae=self.rae, sounds=self.sounds, time_pool=self.time_pool,
+            return sound_fold_input(embedding, frames, segment=self.segment, sounds=self.sounds, time_pool=self.time_pool,
                                     frame_rate_hz=self.frame_rate_hz, detect=detect)
-        return fold_input(embedding, frames, rae=self.rae, time_pool=self.time_pool, step_rate_hz=self.step_rate_hz)
+        return fold_input(embedding, frames, segment=self.segment, time_pool=self.time_pool, step_rate_hz=self.step_rate_hz)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class FileSegments:
         The file's own number of segments and the rule that chose it
         (:meth:`sound_cluster.segment.tree.SegmentTree.auto_choice`): ``{"k": int, "name": str, ...}``.
     pause_db : float
-        ``rae.pause_db`` the pauses were found with.
+        ``segment.pause_db`` the pauses were found with.
     cut : list of (int, int, str) or None
         Sounds over a background: the file's own cut, ``(start leaf, end leaf, kind)`` (:func:`own_cut`).
     """
@@ -140,7 +140,7 @@ def leaf_sizes(n_leaves: int, *, duration_s: float, step_rate_hz: float) -> np.n
 def fold_merges(fin: FoldInput, *, weights: FoldWeights, duration_s: float, seg: Segmenter) -> Merges:
     """One file's fold (:func:`sound_cluster.segment.fold.fold`) on the heap, from its :class:`FoldInput`."""
     sizes = leaf_sizes(len(fin.leaves), duration_s=duration_s, step_rate_hz=seg.step_rate_hz)
-    return fold(fin.leaves, weights=weights, pairing=seg.rae.pairing, sizes=sizes, barriers=fin.barriers,
+    return fold(fin.leaves, weights=weights, pairing=seg.segment.pairing, sizes=sizes, barriers=fin.barriers,
                 min_size=fin.min_size)
 
 
@@ -197,14 +197,14 @@ def segment_file(embedding: np.ndarray, frames: np.ndarray, *, duration_s: float
                                    leaf_times=leaf_times)
     if fin.pieces is not None:
         split_cost = float("inf") if weights is None else weights.split_cost
-        cut = own_cut(tree, fin, split_cost=split_cost, ward=seg.rae.linkage == "ward")
+        cut = own_cut(tree, fin, split_cost=split_cost, ward=seg.segment.linkage == "ward")
         auto = {"k": len(cut), "name": SOUNDS_OVER_BACKGROUND, "rise_db": seg.sounds.rise_db,
                 "fall_db": seg.sounds.fall_db, "split_cost": None if not np.isfinite(split_cost)
                 else round(float(split_cost), 6)}
-        return FileSegments(fin, merges, tree, auto, seg.rae.pause_db, cut)
-    auto = tree.auto_choice(min_segment_s=seg.auto_min_segment_s, sounds=fin.sounds, min_sound_s=seg.rae.min_sound_s,
+        return FileSegments(fin, merges, tree, auto, seg.segment.pause_db, cut)
+    auto = tree.auto_choice(min_segment_s=seg.auto_min_segment_s, sounds=fin.sounds, min_sound_s=seg.segment.min_sound_s,
                             units=units, sound_length_s=sound_length_s)
-    return FileSegments(fin, merges, tree, auto, seg.rae.pause_db)
+    return FileSegments(fin, merges, tree, auto, seg.segment.pause_db)
 
 
 SOUNDS_OVER_BACKGROUND = "sounds_over_background"  # the rule of the file's own cut (recorded in the tree)
@@ -234,7 +234,7 @@ def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool)
         The merge autoencoder's split cost (:func:`sound_cluster.segment.merge_model.calibrate_split_cost`);
         ``inf``: sounds are never split.
     ward : bool
-        The costs carry Ward's size factor (``rae.linkage=ward``), which the comparison takes out.
+        The costs carry Ward's size factor (``segment.linkage=ward``), which the comparison takes out.
 
     Returns
     -------
@@ -336,7 +336,7 @@ def sound_parts(fin: FoldInput) -> list[tuple[int, int]]:
     return out
 
 
-def train_merge_model(fins: Sequence[FoldInput], *, rae: "RaeParams", seed: int):
+def train_merge_model(fins: Sequence[FoldInput], *, segment: "SegmentParams", seed: int):
     """The merge autoencoder trained on the files' leaves (and on splices of their sounds, where sounds were found
     over a background), and then its split cost calibrated on those sounds (:func:`sound_cluster.segment.merge_model.calibrate_split_cost`).
 
@@ -346,10 +346,10 @@ def train_merge_model(fins: Sequence[FoldInput], *, rae: "RaeParams", seed: int)
     losses : list of float
         Mean merge cost per epoch.
     """
-    from sound_cluster.segment.merge_model import calibrate_split_cost, train_rae  # TensorFlow
+    from sound_cluster.segment.merge_model import calibrate_split_cost, train_merge_autoencoder  # TensorFlow
 
     sounds = [f.leaves[a:b] for f in fins for a, b in sound_parts(f)]
-    model, losses = train_rae([f.leaves for f in fins], rae=rae, seed=seed, sounds=sounds)
+    model, losses = train_merge_autoencoder([f.leaves for f in fins], segment=segment, seed=seed, sounds=sounds)
     if sounds:
         model.split_cost = calibrate_split_cost(model, sounds, seed=seed)
     return model, losses

@@ -25,7 +25,7 @@ from sound_cluster.ingest.levels import running_level_db
 from sound_cluster.segment.pauses import FoldInput
 
 if TYPE_CHECKING:
-    from sound_cluster.config import RaeParams, SoundParams
+    from sound_cluster.config import SegmentParams, SoundParams
 
 @dataclass(frozen=True)
 class Sounds:
@@ -92,7 +92,7 @@ def find_sounds(frames: np.ndarray, *, frame_rate_hz: float, rise_db: float, fal
     return Sounds(starts[long_enough].astype(np.int64), ends[long_enough].astype(np.int64), level)
 
 
-def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaeParams", sounds: "SoundParams",
+def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, segment: "SegmentParams", sounds: "SoundParams",
                      time_pool: int, frame_rate_hz: float, detect: np.ndarray | None = None) -> FoldInput:
     """What one file is folded from when sounds are found over its background (``sounds.background``).
 
@@ -106,7 +106,7 @@ def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaePara
     ----------
     embedding : np.ndarray [shape=(n_steps, d)]
     frames : np.ndarray [shape=(n_frames, n_mels)]
-    rae : RaeParams
+    segment : SegmentParams
         ``min_sound_s`` and ``min_node_s`` are used.
     sounds : SoundParams
     time_pool : int
@@ -122,7 +122,7 @@ def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaePara
     n = len(embedding)
     step_rate_hz = frame_rate_hz / time_pool
     found = find_sounds(frames if detect is None or len(detect) != len(frames) else detect, frame_rate_hz=frame_rate_hz, rise_db=sounds.rise_db, fall_db=sounds.fall_db,
-                        min_sound_s=rae.min_sound_s, min_gap_s=sounds.min_gap_s, window_s=sounds.window_s)
+                        min_sound_s=segment.min_sound_s, min_gap_s=sounds.min_gap_s, window_s=sounds.window_s)
     spans: list[list[int]] = []  # in steps; the exact frames of each edge beside them
     edge_frames: list[list[int]] = []
     for a, b in zip(found.starts, found.ends):
@@ -149,7 +149,7 @@ def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaePara
     quiet = np.ones(n, dtype=bool)
     for sa, sb in spans:
         quiet[sa:sb] = False
-    min_size = rae.min_node_s * step_rate_hz
+    min_size = segment.min_node_s * step_rate_hz
     splits = np.empty(0, dtype=np.int64)
     if sounds.split_onsets and spans:
         gap = max(1, int(np.ceil(min_size)))
@@ -158,7 +158,7 @@ def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, rae: "RaePara
         for sa, sb in spans:
             last = sa
             for o in on[(on > sa) & (on < sb)]:
-                if o - last >= gap and sb - o >= gap:  # no piece of a sound shorter than rae.min_node_s
+                if o - last >= gap and sb - o >= gap:  # no piece of a sound shorter than segment.min_node_s
                     keep.append(int(o))
                     last = o
         splits = np.asarray(keep, dtype=np.int64)
