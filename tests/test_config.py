@@ -2,8 +2,7 @@ import pytest
 
 from sound_cluster.config import params_from_config
 from sound_cluster.errors import ConfigError
-
-from .conftest import compose_cfg, make_params
+from tests.conftest import compose_cfg, make_params
 
 
 def test_defaults_compose_and_check(tmp_path):

@@ -71,7 +71,7 @@ def test_apply_reads_models_saved_by_sound_cluster_0_1(tmp_path):
     """``tests/data/models_0_1``: a tiny fit of the demo's joined digits (an earlier demo) saved before the package was laid out by stage
     (segment units, so the merge autoencoder and the unit record are read too). Keras finds the saved classes by
     their registered names wherever their modules now live."""
-    from tests.test_cli import run_cli
+    from tests.run.test_cli import run_cli
 
     models = Path(__file__).parent / "data" / "models_0_1"
     run = tmp_path / "run"

@@ -102,7 +102,7 @@ def test_misspelt_key_names_the_closest(tmp_path, key, hint):
 def test_labels_with_filename_header_checked_before_work(tmp_path):
     import soundfile as sf
 
-    from .conftest import SR, tone
+    from tests.conftest import SR, tone
 
     (tmp_path / "a").mkdir()
     for i in range(2):
@@ -129,7 +129,7 @@ def test_labels_with_filename_header_checked_before_work(tmp_path):
 def test_show_on_something_that_is_not_a_tree(tmp_path):
     import soundfile as sf
 
-    from .conftest import SR, tone
+    from tests.conftest import SR, tone
 
     sf.write(tmp_path / "a.wav", tone(), SR)
     (tmp_path / "summary.json").write_text('{"status": "complete"}')

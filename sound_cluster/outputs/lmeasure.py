@@ -5,7 +5,7 @@ frame's row in a Python loop; on a minute of audio at 0.1 s frames that took abo
 of a run's scoring. Here the meet matrices are dense (``n_frames`` squared bytes; the caller bounds
 ``n_frames``) and every row's ranking is counted at once from a histogram of (reference level, estimated
 level) pairs, which the levels' small number makes cheap. The numbers equal mir_eval's
-(``tests/test_segments.py`` compares them on random hierarchies).
+(``tests/segment/test_segments.py`` compares them on random hierarchies).
 """
 
 from __future__ import annotations

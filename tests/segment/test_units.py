@@ -23,8 +23,7 @@ from sound_cluster.segment.units import (
     typical_sound_length_s,
     unit_vector,
 )
-
-from .conftest import SR, make_params
+from tests.conftest import SR, make_params
 
 pytestmark = pytest.mark.xdist_group("units_fit")  # its tests share one module-scoped fixture
 

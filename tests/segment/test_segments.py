@@ -7,8 +7,7 @@ import pytest
 from sound_cluster.segment.boundaries import energy_rise, leaf_boundary_times
 from sound_cluster.segment.fold import Merges, fold
 from sound_cluster.segment.tree import SegmentTree, doc_cut
-
-from .test_fold import random_weights
+from tests.segment.test_fold import random_weights
 
 
 def _three_parts_and_an_odd_edge(d=8, seed=0):

@@ -18,7 +18,7 @@ from sound_cluster.outputs.references import read_segments
 
 pytestmark = pytest.mark.xdist_group("api_demo_run")  # its tests share one module-scoped fixture
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "sound_cluster" / "demo"
 
 

@@ -245,7 +245,7 @@ from sound_cluster.embed.inference import Posteriors
 from sound_cluster.embed.training import train_encoder
 from sound_cluster.embed.clusters import assign
 from sound_cluster.outputs.evaluate import clustering_scores
-from tests.test_embedding import _two_kinds
+from tests.embed.test_embedding import _two_kinds
 paths, labels = _two_kinds(Path(sys.argv[1]))
 model = ModelParams(n_clusters=2, max_clusters=2, embedding_dim=8, blocks=(ConvBlock(8, (3, 3), (2, 2)),), context_kernel=3)
 sampler = CropSampler(paths, crop_frames=24, batch_size=32, augment=AugmentParams(mel_shift_bins=1), seed=0)
@@ -265,7 +265,7 @@ def test_mirrored_strategy_trains_on_two_logical_devices(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], cwd=root, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,10 +11,9 @@ import soundfile as sf
 
 from sound_cluster.ingest.levels import background_db
 from sound_cluster.segment.sounds import find_sounds
-
-from .conftest import SR, make_params
-from .test_units import KINDS
-from .test_units import _event as unit_event
+from tests.conftest import SR, make_params
+from tests.segment.test_units import KINDS
+from tests.segment.test_units import _event as unit_event
 
 pytestmark = pytest.mark.xdist_group("sounds_fit")  # its tests share one module-scoped fit
 

@@ -21,9 +21,8 @@ from sound_cluster.ingest.extract import extract_features
 from sound_cluster.ingest.features import FeatureCache
 from sound_cluster.ingest.names import output_names
 from sound_cluster.io_utils import atomic_write_text
-
-from .conftest import SR, make_params, tone
-from .test_cli import run_cli
+from tests.conftest import SR, make_params, tone
+from tests.run.test_cli import run_cli
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

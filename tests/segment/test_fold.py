@@ -225,8 +225,7 @@ def test_a_run_with_the_batched_fold_writes_the_heap_folds_trees(tmp_path, backg
     import soundfile as sf
 
     from sound_cluster.run.pipeline import run
-
-    from .conftest import SR, make_params, tone
+    from tests.conftest import SR, make_params, tone
 
     audio = tmp_path / "audio"
     audio.mkdir()

@@ -8,8 +8,7 @@ import soundfile as sf
 
 from sound_cluster.embed.clusters import ClusterRecord, cluster_clips, knee
 from sound_cluster.run.pipeline import run
-
-from .conftest import SR, make_params
+from tests.conftest import SR, make_params
 
 
 def _clips(n_kinds: int, *, per_kind: int = 6, seed: int = 0, sizes=None):

@@ -16,10 +16,9 @@ import pytest
 import soundfile as sf
 
 from sound_cluster.errors import AudioError, ConfigError
+from tests.conftest import SR, make_params, tone
 
-from .conftest import SR, make_params, tone
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_reads_are_of_regular_files_only_never_blocking_and_capped(tmp_path):

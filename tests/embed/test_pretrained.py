@@ -13,9 +13,8 @@ from sound_cluster.config import AugmentParams
 from sound_cluster.embed.crops import CropSampler
 from sound_cluster.embed.shipped import SHIPPED, card_path, resolve_init
 from sound_cluster.errors import ConfigError
-
-from .conftest import SR, make_params, tone
-from .test_cli import run_cli
+from tests.conftest import SR, make_params, tone
+from tests.run.test_cli import run_cli
 
 
 def _folder(root: Path, n: int = 6) -> Path:

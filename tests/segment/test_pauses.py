@@ -7,8 +7,7 @@ from sound_cluster.config import FeatureParams
 from sound_cluster.ingest.features import log_mel
 from sound_cluster.segment import pauses
 from sound_cluster.segment.pauses import carry_sources, fold_leaves, level_db, quiet_steps, sound_barriers, sound_onsets
-
-from .conftest import SR, tone
+from tests.conftest import SR, tone
 
 POOL = 4
 

@@ -13,10 +13,9 @@ import pytest
 
 from sound_cluster.errors import ConfigError
 from sound_cluster.run.pipeline import run
-
-from .conftest import make_params
-from .test_cli import EXE
-from .test_units import write_recordings
+from tests.conftest import make_params
+from tests.run.test_cli import EXE
+from tests.segment.test_units import write_recordings
 
 OUTPUTS = ("clusters.csv", "failures.csv", "summary.json", "trees", "posteriors", "models/embedding.keras",
            "models/merge_model.keras", "models/params.json", "models/clusters.json", "models/units.npz",

@@ -8,8 +8,7 @@ from sound_cluster.config import FeatureParams
 from sound_cluster.ingest.extract import extract_features
 from sound_cluster.ingest.features import FeatureCache, log_mel
 from sound_cluster.io_utils import TMP_PREFIX
-
-from .conftest import SR, tone
+from tests.conftest import SR, tone
 
 
 def test_log_mel_shape_and_values():

@@ -8,8 +8,7 @@ import soundfile as sf
 from sound_cluster.errors import AudioError
 from sound_cluster.ingest.audio import discover, load
 from sound_cluster.ingest.failures import display_path
-
-from .conftest import BAD, SR, good_names, tone
+from tests.conftest import BAD, SR, good_names, tone
 
 EXTS = ("wav", "flac", "ogg", "mp3")
 
@@ -79,8 +78,7 @@ def test_only_regular_files_are_read_and_file_links_follow_the_setting(tmp_path)
     import soundfile as sf
 
     from sound_cluster.ingest.audio import discover
-
-    from .conftest import SR, tone
+    from tests.conftest import SR, tone
 
     root, outside = tmp_path / "in", tmp_path / "outside"
     root.mkdir()
@@ -105,8 +103,7 @@ def test_headers_that_lie_are_not_believed(tmp_path):
 
     from sound_cluster.errors import AudioError
     from sound_cluster.ingest.audio import check_format, probe
-
-    from .conftest import SR, tone
+    from tests.conftest import SR, tone
 
     sf.write(tmp_path / "slow.wav", tone(seconds=0.02), 1, format="WAV", subtype="PCM_16")  # 320 frames "at 1 Hz"
     with pytest.raises(AudioError, match="sample rate 1 Hz"):

@@ -9,8 +9,7 @@ from sound_cluster.ingest.extract import FileFeatures, extract_features
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.ingest.features import FeatureCache
 from sound_cluster.run.executor import map_files
-
-from .conftest import BAD
+from tests.conftest import BAD
 
 
 def _run(corpus, cache_dir, kind):

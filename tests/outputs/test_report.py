@@ -14,12 +14,11 @@ import pytest
 
 from sound_cluster.run.pipeline import run
 from sound_cluster.run.run_dir import demo_path
-
-from .conftest import compose_cfg, make_params
+from tests.conftest import compose_cfg, make_params
 
 pytestmark = pytest.mark.xdist_group("report_demo_run")  # its tests share one module-scoped fixture
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -18,10 +18,9 @@ from sound_cluster.config import ExecutorParams
 from sound_cluster.errors import ConfigError
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.run.executor import close_dask_clients, dask_client, map_files
-
-from .conftest import make_params
-from .test_cli import run_cli
-from .test_executor import _explode, assert_same_as_serial, check_chunked_map
+from tests.conftest import make_params
+from tests.run.test_cli import run_cli
+from tests.run.test_executor import _explode, assert_same_as_serial, check_chunked_map
 
 # Workers started as separate processes cannot import this test module: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -15,8 +15,7 @@ import pytest
 import soundfile as sf
 
 from sound_cluster.io_utils import TMP_PREFIX
-
-from .conftest import BAD, SR, good_names
+from tests.conftest import BAD, SR, good_names
 
 EXE = shutil.which("sound-cluster") or str(Path(sys.executable).parent / "sound-cluster")
 
