@@ -81,6 +81,11 @@ class Merges:
     def n_leaves(self) -> int:
         return int(self.left.shape[0]) + 1
 
+    def without_codes(self) -> "Merges":
+        """The merges without the node vectors, which only training reads: what a tree needs, kept for every file
+        of a run without the 0.5 kB per merge (46 MB per hour of audio at 25 steps per second) the codes hold."""
+        return Merges(self.left, self.right, self.cost, np.empty((0, self.codes.shape[1]), np.float32))
+
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero); float32."""

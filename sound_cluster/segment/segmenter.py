@@ -314,7 +314,7 @@ def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, duratio
                             units=None if counts is None else counts[i], sound_length_s=sound_length_s,
                             fin=None if fins is None else fins[i])
         spans.append(segs.sound_spans)
-        merges[i] = segs.merges
+        merges[i] = segs.merges.without_codes()  # kept for the fold stage, which writes the trees from them
         quiet.append(segs.fin.quiet if segs.cut is None else np.zeros(len(emb), dtype=bool))
         n_units[i] = len(segs.sound_spans) if counts is None else int(counts[i])
     units = collect_units(spans, steps, quiet, merges=merges)

@@ -106,6 +106,15 @@ def test_cut_gives_k_contiguous_segments():
         tree.cut(0)
 
 
+def test_merges_without_codes_make_the_same_tree():
+    """What a run keeps of every file's fold until its tree is written: no node vectors, the same tree."""
+    merges = fold(np.random.default_rng(4).standard_normal((40, 8)), weights=random_weights(8))
+    light = merges.without_codes()
+    assert light.codes.shape == (0, 8) and merges.codes.shape == (79, 8)
+    trees = [SegmentTree.from_merges(m, frame_rate_hz=25.0, duration_s=1.6) for m in (merges, light)]
+    assert all(trees[0].cut(k) == trees[1].cut(k) for k in range(1, 41))
+
+
 def test_tree_json_schema_and_round_trip(tmp_path):
     w = random_weights(8)
     x = np.random.default_rng(4).standard_normal((40, 8))

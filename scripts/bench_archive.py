@@ -1,0 +1,119 @@
+"""Archives: how the main process's and a worker's memory, and each stage's time, grow with the hours.
+
+Usage: python scripts/bench_archive.py DATA [--hours 1 4 16] [--executors process dask] [--seed 0] [override ...]
+
+DATA holds the labelled ``drums/``, ``instruments/`` and ``fsdd/`` folders (as for bench_events.py).
+For each number of hours, builds a folder of one-minute recordings from their events (all three mixed,
+0.2-0.6 s of quiet between events; the folder of the smaller hours is the start of the larger one),
+then runs ``sound-cluster`` on it as a user would (a fresh feature cache, no report and no plots, the
+default settings plus the overrides) under each executor: ``process`` (the process pool) and ``dask``
+(a LocalCluster of the machine's cores). Prints per run: hours, files, units, the main process's peak
+resident memory, the largest peak of one worker process, the whole process tree's peak, and seconds per
+hour of audio of each stage (summary.json); the last lines give, per executor, the main process's growth
+in MB per hour of recordings (least squares over the hours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_events import build  # scripts/ is on the path of a script run from it
+
+from sound_cluster.run_folder import RunFolder
+
+
+def sample_peaks(proc: subprocess.Popen, period_s: float = 0.2) -> dict[str, int]:
+    """Peak resident bytes of the main process, of any one descendant, and of the whole tree, until it exits."""
+    import psutil
+
+    peaks = {"main": 0, "worker": 0, "tree": 0}
+    main = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            m = main.memory_info().rss
+            kids = []
+            for q in main.children(recursive=True):
+                try:
+                    kids.append(q.memory_info().rss)
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            break
+        peaks["main"] = max(peaks["main"], m)
+        peaks["worker"] = max(peaks["worker"], max(kids, default=0))
+        peaks["tree"] = max(peaks["tree"], m + sum(kids))
+        time.sleep(period_s)
+    return peaks
+
+
+def timed_run(args: list[str]) -> tuple[float, dict[str, int], int]:
+    """Wall seconds, peak resident bytes (main, one worker, tree), exit code."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    out: dict[str, dict[str, int]] = {}
+    t = threading.Thread(target=lambda: out.setdefault("peaks", sample_peaks(proc)), daemon=True)
+    t.start()
+    _, err = proc.communicate()
+    t.join()
+    if proc.returncode:
+        print(err[-3000:], file=sys.stderr)
+    return time.perf_counter() - t0, out.get("peaks", {"main": 0, "worker": 0, "tree": 0}), proc.returncode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--hours", type=float, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--executors", nargs="+", default=["process", "dask"], choices=["serial", "process", "dask"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    per_file = int(60 / 0.92)  # events of 0.3-1.0 s plus 0.2-0.6 s of quiet: 0.92 s on average
+    exe = str(Path(sys.executable).with_name("sound-cluster"))
+    growth: dict[str, list[tuple[float, float]]] = {e: [] for e in args.executors}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        n_max = int(round(max(args.hours) * 60))
+        build(args.data, tmp / "audio", sets=["mix"], n_files=n_max, events=(per_file, per_file), seed=args.seed,
+              variants=("pauses",))
+        everything = sorted((tmp / "audio" / "mix_pauses").glob("*.wav"))
+        print("hours  files  units  executor  main GB  worker GB  tree GB  wall s  stage seconds per hour of audio")
+        for hours in sorted(args.hours):
+            folder = tmp / f"h{hours:g}"
+            folder.mkdir()
+            for p in everything[: int(round(hours * 60))]:
+                os.link(p, folder / p.name)
+            audio_h = sum(os.path.getsize(p) for p in folder.glob("*.wav")) / (16000 * 2 * 3600)
+            for kind in args.executors:
+                run_dir = tmp / "runs" / f"h{hours:g}-{kind}"
+                cmd = [exe, str(folder), f"executor.kind={kind}", f"features.cache_dir={run_dir}-cache",
+                       f"hydra.run.dir={run_dir}", f"seed={args.seed}", "output.report=false", "output.max_plots=0",
+                       *args.overrides]
+                wall, peaks, rc = timed_run(cmd)
+                if rc:
+                    print(f"{hours:g} h, {kind}: failed with exit code {rc}")
+                    continue
+                s = RunFolder(run_dir).read_summary()
+                stages = ", ".join(f"{k} {v / audio_h:.1f}" for k, v in s["stage_seconds"].items() if v >= 0.5)
+                print(f"{audio_h:5.2f}  {s['files_processed']:5d}  {s['units']['n_units']:5d}  {kind:8s}  "
+                      f"{peaks['main'] / 2 ** 30:7.2f}  {peaks['worker'] / 2 ** 30:9.2f}  {peaks['tree'] / 2 ** 30:7.2f}  "
+                      f"{wall:6.0f}  {stages}", flush=True)
+                growth[kind].append((audio_h, peaks["main"] / 2 ** 20))
+    for kind, points in growth.items():
+        if len(points) >= 2:
+            h, mb = np.array(points).T
+            slope = np.polyfit(h, mb, 1)[0]
+            print(f"{kind}: the main process grows by {slope:.0f} MB per hour of recordings "
+                  f"({h.min():.2f} to {h.max():.2f} h)")
+
+
+if __name__ == "__main__":
+    main()
