@@ -1,6 +1,7 @@
 """Archives: how the main process's and a worker's memory, and each stage's time, grow with the hours.
 
-Usage: python scripts/bench_archive.py DATA [--hours 1 4 16] [--executors process dask] [--seed 0] [override ...]
+Usage: python scripts/bench_archive.py DATA [--hours 1 4 16] [--executors process dask] [--apply] [--seed 0]
+    [override ...]
 
 DATA holds the labelled ``drums/``, ``instruments/`` and ``fsdd/`` folders (as for bench_events.py).
 For each number of hours, builds a folder of one-minute recordings from their events (all three mixed,
@@ -10,7 +11,8 @@ default settings plus the overrides) under each executor: ``process`` (the proce
 (a LocalCluster of the machine's cores). Prints per run: hours, files, units, the main process's peak
 resident memory, the largest peak of one worker process, the whole process tree's peak, and seconds per
 hour of audio of each stage (summary.json); the last lines give, per executor, the main process's growth
-in MB per hour of recordings (least squares over the hours).
+in MB per hour of recordings (least squares over the hours). ``--apply``: also ``task=apply`` of the models of
+the smallest folder's fit on every folder (executor ``apply``), the way to take an archive too large for one fit.
 """
 
 from __future__ import annotations
@@ -73,12 +75,14 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("--hours", type=float, nargs="+", default=[1, 4, 16])
     ap.add_argument("--executors", nargs="+", default=["process", "dask"], choices=["serial", "process", "dask"])
+    ap.add_argument("--apply", action="store_true", help="also apply the smallest folder's models to every folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     per_file = int(60 / 0.92)  # events of 0.3-1.0 s plus 0.2-0.6 s of quiet: 0.92 s on average
     exe = str(Path(sys.executable).with_name("sound-cluster"))
-    growth: dict[str, list[tuple[float, float]]] = {e: [] for e in args.executors}
+    kinds = [*args.executors, *(["apply"] if args.apply else [])]
+    growth: dict[str, list[tuple[float, float]]] = {e: [] for e in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         n_max = int(round(max(args.hours) * 60))
@@ -92,9 +96,13 @@ def main() -> None:
             for p in everything[: int(round(hours * 60))]:
                 os.link(p, folder / p.name)
             audio_h = sum(os.path.getsize(p) for p in folder.glob("*.wav")) / (16000 * 2 * 3600)
-            for kind in args.executors:
+            for kind in kinds:
                 run_dir = tmp / "runs" / f"h{hours:g}-{kind}"
-                cmd = [exe, str(folder), f"executor.kind={kind}", f"features.cache_dir={run_dir}-cache",
+                task = [f"executor.kind={kind}"]
+                if kind == "apply":
+                    first = tmp / "runs" / f"h{min(args.hours):g}-{args.executors[0]}" / "models"
+                    task = ["task=apply", f"models={first}", f"executor.kind={args.executors[0]}"]
+                cmd = [exe, str(folder), *task, f"features.cache_dir={run_dir}-cache",
                        f"hydra.run.dir={run_dir}", f"seed={args.seed}", "output.report=false", "output.max_plots=0",
                        *args.overrides]
                 wall, peaks, rc = timed_run(cmd)
@@ -103,7 +111,8 @@ def main() -> None:
                     continue
                 s = RunFolder(run_dir).read_summary()
                 stages = ", ".join(f"{k} {v / audio_h:.1f}" for k, v in s["stage_seconds"].items() if v >= 0.5)
-                print(f"{audio_h:5.2f}  {s['files_processed']:5d}  {s['units']['n_units']:5d}  {kind:8s}  "
+                units = s["units"].get("n_units")  # task=apply clusters none
+                print(f"{audio_h:5.2f}  {s['files_processed']:5d}  {'-' if units is None else units:>5}  {kind:8s}  "
                       f"{peaks['main'] / 2 ** 30:7.2f}  {peaks['worker'] / 2 ** 30:9.2f}  {peaks['tree'] / 2 ** 30:7.2f}  "
                       f"{wall:6.0f}  {stages}", flush=True)
                 growth[kind].append((audio_h, peaks["main"] / 2 ** 20))

@@ -112,12 +112,14 @@ class CropSampler:
         self.group = np.where(g >= 0, g, g.max(initial=-1) + 1 + np.arange(n))
         order = np.argsort(self.group, kind="stable")
         bounds = np.flatnonzero(np.diff(self.group[order])) + 1
-        members = np.split(order, bounds)
-        self.mates = [np.empty(0, dtype=np.int64)] * n  # the other files of each file's group
-        for m in members:
-            if len(m) > 1:
-                for f in m:
-                    self.mates[f] = m[m != f]
+        # Each group's files, once (each file's list of the others would be quadratic in a group's size: 1 GB for
+        # the cluster head of 64,000 units in 28 clusters); a file's mates are its group's files but itself.
+        self.members = np.split(order, bounds)  # in file order within each group
+        self.member_of = np.empty(n, dtype=np.int64)  # each file's group, as an index into members
+        self.position = np.empty(n, dtype=np.int64)  # each file's place among its group's files
+        for i, m in enumerate(self.members):
+            self.member_of[m] = i
+            self.position[m] = np.arange(len(m))
         self.group_prob = float(group_prob)
 
     def _crop(self, arr: np.ndarray, start: int) -> tuple[np.ndarray, int, int]:
@@ -198,10 +200,11 @@ class CropSampler:
             arr = self.arrays[f]
             span = abs(arr.shape[0] - self.crop)  # range of start offsets (of the crop, or of a short file in it)
             s1 = int(rng.integers(0, span + 1))
-            mates = self.mates[f]
-            if len(mates) and rng.random() < self.group_prob:
+            group = self.members[self.member_of[f]]
+            if len(group) > 1 and rng.random() < self.group_prob:
                 # The same sound made differently: another file of the group, at the same relative place.
-                f2 = int(mates[rng.integers(len(mates))])
+                j = int(rng.integers(len(group) - 1))  # the j-th of the others: skip the file itself
+                f2 = int(group[j + (j >= self.position[f])])
                 arr2 = self.arrays[f2]
                 span2 = abs(arr2.shape[0] - self.crop)
                 centre = round(s1 / span * span2) if span else int(rng.integers(0, span2 + 1))

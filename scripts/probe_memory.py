@@ -1,0 +1,104 @@
+"""Where the main process's memory grows with the hours: its resident memory at each step of a run.
+
+Usage: python scripts/probe_memory.py DATA [--hours 1 2] [--seed 0] [override ...]
+
+DATA holds the labelled ``drums/``, ``instruments/`` and ``fsdd/`` folders (as for bench_events.py).
+Builds the folders of one-minute recordings that ``bench_archive.py`` builds, runs the pipeline on each in a
+fresh process of its own (``sound_cluster.cluster``, a fresh feature cache, no report and no plots, the default
+settings plus the overrides), and records the process's resident memory at the log lines that end its steps
+(:data:`STEPS`). Prints each step's memory at every number of hours, and its growth in MB per hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from bench_events import build  # scripts/ is on the path of a script run from it
+
+STEPS = {  # the log line that ends a step -> the step's name
+    "encoder keeps": "features made, encoder built",
+    "units: segment": "step embeddings and fold inputs of every file",
+    "merge autoencoder: split cost": "merge autoencoder trained",
+    "units: ": "units cut",
+    "training the cluster head": "units clustered, K chosen",
+    "clusters: K=": "cluster head trained, posteriors written",
+    "segments: ": "trees and segments written",
+}
+
+
+class StepMemory(logging.Handler):
+    """Resident bytes of this process at the first log line of each step in :data:`STEPS`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import psutil
+
+        msg = record.getMessage()
+        for start, name in STEPS.items():
+            if msg.startswith(start) and name not in self.at:
+                self.at[name] = psutil.Process().memory_info().rss
+                return
+
+
+def measure(folder: Path, cache: Path, out: Path, overrides: list[str]) -> dict[str, int]:
+    """One run on ``folder`` in this process; resident bytes at the end of each step."""
+    import sound_cluster
+
+    handler = StepMemory()
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    sound_cluster.cluster(folder, "output.report=false", "output.max_plots=0", f"features.cache_dir={cache}",
+                          *overrides, output_dir=out, log=False)
+    return handler.at
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--hours", type=float, nargs="+", default=[1, 2])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--one", type=Path, default=None, help=argparse.SUPPRESS)  # a child: one run, JSON out
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    if args.one is not None:
+        print(json.dumps(measure(args.one, args.one.with_name(args.one.name + "-cache"),
+                                 args.one.with_name(args.one.name + "-run"), args.overrides)))
+        return
+    per_file = int(60 / 0.92)  # as bench_archive.py
+    rows: dict[float, dict[str, int]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build(args.data, tmp / "audio", sets=["mix"], n_files=int(round(max(args.hours) * 60)),
+              events=(per_file, per_file), seed=args.seed, variants=("pauses",))
+        everything = sorted((tmp / "audio" / "mix_pauses").glob("*.wav"))
+        for hours in sorted(args.hours):
+            folder = tmp / f"h{hours:g}"
+            folder.mkdir()
+            for p in everything[: int(round(hours * 60))]:
+                os.link(p, folder / p.name)
+            # Each run in a fresh process, so one run's memory does not carry into the next.
+            proc = subprocess.run([sys.executable, __file__, "--one", str(folder), str(args.data),
+                                   f"seed={args.seed}", *args.overrides], capture_output=True, text=True, check=True)
+            rows[hours] = json.loads(proc.stdout.strip().splitlines()[-1])
+    hours = sorted(rows)
+    print("main process, resident MB at the end of each step: " + "  ".join(f"{h:g} h" for h in hours)
+          + "  (growth MB per hour)")
+    for name in STEPS.values():
+        mb = [rows[h].get(name, float("nan")) / 2 ** 20 for h in hours]
+        slope = np.polyfit(hours, mb, 1)[0] if len(hours) >= 2 else float("nan")
+        print(f"  {name:45s} " + "  ".join(f"{m:6.0f}" for m in mb) + f"  ({slope:+.0f})")
+
+
+if __name__ == "__main__":
+    main()
