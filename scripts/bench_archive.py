@@ -70,6 +70,24 @@ def timed_run(args: list[str]) -> tuple[float, dict[str, int], int]:
     return time.perf_counter() - t0, out.get("peaks", {"main": 0, "worker": 0, "tree": 0}), proc.returncode
 
 
+PER_FILE = int(60 / 0.92)  # events per one-minute file: 0.3-1.0 s each plus 0.2-0.6 s of quiet, 0.92 s on average
+
+
+def hour_folders(data: Path, out: Path, *, hours: list[float], seed: int) -> dict[float, Path]:
+    """A folder of one-minute recordings (mixed events with quiet between) for each number of ``hours`` under ``out``;
+    the smaller folders hold the first files of the larger (hard links, built once)."""
+    build(data, out / "audio", sets=["mix"], n_files=int(round(max(hours) * 60)), events=(PER_FILE, PER_FILE),
+          seed=seed, variants=("pauses",))
+    everything = sorted((out / "audio" / "mix_pauses").glob("*.wav"))
+    folders = {}
+    for h in sorted(hours):
+        folders[h] = out / f"h{h:g}"
+        folders[h].mkdir()
+        for p in everything[: int(round(h * 60))]:
+            os.link(p, folders[h] / p.name)
+    return folders
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path)
@@ -79,22 +97,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    per_file = int(60 / 0.92)  # events of 0.3-1.0 s plus 0.2-0.6 s of quiet: 0.92 s on average
     exe = str(Path(sys.executable).with_name("sound-cluster"))
     kinds = [*args.executors, *(["apply"] if args.apply else [])]
     growth: dict[str, list[tuple[float, float]]] = {e: [] for e in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        n_max = int(round(max(args.hours) * 60))
-        build(args.data, tmp / "audio", sets=["mix"], n_files=n_max, events=(per_file, per_file), seed=args.seed,
-              variants=("pauses",))
-        everything = sorted((tmp / "audio" / "mix_pauses").glob("*.wav"))
+        folders = hour_folders(args.data, tmp, hours=args.hours, seed=args.seed)
         print("hours  files  units  executor  main GB  worker GB  tree GB  wall s  stage seconds per hour of audio")
-        for hours in sorted(args.hours):
-            folder = tmp / f"h{hours:g}"
-            folder.mkdir()
-            for p in everything[: int(round(hours * 60))]:
-                os.link(p, folder / p.name)
+        for hours, folder in folders.items():
             audio_h = sum(os.path.getsize(p) for p in folder.glob("*.wav")) / (16000 * 2 * 3600)
             for kind in kinds:
                 run_dir = tmp / "runs" / f"h{hours:g}-{kind}"

@@ -16,56 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-from bench_events import build  # scripts/ is on the path of a script run from it
+from bench_archive import timed_run  # scripts/ is on the path of a script run from it
+from bench_events import build
 
 from sound_cluster.run_folder import RunFolder
-
-
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants (psutil, which the dev extra installs)."""
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        procs = [p, *p.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for q in procs:
-        try:
-            total += q.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def timed_run(args: list[str]) -> tuple[float, int, int]:
-    """Wall seconds, peak resident bytes of the process tree, exit code."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
-            time.sleep(0.2)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    _, err = proc.communicate()
-    done.set()
-    t.join()
-    if proc.returncode:
-        print(err[-3000:], file=sys.stderr)
-    return time.perf_counter() - t0, peak[0], proc.returncode
 
 
 def main() -> None:
@@ -89,14 +47,14 @@ def main() -> None:
             run_dir = tmp / "runs" / name.split()[0]
             cmd = [exe, str(folder), f"data.segments={folder / 'segments.csv'}", f"features.cache_dir={run_dir}-cache",
                    f"hydra.run.dir={run_dir}", f"seed={args.seed}", *extra, *args.overrides]
-            wall, peak, rc = timed_run(cmd)
+            wall, peaks, rc = timed_run(cmd)
             if rc:
                 print(f"{name}: failed with exit code {rc}")
                 continue
             s = RunFolder(run_dir).read_summary()
             ev = s.get("event_metrics", {})
             stages = ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items() if v >= 0.5)
-            print(f"{name}: {wall:.0f} s wall, peak {peak / 2 ** 30:.2f} GB (process tree); unit "
+            print(f"{name}: {wall:.0f} s wall, peak {peaks['tree'] / 2 ** 30:.2f} GB (process tree); unit "
                   f"{s['units']['unit']}, {s['units']['n_units']} units, K={s['clusters']['n_clusters']}, event NMI "
                   f"{ev.get('nmi', float('nan')):.3f} over {ev.get('n', 0)} events\n    stage seconds: {stages}")
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_events import build  # scripts/ is on the path of a script run from it
+from bench_archive import hour_folders  # scripts/ is on the path of a script run from it
 
 STEPS = {  # the log line that ends a step -> the step's name
     "encoder keeps": "features made, encoder built",
@@ -75,18 +74,9 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.one.with_name(args.one.name + "-cache"),
                                  args.one.with_name(args.one.name + "-run"), args.overrides)))
         return
-    per_file = int(60 / 0.92)  # as bench_archive.py
     rows: dict[float, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        build(args.data, tmp / "audio", sets=["mix"], n_files=int(round(max(args.hours) * 60)),
-              events=(per_file, per_file), seed=args.seed, variants=("pauses",))
-        everything = sorted((tmp / "audio" / "mix_pauses").glob("*.wav"))
-        for hours in sorted(args.hours):
-            folder = tmp / f"h{hours:g}"
-            folder.mkdir()
-            for p in everything[: int(round(hours * 60))]:
-                os.link(p, folder / p.name)
+        for hours, folder in hour_folders(args.data, Path(tmp), hours=args.hours, seed=args.seed).items():
             # Each run in a fresh process, so one run's memory does not carry into the next.
             proc = subprocess.run([sys.executable, __file__, "--one", str(folder), str(args.data),
                                    f"seed={args.seed}", *args.overrides], capture_output=True, text=True, check=True)
