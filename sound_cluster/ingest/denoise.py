@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sound_cluster.config import FeatureParams
+from sound_cluster.config import FeatureParams, SoundParams
 from sound_cluster.ingest.levels import background_share
 
 MIN_SECONDS = 3.0  # a shorter file holds too little bed to estimate it (noisereduce's window is 2 s)
 QUIET_PERCENTILE, LOUD_PERCENTILE = 10.0, 95.0
-BED_WINDOW_S, BED_WITHIN_DB = 3.0, 8.0  # the bed test's running window and closeness (sounds.* defaults)
+# The bed test's running window and closeness: the sound finder's defaults (sounds.window_s, sounds.fall_db).
+BED_WINDOW_S, BED_WITHIN_DB = SoundParams.window_s, SoundParams.fall_db
 _FRAME_S = 0.032
 
 

@@ -27,6 +27,7 @@ from sound_cluster.segment.pauses import FoldInput
 if TYPE_CHECKING:
     from sound_cluster.config import SegmentParams, SoundParams
 
+
 @dataclass(frozen=True)
 class Sounds:
     """One file's sounds, in frames.
@@ -121,7 +122,8 @@ def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, segment: "Seg
     embedding = np.asarray(embedding)
     n = len(embedding)
     step_rate_hz = frame_rate_hz / time_pool
-    found = find_sounds(frames if detect is None or len(detect) != len(frames) else detect, frame_rate_hz=frame_rate_hz, rise_db=sounds.rise_db, fall_db=sounds.fall_db,
+    source = frames if detect is None or len(detect) != len(frames) else detect
+    found = find_sounds(source, frame_rate_hz=frame_rate_hz, rise_db=sounds.rise_db, fall_db=sounds.fall_db,
                         min_sound_s=segment.min_sound_s, min_gap_s=sounds.min_gap_s, window_s=sounds.window_s)
     spans: list[list[int]] = []  # in steps; the exact frames of each edge beside them
     edge_frames: list[list[int]] = []
