@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sound_cluster.ingest.levels import running_level_db
+from sound_cluster.segment.onsets import onset_steps
 from sound_cluster.segment.pauses import FoldInput
 
 if TYPE_CHECKING:
@@ -117,8 +118,6 @@ def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, segment: "Seg
         The frames sounds are found on, where they differ from ``frames`` (a gated file's frames before the
         gating); onsets are taken from ``frames``.
     """
-    from sound_cluster.segment.units import onset_steps
-
     embedding = np.asarray(embedding)
     n = len(embedding)
     step_rate_hz = frame_rate_hz / time_pool

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sound_cluster.segment.onsets import onset_steps
+
 log = logging.getLogger(__name__)
 
 FILE, SEGMENT = "file", "segment"
@@ -96,39 +98,7 @@ def choose_unit(requested: str, *, sounds: Sequence[int], durations_s: Sequence[
                       med_dur)
 
 
-# Onsets: peaks of librosa's onset strength at least this far apart and this far above the local mean
-# (the envelope normalised to [0, 1]). Measured on joined drum hits, instrument notes and spoken digits
-# (scripts/bench_events.py --variants butted): the median interval between onsets lands within
-# 0.05-0.15 s of the median event, where librosa's defaults count syllables and halve a spoken word.
-ONSET_WAIT_S = 0.1
-ONSET_DELTA = 0.2
 MIN_INTERVALS = 8  # fewer intervals between onsets inside sounds than this: they do not set the length
-
-
-def onset_steps(frames: np.ndarray, *, frame_rate_hz: float, time_pool: int) -> np.ndarray:
-    """The encoder steps where one file's onsets fall (:func:`librosa.onset.onset_detect` on its log-mel frames).
-
-    Parameters
-    ----------
-    frames : np.ndarray [shape=(n_frames, n_mels)]
-        Log-mel frames (any log scale: the envelope is normalised before peaks are picked).
-    frame_rate_hz : float
-    time_pool : int
-        Frames per step.
-
-    Returns
-    -------
-    np.ndarray [shape=(n_onsets,), dtype=int64]
-    """
-    import librosa
-
-    frames = np.asarray(frames, dtype=np.float32)
-    if len(frames) < 4:
-        return np.empty(0, dtype=np.int64)
-    env = librosa.onset.onset_strength(S=frames.T, lag=2, max_size=3)
-    onsets = librosa.onset.onset_detect(onset_envelope=env, units="frames", delta=ONSET_DELTA,
-                                        wait=max(1, int(round(ONSET_WAIT_S * frame_rate_hz))))
-    return np.asarray(onsets, dtype=np.int64) // time_pool
 
 
 @dataclass(frozen=True)
@@ -161,7 +131,7 @@ def sound_runs(quiet: np.ndarray, run_starts: np.ndarray, onset_steps_: np.ndarr
         First step of each sound (:func:`sound_cluster.segment.pauses.sound_onsets`); each run lasts to the
         next one's start.
     onset_steps_ : np.ndarray [shape=(n_onsets,), dtype=int64]
-        :func:`onset_steps`.
+        :func:`sound_cluster.segment.onsets.onset_steps`.
     step_rate_hz : float
     """
     loud = ~np.asarray(quiet, dtype=bool)
@@ -186,7 +156,7 @@ def file_runs(fin, frames: np.ndarray, *, frame_rate_hz: float, time_pool: int, 
         What the file is folded from (:func:`sound_cluster.segment.pauses.fold_input`): its quiet
         steps and where its sounds between pauses start.
     frames : np.ndarray [shape=(n_frames, n_mels)]
-        The file's log-mel frames (:func:`onset_steps` finds the onsets in them).
+        The file's log-mel frames (:func:`sound_cluster.segment.onsets.onset_steps` finds the onsets in them).
     frame_rate_hz, time_pool, step_rate_hz
         Frames per second, frames per step, steps per second.
     """
