@@ -200,7 +200,8 @@ def train_merge_autoencoder(
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    seqs = [normalize_rows(s) for s in sequences if len(s) >= 2]
+    # the windows are normalised as they are drawn: a copy of every sequence would grow with the hours
+    seqs = [s for s in sequences if len(s) >= 2]
     if not seqs:
         raise ValueError("no sequence of two or more leaves to train the merge autoencoder on")
     model = MergeAutoencoder(seqs[0].shape[1], size_weighted=segment.size_weighted, node_vector=segment.node_vector,
@@ -218,7 +219,7 @@ def train_merge_autoencoder(
                 s = seqs[i]
                 n = min(len(s), segment.max_leaves)
                 t0 = int(rng.integers(0, len(s) - n + 1))
-                x = s[t0:t0 + n]
+                x = normalize_rows(s[t0:t0 + n])
                 batch.append((x, fold(x, weights=weights)))  # the greedy search: plain arrays, no tape
             schedule = _schedule(batch)
             negatives = _negatives(schedule, rng)
@@ -277,15 +278,15 @@ class CropPairs:
 
 
 def long_sounds(sounds: Sequence[np.ndarray], *, crop: int = SPLICE_CROP) -> list[np.ndarray]:
-    """The sounds of at least ``2 * crop`` steps, their rows at unit length (what :func:`crop_pairs` samples)."""
-    return [normalize_rows(s) for s in sounds if len(s) >= 2 * crop]
+    """The sounds of at least ``2 * crop`` steps (what :func:`crop_pairs` samples), not copied."""
+    return [s for s in sounds if len(s) >= 2 * crop]
 
 
 def crop_pairs(long: Sequence[np.ndarray], *, rng: np.random.Generator, pairs: int,
                crop: int = SPLICE_CROP) -> CropPairs:
     """``pairs`` pairs of each kind drawn from ``long`` (two or more sounds of ``2 * crop`` steps or more)."""
-    def mean(x: np.ndarray) -> np.ndarray:
-        v = x.mean(axis=0)
+    def mean(x: np.ndarray) -> np.ndarray:  # of the crop's rows at unit length
+        v = normalize_rows(x).mean(axis=0)
         return v / max(float(np.linalg.norm(v)), 1e-12)
 
     same, spliced = [], []
