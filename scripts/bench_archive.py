@@ -1,7 +1,7 @@
 """Archives: how the main process's and a worker's memory, and each stage's time, grow with the hours.
 
-Usage: python scripts/bench_archive.py DATA [--hours 1 4 16] [--executors process dask] [--apply] [--seed 0]
-    [override ...]
+Usage: python scripts/bench_archive.py DATA [--hours 1 4 16] [--executors process dask] [--apply] [--again]
+    [--seed 0] [override ...]
 
 DATA holds the labelled ``drums/``, ``instruments/`` and ``fsdd/`` folders (as for bench_events.py).
 For each number of hours, builds a folder of one-minute recordings from their events (all three mixed,
@@ -13,6 +13,9 @@ resident memory, the largest peak of one worker process, the whole process tree'
 hour of audio of each stage (summary.json); the last lines give, per executor, the main process's growth
 in MB per hour of recordings (least squares over the hours). ``--apply``: also ``task=apply`` of the models of
 the smallest folder's fit on every folder (executor ``apply``), the way to take an archive too large for one fit.
+``--again``: each fit once more on the same feature cache (executor ``again``), as a run started again after an
+interruption or a second run over the same folder; the last lines compare its embed stage and wall time with the
+first fit's.
 """
 
 from __future__ import annotations
@@ -94,12 +97,14 @@ def main() -> None:
     ap.add_argument("--hours", type=float, nargs="+", default=[1, 4, 16])
     ap.add_argument("--executors", nargs="+", default=["process", "dask"], choices=["serial", "process", "dask"])
     ap.add_argument("--apply", action="store_true", help="also apply the smallest folder's models to every folder")
+    ap.add_argument("--again", action="store_true", help="run each fit again on the same feature cache")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     exe = str(Path(sys.executable).with_name("sound-cluster"))
-    kinds = [*args.executors, *(["apply"] if args.apply else [])]
+    kinds = [*args.executors, *(["again"] if args.again else []), *(["apply"] if args.apply else [])]
     growth: dict[str, list[tuple[float, float]]] = {e: [] for e in kinds}
+    seconds: dict[str, list[tuple[float, float]]] = {args.executors[0]: [], "again": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folders = hour_folders(args.data, tmp, hours=args.hours, seed=args.seed)
@@ -109,10 +114,15 @@ def main() -> None:
             for kind in kinds:
                 run_dir = tmp / "runs" / f"h{hours:g}-{kind}"
                 task = [f"executor.kind={kind}"]
+                if kind == "again":  # the first executor's fit again, on its feature cache
+                    task = [f"executor.kind={args.executors[0]}"]
+                    cache = tmp / "runs" / f"h{hours:g}-{args.executors[0]}-cache"
+                else:
+                    cache = Path(f"{run_dir}-cache")
                 if kind == "apply":
                     first = tmp / "runs" / f"h{min(args.hours):g}-{args.executors[0]}" / "models"
                     task = ["task=apply", f"models={first}", f"executor.kind={args.executors[0]}"]
-                cmd = [exe, str(folder), *task, f"features.cache_dir={run_dir}-cache",
+                cmd = [exe, str(folder), *task, f"features.cache_dir={cache}",
                        f"hydra.run.dir={run_dir}", f"seed={args.seed}", "output.report=false", "output.max_plots=0",
                        *args.overrides]
                 wall, peaks, rc = timed_run(cmd)
@@ -126,12 +136,18 @@ def main() -> None:
                       f"{peaks['main'] / 2 ** 30:7.2f}  {peaks['worker'] / 2 ** 30:9.2f}  {peaks['tree'] / 2 ** 30:7.2f}  "
                       f"{wall:6.0f}  {stages}", flush=True)
                 growth[kind].append((audio_h, peaks["main"] / 2 ** 20))
+                if kind in (args.executors[0], "again"):
+                    seconds[kind].append((s["stage_seconds"].get("embed", 0.0), wall))
     for kind, points in growth.items():
         if len(points) >= 2:
             h, mb = np.array(points).T
             slope = np.polyfit(h, mb, 1)[0]
             print(f"{kind}: the main process grows by {slope:.0f} MB per hour of recordings "
                   f"({h.min():.2f} to {h.max():.2f} h)")
+    if seconds["again"]:
+        (e1, w1), (e2, w2) = (np.sum(seconds[k], axis=0) for k in (args.executors[0], "again"))
+        print(f"again: embed stage {e2:.1f} s against {e1:.1f} s the first time ({e2 / max(e1, 1e-9):.2f}x), "
+              f"wall {w2:.0f} s against {w1:.0f} s ({w2 / w1:.2f}x), all sizes together")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import keras
 import numpy as np
@@ -28,6 +29,7 @@ from sound_cluster.embed.encoder import HEADS, PACKAGE, build_encoder, time_geom
 from sound_cluster.embed.inference import Posteriors
 from sound_cluster.embed.losses import masked_mean_log_posterior, step_mask
 from sound_cluster.embed.shipped import transfer_weights
+from sound_cluster.embed.step_cache import StepCache
 from sound_cluster.embed.training import run_training
 
 log = logging.getLogger(__name__)
@@ -54,12 +56,49 @@ def clip_inputs(encoder: keras.Model, frames: Iterable[np.ndarray]) -> tuple[np.
         second of audio at 25 steps per second and 64 dimensions.
     """
     run = Posteriors(encoder)
-    clips, steps = [], []
-    for f in frames:
-        emb = run(f)[0]
-        clips.append(emb.mean(axis=0))
+    steps = [run(f)[0] for f in frames]
+    return _clip_embeddings(steps), steps
+
+
+def embed_files(encoder: keras.Model, frames_paths: Sequence[Path], *,
+                cache: StepCache | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`clip_inputs` of the files whose features lie at ``frames_paths``, through a step cache.
+
+    A file whose step embeddings ``cache`` holds is not run through the encoder; every other file's are
+    stored there as they are made, so a run stopped in the middle and started again embeds only the rest.
+
+    Parameters
+    ----------
+    encoder : keras.Model
+    frames_paths : sequence of Path
+        Each file's log-mel ``.npy`` (the feature cache's entry, memory-mapped while it is embedded).
+    cache : StepCache, optional
+        Built for ``encoder``.
+
+    Returns
+    -------
+    clip_embeddings : np.ndarray [shape=(n_files, embedding_dim)]
+    steps : list of np.ndarray [shape=(n_steps, embedding_dim), dtype=float32]
+    """
+    run = Posteriors(encoder)
+    steps, hits = [], 0
+    for p in frames_paths:
+        emb = cache.get(p) if cache is not None else None
+        if emb is None:
+            emb = run(np.load(p, mmap_mode="r", allow_pickle=False))[0]
+            if cache is not None:
+                cache.put(p, emb)
+        else:
+            hits += 1
         steps.append(emb)
-    return np.array(clips), steps
+    if cache is not None:
+        log.info("step embeddings: %d of %d files read from the step cache", hits, len(steps))
+    return _clip_embeddings(steps), steps
+
+
+def _clip_embeddings(steps: Sequence[np.ndarray]) -> np.ndarray:
+    """Each file's clip embedding: the mean of its step embeddings."""
+    return np.array([emb.mean(axis=0) for emb in steps])
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

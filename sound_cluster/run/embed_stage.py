@@ -139,7 +139,8 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
     """``task=fit``: the encoder (shipped, or trained), the units and their clusters, the head; writes ``models/``."""
     from sound_cluster.embed.backbone import fit_backbone
     from sound_cluster.embed.encoder import save_encoder
-    from sound_cluster.embed.head import clip_inputs, fit_unit_clusters
+    from sound_cluster.embed.head import embed_files, fit_unit_clusters
+    from sound_cluster.embed.step_cache import StepCache
 
     models = folder.models
     init = resolve_init(params.model, params.features)
@@ -150,8 +151,10 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
             log_dir=str(folder.tensorboard), verbose=0)  # one log line per epoch comes from the usage callback
     with timer.stage("embed"):
         readable = _readable(feats, failures)
-        clip_embeddings, steps = clip_inputs(
-            encoder, (np.load(f.cache_path, mmap_mode="r", allow_pickle=False) for f in readable))
+        cache = StepCache(readable[0].cache_path.parent, encoder=encoder) if readable else None
+        if cache is not None:
+            cache.prepare()
+        clip_embeddings, steps = embed_files(encoder, [f.cache_path for f in readable], cache=cache)
     units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer)
     with timer.stage("cluster"):
         if units is None:
