@@ -16,6 +16,22 @@ from sound_cluster.run.preflight import preflight
 SR = 16000
 
 
+def pytest_configure(config):
+    """Compile the fold's numba code once, in the controlling process, before the test processes start: each
+    process would otherwise compile it for itself (about 10 s each on a fresh install) and write the same cache
+    files at the same moment."""
+    if hasattr(config, "workerinput"):  # a test process: the controller has compiled it already
+        return
+    from sound_cluster.segment.fold import FoldWeights, fold
+
+    d = 2
+    eye = np.eye(2 * d, d, dtype=np.float32)
+    weights = FoldWeights(eye, np.zeros(d, np.float32), eye.T.copy(), np.zeros(2 * d, np.float32),
+                          size_weighted=True, node_vector="mean", linkage="ward")
+    steps = np.arange(1, 9, dtype=np.float32).reshape(4, d)
+    fold(steps, weights=weights, barriers=np.array([0, 1, 0, 2], np.int8), min_size=1.0)
+
+
 def pytest_collection_modifyitems(config, items):
     """Longest first: the whole runs (marked slow), then the modules that share one long fit, then the rest, so
     neither test process is left running one long test alone at the end. The sort is stable: a module that
