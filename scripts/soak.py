@@ -13,7 +13,8 @@ holds a symlink loop. Then, for each executor:
 
 1. ``uninterrupted``: a fit from a cold feature cache;
 2. ``interrupted``: the same fit from another cold cache, a worker SIGKILLed once a fifth of the features
-   are cached, the run SIGTERMed once the fold has written trees, then the same command again with
+   are cached (a small folder's features may all be done before a worker is seen: then the first worker of a
+   later stage), the run SIGTERMed once the fold has written trees, then the same command again with
    ``output.overwrite=true``;
 
 and checks: every good file has a row in clusters.csv and a tree whose source is that file (a tree or row of
@@ -230,7 +231,7 @@ def run_cli(cmd: list[str], *, log: Path, interrupt: tuple[Path, Path, int] | No
             while proc.poll() is None:
                 cached = sum(len(files) for _, _, files in os.walk(cache))
                 if not killed and cached >= n // 5:
-                    workers = [k for k in descendants(proc.pid) if _is_python(k)]
+                    workers = pool_workers(proc.pid)
                     if workers:
                         os.kill(workers[-1], signal.SIGKILL)
                         killed = True
@@ -251,12 +252,34 @@ def run_cli(cmd: list[str], *, log: Path, interrupt: tuple[Path, Path, int] | No
     return Run(time.perf_counter() - t0, sampler.main / gb, sampler.workers / gb, sampler.total / gb, events)
 
 
-def _is_python(pid: int) -> bool:
+def _cmdline(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"python" in fh.read().split(b"\0")[0]
+            return fh.read().split(b"\0")
     except OSError:
-        return False
+        return []
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pool_workers(pid: int) -> list[int]:
+    """The run's worker processes: its Python descendants but multiprocessing's helpers (the resource tracker,
+    and the fork server, the run's own child that forks the workers: killing it tests no worker's loss)."""
+    out = []
+    for k in descendants(pid):
+        cmd = _cmdline(k)
+        if not cmd or b"python" not in cmd[0] or any(b"resource_tracker" in c for c in cmd):
+            continue
+        if _parent(k) == pid and any(b"multiprocessing.forkserver import main" in c for c in cmd):
+            continue
+        out.append(k)
+    return out
 
 
 def check_run(run_dir: Path, folder: Folder) -> dict:

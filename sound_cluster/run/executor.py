@@ -242,18 +242,25 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
     fresh = _chunks(items, chunk_size(len(items), n_workers))
     suspects: collections.deque[int] = collections.deque()  # files in flight when a pool broke
     crashes: dict[int, int] = {}
+    spawn_failures = 0
     limit = 4 * n_workers  # tasks in flight: memory stays flat for huge folders, a strict run stops soon
     while True:
         pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_mp_context(), initializer=_init_worker,
                                    initargs=(os.getpid(),))
         pending: dict[Future, list[int]] = {}
-        broken = False
+        broken = stalled = False
         try:
             while not broken:
                 try:
-                    if suspects and not pending:  # alone in the pool: a death is this file's
+                    if stalled:  # no new task: the ones in flight finish
+                        pass
+                    elif suspects and not pending:  # alone in the pool: a death is this file's
                         i = suspects.popleft()
-                        pending[pool.submit(_guarded_chunk, fn, [items[i]], stage)] = [i]
+                        try:
+                            pending[pool.submit(_guarded_chunk, fn, [items[i]], stage)] = [i]
+                        except (BrokenProcessPool, EOFError, ConnectionError):
+                            suspects.appendleft(i)
+                            raise
                     elif not suspects:
                         for chunk in itertools.islice(fresh, max(0, limit - len(pending))):
                             indices = [i for i, _ in chunk]
@@ -262,10 +269,24 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                             except BrokenProcessPool:  # taken from the iterator: it runs again
                                 suspects.extend(indices)
                                 raise
+                            except (EOFError, ConnectionError):  # not started: the next pool takes it
+                                fresh = itertools.chain([chunk], fresh)
+                                raise
                 except BrokenProcessPool:
                     broken = True
                     break
+                except (EOFError, ConnectionError) as err:
+                    # The fork server died while starting a worker (killed, out of memory): the tasks in
+                    # flight finish, then a new pool starts another fork server; one that keeps dying is reported.
+                    spawn_failures += 1
+                    if spawn_failures > MAX_CRASHES:
+                        raise RuntimeError(f"{stage}: worker processes cannot be started ({err!r})") from err
+                    log.warning("%s: a worker process could not be started (%r); a new pool takes the rest", stage,
+                                err)
+                    stalled = True
                 if not pending:
+                    if stalled:
+                        break
                     return
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
@@ -278,6 +299,8 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                         continue
                     for i, value in zip(indices, values):
                         finish(i, value)
+            if not broken:  # stalled: no worker died, a new pool takes the files not yet started
+                continue
             alone = len(pending) == 1 and len(next(iter(pending.values()))) == 1  # it died with none beside it
             for indices in pending.values():
                 for i in indices:

@@ -1,7 +1,10 @@
 import functools
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sound_cluster.config import ExecutorParams, FeatureParams
 from sound_cluster.ingest.audio import discover
@@ -74,3 +77,34 @@ def test_one_failure_stays_with_its_file():
         out = map_files(_explode, items, params=ExecutorParams(kind=kind, n_workers=2), stage="x")
         assert out[0] == "a" and out[2] == "c"
         assert out[1] == Failure(Path("b"), "x", "RuntimeError: boom")
+
+
+def _name(path: Path) -> str:
+    return path.name
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stops and kills the fork server by signal")
+def test_a_fork_server_that_dies_while_starting_workers_costs_no_file(monkeypatch, caplog):
+    """The fork server that starts the workers (once TensorFlow is loaded) is killed while the run waits on it
+    for a worker: a new pool starts another, and every file gets its result."""
+    import multiprocessing as mp
+    import multiprocessing.forkserver as forkserver
+    import os
+    import signal
+    import threading
+
+    from sound_cluster.run import executor
+
+    ctx = mp.get_context("forkserver")
+    monkeypatch.setattr(executor, "_mp_context", lambda: ctx)
+    forkserver.ensure_running()
+    pid = forkserver._forkserver._forkserver_pid
+    os.kill(pid, signal.SIGSTOP)  # alive, but it starts no worker: the first pool waits on it
+    killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    items = [Path(f"f{i:02d}") for i in range(12)]
+    with caplog.at_level(logging.WARNING, logger="sound_cluster.run.executor"):
+        out = map_files(_name, items, params=ExecutorParams(kind="process", n_workers=2), stage="x")
+    killer.join()
+    assert out == [p.name for p in items]
+    assert "x: a worker process could not be started" in caplog.text
