@@ -134,6 +134,10 @@ class SoundParams:
     split_onsets
         a long sound may split at an onset inside it where the merge autoencoder finds the two sides unlike
         (the split cost it learnt on spliced sequences); false: every sound is one segment
+    min_part_s
+        ... but only where both sides of the merge at that onset last at least this long (seconds): the short
+        part a sound starts with (a consonant before its vowel, a stick's attack before a cymbal's ring) stays
+        with it | 0 (the default): any length; 0.2 keeps a spoken word whole (BENCHMARKS.md, section 2)
     """
 
     background: bool = True
@@ -142,6 +146,7 @@ class SoundParams:
     window_s: float = 3.0
     min_gap_s: float = 0.1
     split_onsets: bool = True
+    min_part_s: float = 0.0
 
     def check(self, prefix: str = "sounds") -> None:
         for name in ("background", "split_onsets"):
@@ -153,3 +158,4 @@ class SoundParams:
             fail(f"{prefix}.fall_db", self.fall_db, f"at most {prefix}.rise_db={self.rise_db}")
         positive_float(f"{prefix}.window_s", self.window_s)
         non_negative(f"{prefix}.min_gap_s", self.min_gap_s, what="a number of seconds >= 0")
+        non_negative(f"{prefix}.min_part_s", self.min_part_s, what="a number of seconds >= 0 (0: any length)")

@@ -8,6 +8,7 @@ settings of :class:`Segmenter`, and gives a :class:`FileSegments`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -51,6 +52,11 @@ class Segmenter:
     time_pool: int
     frame_rate_hz: float
     sounds: "SoundParams | None" = None
+
+    @property
+    def min_part_steps(self) -> int:
+        """``sounds.min_part_s`` in steps (at least 1)."""
+        return max(1, math.ceil(self.sounds.min_part_s * self.step_rate_hz - 1e-9)) if self.sounds else 1
 
     @classmethod
     def of(cls, params: "Params") -> "Segmenter":
@@ -197,7 +203,8 @@ def segment_file(embedding: np.ndarray, frames: np.ndarray, *, duration_s: float
                                    leaf_times=leaf_times)
     if fin.pieces is not None:
         split_cost = float("inf") if weights is None else weights.split_cost
-        cut = own_cut(tree, fin, split_cost=split_cost, ward=seg.segment.linkage == "ward")
+        cut = own_cut(tree, fin, split_cost=split_cost, ward=seg.segment.linkage == "ward",
+                      min_part=seg.min_part_steps)
         auto = {"k": len(cut), "name": SOUNDS_OVER_BACKGROUND, "rise_db": seg.sounds.rise_db,
                 "fall_db": seg.sounds.fall_db, "split_cost": None if not np.isfinite(split_cost)
                 else round(float(split_cost), 6)}
@@ -220,9 +227,11 @@ def _with_edge_times(leaf_times: np.ndarray, edges: dict[int, float]) -> np.ndar
     return out
 
 
-def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool) -> list[tuple[int, int, str]]:
+def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool,
+            min_part: int = 1) -> list[tuple[int, int, str]]:
     """A file's own cut over its background: every piece (a sound, or the background between sounds), and a sound
-    split at every onset inside it where the merge that joined its two sides costs more per step than ``split_cost``.
+    split at every onset inside it where the merge that joined its two sides costs more per step than ``split_cost``
+    and neither side is shorter than ``min_part`` steps.
 
     Parameters
     ----------
@@ -235,6 +244,8 @@ def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool)
         ``inf``: sounds are never split.
     ward : bool
         The costs carry Ward's size factor (``segment.linkage=ward``), which the comparison takes out.
+    min_part : int
+        The shortest side, in steps, of a merge across an onset that may split a sound (``sounds.min_part_s``).
 
     Returns
     -------
@@ -260,7 +271,8 @@ def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool)
                 continue
             left, right = sorted(kids, key=lambda c: tree.start[c])
             cut_at = int(tree.start[right])
-            if cut_at in onsets and plain_cost(tree, x, ward=ward) > split_cost:
+            short = min(tree.end[left] - tree.start[left], tree.end[right] - tree.start[right]) < min_part
+            if cut_at in onsets and not short and plain_cost(tree, x, ward=ward) > split_cost:
                 cuts.append(cut_at)
             stack += [right, left]
         bounds = [int(a), *sorted(cuts), int(b)]

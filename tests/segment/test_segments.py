@@ -183,3 +183,17 @@ def test_a_sound_splits_at_every_dear_onset_even_under_a_cheap_merge():
     assert own_cut(tree, fin, split_cost=0.15, ward=False) == [(0, 1, BACKGROUND), (1, 3, SOUND), (3, 5, SOUND),
                                                                (5, 7, SOUND), (7, 8, BACKGROUND)]
     assert own_cut(tree, fin, split_cost=float("inf"), ward=False)[1] == (1, 7, SOUND)
+    # sounds.min_part_s: an onset splits only where both sides of its merge are long enough (here 2 leaves each
+    # across 3, 4 and 2 across 5)
+    assert own_cut(tree, fin, split_cost=0.15, ward=False, min_part=2) == own_cut(tree, fin, split_cost=0.15,
+                                                                                  ward=False)
+    assert own_cut(tree, fin, split_cost=0.15, ward=False, min_part=3)[1] == (1, 7, SOUND)
+
+
+@pytest.mark.parametrize("seconds, steps", [(0.0, 1), (0.2, 5), (0.21, 6), (0.04, 1)])
+def test_min_part_s_counts_whole_steps(seconds, steps):
+    from sound_cluster.segment.segmenter import Segmenter
+    from tests.conftest import make_params
+
+    seg = Segmenter.of(make_params(f"sounds.min_part_s={seconds}"))
+    assert seg.step_rate_hz == 25.0 and seg.min_part_steps == steps
