@@ -229,6 +229,7 @@ def _guarded_chunk(fn: Callable[[Path], Any], items: list[Any], stage: str) -> l
 
 
 MAX_CRASHES = 2  # a file whose worker dies this many times, running alone, fails
+SPAWN_RETRIES = 6  # pools in a row that cannot start a worker before the stage gives up (about 13 s of waiting)
 
 
 def _map_process(fn, items, stage, n_workers, finish) -> None:
@@ -277,12 +278,15 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                     break
                 except (EOFError, ConnectionError) as err:
                     # The fork server died while starting a worker (killed, out of memory): the tasks in
-                    # flight finish, then a new pool starts another fork server; one that keeps dying is reported.
+                    # flight finish, then a new pool starts another fork server, once the old one is seen to
+                    # have ended (until then it counts as running and refuses connections); one that keeps
+                    # failing is reported.
                     spawn_failures += 1
-                    if spawn_failures > MAX_CRASHES:
+                    if spawn_failures > SPAWN_RETRIES:
                         raise RuntimeError(f"{stage}: worker processes cannot be started ({err!r})") from err
                     log.warning("%s: a worker process could not be started (%r); a new pool takes the rest", stage,
                                 err)
+                    time.sleep(0.1 * 2 ** spawn_failures)
                     stalled = True
                 if not pending:
                     if stalled:
@@ -297,6 +301,7 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                         broken = True
                         pending[fut] = indices  # handled with the others in flight, below
                         continue
+                    spawn_failures = 0
                     for i, value in zip(indices, values):
                         finish(i, value)
             if not broken:  # stalled: no worker died, a new pool takes the files not yet started
