@@ -189,12 +189,9 @@ def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
+            ppid = _parent(int(entry))
+            if ppid is not None:
+                children.setdefault(ppid, []).append(int(entry))
     out, todo = [], [pid]
     while todo:
         for c in children.get(todo.pop(), []):

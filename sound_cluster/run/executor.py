@@ -230,6 +230,7 @@ def _guarded_chunk(fn: Callable[[Path], Any], items: list[Any], stage: str) -> l
 
 MAX_CRASHES = 2  # a file whose worker dies this many times, running alone, fails
 SPAWN_RETRIES = 6  # pools in a row that cannot start a worker before the stage gives up (about 13 s of waiting)
+SPAWN_ERRORS = (EOFError, ConnectionError)  # what starting a worker raises when the fork server has died
 
 
 def _map_process(fn, items, stage, n_workers, finish) -> None:
@@ -259,7 +260,7 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                         i = suspects.popleft()
                         try:
                             pending[pool.submit(_guarded_chunk, fn, [items[i]], stage)] = [i]
-                        except (BrokenProcessPool, EOFError, ConnectionError):
+                        except (BrokenProcessPool, *SPAWN_ERRORS):
                             suspects.appendleft(i)
                             raise
                     elif not suspects:
@@ -270,13 +271,13 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
                             except BrokenProcessPool:  # taken from the iterator: it runs again
                                 suspects.extend(indices)
                                 raise
-                            except (EOFError, ConnectionError):  # not started: the next pool takes it
+                            except SPAWN_ERRORS:  # not started: the next pool takes it
                                 fresh = itertools.chain([chunk], fresh)
                                 raise
                 except BrokenProcessPool:
                     broken = True
                     break
-                except (EOFError, ConnectionError) as err:
+                except SPAWN_ERRORS as err:
                     # The fork server died while starting a worker (killed, out of memory): the tasks in
                     # flight finish, then a new pool starts another fork server, once the old one is seen to
                     # have ended (until then it counts as running and refuses connections); one that keeps

@@ -271,8 +271,8 @@ def own_cut(tree: SegmentTree, fin: FoldInput, *, split_cost: float, ward: bool,
                 continue
             left, right = sorted(kids, key=lambda c: tree.start[c])
             cut_at = int(tree.start[right])
-            short = min(tree.end[left] - tree.start[left], tree.end[right] - tree.start[right]) < min_part
-            if cut_at in onsets and not short and plain_cost(tree, x, ward=ward) > split_cost:
+            if (cut_at in onsets and plain_cost(tree, x, ward=ward) > split_cost
+                    and min(tree.end[left] - tree.start[left], tree.end[right] - tree.start[right]) >= min_part):
                 cuts.append(cut_at)
             stack += [right, left]
         bounds = [int(a), *sorted(cuts), int(b)]
