@@ -278,6 +278,9 @@ def run_training(trainer: keras.Model, sampler, *, head_clusters: int, replicas:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+    if not trainer.optimizer.built:  # built inside the first step, its variables would make TF trace that step twice
+        with trainer.distribute_strategy.scope():
+            trainer.optimizer.build(trainer.trainable_variables)
     with warnings.catch_warnings():  # Keras warns that shuffle=True does nothing on a generator's dataset
         warnings.filterwarnings("ignore", message=".*shuffle.*")
         hist = trainer.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
