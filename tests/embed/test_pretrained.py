@@ -13,6 +13,7 @@ from sound_cluster.config import AugmentParams
 from sound_cluster.embed.crops import CropSampler
 from sound_cluster.embed.shipped import SHIPPED, card_path, resolve_init
 from sound_cluster.errors import ConfigError
+from sound_cluster.run.pipeline import run
 from tests.conftest import SR, make_params, tone
 from tests.run.test_cli import run_cli
 
@@ -95,9 +96,10 @@ def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
     summary = json.loads((pre / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["task"] == "pretrain"
 
+    # The fit and the second pre-training run in this process (the command line is the first run's subject).
     fit = tmp_path / "fit"
-    run_cli(f"data.path={audio}", f"model.init={enc}", f"features.cache_dir={cache}", f"hydra.run.dir={fit}",
-            cwd=tmp_path)
+    run(make_params("debug=tiny", f"data.path={audio}", f"model.init={enc}", f"features.cache_dir={cache}"),
+        output_dir=fit)
     summary = json.loads((fit / "summary.json").read_text())
     assert summary["training"]["init"] == str(enc)
     assert (fit / "clusters.csv").read_text().count("\n") == 7
@@ -113,8 +115,8 @@ def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
 
     # Pre-training on from that encoder: the new card keeps the first run, so it tells the whole training.
     more = tmp_path / "more"
-    run_cli(f"data.path={audio}", "task=pretrain", f"model.init={enc}", f"features.cache_dir={cache}",
-            f"hydra.run.dir={more}", cwd=tmp_path)
+    run(make_params("debug=tiny", f"data.path={audio}", "task=pretrain", f"model.init={enc}",
+                    f"features.cache_dir={cache}"), output_dir=more)
     card2 = json.loads((more / "models" / "encoder.json").read_text())
     assert card2["init"] == str(enc) and card2["started_from"]["init"] == "scratch"
     assert card2["started_from"]["steps"] == 6 and card2["started_from"]["wall_seconds"] == card["training"]["wall_seconds"]

@@ -65,15 +65,16 @@ def test_a_chunk_whose_worker_died_runs_again_file_by_file_and_loses_nothing(tmp
 
 @pytest.mark.slow
 def test_a_whole_run_on_dask_writes_what_serial_writes(tmp_path):
+    from sound_cluster.run.pipeline import run
     from sound_cluster.run.run_dir import demo_path
 
-    runs = {}
-    for kind in ("serial", "dask"):
-        out = tmp_path / kind
-        run_cli(f"data.path={demo_path() / 'clips'}", f"executor.kind={kind}", "executor.n_workers=2",
-                f"features.cache_dir={tmp_path / ('cache-' + kind)}", f"hydra.run.dir={out}", "output.report=false",
-                cwd=tmp_path)
-        runs[kind] = out
+    # Dask through the command line (the client closes and the process ends); the serial reference in this process.
+    runs = {kind: tmp_path / kind for kind in ("serial", "dask")}
+    common = (f"data.path={demo_path() / 'clips'}", "executor.n_workers=2", "output.report=false")
+    run(make_params("debug=tiny", *common, "executor.kind=serial", f"features.cache_dir={tmp_path / 'cache-serial'}"),
+        output_dir=runs["serial"])
+    run_cli(*common, "executor.kind=dask", f"features.cache_dir={tmp_path / 'cache-dask'}",
+            f"hydra.run.dir={runs['dask']}", cwd=tmp_path)
     assert (runs["serial"] / "clusters.csv").read_bytes() == (runs["dask"] / "clusters.csv").read_bytes()
     trees = sorted(p.relative_to(runs["serial"]) for p in (runs["serial"] / "trees").rglob("*.json"))
     assert trees and all((runs["serial"] / t).read_bytes() == (runs["dask"] / t).read_bytes() for t in trees)
