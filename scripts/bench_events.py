@@ -13,7 +13,7 @@ continuous real background bed, each event 6-20 dB above it) and ``overlap`` (ea
 0.05-0.15 s before the one before it ends). Every event's kind, start and end are known.
 
 For each folder, in the same run:
-  ours auto      the real pipeline (``sound_cluster.run.pipeline.run``, model.unit=auto, K chosen)
+  ours auto      the real pipeline (``sound_cluster.run.pipeline.run``, units.kind=auto, K chosen)
   ours true K    the same with model.n_clusters = the number of kinds
   mfcc k-means   k-means at the true K on MFCC frames (20 coefficients, 100 Hz) smoothed over 0.5 s
   avgn hdbscan   the AVGN / VocalPy recipe (Sainburg et al. 2020): cuts where the envelope rises

@@ -8,7 +8,7 @@ quiet between events), then runs ``sound-cluster`` on them as a user would (a fr
 the default settings plus the overrides) and prints: wall time of the whole command, the seconds of
 each stage (summary.json), the number of units and clusters, event NMI against the events, and the
 peak resident memory of the command's process tree (sampled every 0.2 s; the main process and its
-workers added up). Baseline in the same run: the same folder with ``model.unit=file``, which is what
+workers added up). Baseline in the same run: the same folder with ``units.kind=file``, which is what
 the pipeline did before segment units.
 """
 
@@ -43,7 +43,7 @@ def main() -> None:
         folder = tmp / "audio" / "mix_pauses"
         hours = sum(float(os.path.getsize(p)) for p in folder.glob("*.wav")) / (16000 * 2 * 3600)
         print(f"{args.files} recordings, {hours:.2f} h of audio (16 kHz), {per_file} events each")
-        for name, extra in (("segment units (auto)", []), ("file units (baseline)", ["model.unit=file"])):
+        for name, extra in (("segment units (auto)", []), ("file units (baseline)", ["units.kind=file"])):
             run_dir = tmp / "runs" / name.split()[0]
             cmd = [exe, str(folder), f"data.segments={folder / 'segments.csv'}", f"features.cache_dir={run_dir}-cache",
                    f"hydra.run.dir={run_dir}", f"seed={args.seed}", *extra, *args.overrides]

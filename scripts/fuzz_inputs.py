@@ -343,7 +343,7 @@ def folder_probes(out: Path, only: set[str] | None, *, timeout: float, max_gb: f
     shutil.rmtree(run_dir, ignore_errors=True)
     run = run_cli([f"data.path={audio}", f"hydra.run.dir={run_dir}", f"features.cache_dir={out / 'cache'}",
                    "debug=tiny", "executor.kind=process", "executor.n_workers=2", "output.max_plots=100",
-                   "data.max_file_s=20", "model.unit=file", *overrides], timeout=timeout, max_gb=max_gb)
+                   "data.max_file_s=20", "units.kind=file", *overrides], timeout=timeout, max_gb=max_gb)
     folder = RunFolder(run_dir)
     # Tables name files as display_path shows them, with the spreadsheet guard on text cells.
     shown = {display_path(Path(os.fsdecode(bytes(audio) + b"/" + n)), audio): n

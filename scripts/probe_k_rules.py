@@ -15,7 +15,7 @@ Protocol (fixed before any rule was run):
 - Every rule sees only what a run has: the unit embeddings of ``models/units.npz`` (unit length, as
   clustered) and Ward's hierarchy over them (``sound_cluster.embed.clusters``), and chooses K in
   1..M, M = 32 for clip folders and 64 for folders of recordings (the run's ``model.max_clusters``,
-  ``model.max_segment_clusters``). Clusters at any K are Ward's cut, as a run makes them.
+  ``units.max_clusters``). Clusters at any K are Ward's cut, as a run makes them.
 - Scores per rule, over the 3 clip folders and the 8 folders of recordings: the mean relative error
   ``|K - kinds| / kinds``; how many folders land within 30 % of the kinds; and the NMI at the chosen K
   over the NMI at the true K (mean and minimum).

@@ -176,7 +176,7 @@ def cluster(path: str | Path | None = None, *overrides: str, output_dir: str | P
     path : str or Path, optional
         The folder of audio (``data.path``); None runs on the demo bundled with the package.
     *overrides : str
-        Settings as on the command line, e.g. ``"model.n_clusters=8"``, ``"model.unit=segment"``.
+        Settings as on the command line, e.g. ``"model.n_clusters=8"``, ``"units.kind=segment"``.
     output_dir : str or Path, optional
         The run folder; by default ``outputs/<date>/<time>`` under the current folder, as the
         command line does.

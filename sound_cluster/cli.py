@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from sound_cluster.config.units import OLD_MODEL_KEYS
 from sound_cluster.errors import SoundClusterError
 
 log = logging.getLogger("sound_cluster")
@@ -169,7 +170,7 @@ sound-cluster: find the kinds of sound in a folder of audio, without labels.
 Every file gets a cluster (clusters.csv) and a segment tree (trees/), with plots, a report to
 browse and listen to (report.html) and a summary (summary.json), in a new run folder under
 outputs/<date>/<time>/ (set it with hydra.run.dir=...). In a folder of recordings the sounds
-inside the files are clustered across files (model.unit=segment, chosen automatically) and
+inside the files are clustered across files (units.kind=segment, chosen automatically) and
 every segment gets its cluster (segments.csv).
 
 usage: sound-cluster [FOLDER] [key=value ...]
@@ -178,7 +179,7 @@ usage: sound-cluster [FOLDER] [key=value ...]
   sound-cluster /data/field_recordings            a folder (same as data.path=/data/field_recordings)
   sound-cluster data.path="/data/my recordings"   a path with spaces: quote it for the shell
   sound-cluster /data/rec model.n_clusters=12     K fixed instead of chosen
-  sound-cluster /data/rec model.unit=segment      cluster the sounds inside files (auto: by the folder)
+  sound-cluster /data/rec units.kind=segment      cluster the sounds inside files (auto: by the folder)
   sound-cluster /data/rec model.init=scratch      train the encoder on this folder alone
   sound-cluster /data/rec data.labels=/data/rec/labels.csv      adds NMI, ARI, accuracy
   sound-cluster task=apply models=outputs/<run>/models data.path=/data/new   no training
@@ -188,7 +189,7 @@ usage: sound-cluster [FOLDER] [key=value ...]
   sound-cluster debug=tiny                        small settings for a quick smoke run
 
 common settings: data.path, data.labels, data.segments, data.strict, model.n_clusters (auto | K),
-  model.unit (auto | file | segment),
+  units.kind (auto | file | segment),
   model.init (pretrained | scratch | a .keras path), train.backbone (frozen | tuned), train.epochs,
   features.cache_dir, executor.kind (serial | process | dask), output.segments (auto | K),
   output.overwrite, seed
@@ -211,24 +212,30 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
-# The merge autoencoder's settings group was ``rae`` in earlier versions; their command lines keep working.
+# Settings that earlier versions named otherwise; their command lines keep working. The merge autoencoder's group
+# was ``rae``; the unit settings were in ``model``.
 OLD_GROUP, NEW_GROUP = "rae", "segment"
+OLD_KEYS = {f"model.{old}": f"units.{new}" for old, new in OLD_MODEL_KEYS.items()}
 
 
 def _rewrite_args(argv: list[str]) -> list[str]:
     """Command-line arguments as Hydra should see them.
 
     A bare existing folder or file becomes ``data.path=``; path values get ``~`` expanded and are
-    quoted. Values the user quoted already are left alone. ``rae.KEY=...`` becomes ``segment.KEY=...``.
+    quoted. Values the user quoted already are left alone. ``rae.KEY=...`` becomes ``segment.KEY=...``, and
+    ``model.unit=...`` ``units.kind=...`` (:data:`OLD_KEYS`).
     """
     out = []
     for arg in argv:
         if not arg.startswith("-") and "=" not in arg and os.path.exists(os.path.expanduser(arg)):
             arg = f"data.path={arg}"
         sign, dotted = re.match(r"([+~]*)(.*)", arg).groups()
-        if dotted.startswith(OLD_GROUP + "."):  # the group's name in earlier versions
-            arg = f"{sign}{NEW_GROUP}.{dotted[len(OLD_GROUP) + 1:]}"
-            log.warning("%s is the old name of %s", dotted.partition("=")[0], arg.lstrip("+~").partition("=")[0])
+        old_key, eq, value = dotted.partition("=")
+        new_key = OLD_KEYS.get(old_key) or (NEW_GROUP + old_key[len(OLD_GROUP):]
+                                            if old_key.startswith(OLD_GROUP + ".") else None)
+        if new_key is not None:  # a name of earlier versions
+            arg = f"{sign}{new_key}{eq}{value}"
+            log.warning("%s is the old name of %s", old_key, new_key)
         key, eq, value = arg.partition("=")
         if eq and key.lstrip("+") in PATH_KEYS and value and value[0] not in "'\"" and "${" not in value:
             arg = f"{key}={_quote(os.path.expanduser(value))}"

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from sound_cluster.config import params_from_config
@@ -46,7 +48,7 @@ def test_debug_tiny_overlay():
         ("segment.min_node_s=0.5", r"segment\.min_node_s must be at most segment\.min_sound_s=0\.1, got 0\.5"),
         ("output.progress=sometimes", r"output\.progress must be auto, true or false, got 'sometimes'"),
         ("train.batch_size=20", r"train\.batch_size must be at least twice the cluster head's size "
-                                r"\(model\.max_clusters, model\.max_segment_clusters, or model\.n_clusters when "
+                                r"\(model\.max_clusters, units\.max_clusters, or model\.n_clusters when "
                                 r"larger\): 128, got 20"),
         ("model.n_clusters=80", r"train\.batch_size must be at least twice .*: 160, got 128"),
         ("train.temperature=0", r"train\.temperature .* got 0"),
@@ -108,3 +110,31 @@ def test_the_old_name_of_the_segment_group_still_works(tmp_path):
     old = compose_cfg()
     old["rae"] = {**old.pop("segment"), "linkage": "plain"}  # a config of an earlier version
     assert params_from_config(old).segment.linkage == "plain"
+
+
+def test_the_old_names_of_the_unit_settings_still_work(tmp_path):
+    """The unit settings were ``model.unit``, ``model.max_segment_clusters``, ``model.unit_min_file_s`` and
+    ``model.unit_sound_s``: old command lines, API calls, a run folder's recorded config and saved models keep
+    working."""
+    import dataclasses
+    import json
+
+    from sound_cluster.cli import compose_checked
+    from sound_cluster.config import UnitParams, saved_model_params
+
+    cfg = compose_checked(["model.unit=segment", "model.max_segment_clusters=12", "model.unit_min_file_s=3",
+                           "model.unit_sound_s=0.25"])
+    params = params_from_config(cfg)
+    assert params.units == UnitParams(kind="segment", max_clusters=12, min_file_s=3.0, sound_s=0.25)
+    assert not {"unit", "max_segment_clusters"} & set(cfg["model"])
+    old = compose_cfg()  # a config of an earlier version: the unit settings under model, no units group
+    units = old.pop("units")
+    old["model"].update(unit="file", max_segment_clusters=9, unit_min_file_s=units["min_file_s"],
+                        unit_sound_s=units["sound_s"])
+    assert params_from_config(old).units == dataclasses.replace(UnitParams(), kind="file", max_clusters=9)
+    with pytest.raises(ConfigError, match=r"units\.kind must be one of auto, file, segment, got 'sounds'"):
+        params_from_config(compose_checked(["model.unit=sounds"]))
+    # Models saved with the unit settings under model (sound-cluster 0.1 and later, until the units group).
+    saved = json.loads((Path(__file__).parent / "data" / "models_0_1" / "params.json").read_text())
+    assert "unit" in saved["model"] and "units" not in saved
+    assert saved_model_params(saved, source="params.json")[1].max_clusters == saved["model"]["max_clusters"]

@@ -15,7 +15,8 @@ group                   dataclass                                        module
 ``data``, ``features``  :class:`DataParams`, :class:`FeatureParams`      :mod:`sound_cluster.config.ingest`
 ``model``, ``train``,   :class:`ModelParams`, :class:`TrainParams`,      :mod:`sound_cluster.config.embed`
 ``pretrain``            :class:`PretrainParams`
-``segment``, ``sounds``     :class:`SegmentParams`, :class:`SoundParams`         :mod:`sound_cluster.config.segment`
+``units``               :class:`UnitParams`                              :mod:`sound_cluster.config.units`
+``segment``, ``sounds`` :class:`SegmentParams`, :class:`SoundParams`     :mod:`sound_cluster.config.segment`
 ``executor``,           :class:`ExecutorParams`, :class:`OutputParams`   :mod:`sound_cluster.config.run`
 ``output``
 ======================  ===============================================  ==============================
@@ -29,7 +30,6 @@ from typing import Any
 
 from sound_cluster.config.embed import (
     PRETRAIN_TRAIN,
-    UNITS,
     AugmentParams,
     ConvBlock,
     ModelParams,
@@ -40,13 +40,14 @@ from sound_cluster.config.ingest import AUDIO_EXTENSIONS, SEGMENT_FORMATS, DataP
 from sound_cluster.config.params import Params, check_features_fit_training, params_from_config, saved_model_params
 from sound_cluster.config.run import EXPORTS, ExecutorParams, OutputParams
 from sound_cluster.config.segment import SegmentParams, SoundParams
+from sound_cluster.config.units import UNITS, UnitParams
 
-GROUPS = ("data", "features", "model", "train", "segment", "sounds", "pretrain", "executor", "output")
+GROUPS = ("data", "features", "model", "units", "train", "segment", "sounds", "pretrain", "executor", "output")
 TOP_LEVEL = ("task", "seed", "models", "run")  # the root's own keys
 
 __all__ = ["AUDIO_EXTENSIONS", "EXPORTS", "GROUPS", "PRETRAIN_TRAIN", "SEGMENT_FORMATS", "UNITS", "AugmentParams",
            "ConvBlock", "DataParams", "ExecutorParams", "FeatureParams", "ModelParams", "OutputParams", "Params",
-           "PretrainParams", "SegmentParams", "SoundParams", "TrainParams", "as_config", "check_features_fit_training", "default_nodes",
+           "PretrainParams", "SegmentParams", "SoundParams", "TrainParams", "UnitParams", "as_config", "check_features_fit_training", "default_nodes",
            "params_from_config", "saved_model_params"]
 
 

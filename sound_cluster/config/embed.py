@@ -21,15 +21,11 @@ class ConvBlock:
     pool: tuple[int, int] = (2, 2)
 
 
-# What a run clusters: whole files, the sounds inside files (segments of their trees), or either by
-# the rule of :func:`sound_cluster.segment.units.choose_unit`.
-UNITS = ("auto", "file", "segment")
-
-
 
 @dataclass(frozen=True)
 class ModelParams:
-    """The encoder: its architecture, where it starts from, and what a run clusters into how many kinds.
+    """The encoder: its architecture, where it starts from, and how many kinds a run clusters into (what it
+    clusters, files or sounds, is the ``units`` group: :class:`sound_cluster.config.units.UnitParams`).
 
     ``n_clusters`` is the run's K: an integer, or ``"auto"`` (chosen from the data, see
     :mod:`sound_cluster.embed.clusters`). The head is trained with :attr:`head_clusters` outputs and
@@ -40,7 +36,7 @@ class ModelParams:
     n_clusters
         K, the number of kinds of sound to find: auto (chosen from the data, see README) or an integer
     max_clusters
-        the largest K that auto considers
+        the largest K that auto considers for file units (segment units: units.max_clusters)
     context_kernel
         Conv1D over output steps after frequency is flattened
     standardize_by_std
@@ -55,21 +51,6 @@ class ModelParams:
         where the encoder comes from: pretrained (shipped with the package, see
         sound_cluster/embed/pretrained/encoder.json) | scratch (random weights, trained on your folder) |
         the path of a .keras encoder
-    unit
-        what is clustered: file (each file is one unit: a folder of clips) | segment (the sounds inside
-        every file, from its tree: a folder of recordings) | auto (segment where most files hold two or
-        more sounds between pauses or last unit_min_file_s or longer, or where such long files of several
-        sounds hold most of the audio, else file)
-    max_segment_clusters
-        the largest K that auto considers for segment units (a folder of recordings holds more units, and
-        more kinds, than a folder of clips: measured in BENCHMARKS.md)
-    unit_min_file_s
-        unit=auto: files this long (the median file) are recordings, clustered by their sounds
-    unit_sound_s
-        segment units with sounds.background=false only (the older pauses): each sound between pauses holds
-        floor(its loud time / L) units, at least one, where L is the folder's typical length of one sound (the
-        median sound between pauses, or where most of those hold several onsets, the median interval between
-        onsets); this is L only when neither can be measured. Sounds over a background are never cut by a length
     """
 
     n_clusters: int | str = "auto"
@@ -80,10 +61,6 @@ class ModelParams:
     context_kernel: int = 5
     standardize_by_std: bool = False
     init: str = "pretrained"
-    unit: str = "auto"
-    max_segment_clusters: int = 64
-    unit_min_file_s: float = 8.0
-    unit_sound_s: float = 0.5
 
     # The fields that make up the architecture (what a pretrained encoder must share with the run).
     ARCHITECTURE = ("embedding_dim", "blocks", "context_kernel", "standardize_by_std")
@@ -111,12 +88,6 @@ class ModelParams:
             fail(f"{prefix}.max_clusters", self.max_clusters, "an integer >= 2")
         positive_int(f"{prefix}.embedding_dim", self.embedding_dim)
         positive_int(f"{prefix}.context_kernel", self.context_kernel)
-        one_of(f"{prefix}.unit", self.unit, UNITS)
-        if isinstance(self.max_segment_clusters, bool) or not isinstance(self.max_segment_clusters, int) \
-                or self.max_segment_clusters < 2:
-            fail(f"{prefix}.max_segment_clusters", self.max_segment_clusters, "an integer >= 2")
-        positive_float(f"{prefix}.unit_min_file_s", self.unit_min_file_s)
-        positive_float(f"{prefix}.unit_sound_s", self.unit_sound_s)
         if not isinstance(self.init, str) or not self.init:
             fail(f"{prefix}.init", self.init, "pretrained, scratch or the path of a .keras encoder")
         if not self.blocks:

@@ -12,6 +12,7 @@ from sound_cluster.config.embed import PRETRAIN_TRAIN, AugmentParams, ModelParam
 from sound_cluster.config.ingest import AUDIO_EXTENSIONS, DataParams, FeatureParams
 from sound_cluster.config.run import ExecutorParams, OutputParams
 from sound_cluster.config.segment import SegmentParams, SoundParams
+from sound_cluster.config.units import UnitParams, moved_from_model
 from sound_cluster.errors import ConfigError
 from sound_cluster.run_folder import ModelsFolder, RunFolder
 
@@ -41,6 +42,7 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     features: FeatureParams = field(default_factory=FeatureParams)
     model: ModelParams = field(default_factory=ModelParams)
+    units: UnitParams = field(default_factory=UnitParams)
     train: TrainParams = field(default_factory=TrainParams)
     segment: SegmentParams = field(default_factory=SegmentParams)
     sounds: SoundParams = field(default_factory=SoundParams)
@@ -60,15 +62,15 @@ class Params:
     def check(self) -> None:
         one_of("task", self.task, TASKS)
         non_negative("seed", self.seed, integer=True)
-        for group in ("data", "features", "model", "executor", "output"):
+        for group in ("data", "features", "model", "units", "executor", "output"):
             getattr(self, group).check(group)
-        segment_k = self.model.max_segment_clusters if self.model.unit != "file" and self.model.n_clusters == "auto" else 0
+        segment_k = self.units.max_clusters if self.units.kind != "file" and self.model.n_clusters == "auto" else 0
         self.train.check("train", n_clusters=max(self.model.head_clusters, segment_k),
-                         head_key="model.max_clusters, model.max_segment_clusters, or model.n_clusters when larger")
+                         head_key="model.max_clusters, units.max_clusters, or model.n_clusters when larger")
         self.segment.check("segment")
         self.sounds.check("sounds")
-        if self.model.unit == "segment" and self.segment.pairing != "adjacent":
-            fail("model.unit", self.model.unit, f"file or auto with segment.pairing={self.segment.pairing} (segment units "
+        if self.units.kind == "segment" and self.segment.pairing != "adjacent":
+            fail("units.kind", self.units.kind, f"file or auto with segment.pairing={self.segment.pairing} (segment units "
                   "are contiguous pieces of each file's tree: segment.pairing=adjacent)")
         check_features_fit_training(self.features, self.train)
         if self.task == "pretrain":
@@ -129,7 +131,7 @@ def saved_model_params(saved: Mapping[str, Any], *, source: str) -> tuple[Featur
             or not isinstance(saved.get("model"), Mapping):
         raise ConfigError(f"{source} must hold the objects 'features' and 'model' of a run's models/ folder")
     feats = build(FeatureParams, {**saved["features"], "cache_dir": None}, f"{source}: features")
-    model_values = dict(saved["model"])
+    model_values, _ = moved_from_model(saved["model"])  # runs of earlier versions kept the unit settings there
     if model_values.get("overcluster", 0) == 0:  # sound-cluster 0.1 recorded this unused setting as 0
         model_values.pop("overcluster", None)
     model = ModelParams.from_dict(model_values, prefix=f"{source}: model")
@@ -158,7 +160,9 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
         Folder that relative paths are taken from (the folder the user ran the command in).
         Defaults to the current working directory.
 
-    A ``rae`` group (the ``segment`` group's name in earlier versions) is read as ``segment``.
+    A ``rae`` group (the ``segment`` group's name in earlier versions) is read as ``segment``, and the unit
+    settings earlier versions kept under ``model`` (``model.unit``, ...) as ``units`` (a run folder's recorded
+    config may be that old).
 
     Raises
     ------
@@ -197,10 +201,12 @@ def params_from_config(cfg: Mapping[str, Any], *, base_dir: Path | None = None) 
     ptrain["augment"] = build(PRETRAIN_TRAIN.augment, ptrain.get("augment"), "pretrain.train.augment")
     pretrain["train"] = build(PRETRAIN_TRAIN, ptrain, "pretrain.train")
 
+    model, old_units = moved_from_model(cfg.get("model") or {})
     params = Params(
         data=build(DataParams, data, "data"),
         features=build(FeatureParams, feats, "features"),
-        model=ModelParams.from_dict(cfg.get("model") or {}),
+        model=ModelParams.from_dict(model),
+        units=build(UnitParams, {**old_units, **(cfg.get("units") or {})}, "units"),
         train=build(TrainParams, train, "train"),
         segment=build(SegmentParams, {**(cfg.get("rae") or {}), **(cfg.get("segment") or {})}, "segment"),
         sounds=build(SoundParams, cfg.get("sounds"), "sounds"),

@@ -162,7 +162,7 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
         else:
             vectors, unit_steps = units.vectors, units.steps(steps)
         fitted = fit_unit_clusters(encoder, vectors, unit_steps, steps, model=params.model, train=params.train,
-                                   seed=params.seed, max_clusters=params.model.max_segment_clusters
+                                   seed=params.seed, max_clusters=params.units.max_clusters
                                    if units is not None else params.model.max_clusters)
         del unit_steps
         encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
@@ -188,7 +188,7 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
             unit_fit.spans.setdefault(readable[int(f)].path, []).append((int(s), int(e), int(c)))
     save_encoder(encoder, models.encoder)
     atomic_write_json(models.params, {
-        "features": params.features.key_fields(), "model": params.model.to_dict(),
+        "features": params.features.key_fields(), "model": params.model.to_dict(), "units": params.units.to_dict(),
         "frame_rate_hz": params.features.frame_rate_hz,
         "step_rate_hz": params.features.frame_rate_hz / params.model.time_pool,
     })

@@ -59,9 +59,9 @@ def recluster_params(params: Params) -> Params:
         raise ConfigError(f"run: the settings recorded in {run.dir}: {err}") from None
     # The encoder's own architecture and features, as the models were saved with them.
     features, model = saved_model_params(saved, source=str(run.models.params))
-    model = dataclasses.replace(model, n_clusters=params.model.n_clusters, max_clusters=params.model.max_clusters,
-                                max_segment_clusters=params.model.max_segment_clusters)
+    model = dataclasses.replace(model, n_clusters=params.model.n_clusters, max_clusters=params.model.max_clusters)
     return dataclasses.replace(old, task="recluster", run=run.dir, models=run.models.dir, model=model,
+                               units=dataclasses.replace(old.units, max_clusters=params.units.max_clusters),
                                output=params.output, executor=params.executor,
                                features=dataclasses.replace(features, cache_dir=params.features.cache_dir))
 
@@ -158,7 +158,7 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     dims = {s.shape[1] for s in steps} | {int(units["vectors"].shape[1])}
     if len(dims) > 1:
         raise ConfigError(f"run: the step embeddings and units of {run.dir} differ in width ({sorted(dims)})")
-    max_k = params.model.max_segment_clusters if prior.unit == SEGMENT else params.model.max_clusters
+    max_k = params.units.max_clusters if prior.unit == SEGMENT else params.model.max_clusters
     clusters = clusters_at(hierarchy, n_clusters=params.model.n_clusters, max_clusters=max_k)
     unit_steps = [steps[int(f)][int(s):int(e)] for f, s, e in zip(units["unit_file"], units["start"], units["end"])]
     encoder, history = head_for(encoder, clusters, unit_steps, model=params.model, train=params.train,

@@ -1,4 +1,4 @@
-"""What a fit clusters (``model.unit``): whole files, or the sounds inside every file cut from its tree.
+"""What a fit clusters (``units.kind``): whole files, or the sounds inside every file cut from its tree.
 
 Segment units are cut in the process itself (the embed stage needs them before it clusters): each
 file is folded with the merge autoencoder trained here, its tree cut at its own count, and the
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
-    """What a fit clusters (``model.unit``): files, or the sounds of every file.
+    """What a fit clusters (``units.kind``): files, or the sounds of every file.
 
     Parameters
     ----------
@@ -45,17 +45,17 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
     """
 
     durations = [f.duration_s for f in feats]
-    if params.model.unit == "file":
-        return None, choose_unit("file", sounds=[], durations_s=durations, min_file_s=params.model.unit_min_file_s), \
+    if params.units.kind == "file":
+        return None, choose_unit("file", sounds=[], durations_s=durations, min_file_s=params.units.min_file_s), \
             None, None
-    if params.segment.pairing != "adjacent":  # model.unit=auto (segment is refused by the checks): segments are contiguous
-        return None, UnitChoice("file", params.model.unit, f"segment.pairing={params.segment.pairing} folds are not contiguous "
+    if params.segment.pairing != "adjacent":  # units.kind=auto (segment is refused by the checks): segments are contiguous
+        return None, UnitChoice("file", params.units.kind, f"segment.pairing={params.segment.pairing} folds are not contiguous "
                                 "in time: files are the units"), None, None
     seg = Segmenter.of(params)
     fins = [seg.fold_input(e, np.load(f.cache_path, mmap_mode="r", allow_pickle=False),
                            detect=detection_frames(f.cache_path)) for f, e in zip(feats, steps)]
-    choice = choose_unit(params.model.unit, sounds=[f.sounds for f in fins], durations_s=durations,
-                         min_file_s=params.model.unit_min_file_s)
+    choice = choose_unit(params.units.kind, sounds=[f.sounds for f in fins], durations_s=durations,
+                         min_file_s=params.units.min_file_s)
     log.info("units: %s (%s)", choice.unit, choice.rule)
     if choice.unit != SEGMENT:
         return None, choice, None, None
@@ -66,7 +66,7 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
         runs = [file_runs(fin, np.load(f.cache_path, mmap_mode="r", allow_pickle=False),
                           frame_rate_hz=seg.frame_rate_hz, time_pool=seg.time_pool, step_rate_hz=seg.step_rate_hz)
                 for fin, f in zip(fins, feats)]
-        length_s, source = typical_sound_length_s(runs, default_s=params.model.unit_sound_s)
+        length_s, source = typical_sound_length_s(runs, default_s=params.units.sound_s)
         log.info("units: typical sound %.2f s (%s)", length_s, source)
         counts = [count_units(r, sound_length_s=length_s) for r in runs]
     with timer.stage("units"):

@@ -9,7 +9,7 @@ wherever it occurs. The cluster head is then trained on crops of the segments, s
 posterior, every tree node, every segment and every file's summary follow the same clusters.
 
 ``auto`` chooses ``segment`` for a folder whose typical (median) file holds two or more sounds
-separated by pauses, or lasts ``model.unit_min_file_s`` or longer, or where recordings (files of two
+separated by pauses, or lasts ``units.min_file_s`` or longer, or where recordings (files of two
 sounds or more lasting that long) hold most of the audio (a folder of clips beside a few long
 recordings), and ``file`` otherwise: a spoken digit, a note or a drum hit is one sound (its clusters
 do not change), a soundscape, a meeting or a sequence of calls is many.
@@ -39,7 +39,7 @@ class UnitChoice:
     unit : str
         ``file`` or ``segment``.
     requested : str
-        ``model.unit`` as given (``auto``, ``file`` or ``segment``).
+        ``units.kind`` as given (``auto``, ``file`` or ``segment``).
     rule : str
         Why ``unit`` (the rule's words, for ``summary.json`` and the log).
     median_sounds : float
@@ -61,7 +61,7 @@ class UnitChoice:
 
 def choose_unit(requested: str, *, sounds: Sequence[int], durations_s: Sequence[float],
                 min_file_s: float) -> UnitChoice:
-    """The unit of clustering for a folder (``model.unit``).
+    """The unit of clustering for a folder (``units.kind``).
 
     Parameters
     ----------
@@ -71,7 +71,7 @@ def choose_unit(requested: str, *, sounds: Sequence[int], durations_s: Sequence[
     durations_s : sequence of float
         Each file's duration in seconds.
     min_file_s : float
-        ``auto``: a median file at least this long is a recording (``model.unit_min_file_s``).
+        ``auto``: a median file at least this long is a recording (``units.min_file_s``).
 
     Returns
     -------
@@ -85,7 +85,7 @@ def choose_unit(requested: str, *, sounds: Sequence[int], durations_s: Sequence[
         return UnitChoice(SEGMENT, requested, f"the median file holds {med_sounds:g} sounds (>= 2)",
                           med_sounds, med_dur)
     if med_dur >= min_file_s:
-        return UnitChoice(SEGMENT, requested, f"the median file lasts {med_dur:.1f} s (>= model.unit_min_file_s="
+        return UnitChoice(SEGMENT, requested, f"the median file lasts {med_dur:.1f} s (>= units.min_file_s="
                           f"{min_file_s:g})", med_sounds, med_dur)
     dur = np.asarray(durations_s, dtype=float)
     long_many = (np.asarray(sounds) >= 2) & (dur >= min_file_s)
@@ -94,7 +94,7 @@ def choose_unit(requested: str, *, sounds: Sequence[int], durations_s: Sequence[
         return UnitChoice(SEGMENT, requested, f"recordings (files of 2 sounds or more, at least {min_file_s:g} s) "
                           f"hold {share:.0%} of the audio", med_sounds, med_dur)
     return UnitChoice(FILE, requested, f"the median file holds {med_sounds:g} sound(s) and lasts "
-                      f"{med_dur:.1f} s (< model.unit_min_file_s={min_file_s:g}): one sound per file", med_sounds,
+                      f"{med_dur:.1f} s (< units.min_file_s={min_file_s:g}): one sound per file", med_sounds,
                       med_dur)
 
 
@@ -180,7 +180,7 @@ def typical_sound_length_s(runs: Sequence[SoundRuns], *, default_s: float) -> tu
     loud = loud[loud > 0]
     if len(loud):
         return float(np.median(loud)), f"median loud time of the {len(loud)} sounds between pauses"
-    return float(default_s), "model.unit_sound_s (no sound measured)"
+    return float(default_s), "units.sound_s (no sound measured)"
 
 
 def count_units(runs: SoundRuns, *, sound_length_s: float) -> int:

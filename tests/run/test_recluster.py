@@ -75,11 +75,11 @@ def test_recluster_of_clips_equals_a_fresh_fit_at_that_k(tmp_path):
 def test_recluster_of_recordings_keeps_the_segments_of_a_fresh_fit(tmp_path):
     audio = tmp_path / "audio"
     write_recordings(audio, n_files=4, seed=1)
-    first = _fit(tmp_path, "auto", f"data.path={audio}", "output.report=false", "model.unit=segment")
+    first = _fit(tmp_path, "auto", f"data.path={audio}", "output.report=false", "units.kind=segment")
     again = tmp_path / "recut"
     run(make_params("debug=tiny", "task=recluster", f"run={first}", "model.n_clusters=2", "output.report=false",
                     f"features.cache_dir={tmp_path / 'cache'}"), output_dir=again)
-    fresh = _fit(tmp_path, "fresh", f"data.path={audio}", "output.report=false", "model.unit=segment",
+    fresh = _fit(tmp_path, "fresh", f"data.path={audio}", "output.report=false", "units.kind=segment",
                  "model.n_clusters=2")
     _same_outputs(again, fresh)
     assert (again / "segments.csv").read_text() == (fresh / "segments.csv").read_text()

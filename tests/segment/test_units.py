@@ -257,7 +257,7 @@ def test_event_metrics_equal_their_closed_form():
 def test_segment_units_need_adjacent_pairing():
     from sound_cluster.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"model.unit must be file or auto with segment.pairing=any"):
-        make_params("model.unit=segment", "segment.pairing=any")
-    with pytest.raises(ConfigError, match=r"model.unit must be one of auto, file, segment, got 'sounds'"):
-        make_params("model.unit=sounds")
+    with pytest.raises(ConfigError, match=r"units.kind must be file or auto with segment.pairing=any"):
+        make_params("units.kind=segment", "segment.pairing=any")
+    with pytest.raises(ConfigError, match=r"units.kind must be one of auto, file, segment, got 'sounds'"):
+        make_params("units.kind=sounds")
