@@ -17,11 +17,15 @@ SR = 16000
 
 
 def pytest_configure(config):
-    """Compile the fold's numba code once, in the controlling process, before the test processes start: each
-    process would otherwise compile it for itself (about 10 s each on a fresh install) and write the same cache
-    files at the same moment."""
+    """In the controlling process, before the test processes start: refuse a pytest whose test ids pytest-xdist
+    cannot group (:func:`_xdist_can_group`), and compile the fold's numba code once (each process would otherwise
+    compile it for itself, about 10 s each on a fresh install, and write the same cache files at the same moment)."""
     if hasattr(config, "workerinput"):  # a test process: the controller has compiled it already
         return
+    if config.getoption("dist", "no") == "loadgroup" and not _xdist_can_group():
+        raise pytest.UsageError("this pytest keeps test ids where pytest-xdist cannot add a test's xdist_group, so "
+                                "each test process would make a group's shared fit again: install the dev extra's "
+                                "pytest (<9.2)")
     from sound_cluster.segment.fold import FoldWeights, fold
 
     d = 2
@@ -30,6 +34,16 @@ def pytest_configure(config):
                           size_weighted=True, node_vector="mean", linkage="ward")
     steps = np.arange(1, 9, dtype=np.float32).reshape(4, d)
     fold(steps, weights=weights, barriers=np.array([0, 1, 0, 2], np.int8), min_size=1.0)
+
+
+def _xdist_can_group() -> bool:
+    """``--dist loadgroup`` ties a group's tests to one process by adding the group to each test's id through
+    ``item._nodeid`` (pytest-xdist 3.8); pytest 9.2 reads ids from elsewhere, and the tests then spread silently."""
+    import inspect
+
+    from _pytest.nodes import Node
+
+    return "_nodeid" in inspect.getsource(Node.nodeid.fget)
 
 
 def pytest_collection_modifyitems(config, items):
