@@ -243,7 +243,7 @@ def test_report_snippets_of_a_name_that_is_not_utf8(tmp_path):
     assert sf.info(tmp_path / "s.wav").duration == pytest.approx(0.3, abs=0.01)
 
 
-@pytest.mark.xdist_group("fit")
+@pytest.mark.slow
 def test_fuzz_inputs_subset_is_clean(tmp_path):
     """scripts/fuzz_inputs.py on a subset: the hostile entries and names of the folder group, one fit."""
     only = ["fifo", "dev_zero_link", "flac_2e36_frames", "mat5_as_wav", "esc_name", "newline_name", "cr_name",

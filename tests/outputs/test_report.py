@@ -78,6 +78,7 @@ def test_report_escapes_names(tmp_path):
     assert (tmp_path / "run" / "report" / "audio" / "a&b #1.wav.wav").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian package 'chromium'; .ci/run installs it)")
 def test_report_in_headless_chromium(demo_run, tmp_path):
     run_dir, _ = demo_run
