@@ -17,6 +17,11 @@ def positive_int(key: str, value: Any) -> None:
         fail(key, value, "a positive integer")
 
 
+def int_at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        fail(key, value, f"an integer >= {low}")
+
+
 def positive_float(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         fail(key, value, "a positive number")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from sound_cluster.config.checks import build, fail, non_negative, one_of, positive_float, positive_int
+from sound_cluster.config.checks import build, fail, int_at_least, non_negative, one_of, positive_float, positive_int
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,7 @@ class ModelParams:
         if self.n_clusters != "auto" and (isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int)
                                           or self.n_clusters < 2):
             fail(f"{prefix}.n_clusters", self.n_clusters, "auto or an integer >= 2")
-        if isinstance(self.max_clusters, bool) or not isinstance(self.max_clusters, int) or self.max_clusters < 2:
-            fail(f"{prefix}.max_clusters", self.max_clusters, "an integer >= 2")
+        int_at_least(f"{prefix}.max_clusters", self.max_clusters, 2)
         positive_int(f"{prefix}.embedding_dim", self.embedding_dim)
         positive_int(f"{prefix}.context_kernel", self.context_kernel)
         if not isinstance(self.init, str) or not self.init:
@@ -308,8 +307,7 @@ class PretrainParams:
     train: TrainParams = field(default_factory=lambda: PRETRAIN_TRAIN)
 
     def check(self, prefix: str = "pretrain") -> None:
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int) or self.n_clusters < 2:
-            fail(f"{prefix}.n_clusters", self.n_clusters, "an integer >= 2")
+        int_at_least(f"{prefix}.n_clusters", self.n_clusters, 2)
         if self.max_minutes is not None:
             positive_float(f"{prefix}.max_minutes", self.max_minutes)
         for name in ("group_prob", "source_power"):

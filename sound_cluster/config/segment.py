@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sound_cluster.config.checks import fail, non_negative, one_of, positive_float, positive_int
+from sound_cluster.config.checks import fail, int_at_least, non_negative, one_of, positive_float, positive_int
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,7 @@ class SegmentParams:
             fail(f"{prefix}.size_weighted", self.size_weighted, "true or false")
         for name in ("epochs", "steps_per_epoch", "batch_sequences", "max_any_leaves", "splice_pairs"):
             positive_int(f"{prefix}.{name}", getattr(self, name))
-        if isinstance(self.max_leaves, bool) or not isinstance(self.max_leaves, int) or self.max_leaves < 2:
-            fail(f"{prefix}.max_leaves", self.max_leaves, "an integer >= 2")
+        int_at_least(f"{prefix}.max_leaves", self.max_leaves, 2)
         positive_float(f"{prefix}.learning_rate", self.learning_rate)
         positive_float(f"{prefix}.margin", self.margin)
         non_negative(f"{prefix}.negative_weight", self.negative_weight)

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sound_cluster.config.checks import fail, one_of, positive_float
+from sound_cluster.config.checks import int_at_least, one_of, positive_float
 
 # What a run clusters: whole files, the sounds inside files (segments of their trees), or either by
 # the rule of :func:`sound_cluster.segment.units.choose_unit`.
@@ -49,8 +49,7 @@ class UnitParams:
 
     def check(self, prefix: str = "units") -> None:
         one_of(f"{prefix}.kind", self.kind, UNITS)
-        if isinstance(self.max_clusters, bool) or not isinstance(self.max_clusters, int) or self.max_clusters < 2:
-            fail(f"{prefix}.max_clusters", self.max_clusters, "an integer >= 2")
+        int_at_least(f"{prefix}.max_clusters", self.max_clusters, 2)
         positive_float(f"{prefix}.min_file_s", self.min_file_s)
         positive_float(f"{prefix}.sound_s", self.sound_s)
 
