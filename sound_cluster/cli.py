@@ -218,6 +218,14 @@ OLD_GROUP, NEW_GROUP = "rae", "segment"
 OLD_KEYS = {f"model.{old}": f"units.{new}" for old, new in OLD_MODEL_KEYS.items()}
 
 
+def _new_name(key: str) -> str | None:
+    """The current name of a setting an earlier version named ``key``; None when ``key`` is not such a name."""
+    if key in OLD_KEYS:
+        return OLD_KEYS[key]
+    group, dot, rest = key.partition(".")
+    return f"{NEW_GROUP}.{rest}" if group == OLD_GROUP and dot else None
+
+
 def _rewrite_args(argv: list[str]) -> list[str]:
     """Command-line arguments as Hydra should see them.
 
@@ -231,8 +239,7 @@ def _rewrite_args(argv: list[str]) -> list[str]:
             arg = f"data.path={arg}"
         sign, dotted = re.match(r"([+~]*)(.*)", arg).groups()
         old_key, eq, value = dotted.partition("=")
-        new_key = OLD_KEYS.get(old_key) or (NEW_GROUP + old_key[len(OLD_GROUP):]
-                                            if old_key.startswith(OLD_GROUP + ".") else None)
+        new_key = _new_name(old_key)
         if new_key is not None:  # a name of earlier versions
             arg = f"{sign}{new_key}{eq}{value}"
             log.warning("%s is the old name of %s", old_key, new_key)
