@@ -43,7 +43,10 @@ def _xdist_can_group() -> bool:
 
     from _pytest.nodes import Node
 
-    return "_nodeid" in inspect.getsource(Node.nodeid.fget)
+    try:
+        return "_nodeid" in inspect.getsource(Node.nodeid.fget)
+    except (AttributeError, OSError, TypeError):  # a pytest laid out otherwise: nothing to tell, nothing refused
+        return True
 
 
 def pytest_collection_modifyitems(config, items):
