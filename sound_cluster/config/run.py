@@ -26,16 +26,24 @@ class ExecutorParams:
     address
         dask only: a running scheduler, e.g. tcp://10.0.0.5:8786; null starts a LocalCluster here. Workers
         must see data.path, features.cache_dir and the run folder at the same paths.
+    steps_in_memory_mb
+        a fit holds at most this many MB of step embeddings in the main process (23 MB per hour of audio); the
+        rest are read from the step cache beside the features when needed, so the main process's memory does
+        not grow with the hours (same results, a little slower)
     """
 
     kind: str = "auto"
     n_workers: int | None = None
     address: str | None = None
+    steps_in_memory_mb: float = 64.0
 
     def check(self, prefix: str = "executor") -> None:
         one_of(f"{prefix}.kind", self.kind, ("auto", "serial", "process", "dask"))
         if self.n_workers is not None:
             positive_int(f"{prefix}.n_workers", self.n_workers)
+        non_negative(f"{prefix}.steps_in_memory_mb", self.steps_in_memory_mb)
+        if self.steps_in_memory_mb != self.steps_in_memory_mb:
+            fail(f"{prefix}.steps_in_memory_mb", self.steps_in_memory_mb, "a number >= 0 (inf: all in memory)")
         if self.address is not None:
             if self.kind != "dask":
                 fail(f"{prefix}.address", self.address, f"null unless {prefix}.kind=dask (it is {self.kind})")

@@ -66,9 +66,12 @@ class CropSampler:
 
     Parameters
     ----------
-    paths : sequence of Path or np.ndarray
+    paths : sequence of Path, np.ndarray or array-like
         ``.npy`` files of shape (n_frames, n_mels), read a crop at a time (:class:`FrameFile`), or
-        arrays of that shape.
+        arrays of that shape, or objects that give rows as arrays when sliced (``shape``, ``len``, contiguous
+        slices and ``np.asarray``: :class:`sound_cluster.embed.step_store.StoredRows`). A sequence with a
+        ``lengths`` array (each item's rows) is kept as it is and its items made when drawn
+        (:class:`sound_cluster.segment.units.UnitSteps`).
     crop_frames : int
         Frames per crop. Shorter files are padded with their quietest frame value.
     batch_size : int
@@ -91,15 +94,16 @@ class CropSampler:
     def __init__(self, paths: Sequence[Path | np.ndarray], *, crop_frames: int, batch_size: int, augment: AugmentParams,
                  seed: int, length_power: float = 0.0, groups: Sequence[int] | None = None, group_prob: float = 1.0,
                  weights: Sequence[float] | None = None) -> None:
-        self.arrays = [p if isinstance(p, np.ndarray) else FrameFile(p) for p in paths]
-        if not self.arrays:
+        lazy = getattr(paths, "lengths", None)  # a sequence that makes its items when asked for: not listed
+        self.arrays = paths if lazy is not None else [FrameFile(p) if isinstance(p, (str, Path)) else p for p in paths]
+        if not len(self.arrays):
             raise ValueError("no feature arrays to train on")
         self.n_mels = int(self.arrays[0].shape[1])
         self.crop = crop_frames
         self.batch_size = batch_size
         self.aug = augment
         self.rng = np.random.default_rng(seed)
-        lengths = np.array([a.shape[0] for a in self.arrays], dtype=np.float64)
+        lengths = np.asarray(lazy if lazy is not None else [a.shape[0] for a in self.arrays], dtype=np.float64)
         w = lengths ** length_power
         if weights is not None:
             w = w * np.asarray(weights, dtype=np.float64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -30,6 +31,7 @@ from sound_cluster.embed.inference import Posteriors
 from sound_cluster.embed.losses import masked_mean_log_posterior, step_mask
 from sound_cluster.embed.shipped import transfer_weights
 from sound_cluster.embed.step_cache import StepCache
+from sound_cluster.embed.step_store import StepStore
 from sound_cluster.embed.training import run_training
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,8 @@ def clip_inputs(encoder: keras.Model, frames: Iterable[np.ndarray]) -> tuple[np.
     return _clip_embeddings(steps), steps
 
 
-def embed_files(encoder: keras.Model, frames_paths: Sequence[Path], *,
-                cache: StepCache | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+def embed_files(encoder: keras.Model, frames_paths: Sequence[Path], *, cache: StepCache | None = None,
+                budget_bytes: float | None = None) -> tuple[np.ndarray, StepStore]:
     """:func:`clip_inputs` of the files whose features lie at ``frames_paths``, through a step cache.
 
     A file whose step embeddings ``cache`` holds is not run through the encoder; every other file's are
@@ -74,26 +76,34 @@ def embed_files(encoder: keras.Model, frames_paths: Sequence[Path], *,
         Each file's log-mel ``.npy`` (the feature cache's entry, memory-mapped while it is embedded).
     cache : StepCache, optional
         Built for ``encoder``.
+    budget_bytes : int, optional
+        The most bytes of step embeddings held in memory (``executor.steps_in_memory_mb``); beyond it, the
+        files whose entries ``cache`` holds are read from there when needed. None: all in memory.
 
     Returns
     -------
     clip_embeddings : np.ndarray [shape=(n_files, embedding_dim)]
-    steps : list of np.ndarray [shape=(n_steps, embedding_dim), dtype=float32]
+    steps : StepStore
+        Each file's step embeddings (arrays, or rows read from the step cache when asked for).
     """
     run = Posteriors(encoder)
-    steps, hits = [], 0
+    store = StepStore(budget_bytes=budget_bytes if budget_bytes is not None and cache is not None else math.inf)
+    clips, hits = [], 0
     for p in frames_paths:
         emb = cache.get(p) if cache is not None else None
         if emb is None:
             emb = run(np.load(p, mmap_mode="r", allow_pickle=False))[0]
-            if cache is not None:
-                cache.put(p, emb)
+            stored = cache is not None and cache.put(p, emb)
         else:
-            hits += 1
-        steps.append(emb)
+            hits, stored = hits + 1, True
+        clips.append(emb.mean(axis=0))
+        store.add(emb, stored=cache.path(p) if stored else None)
     if cache is not None:
-        log.info("step embeddings: %d of %d files read from the step cache", hits, len(steps))
-    return _clip_embeddings(steps), steps
+        log.info("step embeddings: %d of %d files read from the step cache; %s", hits, len(store), store.describe())
+    if store.over_budget:
+        log.warning("step embeddings: %d files are held in memory past executor.steps_in_memory_mb (the step cache "
+                    "could not store them)", store.over_budget)
+    return np.array(clips), store
 
 
 def _clip_embeddings(steps: Sequence[np.ndarray]) -> np.ndarray:

@@ -109,13 +109,15 @@ class StepCache:
             log.warning("embedding again a damaged step cache entry %s: %s", p, err)
             return None
 
-    def put(self, frames_path: Path, steps: np.ndarray) -> None:
-        """Store ``steps`` atomically (no fsync: a torn entry fails :meth:`get` and is made again)."""
+    def put(self, frames_path: Path, steps: np.ndarray) -> bool:
+        """Store ``steps`` atomically (no fsync: a torn entry fails :meth:`get` and is made again); whether it was."""
         if not self.writable:
-            return
+            return False
         try:
             with atomic_open(self.path(frames_path), "wb", fsync=False) as fh:
                 np.save(fh, np.ascontiguousarray(steps, dtype=np.float32), allow_pickle=False)
         except OSError as err:  # a full disk: the run goes on without the cache
             log.warning("step embeddings are no longer cached (%s): %s", self.dir, err)
             self.writable = False
+            return False
+        return True

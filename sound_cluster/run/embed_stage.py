@@ -104,8 +104,9 @@ class EmbedResult:
     record : ClusterRecord
         K, the rule that chose it, the unit.
     units : UnitFit
-    known : dict of Path to np.ndarray [shape=(n_steps, D)]
-        Step embeddings computed while clustering, by audio path (assigning them needs only the head).
+    known : dict of Path to np.ndarray or StoredRows [shape=(n_steps, D)]
+        Step embeddings computed while clustering, by audio path (assigning them needs only the head); past
+        ``executor.steps_in_memory_mb``, where they lie in the step cache.
     file_labels : dict of Path to int or None
         File units: each file's cluster in the hierarchy (to say how often the head agrees).
     merge : MergeSource
@@ -116,7 +117,7 @@ class EmbedResult:
     encoder: Any
     record: ClusterRecord
     units: UnitFit
-    known: dict[Path, np.ndarray]
+    known: dict[Path, Any]
     file_labels: dict[Path, int] | None
     merge: MergeSource
     extra: dict[str, Any] = field(default_factory=dict)
@@ -154,7 +155,10 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
         cache = StepCache(readable[0].cache_path.parent, encoder=encoder) if readable else None
         if cache is not None:
             cache.prepare()
-        clip_embeddings, steps = embed_files(encoder, [f.cache_path for f in readable], cache=cache)
+        clip_embeddings, steps = embed_files(encoder, [f.cache_path for f in readable], cache=cache,
+                                             budget_bytes=params.executor.steps_in_memory_mb * 1e6)
+    held = {"files_in_memory": len(steps) - steps.n_on_disk, "mb_in_memory": round(steps.held / 1e6, 1),
+            "files_read_from_step_cache": steps.n_on_disk}  # executor.steps_in_memory_mb
     units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer)
     with timer.stage("cluster"):
         if units is None:
@@ -179,7 +183,8 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
     unit_fit = UnitFit(choice.unit, sound_length_s=sound_length_s)
     extra: dict[str, Any] = {"units": {**choice.to_dict(),
                                        "n_units": len(units) if units is not None else len(readable),
-                                       "sound_length_s": None if sound_length_s is None else round(sound_length_s, 4)}}
+                                       "sound_length_s": None if sound_length_s is None else round(sound_length_s, 4)},
+                          "step_embeddings": held}
     if units is not None:
         unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
         unit_fit.counts = {readable[i].path: n for i, n in units.counts.items()}
@@ -262,6 +267,7 @@ def assign_stage(feats, names: list[str], models: EmbedResult, *, folder: RunFol
                 if emb is None:
                     emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
                 else:
+                    emb = np.asarray(emb)  # read from the step cache where the fit left it there
                     post = run_encoder.from_embeddings(emb)
                 folder.write_posteriors(name, embedding=emb, posteriors=post)
             except (OSError, ValueError) as err:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sound_cluster.embed.step_store import StoredRows, take_rows
+
 if TYPE_CHECKING:
     from sound_cluster.config import SegmentParams
 
@@ -108,7 +110,7 @@ def fold_leaves(embedding: np.ndarray, frames: np.ndarray, *, time_pool: int, pa
 
     Parameters
     ----------
-    embedding : np.ndarray [shape=(n_steps, d)]
+    embedding : np.ndarray or StoredRows [shape=(n_steps, d)]
     frames : np.ndarray [shape=(n_frames, n_mels)]
     time_pool : int
     pause_db : float
@@ -116,13 +118,15 @@ def fold_leaves(embedding: np.ndarray, frames: np.ndarray, *, time_pool: int, pa
 
     Returns
     -------
-    leaves : np.ndarray [shape=(n_steps, d)]
+    leaves : np.ndarray or StoredRows [shape=(n_steps, d)]
+        As ``embedding`` is: rows on disk stay on disk.
     quiet : np.ndarray [shape=(n_steps,), dtype=bool]
         The steps read as pauses (all but leading ones carry the sound before them).
     """
     quiet = quiet_steps(frames, n_steps=len(embedding), time_pool=time_pool, pause_db=pause_db)
-    embedding = np.asarray(embedding)
-    return (embedding[carry_sources(quiet)] if quiet.any() else embedding), quiet
+    if not isinstance(embedding, StoredRows):
+        embedding = np.asarray(embedding)
+    return (take_rows(embedding, carry_sources(quiet)) if quiet.any() else embedding), quiet
 
 
 def sound_onsets(quiet: np.ndarray, *, min_steps: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from sound_cluster.embed.step_store import row_span
 from sound_cluster.segment.boundaries import leaf_boundary_times
 from sound_cluster.segment.fold import FoldWeights, Merges, fold
 from sound_cluster.segment.pauses import FoldInput, fold_input
@@ -322,6 +323,7 @@ def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, duratio
     spans, merges, quiet, n_units = [], {}, [], {}
     for i, (emb, fr, dur) in enumerate(zip(steps, frames, durations_s)):
         fr = np.load(fr, mmap_mode="r", allow_pickle=False) if isinstance(fr, (str, Path)) else fr
+        emb = np.asarray(emb)  # rows on disk are read once per file, here
         segs = segment_file(emb, fr, duration_s=dur, weights=weights, seg=seg,
                             units=None if counts is None else counts[i], sound_length_s=sound_length_s,
                             fin=None if fins is None else fins[i])
@@ -360,7 +362,7 @@ def train_merge_model(fins: Sequence[FoldInput], *, segment: "SegmentParams", se
     """
     from sound_cluster.segment.merge_model import calibrate_split_cost, train_merge_autoencoder  # TensorFlow
 
-    sounds = [f.leaves[a:b] for f in fins for a, b in sound_parts(f)]
+    sounds = [row_span(f.leaves, a, b) for f in fins for a, b in sound_parts(f)]  # views: nothing copied or read
     model, losses = train_merge_autoencoder([f.leaves for f in fins], segment=segment, seed=seed, sounds=sounds)
     if sounds:
         model.split_cost = calibrate_split_cost(model, sounds, seed=seed)

@@ -18,11 +18,13 @@ do not change), a soundscape, a meeting or a sequence of calls is many.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from sound_cluster.embed.step_store import Steps, row_span
 from sound_cluster.segment.onsets import onset_steps
 
 log = logging.getLogger(__name__)
@@ -240,9 +242,25 @@ class Units:
     def __len__(self) -> int:
         return int(len(self.file))
 
-    def steps(self, step_embeddings: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Each unit's step embeddings (views into ``step_embeddings``, one array per file)."""
-        return [step_embeddings[f][s:e] for f, s, e in zip(self.file, self.start, self.end)]
+    def steps(self, step_embeddings: Sequence[Steps]) -> "UnitSteps":
+        """Each unit's step embeddings: views into ``step_embeddings`` (one per file), nothing copied or read."""
+        return UnitSteps(self, step_embeddings)
+
+
+class UnitSteps(Sequence):
+    """Each unit's step embeddings, made when asked for (:func:`row_span` of its file's), so millions of units
+    hold no object each; ``lengths`` gives every unit's number of steps without making them."""
+
+    def __init__(self, units: "Units", step_embeddings: Sequence[Steps]) -> None:
+        self.units, self.step_embeddings = units, step_embeddings
+        self.lengths = units.end - units.start
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, i):
+        u = self.units
+        return row_span(self.step_embeddings[int(u.file[i])], int(u.start[i]), int(u.end[i]))
 
 
 def collect_units(spans: Sequence[Sequence[tuple[int, int]]], step_embeddings: Sequence[np.ndarray],
@@ -262,6 +280,7 @@ def collect_units(spans: Sequence[Sequence[tuple[int, int]]], step_embeddings: S
     """
     files, starts, ends, vecs = [], [], [], []
     for i, (file_spans, emb, q) in enumerate(zip(spans, step_embeddings, quiet)):
+        emb = np.asarray(emb)  # rows on disk are read once per file
         for s, e in file_spans:
             files.append(i)
             starts.append(s)

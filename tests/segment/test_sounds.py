@@ -114,6 +114,28 @@ def test_exports_hold_one_selection_per_sound(field_fit):
         assert len(raven) == len(events) and all(r["Cluster"] for r in raven)
 
 
+def test_a_fit_whose_main_process_holds_no_step_embeddings_gives_the_same_run(field_fit, tmp_path):
+    """executor.steps_in_memory_mb=0: every file's step embeddings are read from the step cache when needed (the
+    fold inputs, the merge autoencoder's windows, the units, the head's crops, the posteriors): the same results."""
+    from sound_cluster.run.pipeline import run
+
+    root, _, summary = field_fit
+    assert summary["step_embeddings"]["files_in_memory"] == 3 and summary["step_embeddings"]["files_read_from_step_cache"] == 0
+    params = make_params(f"data.path={root / 'audio'}", "executor.kind=serial", f"features.cache_dir={root / 'cache'}",
+                         "output.report=false", "output.max_plots=0", "model.n_clusters=3", "features.denoise=false",
+                         "executor.steps_in_memory_mb=0")
+    capped = run(params, output_dir=tmp_path / "run").summary
+    assert capped["step_embeddings"] == {"files_in_memory": 0, "mb_in_memory": 0.0, "files_read_from_step_cache": 3}
+    for name in ("segments.csv", "clusters.csv"):
+        assert (tmp_path / "run" / name).read_bytes() == (root / "run" / name).read_bytes()
+    for path in sorted((root / "run" / "posteriors").rglob("*.npz")):
+        mine = np.load(tmp_path / "run" / "posteriors" / path.relative_to(root / "run" / "posteriors"))
+        theirs = np.load(path)
+        assert np.array_equal(mine["posteriors"], theirs["posteriors"])
+        assert np.array_equal(mine["embedding"], theirs["embedding"])
+    assert capped["merge_model_training"] == summary["merge_model_training"]
+
+
 def _rows_tab(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
