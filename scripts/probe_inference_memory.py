@@ -1,6 +1,7 @@
 """How the encoder's inference alone moves a process's memory: files of many lengths, nothing kept.
 
 Usage: python scripts/probe_inference_memory.py [--files 1500] [--min-frames 4000] [--max-frames 8192] [--seed 0]
+    [--window-steps N]
 
 Runs the shipped encoder (:class:`sound_cluster.embed.inference.Posteriors`, as a fit and ``task=apply`` run it)
 over ``--files`` inputs of random log-mel frames whose lengths are drawn from ``[--min-frames, --max-frames)``
@@ -8,8 +9,10 @@ over ``--files`` inputs of random log-mel frames whose lengths are drawn from ``
 inputs so far, how many distinct lengths they had, the process's resident memory in MB and the seconds so far.
 
 TensorFlow keeps the oneDNN primitives it makes for each input shape in a cache of at most 1,024 entries per
-thread, so the memory grows with the number of distinct lengths until that cache is full, then stays: this part of
-a run's growth depends on how many file lengths it meets, not on the hours.
+thread, so a process that ran the encoder on each file's whole length grew with the number of distinct lengths
+until that cache was full. The inference runs files longer than one window in windows of one length, run a few
+together (:func:`sound_cluster.embed.inference.window_plan`), so the memory printed here should stay flat after
+the first inputs whatever their lengths; ``--window-steps`` sets the window (shorter files run whole).
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ def main() -> None:
     ap.add_argument("--min-frames", type=int, default=4000)
     ap.add_argument("--max-frames", type=int, default=8192)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--window-steps", type=int, default=None, help="Posteriors' window_steps (its default if not given)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log = logging.getLogger("probe_inference_memory")
-    run = Posteriors(load_encoder(str(SHIPPED)))
+    encoder = load_encoder(str(SHIPPED))
+    run = Posteriors(encoder) if args.window_steps is None else Posteriors(encoder, window_steps=args.window_steps)
     rng = np.random.default_rng(args.seed)
     lengths = rng.integers(args.min_frames, args.max_frames, size=args.files)
     proc = psutil.Process()

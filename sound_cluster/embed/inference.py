@@ -10,24 +10,72 @@ import numpy as np
 from sound_cluster.embed.encoder import time_geometry
 
 
+def window_plan(n_frames: int, *, window: int, margin: int, time_pool: int) -> list[tuple[int, int, int, int]]:
+    """Where the encoder runs over a file of ``n_frames``: windows of one input length, so TensorFlow meets a handful
+    of shapes whatever the files' lengths (it keeps what it builds for every input shape it meets: about 0.85 MB
+    each, up to 1,024 shapes per thread, `scripts/probe_inference_memory.py`).
+
+    A file of at most ``window`` frames runs whole. A longer one runs in windows of exactly ``window`` frames, the
+    last one ending at the file's end (``window`` to ``window + time_pool - 1`` frames, starting on the pooling
+    grid); each window keeps only the steps whose receptive field lies inside it or reaches a real edge of the file.
+
+    Parameters
+    ----------
+    n_frames : int
+    window : int
+        Input frames per window, a multiple of ``time_pool`` greater than ``2 * margin``.
+    margin : int
+        Frames of context each side of a kept step (the receptive field's reach rounded up to the pooling grid).
+    time_pool : int
+
+    Returns
+    -------
+    list of (int, int, int, int)
+        Per window: its input frames ``[lo, hi)`` and the frames ``[a, b)`` whose steps it gives; the ``[a, b)``
+        tile ``[0, n_frames)`` in order, each ``a`` on the pooling grid.
+    """
+    out, lo, a = [], 0, 0
+    while lo + window < n_frames:
+        b = lo + window - margin
+        out.append((lo, lo + window, a, b))
+        a, lo = b, b - margin
+    start = max(0, (n_frames - window) // time_pool * time_pool)  # <= lo: its kept steps see a full margin
+    out.append((start, n_frames, a, n_frames))
+    return out
+
+
+WINDOW_BATCH = 8  # windows per call of the encoder
+
+
+def _batches(plan: list[tuple[int, int, int, int]], *, size: int) -> list[list[tuple[int, int, int, int]]]:
+    """The plan's windows in order, in runs of at most ``size`` windows of one input length."""
+    out: list[list[tuple[int, int, int, int]]] = []
+    for w in plan:
+        if out and len(out[-1]) < size and out[-1][0][1] - out[-1][0][0] == w[1] - w[0]:
+            out[-1].append(w)
+        else:
+            out.append([w])
+    return out
+
+
 class Posteriors:
     """Runs an encoder over whole files in windows, without retracing for each length.
 
-    Memory is set by ``window_steps``, not by the file's length: the input is standardised with
-    the whole file's statistics (as :class:`InputStandardize` does in one call), then the rest of
-    the encoder runs on overlapping windows aligned to its pooling grid; each window keeps only
-    the steps whose receptive field lies inside it, so the result equals one call on the whole
-    file within float tolerance.
+    Memory is set by ``window_steps``, not by the file's length, nor by how many lengths the files have: the
+    input is standardised with the whole file's statistics (as :class:`InputStandardize` does in one call), then
+    the rest of the encoder runs on overlapping windows of one length (:func:`window_plan`) aligned to its
+    pooling grid; each window keeps only the steps whose receptive field lies inside it, so the result equals
+    one call on the whole file within float tolerance.
 
     Parameters
     ----------
     encoder : keras.Model
         Built by :func:`build_encoder` (its ``standardize`` and ``add_channel`` layers are used).
     window_steps : int
-        Output steps computed per call (2048: 82 s at 25 steps per second).
+        Output steps per window's input (256: 10.24 s at 25 steps per second); shorter files run whole.
     """
 
-    def __init__(self, encoder: keras.Model, *, window_steps: int = 2048) -> None:
+    def __init__(self, encoder: keras.Model, *, window_steps: int = 256) -> None:
         import tensorflow as tf
 
         self.encoder = encoder
@@ -36,13 +84,13 @@ class Posteriors:
         body = keras.Model(encoder.get_layer("add_channel").input, encoder.output)  # after standardising
         self.time_pool, receptive = time_geometry(encoder)
         self.margin_frames = -(-receptive // self.time_pool) * self.time_pool
-        self.window_frames = int(window_steps) * self.time_pool
+        self.window_frames = max(int(window_steps), 2 * self.margin_frames // self.time_pool + 1) * self.time_pool
         n_mels = encoder.input_shape[-1]
 
-        @tf.function(input_signature=[tf.TensorSpec((1, None, n_mels), tf.float32)], reduce_retracing=True)
+        @tf.function(input_signature=[tf.TensorSpec((None, None, n_mels), tf.float32)], reduce_retracing=True)
         def _run(x):
             out = body(x, training=False)
-            return out["embedding"][0], tf.nn.softmax(out["logits"][0], axis=-1)
+            return out["embedding"], tf.nn.softmax(out["logits"], axis=-1)
 
         self._run = _run
 
@@ -74,19 +122,20 @@ class Posteriors:
         posteriors : np.ndarray [shape=(n_steps, head clusters), dtype=float32]
             Rows sum to 1; ``n_steps = ceil(n_frames / time_pool)``.
         """
-        n = frames.shape[0]
         offset, factor = self._standardise(frames)
-        tp, m = self.time_pool, self.margin_frames
+        tp, plan = self.time_pool, window_plan(frames.shape[0], window=self.window_frames,
+                                               margin=self.margin_frames, time_pool=self.time_pool)
         embs, posts = [], []
-        for a in range(0, n, self.window_frames):
-            b = min(n, a + self.window_frames)
-            lo, hi = max(0, a - m), min(n, b + m)  # lo stays on the pooling grid: a and m are multiples of tp
-            x = (np.asarray(frames[lo:hi], dtype=np.float32) - np.float32(offset)) * np.float32(factor)
-            emb, post = self._run(x[None])
-            first = (a - lo) // tp
-            keep = slice(first, first + -(-(b - a) // tp))
-            embs.append(emb.numpy()[keep])
-            posts.append(post.numpy()[keep])
+        # windows of the same length run together, a few at a time (one call per window costs more than the
+        # windows' own work for a one-minute file): a handful of batch shapes, memory bounded as by one window
+        for group in _batches(plan, size=WINDOW_BATCH):
+            x = np.stack([(np.asarray(frames[lo:hi], dtype=np.float32) - np.float32(offset)) * np.float32(factor)
+                          for lo, hi, _, _ in group])
+            emb, post = (t.numpy() for t in self._run(x))
+            for row, (lo, _, a, b) in enumerate(group):
+                keep = slice((a - lo) // tp, (a - lo) // tp + -(-(b - a) // tp))
+                embs.append(emb[row, keep])
+                posts.append(post[row, keep])
         return np.concatenate(embs), np.concatenate(posts)
 
     def from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:

@@ -289,7 +289,7 @@ def test_windowed_inference_equals_one_call_on_the_whole_file(tmp_path, by_std):
     """Long files run in windows (bounded memory); the steps must be those of one whole-file call."""
     enc = build_encoder(dataclasses.replace(TINY, standardize_by_std=by_std), n_mels=16)
     rng = np.random.default_rng(1)
-    for n_frames in (5, 64, 1003):  # shorter than a window, exactly one, many with a ragged end
+    for n_frames in (5, 64, 65, 130, 1003):  # shorter than a window, exactly one, just over, many with a ragged end
         frames = (rng.standard_normal((n_frames, 16)) + 4).astype(np.float32)
         np.save(tmp_path / "f.npy", frames)
         whole = enc(frames[None], training=False)
@@ -297,3 +297,21 @@ def test_windowed_inference_equals_one_call_on_the_whole_file(tmp_path, by_std):
         assert emb.shape == (-(-n_frames // 4), 8) and post.shape == (-(-n_frames // 4), 4)
         np.testing.assert_allclose(emb, whole["embedding"][0], atol=1e-5)
         np.testing.assert_allclose(post, keras.ops.softmax(whole["logits"][0], axis=-1), atol=1e-5)
+
+
+def test_windows_have_one_length_whatever_the_files_lengths():
+    """TensorFlow keeps what it builds for every input shape: files of any length longer than a window meet at most
+    ``time_pool + 1`` input lengths, and the windows' kept frames tile the file with a full margin of context."""
+    from sound_cluster.embed.inference import window_plan
+
+    lengths = set()
+    for n in [*range(1, 200), 1003, 6000, 6001, 6002, 6003, 100_000]:
+        plan = window_plan(n, window=64, margin=12, time_pool=4)
+        assert plan[0][2] == 0 and plan[-1][3] == n
+        assert all(x[3] == y[2] for x, y in zip(plan, plan[1:]))
+        for lo, hi, a, b in plan:
+            assert lo % 4 == 0 and a % 4 == 0 and lo <= a < b <= hi
+            assert (lo == 0 or a - lo >= 12) and (hi == n or hi - b >= 12)
+        if n > 64:
+            lengths |= {hi - lo for lo, hi, _, _ in plan}
+    assert lengths == {64, 65, 66, 67}
