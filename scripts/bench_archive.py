@@ -9,7 +9,8 @@ For each number of hours, builds a folder of one-minute recordings from their ev
 then runs ``sound-cluster`` on it as a user would (a fresh feature cache, no report and no plots, the
 default settings plus the overrides) under each executor: ``process`` (the process pool) and ``dask``
 (a LocalCluster of the machine's cores). Prints per run: hours, files, units, the main process's peak
-resident memory, the largest peak of one worker process, the whole process tree's peak, and seconds per
+resident memory and the largest of one worker process's (high-water marks: ``VmHWM``), the whole process tree's
+peak (sampled every 0.2 s), and seconds per
 hour of audio of each stage (summary.json); the last lines give, per executor, the main process's growth
 in MB per hour of recordings (least squares over the hours). ``--apply``: also ``task=apply`` of the models of
 the smallest folder's fit on every folder (executor ``apply``), the way to take an archive too large for one fit.
@@ -35,25 +36,40 @@ from bench_events import build  # scripts/ is on the path of a script run from i
 from sound_cluster.run_folder import RunFolder
 
 
+def high_water(proc) -> int:
+    """The most resident bytes a process has held so far (the kernel's ``VmHWM``, which no short peak between two
+    samples escapes); its resident bytes now where the system does not report it."""
+    try:
+        with open(f"/proc/{proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return proc.memory_info().rss
+
+
 def sample_peaks(proc: subprocess.Popen, period_s: float = 0.2) -> dict[str, int]:
-    """Peak resident bytes of the main process, of any one descendant, and of the whole tree, until it exits."""
+    """Peak resident bytes of the main process, of any one descendant (each its own high-water mark), and of the
+    whole tree (the sum of their resident bytes at the same sample), until it exits."""
     import psutil
 
     peaks = {"main": 0, "worker": 0, "tree": 0}
     main = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
-            m = main.memory_info().rss
-            kids = []
+            m, m_high = main.memory_info().rss, high_water(main)
+            kids, kids_high = [], []
             for q in main.children(recursive=True):
                 try:
                     kids.append(q.memory_info().rss)
+                    kids_high.append(high_water(q))
                 except psutil.Error:
                     pass
         except psutil.Error:
             break
-        peaks["main"] = max(peaks["main"], m)
-        peaks["worker"] = max(peaks["worker"], max(kids, default=0))
+        peaks["main"] = max(peaks["main"], m_high)
+        peaks["worker"] = max(peaks["worker"], max(kids_high, default=0))
         peaks["tree"] = max(peaks["tree"], m + sum(kids))
         time.sleep(period_s)
     return peaks

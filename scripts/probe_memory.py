@@ -6,7 +6,8 @@ DATA holds the labelled ``drums/``, ``instruments/`` and ``fsdd/`` folders (as f
 Builds the folders of one-minute recordings that ``bench_archive.py`` builds, runs the pipeline on each in a
 fresh process of its own (``sound_cluster.cluster``, a fresh feature cache, no report and no plots, the default
 settings plus the overrides), and records the process's resident memory at the log lines that end its steps
-(:data:`STEPS`). Prints each step's memory at every number of hours, and its growth in MB per hour.
+(:data:`STEPS`) and the most it held during each step. Prints both for each step at every number of hours, and
+their growth in MB per hour.
 """
 
 from __future__ import annotations
@@ -34,11 +35,30 @@ STEPS = {  # the log line that ends a step -> the step's name
 
 
 class StepMemory(logging.Handler):
-    """Resident bytes of this process at the first log line of each step in :data:`STEPS`."""
+    """Resident bytes of this process at the first log line of each step in :data:`STEPS`, and the most it held
+    during each step (sampled every 50 ms by a thread: a step's transient peak is what sets a run's peak)."""
 
     def __init__(self) -> None:
+        import threading
+
         super().__init__()
         self.at: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self._high = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        proc = psutil.Process()
+        while not self._done.wait(0.05):
+            self._high = max(self._high, proc.memory_info().rss)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
     def emit(self, record: logging.LogRecord) -> None:
         import psutil
@@ -46,12 +66,15 @@ class StepMemory(logging.Handler):
         msg = record.getMessage()
         for start, name in STEPS.items():
             if msg.startswith(start) and name not in self.at:
-                self.at[name] = psutil.Process().memory_info().rss
+                self.at[name] = rss = psutil.Process().memory_info().rss
+                self.peak[name] = max(self._high, rss)
+                self._high = 0
                 return
 
 
-def measure(folder: Path, cache: Path, out: Path, overrides: list[str]) -> dict[str, int]:
-    """One run on ``folder`` in this process; resident bytes at the end of each step."""
+def measure(folder: Path, cache: Path, out: Path, overrides: list[str]) -> dict[str, dict[str, int]]:
+    """One run on ``folder`` in this process; resident bytes at the end of each step (``at``) and the most during
+    it (``peak``)."""
     import sound_cluster
 
     handler = StepMemory()
@@ -59,7 +82,8 @@ def measure(folder: Path, cache: Path, out: Path, overrides: list[str]) -> dict[
     logging.getLogger().setLevel(logging.INFO)
     sound_cluster.cluster(folder, "output.report=false", "output.max_plots=0", f"features.cache_dir={cache}",
                           *overrides, output_dir=out, log=False)
-    return handler.at
+    handler.stop()
+    return {"at": handler.at, "peak": handler.peak}
 
 
 def main() -> None:
@@ -74,7 +98,7 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.one.with_name(args.one.name + "-cache"),
                                  args.one.with_name(args.one.name + "-run"), args.overrides)))
         return
-    rows: dict[float, dict[str, int]] = {}
+    rows: dict[float, dict[str, dict[str, int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for hours, folder in hour_folders(args.data, Path(tmp), hours=args.hours, seed=args.seed).items():
             # Each run in a fresh process, so one run's memory does not carry into the next.
@@ -82,12 +106,12 @@ def main() -> None:
                                    f"seed={args.seed}", *args.overrides], capture_output=True, text=True, check=True)
             rows[hours] = json.loads(proc.stdout.strip().splitlines()[-1])
     hours = sorted(rows)
-    print("main process, resident MB at the end of each step: " + "  ".join(f"{h:g} h" for h in hours)
-          + "  (growth MB per hour)")
-    for name in STEPS.values():
-        mb = [rows[h].get(name, float("nan")) / 2 ** 20 for h in hours]
-        slope = np.polyfit(hours, mb, 1)[0] if len(hours) >= 2 else float("nan")
-        print(f"  {name:45s} " + "  ".join(f"{m:6.0f}" for m in mb) + f"  ({slope:+.0f})")
+    for key, what in (("at", "at the end of each step"), ("peak", "the most during each step")):
+        print(f"main process, resident MB {what}: " + "  ".join(f"{h:g} h" for h in hours) + "  (growth MB per hour)")
+        for name in STEPS.values():
+            mb = [rows[h][key].get(name, float("nan")) / 2 ** 20 for h in hours]
+            slope = np.polyfit(hours, mb, 1)[0] if len(hours) >= 2 else float("nan")
+            print(f"  {name:45s} " + "  ".join(f"{m:6.0f}" for m in mb) + f"  ({slope:+.1f})")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ class ExecutorParams:
         must see data.path, features.cache_dir and the run folder at the same paths.
     steps_in_memory_mb
         a fit holds at most this many MB of step embeddings in the main process (23 MB per hour of audio); the
-        rest are read from the step cache beside the features when needed, so the main process's memory does
-        not grow with the hours (same results, a little slower)
+        rest are read from the step cache beside the features when needed, so they do not grow the main
+        process's memory with the hours (same results); inf: all in memory
     """
 
     kind: str = "auto"

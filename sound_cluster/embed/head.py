@@ -76,7 +76,7 @@ def embed_files(encoder: keras.Model, frames_paths: Sequence[Path], *, cache: St
         Each file's log-mel ``.npy`` (the feature cache's entry, memory-mapped while it is embedded).
     cache : StepCache, optional
         Built for ``encoder``.
-    budget_bytes : int, optional
+    budget_bytes : float, optional
         The most bytes of step embeddings held in memory (``executor.steps_in_memory_mb``); beyond it, the
         files whose entries ``cache`` holds are read from there when needed. None: all in memory.
 

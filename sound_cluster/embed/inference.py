@@ -34,6 +34,8 @@ def window_plan(n_frames: int, *, window: int, margin: int, time_pool: int) -> l
         Per window: its input frames ``[lo, hi)`` and the frames ``[a, b)`` whose steps it gives; the ``[a, b)``
         tile ``[0, n_frames)`` in order, each ``a`` on the pooling grid.
     """
+    if window <= 2 * margin or window % time_pool or margin % time_pool:
+        raise ValueError(f"window {window} must be a multiple of time_pool {time_pool} above twice the margin {margin}")
     out, lo, a = [], 0, 0
     while lo + window < n_frames:
         b = lo + window - margin
@@ -126,8 +128,8 @@ class Posteriors:
         tp, plan = self.time_pool, window_plan(frames.shape[0], window=self.window_frames,
                                                margin=self.margin_frames, time_pool=self.time_pool)
         embs, posts = [], []
-        # windows of the same length run together, a few at a time (one call per window costs more than the
-        # windows' own work for a one-minute file): a handful of batch shapes, memory bounded as by one window
+        # windows of one length run together, a few at a time (a call per window cost more than the windows' own
+        # work on one-minute files): a handful of batch shapes, and at most WINDOW_BATCH windows in memory
         for group in _batches(plan, size=WINDOW_BATCH):
             x = np.stack([(np.asarray(frames[lo:hi], dtype=np.float32) - np.float32(offset)) * np.float32(factor)
                           for lo, hi, _, _ in group])
