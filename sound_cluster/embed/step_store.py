@@ -95,7 +95,7 @@ def row_span(x: Steps, start: int, stop: int) -> Steps:
 class StepStore(Sequence):
     """Each file's step embeddings, in the run's file order: arrays while they fit the budget, then entries on disk.
 
-    ``store[i]`` is the i-th file's array or its :class:`StoredRows`; :meth:`array` reads it whole.
+    ``store[i]`` is the i-th file's array or its :class:`StoredRows` (``np.asarray`` reads it whole).
 
     Parameters
     ----------
@@ -128,10 +128,6 @@ class StepStore(Sequence):
 
     def __iter__(self) -> Iterator[Steps]:
         return iter(self.items)
-
-    def array(self, i: int) -> np.ndarray:
-        """The i-th file's step embeddings as an array (read from disk where they are stored)."""
-        return np.asarray(self.items[i])
 
     @property
     def n_on_disk(self) -> int:

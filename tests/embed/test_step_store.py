@@ -47,7 +47,7 @@ def test_the_store_holds_files_in_memory_up_to_its_budget_then_their_entries(tmp
     assert isinstance(store[0], np.ndarray) and isinstance(store[1], StoredRows) and isinstance(store[2], np.ndarray)
     assert store.n_on_disk == 1 and store.over_budget == 1 and store.held == a.nbytes + c.nbytes
     for i, x in enumerate((a, b, c)):
-        assert np.array_equal(store.array(i), x)
+        assert np.array_equal(np.asarray(store[i]), x)
 
 
 def test_units_crops_drawn_from_disk_equal_those_drawn_from_memory(tmp_path):
