@@ -320,7 +320,32 @@ def _map_process(fn, items, stage, n_workers, finish) -> None:
             log.warning("%s: a worker process died; %d file(s) in flight run again, one at a time", stage,
                         sum(len(v) for v in pending.values()))
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            close_pool(pool)
+
+
+POOL_CLOSE_GRACE_S = 10.0  # a worker still running this long after the pool is closed is terminated
+
+
+def close_pool(pool: ProcessPoolExecutor, *, grace_s: float = POOL_CLOSE_GRACE_S) -> None:
+    """``pool.shutdown(wait=True, cancel_futures=True)`` that cannot hang on a worker killed at the wrong moment.
+
+    An idle worker waits for its next task holding the lock of the pool's task queue. Killed there, it takes the
+    lock with it: the other workers can then never read the sentinel that tells them to exit, and a shutdown that
+    began before the pool saw the death waits for them forever (a worker killed just as a stage's last file
+    finished hung a run). So once any worker has ended abnormally, or ``grace_s`` after the shutdown began, the
+    workers still running are killed; every task has finished or been cancelled by then.
+    """
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # CPython's; where absent, a plain shutdown
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace_s
+    while any(p.is_alive() for p in procs):
+        if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+            break
+        time.sleep(0.02)
+    pool.shutdown(wait=True)
 
 
 def _guarded_chunk_one_thread(fn: Callable[[Path], Any], items: list[Any], stage: str) -> list[Any]:

@@ -108,3 +108,63 @@ def test_a_fork_server_that_dies_while_starting_workers_costs_no_file(monkeypatc
     killer.join()
     assert out == [p.name for p in items]
     assert "x: a worker process could not be started" in caplog.text
+
+
+def _pid(_: int) -> int:
+    import os
+    import time
+
+    time.sleep(0.2)  # both workers take a task
+    return os.getpid()
+
+
+def _wchan(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/wchan") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stops and kills workers by signal, reads /proc")
+def test_closing_a_pool_whose_worker_died_holding_the_task_queue_does_not_hang():
+    """An idle worker waits for its next task holding the task queue's lock; killed there once the shutdown has
+    begun, it leaves the other worker unable to read the sentinel that ends it. Closing the pool must still end."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import threading
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from sound_cluster.run.executor import close_pool
+
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("fork"))
+    pids = sorted(set(pool.map(_pid, range(2))))
+    assert len(pids) == 2
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and all("futex" in _wchan(p) for p in pids):
+        time.sleep(0.01)  # until one of them sits in the queue's read, holding its lock
+    holder = next((p for p in pids if "futex" not in _wchan(p)), pids[0])
+    other = pids[1 - pids.index(holder)]
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    closer = threading.Thread(target=close_pool, args=(pool,), kwargs={"grace_s": 60.0}, daemon=True)
+    closer.start()
+    time.sleep(0.5)  # the pool has sent its sentinels and waits for the workers to end
+    os.kill(holder, signal.SIGKILL)
+    os.kill(other, signal.SIGCONT)
+    closer.join(timeout=20)
+    assert not closer.is_alive(), "closing the pool hung on a worker that cannot read its sentinel"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.05)  # a worker killed as the pool closed may still be exiting
+    assert not any(_running(p) for p in pids)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
