@@ -29,7 +29,7 @@ def positive_float(key: str, value: Any) -> None:
 
 def non_negative(key: str, value: Any, *, integer: bool = False, what: str | None = None) -> None:
     kinds = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= 0:  # nan is not >= 0
         fail(key, value, what or ("an integer >= 0" if integer else "a number >= 0"))
 
 

@@ -42,8 +42,6 @@ class ExecutorParams:
         if self.n_workers is not None:
             positive_int(f"{prefix}.n_workers", self.n_workers)
         non_negative(f"{prefix}.steps_in_memory_mb", self.steps_in_memory_mb)
-        if self.steps_in_memory_mb != self.steps_in_memory_mb:
-            fail(f"{prefix}.steps_in_memory_mb", self.steps_in_memory_mb, "a number >= 0 (inf: all in memory)")
         if self.address is not None:
             if self.kind != "dask":
                 fail(f"{prefix}.address", self.address, f"null unless {prefix}.kind=dask (it is {self.kind})")
