@@ -82,6 +82,11 @@ class StoredRows:
 Steps = Union[np.ndarray, StoredRows]
 
 
+def as_steps(x) -> Steps:
+    """``x`` as an array, but rows on disk stay on disk (:class:`StoredRows` as it is)."""
+    return x if isinstance(x, StoredRows) else np.asarray(x)
+
+
 def take_rows(x: Steps, rows: np.ndarray) -> Steps:
     """``x[rows]``: an array for an array, rows still on disk for :class:`StoredRows` (nothing is read)."""
     return x.take(rows) if isinstance(x, StoredRows) else np.asarray(x)[rows]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sound_cluster.embed.step_store import StoredRows, take_rows
+from sound_cluster.embed.step_store import as_steps, take_rows
 
 if TYPE_CHECKING:
     from sound_cluster.config import SegmentParams
@@ -124,8 +124,7 @@ def fold_leaves(embedding: np.ndarray, frames: np.ndarray, *, time_pool: int, pa
         The steps read as pauses (all but leading ones carry the sound before them).
     """
     quiet = quiet_steps(frames, n_steps=len(embedding), time_pool=time_pool, pause_db=pause_db)
-    if not isinstance(embedding, StoredRows):
-        embedding = np.asarray(embedding)
+    embedding = as_steps(embedding)
     return (take_rows(embedding, carry_sources(quiet)) if quiet.any() else embedding), quiet
 
 

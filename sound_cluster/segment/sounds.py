@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sound_cluster.embed.step_store import StoredRows
+from sound_cluster.embed.step_store import as_steps
 from sound_cluster.ingest.levels import running_level_db
 from sound_cluster.segment.onsets import onset_steps
 from sound_cluster.segment.pauses import FoldInput
@@ -119,8 +119,7 @@ def sound_fold_input(embedding: np.ndarray, frames: np.ndarray, *, segment: "Seg
         The frames sounds are found on, where they differ from ``frames`` (a gated file's frames before the
         gating); onsets are taken from ``frames``.
     """
-    if not isinstance(embedding, StoredRows):  # rows on disk stay there: the fold input's leaves are read when folded
-        embedding = np.asarray(embedding)
+    embedding = as_steps(embedding)  # rows on disk stay there: the fold input's leaves are read when folded
     n = len(embedding)
     step_rate_hz = frame_rate_hz / time_pool
     source = frames if detect is None or len(detect) != len(frames) else detect
