@@ -6,8 +6,8 @@ DATA holds the labelled ``drums/``, ``instruments/`` and ``fsdd/`` folders (as f
 Builds the folders of one-minute recordings that ``bench_archive.py`` builds, runs the pipeline on each in a
 fresh process of its own (``sound_cluster.cluster``, a fresh feature cache, no report and no plots, the default
 settings plus the overrides), and records the process's resident memory at the log lines that end its steps
-(:data:`STEPS`) and the most it held during each step. Prints both for each step at every number of hours, and
-their growth in MB per hour.
+(:data:`STEPS`) and the most it held during each step (the kernel's high-water mark, set back at each step).
+Prints both for each step at every number of hours, and their growth in MB per hour.
 """
 
 from __future__ import annotations
@@ -34,31 +34,31 @@ STEPS = {  # the log line that ends a step -> the step's name
 }
 
 
+def _high_water() -> int:
+    """This process's resident high-water mark in bytes (the kernel's ``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _reset_high_water() -> None:
+    """Sets the high-water mark back to the resident memory now (``clear_refs`` 5, Linux 4.0 and later)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 class StepMemory(logging.Handler):
     """Resident bytes of this process at the first log line of each step in :data:`STEPS`, and the most it held
-    during each step (sampled every 50 ms by a thread: a step's transient peak is what sets a run's peak)."""
+    during each step: the kernel's high-water mark, set back at the start of each step, so a transient between
+    two samples counts (a step's transient peak is what sets a run's peak)."""
 
     def __init__(self) -> None:
-        import threading
-
         super().__init__()
         self.at: dict[str, int] = {}
         self.peak: dict[str, int] = {}
-        self._high = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        import psutil
-
-        proc = psutil.Process()
-        while not self._done.wait(0.05):
-            self._high = max(self._high, proc.memory_info().rss)
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
+        _reset_high_water()
 
     def emit(self, record: logging.LogRecord) -> None:
         import psutil
@@ -66,9 +66,9 @@ class StepMemory(logging.Handler):
         msg = record.getMessage()
         for start, name in STEPS.items():
             if msg.startswith(start) and name not in self.at:
-                self.at[name] = rss = psutil.Process().memory_info().rss
-                self.peak[name] = max(self._high, rss)
-                self._high = 0
+                self.at[name] = psutil.Process().memory_info().rss
+                self.peak[name] = _high_water()
+                _reset_high_water()
                 return
 
 
@@ -82,7 +82,6 @@ def measure(folder: Path, cache: Path, out: Path, overrides: list[str]) -> dict[
     logging.getLogger().setLevel(logging.INFO)
     sound_cluster.cluster(folder, "output.report=false", "output.max_plots=0", f"features.cache_dir={cache}",
                           *overrides, output_dir=out, log=False)
-    handler.stop()
     return {"at": handler.at, "peak": handler.peak}
 
 

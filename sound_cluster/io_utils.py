@@ -280,3 +280,8 @@ def csv_text(header: Iterable[Any], rows: Iterable[Iterable[Any]]) -> str:
         return text
 
     return "".join(",".join(cell(v) for v in row) + "\n" for row in (header, *rows))
+
+
+def csv_lines(rows: Iterable[Iterable[Any]]) -> str:
+    """:func:`csv_text` without its header line: rows to append to a table."""
+    return csv_text((), rows).split("\n", 1)[1]

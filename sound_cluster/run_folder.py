@@ -169,6 +169,12 @@ class RunFolder:
         return self.dir / "tensorboard"
 
     @property
+    def scratch(self) -> Path:
+        """``.scratch/``: what a run keeps on disk only while it runs (each file's fold, from the units to the
+        trees); removed when the run ends, however it ends."""
+        return self.dir / ".scratch"
+
+    @property
     def trees(self) -> Path:
         """``trees/``: one tree document per file."""
         return self.dir / "trees"

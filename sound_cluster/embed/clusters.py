@@ -273,6 +273,12 @@ class Hierarchy:
         return cls(x, tree, item.astype(np.int64))
 
 
+def unit_length(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` [shape=(n, D)] scaled to unit length, as float64 (as :func:`ward_hierarchy` clusters them)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def ward_hierarchy(vectors: np.ndarray, *, max_exact: int = 4000, seed: int = 0) -> Hierarchy:
     """Ward's hierarchy over unit embeddings.
 
@@ -287,10 +293,14 @@ def ward_hierarchy(vectors: np.ndarray, *, max_exact: int = 4000, seed: int = 0)
     seed : int
         Seeds that k-means (the hierarchy itself is deterministic).
     """
+    return ward_over(unit_length(vectors), max_exact=max_exact, seed=seed)
+
+
+def ward_over(x: np.ndarray, *, max_exact: int = 4000, seed: int = 0) -> Hierarchy:
+    """:func:`ward_hierarchy` of embeddings already at unit length (:func:`unit_length`), kept as the hierarchy's
+    ``x`` without a copy: a caller holding many units lets its own copy go before k-means runs."""
     from scipy.cluster.hierarchy import linkage
 
-    x = np.asarray(vectors, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     n = len(x)
     if n == 1:
         return Hierarchy(x, np.zeros((0, 4)), np.zeros(1, dtype=np.int64))

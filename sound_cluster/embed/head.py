@@ -273,8 +273,10 @@ def fit_unit_clusters(encoder: keras.Model, vectors: np.ndarray, unit_steps: lis
     Parameters
     ----------
     encoder : keras.Model
-    vectors : np.ndarray [shape=(n_units, D)]
-        Each unit's embedding (:func:`sound_cluster.embed.clusters.cluster_clips` clusters them).
+    vectors : np.ndarray [shape=(n_units, D)] or Hierarchy
+        Each unit's embedding (:func:`sound_cluster.embed.clusters.cluster_clips` clusters them), or Ward's
+        hierarchy over them (:func:`~sound_cluster.embed.clusters.ward_hierarchy`) when the caller built it, so it
+        need not hold the embeddings twice.
     unit_steps : list of np.ndarray [shape=(n_steps, D)]
         Each unit's step embeddings: the head learns to give crops of them the unit's cluster.
     step_embeddings : list of np.ndarray [shape=(n_steps, D)]
@@ -284,7 +286,7 @@ def fit_unit_clusters(encoder: keras.Model, vectors: np.ndarray, unit_steps: lis
     max_clusters : int, optional
         The largest K ``auto`` considers; ``model.max_clusters`` by default.
     """
-    hierarchy = ward_hierarchy(vectors, seed=seed)
+    hierarchy = vectors if isinstance(vectors, Hierarchy) else ward_hierarchy(vectors, seed=seed)
     clusters = clusters_at(hierarchy, n_clusters=model.n_clusters, max_clusters=max_clusters or model.max_clusters)
     encoder, history = head_for(encoder, clusters, unit_steps, model=model, train=train, seed=seed, verbose=verbose)
     return FittedClusters(encoder, clusters, history, step_embeddings, hierarchy)

@@ -7,7 +7,15 @@ import io
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sound_cluster.io_utils import atomic_open, atomic_write_text, csv_text, open_regular, read_table, spreadsheet_cell
+from sound_cluster.io_utils import (
+    atomic_open,
+    atomic_write_text,
+    csv_lines,
+    csv_text,
+    open_regular,
+    read_table,
+    spreadsheet_cell,
+)
 from sound_cluster.outputs.evaluate import tree_levels
 from sound_cluster.segment.tree import doc_cut
 
@@ -60,8 +68,22 @@ def read_segments_table(path: Path) -> list[dict[str, Any]]:
         raise ValueError(f"{Path(path).name} lacks the column {err}") from None
 
 
+def segment_lines(rows: Iterable[tuple]) -> str:
+    """Rows of ``segments.csv`` (:func:`segment_rows`) as its lines, without the header."""
+    return csv_lines((spreadsheet_cell(r[0]), *r[1:]) for r in rows)
+
+
 def write_segments(rows: Iterable[tuple], out_path: Path) -> None:
-    atomic_write_text(out_path, csv_text(SEGMENT_COLUMNS, ((spreadsheet_cell(r[0]), *r[1:]) for r in rows)))
+    write_segment_lines([segment_lines(rows)], out_path)
+
+
+def write_segment_lines(chunks: Iterable[str], out_path: Path) -> None:
+    """``segments.csv`` from :func:`segment_lines` of each file in turn, written as they come: the whole table is
+    never held (64,000 rows at 16 hours of recordings)."""
+    with atomic_open(out_path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(csv_text(SEGMENT_COLUMNS, ()))
+        for chunk in chunks:
+            fh.write(chunk)
 
 
 def write_audacity(rows: Iterable[tuple], out_path: Path) -> None:

@@ -40,11 +40,11 @@ class UnitFit:
     ----------
     unit : str
         ``file`` or ``segment``.
-    merges : dict of Path to Merges
-        Each file's fold that the units were cut from.
+    merges : dict of Path to Merges or Path
+        Each file's fold that the units were cut from, or the file holding it (:meth:`Merges.save`).
     counts : dict of Path to int
         Each file's number of units (its tree's cut).
-    spans : dict of Path to list of (int, int, int)
+    spans : dict of Path to np.ndarray [shape=(n_units, 3), dtype=int64] or list of (int, int, int)
         Each file's units: start and end step and cluster (to compare with the head's).
     sound_length_s : float or None
         Segment units: the folder's typical sound length, which counts the sounds of files
@@ -139,6 +139,7 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
                failures: list[Failure]) -> EmbedResult:
     """``task=fit``: the encoder (shipped, or trained), the units and their clusters, the head; writes ``models/``."""
     from sound_cluster.embed.backbone import fit_backbone
+    from sound_cluster.embed.clusters import unit_length, ward_over
     from sound_cluster.embed.encoder import save_encoder
     from sound_cluster.embed.head import embed_files, fit_unit_clusters
     from sound_cluster.embed.step_cache import StepCache
@@ -159,13 +160,19 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
                                              budget_bytes=params.executor.steps_in_memory_mb * 1e6)
     held = {"files_in_memory": len(steps) - steps.n_on_disk, "mb_in_memory": round(steps.held / 1e6, 1),
             "files_read_from_step_cache": steps.n_on_disk}  # executor.steps_in_memory_mb
-    units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer)
+    units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer,
+                                                        merges_dir=folder.scratch / "merges")
     with timer.stage("cluster"):
+        # The units' embeddings at unit length, as clustered, replace them before k-means runs: one copy held.
         if units is None:
-            vectors, unit_steps = clip_embeddings, steps
+            x, unit_steps = unit_length(clip_embeddings), steps
         else:
-            vectors, unit_steps = units.vectors, units.steps(steps)
-        fitted = fit_unit_clusters(encoder, vectors, unit_steps, steps, model=params.model, train=params.train,
+            x = units.vectors = unit_length(units.vectors)
+            unit_steps = units.steps(steps)
+        del clip_embeddings
+        hierarchy = ward_over(x, seed=params.seed)
+        del x
+        fitted = fit_unit_clusters(encoder, hierarchy, unit_steps, steps, model=params.model, train=params.train,
                                    seed=params.seed, max_clusters=params.units.max_clusters
                                    if units is not None else params.model.max_clusters)
         del unit_steps
@@ -176,7 +183,7 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
         fitted.hierarchy.save(models.hierarchy)  # any other K is another cut of it
         del fitted
         record = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
-        save_units(models.units, vectors=vectors, labels=clusters.labels,
+        save_units(models.units, vectors=hierarchy.x, labels=clusters.labels,
                    files=[display_path(f.path, rel_root) for f in readable], units=units,
                    n_steps=[len(e) for e in steps])
     del steps
@@ -188,9 +195,11 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
     if units is not None:
         unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
         unit_fit.counts = {readable[i].path: n for i, n in units.counts.items()}
-        # Each unit's span and cluster by file, to say how often the head agrees with them.
-        for f, s, e, c in zip(units.file, units.start, units.end, clusters.labels):
-            unit_fit.spans.setdefault(readable[int(f)].path, []).append((int(s), int(e), int(c)))
+        # Each unit's span and cluster by file (units come in file order), to say how often the head agrees with them.
+        table = np.column_stack([units.start, units.end, np.asarray(clusters.labels, dtype=np.int64)])
+        starts = np.flatnonzero(np.r_[True, np.diff(units.file) != 0]) if len(units) else np.empty(0, np.int64)
+        for f, rows in zip(units.file[starts], np.split(table, starts[1:])):
+            unit_fit.spans[readable[int(f)].path] = rows
     save_encoder(encoder, models.encoder)
     atomic_write_json(models.params, {
         "features": params.features.key_fields(), "model": params.model.to_dict(), "units": params.units.to_dict(),

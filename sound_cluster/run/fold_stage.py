@@ -22,10 +22,11 @@ from sound_cluster.errors import AudioError
 from sound_cluster.ingest.failures import Failure
 from sound_cluster.ingest.features import detection_frames
 from sound_cluster.io_utils import save_keras_model
-from sound_cluster.outputs.export import write_file_exports, write_segments
+from sound_cluster.outputs.export import segment_lines, write_file_exports, write_segment_lines
 from sound_cluster.run.embed_stage import MergeSource, UnitFit
 from sound_cluster.run.executor import map_files
 from sound_cluster.run_folder import RunFolder
+from sound_cluster.segment.fold import Merges
 from sound_cluster.segment.segmenter import Segmenter, leaf_sizes, segment_file, train_merge_model
 from sound_cluster.segment.tree import doc_cut, resolve_k, write_tree_json
 
@@ -60,7 +61,7 @@ class FoldJob:
     frames: Path
     duration_s: float
     plot: bool
-    merges: Any = None  # the file's Merges when made before (segment units, or the batched fold)
+    merges: Any = None  # the file's Merges (or its .npz) when made before (segment units, or the batched fold)
     units: int | None = None  # segment units: the file's count, when the fit counted it already
 
 
@@ -104,7 +105,8 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
         raise AudioError(f"{len(emb)} leaves are too many for segment.pairing=any "
                          f"(segment.max_any_leaves={segment.max_any_leaves}); use segment.pairing=adjacent", stage="fold")
     out_params = fs.output
-    segs = segment_file(emb, frames, duration_s=job.duration_s, weights=weights, seg=fs.seg, merges=job.merges,
+    merges = Merges.load(job.merges) if isinstance(job.merges, Path) else job.merges
+    segs = segment_file(emb, frames, duration_s=job.duration_s, weights=weights, seg=fs.seg, merges=merges,
                         units=job.units, sound_length_s=sound_length_s, detect=detect)
     tree, auto = segs.tree, segs.auto
     doc = tree.to_json(source=job.rel, posteriors=post, max_depth=out_params.max_tree_depth,
@@ -121,8 +123,9 @@ def fold_file(job: FoldJob, *, weights, fs: FoldSettings, output_dir: Path,
     rows = write_file_exports(doc, folder=folder, name=job.name, audio_path=job.path,
                               exports=fs.output.exports() | ({"segments"} if segments else set()),
                               k=fs.output.export_k or fs.output.segments, default_nyquist_hz=fs.sample_rate / 2)
-    if segments:
-        out["segments"] = rows
+    if segments:  # as text and cluster numbers: a few bytes a row in the main process
+        out["segment_lines"], out["segment_rows"] = segment_lines(rows), len(rows)
+        out["segment_clusters"] = [int(r[4]) for r in rows if r[4] != ""]
     if job.plot:
         from sound_cluster.outputs.report import plot_file
 
@@ -211,10 +214,10 @@ def fold_stage(feats, rows, *, params: Params, output_dir: Path, timer, merge: M
             jobs, params=params.executor, stage="fold", progress=params.output.progress)
     done = [r for r in results if not isinstance(r, Failure)]
     if segments:
-        seg_rows = [row for d in done for row in d["segments"]]
-        write_segments(seg_rows, folder.segments)
-        clusters = [int(r[4]) for r in seg_rows if r[4] != ""]
-        extra["segments"] = {"rows": len(seg_rows), "k": params.output.export_k or params.output.segments,
+        write_segment_lines((d["segment_lines"] for d in done), folder.segments)
+        clusters = [c for d in done for c in d["segment_clusters"]]
+        extra["segments"] = {"rows": sum(d["segment_rows"] for d in done),
+                             "k": params.output.export_k or params.output.segments,
                              "sizes": np.bincount(clusters).tolist() if clusters else []}
     extra["trees"] = {"written": len(done), "pairing": params.segment.pairing, "linkage": params.segment.linkage,
                       "fold_device": device,

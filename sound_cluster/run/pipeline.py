@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -259,6 +260,13 @@ def _pretrain(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, An
 
 def _cluster(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, Any]:
     """``fit``, ``apply``, ``recluster``: the task's models, every file assigned and folded, scores, the report."""
+    try:
+        return _cluster_steps(state, folder, task=task)
+    finally:
+        shutil.rmtree(folder.scratch, ignore_errors=True)
+
+
+def _cluster_steps(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, Any]:
     params, feats, timer, extra, rel_root = state.params, state.feats, state.timer, state.extra, state.rel_root
     names = output_names([f.path for f in feats], root=rel_root)
     n_failed = len(state.failures)
@@ -277,6 +285,7 @@ def _cluster(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, Any
                         merge=models.merge, units=models.units,
                         segments="segments" in params.output.exports() or unit == SEGMENT)
     del models
+    shutil.rmtree(folder.scratch, ignore_errors=True)  # the folds the trees were written from
     extra.update(folded.extra)
     if unit == SEGMENT and "segments" in folded.extra:
         log.info("segments: %d in %d files, per cluster %s (segments.csv)", folded.extra["segments"]["rows"],

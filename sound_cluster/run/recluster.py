@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from sound_cluster.config import Params, params_from_config, saved_model_params
-from sound_cluster.embed.clusters import ClusterRecord, Hierarchy, clusters_at, read_clusters
+from sound_cluster.embed.clusters import ClusterRecord, Hierarchy, clusters_at, read_clusters, unit_length
 from sound_cluster.errors import ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
 from sound_cluster.io_utils import atomic_write_json, read_arrays
@@ -176,7 +176,7 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     for old, new in ((old_models.params, models.params), (old_models.merge_model, models.dir / ModelsFolder.MERGE_MODEL),
                      (old_models.hierarchy, models.hierarchy)):
         shutil.copyfile(old, new)
-    save_units(models.units, vectors=units["vectors"], labels=clusters.labels,
+    save_units(models.units, vectors=unit_length(units["vectors"]), labels=clusters.labels,
                files=[str(r) for r in units["files"]], units=_Spans(units), n_steps=[len(s) for s in steps])
     atomic_write_json(models.clusters, record.to_dict())
     log.info("recluster: %s cut at K=%d (%s)", run.dir, record.k, record.rule)

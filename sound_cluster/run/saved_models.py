@@ -37,13 +37,15 @@ def save_units(path: Path, *, vectors: np.ndarray, labels: np.ndarray, files: li
     Arrays: ``vectors`` (n_units, D) float32, unit length as clustered; ``cluster``, ``unit_file``,
     ``start``, ``end`` (n_units,) int64 (steps, half-open); ``files`` (n_files,) str, the paths of
     clusters.csv. File units span their whole file.
+
+    ``vectors`` must be unit length already (:func:`sound_cluster.embed.clusters.unit_length`, the hierarchy's
+    ``x``), so a fit need not keep a second copy of its units' embeddings to save them.
     """
     if units is None:
         file, start, end = np.arange(len(files)), np.zeros(len(files), np.int64), np.asarray(n_steps, np.int64)
     else:
         file, start, end = units.file, units.start, units.end
-    v = np.asarray(vectors, dtype=np.float64)
-    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    v = np.asarray(vectors)
     with atomic_open(path, "wb", fsync=False) as fh:
         np.savez(fh, vectors=v.astype(np.float32), cluster=np.asarray(labels, np.int64), unit_file=np.asarray(file),
                  start=np.asarray(start), end=np.asarray(end), files=np.asarray(files, dtype=str))

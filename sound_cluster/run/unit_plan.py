@@ -8,6 +8,7 @@ folds are handed on so the fold stage writes the very trees the units came from.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ from sound_cluster.segment.units import SEGMENT, UnitChoice, choose_unit, count_
 log = logging.getLogger(__name__)
 
 
-def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
+def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer, merges_dir: Path | None = None):
     """What a fit clusters (``units.kind``): files, or the sounds of every file.
 
     Parameters
@@ -32,6 +33,8 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
     params : Params
     timer
         Times ``merge_model_train`` and ``units`` (segment units only).
+    merges_dir : Path, optional
+        Where each file's fold waits for the fold stage (created here; see :func:`segment_units`).
 
     Returns
     -------
@@ -70,8 +73,10 @@ def plan_units(feats, steps: Sequence[np.ndarray], *, params: Params, timer):
         log.info("units: typical sound %.2f s (%s)", length_s, source)
         counts = [count_units(r, sound_length_s=length_s) for r in runs]
     with timer.stage("units"):
+        if merges_dir is not None:
+            merges_dir.mkdir(parents=True, exist_ok=True)
         units = segment_units(steps, [f.cache_path for f in feats], durations_s=durations,
                               weights=trained[0].fold_weights(), seg=seg, counts=counts, sound_length_s=length_s,
-                              fins=fins)
+                              fins=fins, merges_dir=merges_dir)
     log.info("units: %d sounds in %d files (%.1f per file)", len(units), len(feats), len(units) / max(len(feats), 1))
     return units, choice, trained, length_s

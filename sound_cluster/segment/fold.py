@@ -86,6 +86,19 @@ class Merges:
         of a run without the 0.5 kB per merge (46 MB per hour of audio at 25 steps per second) the codes hold."""
         return Merges(self.left, self.right, self.cost, np.empty((0, self.codes.shape[1]), np.float32))
 
+    def save(self, path) -> None:
+        """Writes the merges without their codes (:meth:`without_codes`, what a tree needs) to ``path`` (``.npz``),
+        so a run's folds wait on disk, not in its main process, for the stage that writes the trees."""
+        np.savez(path, left=self.left, right=self.right, cost=self.cost, code_dim=np.int64(self.codes.shape[1]))
+
+    @classmethod
+    def load(cls, path) -> "Merges":
+        """Merges written by :meth:`save` (without codes)."""
+        from sound_cluster.io_utils import read_arrays
+
+        z = read_arrays(path, ("left", "right", "cost", "code_dim"))
+        return cls(z["left"], z["right"], z["cost"], np.empty((0, int(z["code_dim"])), np.float32))
+
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero); float32."""

@@ -294,7 +294,7 @@ def plain_cost(tree: SegmentTree, node: int, *, ward: bool) -> float:
 
 def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, durations_s: Sequence[float], weights,
                   seg: Segmenter, counts: Sequence[int] | None = None, sound_length_s: float | None = None,
-                  fins: Sequence[FoldInput] | None = None) -> Units:
+                  fins: Sequence[FoldInput] | None = None, merges_dir: Path | None = None) -> Units:
     """The sounds of every file as units: each file folded (:func:`segment_file`) and cut by its own cut.
 
     Parameters
@@ -314,11 +314,15 @@ def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, duratio
         With pauses: the folder's typical sound length (:func:`sound_cluster.segment.units.typical_sound_length_s`).
     fins : sequence of FoldInput, optional
         Per file, what it is folded from, when the caller found it already (the sounds are not found twice).
+    merges_dir : Path, optional
+        An existing folder: each file's merges are written there (``<file index>.npz``, :meth:`Merges.save`) and
+        the units keep their paths, so their memory does not grow with the hours (24 bytes per step).
 
     Returns
     -------
     Units
-        With each file's merges and count, so the fold stage writes the trees the units were cut from.
+        With each file's merges (or the file holding them) and count, so the fold stage writes the trees the
+        units were cut from.
     """
     spans, merges, quiet, n_units = [], {}, [], {}
     for i, (emb, fr, dur) in enumerate(zip(steps, frames, durations_s)):
@@ -329,6 +333,9 @@ def segment_units(steps: Sequence[np.ndarray], frames: Sequence[Any], *, duratio
                             fin=None if fins is None else fins[i])
         spans.append(segs.sound_spans)
         merges[i] = segs.merges.without_codes()  # kept for the fold stage, which writes the trees from them
+        if merges_dir is not None:
+            merges[i].save(path := Path(merges_dir) / f"{i}.npz")
+            merges[i] = path
         quiet.append(segs.fin.quiet if segs.cut is None else np.zeros(len(emb), dtype=bool))
         n_units[i] = len(segs.sound_spans) if counts is None else int(counts[i])
     units = collect_units(spans, steps, quiet, merges=merges)

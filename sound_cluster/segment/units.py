@@ -226,8 +226,9 @@ class Units:
         Each unit's span in its file's steps, half-open.
     vectors : np.ndarray [shape=(n_units, D)]
         Each unit's embedding (:func:`unit_vector`).
-    merges : dict of int to Merges
-        Each file's fold, by file index, so the fold stage writes the trees the units came from.
+    merges : dict of int to Merges or Path
+        Each file's fold (or the file holding it), by file index, so the fold stage writes the trees the units
+        came from.
     counts : dict of int to int
         Each file's number of units, by file index (the cut of its tree).
     """
@@ -278,14 +279,16 @@ def collect_units(spans: Sequence[Sequence[tuple[int, int]]], step_embeddings: S
     merges : dict, optional
         Per file index, its fold (kept with the units).
     """
-    files, starts, ends, vecs = [], [], [], []
-    for i, (file_spans, emb, q) in enumerate(zip(spans, step_embeddings, quiet)):
+    # Filled in place: a list of a small array per unit would leave the heap fragmented (tens of MB at 16 hours).
+    n = sum(len(f) for f in spans)
+    dim = int(step_embeddings[0].shape[1]) if len(step_embeddings) else 0
+    files = np.repeat(np.arange(len(spans), dtype=np.int64), [len(f) for f in spans])
+    bounds = np.asarray([(s, e) for f in spans for s, e in f], dtype=np.int64).reshape(n, 2)
+    vecs = np.empty((n, dim), dtype=np.float64)
+    u = 0
+    for file_spans, emb, q in zip(spans, step_embeddings, quiet):
         emb = np.asarray(emb)  # rows on disk are read once per file
         for s, e in file_spans:
-            files.append(i)
-            starts.append(s)
-            ends.append(e)
-            vecs.append(unit_vector(emb[s:e], q[s:e]))
-    dim = int(step_embeddings[0].shape[1]) if len(step_embeddings) else 0
-    return Units(np.asarray(files, dtype=np.int64), np.asarray(starts, dtype=np.int64),
-                 np.asarray(ends, dtype=np.int64), np.asarray(vecs).reshape(-1, dim), dict(merges or {}))
+            vecs[u] = unit_vector(emb[s:e], q[s:e])
+            u += 1
+    return Units(files, bounds[:, 0].copy(), bounds[:, 1].copy(), vecs, dict(merges or {}))

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sound_cluster.segment.fold import FoldWeights, fold, fold_reference, score_pairs
+from sound_cluster.segment.fold import FoldWeights, Merges, fold, fold_reference, score_pairs
 from sound_cluster.segment.tree import SegmentTree, doc_cut, read_tree_json, render, write_tree_json
 
 
@@ -106,13 +106,19 @@ def test_cut_gives_k_contiguous_segments():
         tree.cut(0)
 
 
-def test_merges_without_codes_make_the_same_tree():
-    """What a run keeps of every file's fold until its tree is written: no node vectors, the same tree."""
+def test_merges_without_codes_make_the_same_tree(tmp_path):
+    """What a run keeps of every file's fold until its tree is written, in memory or on disk: no node vectors, the
+    same tree."""
     merges = fold(np.random.default_rng(4).standard_normal((40, 8)), weights=random_weights(8))
     light = merges.without_codes()
     assert light.codes.shape == (0, 8) and merges.codes.shape == (79, 8)
-    trees = [SegmentTree.from_merges(m, frame_rate_hz=25.0, duration_s=1.6) for m in (merges, light)]
-    assert all(trees[0].cut(k) == trees[1].cut(k) for k in range(1, 41))
+    merges.save(tmp_path / "0.npz")
+    stored = Merges.load(tmp_path / "0.npz")
+    assert stored.codes.shape == (0, 8)
+    assert all(np.array_equal(getattr(stored, k), getattr(merges, k)) and getattr(stored, k).dtype == getattr(merges, k).dtype
+               for k in ("left", "right", "cost"))
+    trees = [SegmentTree.from_merges(m, frame_rate_hz=25.0, duration_s=1.6) for m in (merges, light, stored)]
+    assert all(trees[0].cut(k) == t.cut(k) for t in trees[1:] for k in range(1, 41))
 
 
 def test_tree_json_schema_and_round_trip(tmp_path):

@@ -134,6 +134,8 @@ def test_a_fit_whose_main_process_holds_no_step_embeddings_gives_the_same_run(fi
         assert np.array_equal(mine["posteriors"], theirs["posteriors"])
         assert np.array_equal(mine["embedding"], theirs["embedding"])
     assert capped["merge_model_training"] == summary["merge_model_training"]
+    # each file's fold waited on disk for the trees (.scratch/merges), and went with the run
+    assert not (tmp_path / "run" / ".scratch").exists() and not (root / "run" / ".scratch").exists()
 
 
 def _rows_tab(path: Path) -> list[dict[str, str]]:
