@@ -228,6 +228,7 @@ def recluster_models(feats, *, params: Params, folder: RunFolder, rel_root: Path
                     sound_length_s=record.sound_length_s)
     extra = {"units": {"unit": record.unit, "requested": record.unit, "rule": "the run's unit",
                        "sound_length_s": record.sound_length_s},
+             "step_embeddings": cut.held,
              "recluster": {"run": str(params.run), "merges_reused": len(cut.merges), "head": {
                  "steps": params.train.head_steps, "final_cross_entropy": round(cut.head_history["loss"][-1], 4)}}}
     return EmbedResult(cut.encoder, record, units, cut.known, cut.file_labels,

@@ -21,12 +21,13 @@ import numpy as np
 
 from sound_cluster.config import Params, params_from_config, saved_model_params
 from sound_cluster.embed.clusters import ClusterRecord, Hierarchy, clusters_at, read_clusters, unit_length
+from sound_cluster.embed.step_store import StepStore
 from sound_cluster.errors import ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
 from sound_cluster.io_utils import atomic_write_json, read_arrays
 from sound_cluster.run.saved_models import load_record, save_units
 from sound_cluster.run_folder import ModelsFolder, RunFolder
-from sound_cluster.segment.units import SEGMENT
+from sound_cluster.segment.units import SEGMENT, UnitSteps
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,13 @@ class Recut:
 
     encoder: Any
     record: ClusterRecord
-    known: dict[Path, np.ndarray]
+    known: dict[Path, Any]  # each file's step embeddings: an array, or rows in the step cache (StoredRows)
     file_labels: dict[Path, int] | None
     unit_counts: dict[Path, int]
-    unit_spans: dict[Path, list[tuple[int, int, int]]]
+    unit_spans: dict[Path, np.ndarray]  # per file, its units' start and end step and cluster, (n_units, 3)
     head_history: dict[str, list[float]]
     merges: dict[Path, Any]  # each file's merges, read back from the run's tree (K does not change a fold)
+    held: dict[str, Any] = dataclasses.field(default_factory=dict)  # the summary's step_embeddings entry
 
 
 def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failures: list[Failure]) -> Recut:
@@ -123,6 +125,7 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     """
     from sound_cluster.embed.encoder import load_encoder, save_encoder
     from sound_cluster.embed.head import head_for
+    from sound_cluster.embed.step_cache import StepCache
 
     run = RunFolder(Path(params.run))
     old_models = run.models
@@ -136,17 +139,32 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     except (OSError, ValueError) as err:
         raise ConfigError(f"run: {run.dir}: {err}") from None
     by_rel = {display_path(f.path, rel_root): f for f in feats}
-    steps: list[np.ndarray | None] = []
+    # Past executor.steps_in_memory_mb each file's step embeddings wait in the step cache (this encoder's folder,
+    # as a fit leaves them there; put there from the run where missing) and are read from there when needed.
+    cache = StepCache(feats[0].cache_path.parent, encoder=encoder) if feats else None
+    if cache is not None:
+        cache.prepare()
+    store = StepStore(budget_bytes=params.executor.steps_in_memory_mb * 1e6 if cache is not None else np.inf)
+    steps: list[Any] = []  # per file of the run: its step embeddings (an array, or rows in the step cache) or None
+    dims = {int(units["vectors"].shape[1])}
     for rel in units["files"]:
         f = by_rel.get(str(rel))
         try:
             if f is None:
                 raise OSError("the file is no longer under data.path")
-            steps.append(run.read_step_embeddings(names[str(rel)]))
+            emb = run.read_step_embeddings(names[str(rel)])
+            dims.add(int(emb.shape[1]))
+            over = store.held + emb.nbytes > store.budget
+            store.add(emb, stored=cache.path(f.cache_path) if over and cache.put(f.cache_path, emb) else None)
+            steps.append(store[len(store) - 1])
+            del emb
         except (OSError, KeyError, ValueError) as err:
             failures.append(Failure(f.path if f is not None else rel_root / str(rel), "recluster",
                                     f"the run's embeddings cannot be read: {err}"))
             steps.append(None)
+    if store.over_budget:
+        log.warning("step embeddings: %d files are held in memory past executor.steps_in_memory_mb (the step cache "
+                    "could not store them)", store.over_budget)
     if all(s is None for s in steps):
         raise ConfigError(f"run: none of the files of {run.dir} can be read again")
     if any(s is None for s in steps):  # units of lost files leave the cut, which then is not the run's
@@ -155,22 +173,22 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     n_steps = np.array([len(s) for s in steps])
     if (units["end"] > n_steps[units["unit_file"]]).any():
         raise ConfigError(f"run: {old_models.units} holds units that end past their file's steps")
-    dims = {s.shape[1] for s in steps} | {int(units["vectors"].shape[1])}
     if len(dims) > 1:
         raise ConfigError(f"run: the step embeddings and units of {run.dir} differ in width ({sorted(dims)})")
     max_k = params.units.max_clusters if prior.unit == SEGMENT else params.model.max_clusters
     clusters = clusters_at(hierarchy, n_clusters=params.model.n_clusters, max_clusters=max_k)
-    unit_steps = [steps[int(f)][int(s):int(e)] for f, s, e in zip(units["unit_file"], units["start"], units["end"])]
+    unit_steps = UnitSteps(_Spans(units), steps)  # each unit's rows, made when the head draws a crop of it
     encoder, history = head_for(encoder, clusters, unit_steps, model=params.model, train=params.train,
                                 seed=params.seed)
     record = clusters.record(unit=prior.unit, sound_length_s=prior.sound_length_s)
 
     paths = [by_rel[str(rel)].path for rel in units["files"]]
-    spans: dict[Path, list[tuple[int, int, int]]] = {}
-    counts: dict[Path, int] = {}
-    for f, s, e, c in zip(units["unit_file"], units["start"], units["end"], clusters.labels):
-        spans.setdefault(paths[int(f)], []).append((int(s), int(e), int(c)))
-        counts[paths[int(f)]] = counts.get(paths[int(f)], 0) + 1
+    order = np.argsort(units["unit_file"], kind="stable")  # each file's units together, in their order
+    table = np.column_stack([units["start"], units["end"], np.asarray(clusters.labels, dtype=np.int64)])[order]
+    files = units["unit_file"][order]
+    first = np.flatnonzero(np.r_[True, files[1:] != files[:-1]]) if len(files) else np.empty(0, np.int64)
+    spans = {paths[int(i)]: rows for i, rows in zip(files[first], np.split(table, first[1:]))}
+    counts = {p: len(rows) for p, rows in spans.items()}
     models.dir.mkdir(parents=True, exist_ok=True)
     save_encoder(encoder, models.encoder)
     for old, new in ((old_models.params, models.params), (old_models.merge_model, models.dir / ModelsFolder.MERGE_MODEL),
@@ -181,9 +199,12 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     atomic_write_json(models.clusters, record.to_dict())
     log.info("recluster: %s cut at K=%d (%s)", run.dir, record.k, record.rule)
     merges = _run_merges(run, {by_rel[str(rel)].path: names[str(rel)] for rel in units["files"]}, steps)
+    held = {"files_in_memory": len(store) - store.n_on_disk, "mb_in_memory": round(store.held / 1e6, 1),
+            "files_read_from_step_cache": store.n_on_disk}
     return Recut(encoder, record, {p: s for p, s in zip(paths, steps)},
                  None if prior.unit == SEGMENT else {p: int(c) for p, c in zip(paths, clusters.labels)},
-                 counts if prior.unit == SEGMENT else {}, spans if prior.unit == SEGMENT else {}, history, merges)
+                 counts if prior.unit == SEGMENT else {}, spans if prior.unit == SEGMENT else {}, history, merges,
+                 held)
 
 
 def _run_merges(run: RunFolder, names: dict[Path, str], steps: list[np.ndarray]) -> dict[Path, Any]:
@@ -230,6 +251,9 @@ class _Spans:
     """The run's units as :func:`sound_cluster.run.saved_models.save_units` takes them."""
 
     arrays: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.arrays["unit_file"])
 
     @property
     def file(self):

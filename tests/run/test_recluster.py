@@ -86,6 +86,15 @@ def test_recluster_of_recordings_keeps_the_segments_of_a_fresh_fit(tmp_path):
     assert json.loads((again / "models" / "clusters.json").read_text())["unit"] == "segment"
     summary = json.loads((again / "summary.json").read_text())
     assert summary["recluster"]["merges_reused"] == summary["files_processed"]
+    assert summary["step_embeddings"]["files_in_memory"] == 4
+    # Forbidden to hold step embeddings, it reads them from the step cache when needed: the same run.
+    capped = tmp_path / "capped"
+    run(make_params("debug=tiny", "task=recluster", f"run={first}", "model.n_clusters=2", "output.report=false",
+                    f"features.cache_dir={tmp_path / 'cache'}", "executor.steps_in_memory_mb=0"), output_dir=capped)
+    _same_outputs(capped, again)
+    assert (capped / "segments.csv").read_text() == (again / "segments.csv").read_text()
+    held = json.loads((capped / "summary.json").read_text())["step_embeddings"]
+    assert held == {"files_in_memory": 0, "mb_in_memory": 0.0, "files_read_from_step_cache": 4}
 
 
 def test_recluster_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
