@@ -171,7 +171,8 @@ class RunFolder:
     @property
     def scratch(self) -> Path:
         """``.scratch/``: what a run keeps on disk only while it runs (each file's fold, from the units to the
-        trees); removed when the run ends, however it ends."""
+        trees); removed when the run ends, also when it fails or is interrupted (a run killed outright leaves it to
+        the next run in the folder)."""
         return self.dir / ".scratch"
 
     @property
