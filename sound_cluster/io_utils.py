@@ -273,15 +273,15 @@ def csv_text(header: Iterable[Any], rows: Iterable[Iterable[Any]]) -> str:
     Written by hand because Python 3.11's writer, given ``\\n`` line ends, leaves a field holding a
     bare ``\\r`` (a file name may) unquoted, and every reader then splits the row there.
     """
+    return csv_lines((header, *rows))
+
+
+def csv_lines(rows: Iterable[Iterable[Any]]) -> str:
+    """:func:`csv_text`'s lines of ``rows`` alone, no header: rows to append to a table."""
     def cell(value: Any) -> str:
         text = str(value)
         if any(c in text for c in ',"\r\n') or text != text.strip(" "):
             return '"' + text.replace('"', '""') + '"'
         return text
 
-    return "".join(",".join(cell(v) for v in row) + "\n" for row in (header, *rows))
-
-
-def csv_lines(rows: Iterable[Iterable[Any]]) -> str:
-    """:func:`csv_text` without its header line: rows to append to a table."""
-    return csv_text((), rows).split("\n", 1)[1]
+    return "".join(",".join(cell(v) for v in row) + "\n" for row in rows)

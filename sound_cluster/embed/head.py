@@ -100,9 +100,7 @@ def embed_files(encoder: keras.Model, frames_paths: Sequence[Path], *, cache: St
         store.add(emb, stored=cache.path(p) if stored else None)
     if cache is not None:
         log.info("step embeddings: %d of %d files read from the step cache; %s", hits, len(store), store.describe())
-    if store.over_budget:
-        log.warning("step embeddings: %d files are held in memory past executor.steps_in_memory_mb (the step cache "
-                    "could not store them)", store.over_budget)
+    store.warn_over_budget()
     return np.array(clips), store
 
 

@@ -115,12 +115,17 @@ class StepStore(Sequence):
         self.items: list[Steps] = []
         self.over_budget = 0  # files held in memory past the budget (their entry could not be written)
 
+    def fits(self, steps: np.ndarray) -> bool:
+        """Whether ``steps`` would be held in memory within the budget."""
+        return self.held + steps.nbytes <= self.budget
+
     def add(self, steps: np.ndarray, *, stored: Path | None = None) -> None:
         """The next file's step embeddings; ``stored``: its step-cache entry, where it holds exactly ``steps``."""
-        if stored is not None and self.held + steps.nbytes > self.budget:
+        fits = self.fits(steps)
+        if stored is not None and not fits:
             self.items.append(StoredRows.of(stored))
             return
-        if self.held + steps.nbytes > self.budget:
+        if not fits:
             self.over_budget += 1
         self.items.append(steps)
         self.held += steps.nbytes
@@ -137,6 +142,17 @@ class StepStore(Sequence):
     @property
     def n_on_disk(self) -> int:
         return sum(isinstance(x, StoredRows) for x in self.items)
+
+    def summary(self) -> dict[str, float]:
+        """``summary.json``'s ``step_embeddings``: files held in memory, their MB, files read from the step cache."""
+        return {"files_in_memory": len(self) - self.n_on_disk, "mb_in_memory": round(self.held / 1e6, 1),
+                "files_read_from_step_cache": self.n_on_disk}
+
+    def warn_over_budget(self) -> None:
+        """Logs a warning where files are held past the budget because the step cache could not store them."""
+        if self.over_budget:
+            log.warning("step embeddings: %d files are held in memory past executor.steps_in_memory_mb (the step "
+                        "cache could not store them)", self.over_budget)
 
     def describe(self) -> str:
         on_disk = self.n_on_disk

@@ -27,7 +27,7 @@ from sound_cluster.run.run_dir import Timer
 from sound_cluster.run.saved_models import load_record, save_units
 from sound_cluster.run.unit_plan import plan_units
 from sound_cluster.run_folder import ModelsFolder, RunFolder
-from sound_cluster.segment.units import SEGMENT
+from sound_cluster.segment.units import SEGMENT, spans_by_file
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,7 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
             cache.prepare()
         clip_embeddings, steps = embed_files(encoder, [f.cache_path for f in readable], cache=cache,
                                              budget_bytes=params.executor.steps_in_memory_mb * 1e6)
-    held = {"files_in_memory": len(steps) - steps.n_on_disk, "mb_in_memory": round(steps.held / 1e6, 1),
-            "files_read_from_step_cache": steps.n_on_disk}  # executor.steps_in_memory_mb
+    held = steps.summary()  # executor.steps_in_memory_mb
     units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer,
                                                         merges_dir=folder.scratch / "merges")
     with timer.stage("cluster"):
@@ -195,11 +194,9 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
     if units is not None:
         unit_fit.merges = {readable[i].path: m for i, m in units.merges.items()}
         unit_fit.counts = {readable[i].path: n for i, n in units.counts.items()}
-        # Each unit's span and cluster by file (units come in file order), to say how often the head agrees with them.
-        table = np.column_stack([units.start, units.end, np.asarray(clusters.labels, dtype=np.int64)])
-        starts = np.flatnonzero(np.r_[True, np.diff(units.file) != 0]) if len(units) else np.empty(0, np.int64)
-        for f, rows in zip(units.file[starts], np.split(table, starts[1:])):
-            unit_fit.spans[readable[int(f)].path] = rows
+        # Each unit's span and cluster by file, to say how often the head agrees with them.
+        unit_fit.spans = {readable[i].path: rows
+                          for i, rows in spans_by_file(units.file, units.start, units.end, clusters.labels)}
     save_encoder(encoder, models.encoder)
     atomic_write_json(models.params, {
         "features": params.features.key_fields(), "model": params.model.to_dict(), "units": params.units.to_dict(),

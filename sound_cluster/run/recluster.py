@@ -27,7 +27,7 @@ from sound_cluster.ingest.failures import Failure, display_path
 from sound_cluster.io_utils import atomic_write_json, read_arrays
 from sound_cluster.run.saved_models import load_record, save_units
 from sound_cluster.run_folder import ModelsFolder, RunFolder
-from sound_cluster.segment.units import SEGMENT, UnitSteps
+from sound_cluster.segment.units import SEGMENT, UnitSteps, spans_by_file
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +154,15 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
                 raise OSError("the file is no longer under data.path")
             emb = run.read_step_embeddings(names[str(rel)])
             dims.add(int(emb.shape[1]))
-            over = store.held + emb.nbytes > store.budget
-            store.add(emb, stored=cache.path(f.cache_path) if over and cache.put(f.cache_path, emb) else None)
-            steps.append(store[len(store) - 1])
+            spill = not store.fits(emb) and cache.put(f.cache_path, emb)
+            store.add(emb, stored=cache.path(f.cache_path) if spill else None)
+            steps.append(store[-1])
             del emb
         except (OSError, KeyError, ValueError) as err:
             failures.append(Failure(f.path if f is not None else rel_root / str(rel), "recluster",
                                     f"the run's embeddings cannot be read: {err}"))
             steps.append(None)
-    if store.over_budget:
-        log.warning("step embeddings: %d files are held in memory past executor.steps_in_memory_mb (the step cache "
-                    "could not store them)", store.over_budget)
+    store.warn_over_budget()
     if all(s is None for s in steps):
         raise ConfigError(f"run: none of the files of {run.dir} can be read again")
     if any(s is None for s in steps):  # units of lost files leave the cut, which then is not the run's
@@ -183,11 +181,8 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     record = clusters.record(unit=prior.unit, sound_length_s=prior.sound_length_s)
 
     paths = [by_rel[str(rel)].path for rel in units["files"]]
-    order = np.argsort(units["unit_file"], kind="stable")  # each file's units together, in their order
-    table = np.column_stack([units["start"], units["end"], np.asarray(clusters.labels, dtype=np.int64)])[order]
-    files = units["unit_file"][order]
-    first = np.flatnonzero(np.r_[True, files[1:] != files[:-1]]) if len(files) else np.empty(0, np.int64)
-    spans = {paths[int(i)]: rows for i, rows in zip(files[first], np.split(table, first[1:]))}
+    spans = {paths[i]: rows for i, rows in spans_by_file(units["unit_file"], units["start"], units["end"],
+                                                         clusters.labels)}
     counts = {p: len(rows) for p, rows in spans.items()}
     models.dir.mkdir(parents=True, exist_ok=True)
     save_encoder(encoder, models.encoder)
@@ -199,12 +194,10 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     atomic_write_json(models.clusters, record.to_dict())
     log.info("recluster: %s cut at K=%d (%s)", run.dir, record.k, record.rule)
     merges = _run_merges(run, {by_rel[str(rel)].path: names[str(rel)] for rel in units["files"]}, steps)
-    held = {"files_in_memory": len(store) - store.n_on_disk, "mb_in_memory": round(store.held / 1e6, 1),
-            "files_read_from_step_cache": store.n_on_disk}
     return Recut(encoder, record, {p: s for p, s in zip(paths, steps)},
                  None if prior.unit == SEGMENT else {p: int(c) for p, c in zip(paths, clusters.labels)},
                  counts if prior.unit == SEGMENT else {}, spans if prior.unit == SEGMENT else {}, history, merges,
-                 held)
+                 store.summary())
 
 
 def _run_merges(run: RunFolder, names: dict[Path, str], steps: list[np.ndarray]) -> dict[Path, Any]:

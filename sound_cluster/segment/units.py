@@ -264,6 +264,28 @@ class UnitSteps(Sequence):
         return row_span(self.step_embeddings[int(u.file[i])], int(u.start[i]), int(u.end[i]))
 
 
+def spans_by_file(file: np.ndarray, start: np.ndarray, end: np.ndarray,
+                  clusters: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Units grouped by their file: per file index, in order, its units' rows ``(start, end, cluster)``.
+
+    Parameters
+    ----------
+    file, start, end, clusters : np.ndarray [shape=(n_units,)]
+        Each unit's file index, step span and cluster.
+
+    Returns
+    -------
+    list of (int, np.ndarray [shape=(n_file_units, 3), dtype=int64])
+        One array per file (not a tuple per unit), each file's units in their order.
+    """
+    file = np.asarray(file)
+    order = np.argsort(file, kind="stable")
+    table = np.column_stack([start, end, clusters]).astype(np.int64)[order]
+    files = file[order]
+    first = np.flatnonzero(np.r_[True, files[1:] != files[:-1]]) if len(files) else np.empty(0, np.int64)
+    return [(int(i), rows) for i, rows in zip(files[first], np.split(table, first[1:]))]
+
+
 def collect_units(spans: Sequence[Sequence[tuple[int, int]]], step_embeddings: Sequence[np.ndarray],
                   quiet: Sequence[np.ndarray], *, merges: dict[int, Any] | None = None) -> Units:
     """Every file's segments as units.
