@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from sound_cluster.config.checks import build, fail, int_at_least, non_negative, one_of, positive_float, positive_int
@@ -135,6 +136,10 @@ class AugmentParams:
         colour, which both views of a file share, cannot decide the cluster
     mix_prob : probability that a view gets a crop of another file mixed underneath it
     mix_below_db : that crop's level below the view's, drawn from [mix_below_db, mix_below_db + 10] dB
+    bed_prob : probability that a view gets a continuous background bed underneath it (a crop of
+        ``pretrain.beds`` or a synthesized one: :func:`sound_cluster.embed.crops.synthetic_bed`)
+    bed_below_db : the bed's mean power below that of the view's sound, drawn from
+        [bed_below_db, bed_below_db + 14] dB
     mel_warp : the mel axis is stretched by a factor drawn from [1 - mel_warp, 1 + mel_warp] (as a
         longer or shorter vocal tract moves every formant by one factor); 0: none
     band_limit_prob : probability that everything above a random band (in the upper half of the
@@ -154,6 +159,10 @@ class AugmentParams:
         probability of another file's crop underneath a view
     mix_below_db
         its level below the view's: [mix_below_db, mix_below_db + 10] dB
+    bed_prob
+        probability of a continuous background bed underneath a view
+    bed_below_db
+        its level below the view's sound: [bed_below_db, bed_below_db + 14] dB
     mel_warp
         the mel axis stretched by a factor in [1 - mel_warp, 1 + mel_warp]
     band_limit_prob
@@ -167,15 +176,17 @@ class AugmentParams:
     eq_nats: float = 1.0
     mix_prob: float = 0.0
     mix_below_db: float = 10.0
+    bed_prob: float = 0.0
+    bed_below_db: float = 3.0
     mel_warp: float = 0.0
     band_limit_prob: float = 0.0
 
-    FLOATS = ("eq_nats", "mix_prob", "mix_below_db", "mel_warp", "band_limit_prob")
+    FLOATS = ("eq_nats", "mix_prob", "mix_below_db", "bed_prob", "bed_below_db", "mel_warp", "band_limit_prob")
 
     def check(self, prefix: str = "train.augment") -> None:
         for f in dataclasses.fields(self):
             non_negative(f"{prefix}.{f.name}", getattr(self, f.name), integer=f.name not in self.FLOATS)
-        for name in ("mix_prob", "band_limit_prob"):
+        for name in ("mix_prob", "bed_prob", "band_limit_prob"):
             if getattr(self, name) > 1:
                 fail(f"{prefix}.{name}", getattr(self, name), "in [0, 1]")
         if self.mel_warp >= 0.5:
@@ -295,6 +306,9 @@ class PretrainParams:
     source_power : each source of the corpus (a package; the program that spoke synthesized
         speech) is drawn with probability ~ files ** source_power: 1 draws every file equally
         often, 0 every source equally often
+    beds : a folder of continuous background recordings (wind, rain, traffic, room tone; null: none)
+        laid under views with ``pretrain.train.augment.bed_prob``, half of the time, beside
+        synthesized beds (:func:`sound_cluster.embed.crops.synthetic_bed`)
     train : the training settings, every key of ``train``; pre-training's own recipe (:data:`PRETRAIN_TRAIN`)
         trains longer on crops of about a second (most words, notes and hits fit whole), with views
         nearer and augmentation stronger than a fit's
@@ -304,6 +318,7 @@ class PretrainParams:
     max_minutes: float | None = 105
     group_prob: float = 0.7
     source_power: float = 0.5
+    beds: str | None = None
     train: TrainParams = field(default_factory=lambda: PRETRAIN_TRAIN)
 
     def check(self, prefix: str = "pretrain") -> None:
@@ -314,5 +329,7 @@ class PretrainParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 fail(f"{prefix}.{name}", value, "a number in [0, 1]")
+        if self.beds is not None and not Path(self.beds).is_dir():
+            fail(f"{prefix}.beds", str(self.beds), "an existing folder of background recordings, or null")
         self.train.check(f"{prefix}.train", n_clusters=self.n_clusters, head_key=f"{prefix}.n_clusters")
 

@@ -4,7 +4,8 @@ Each example is a pair of *views*: two crops of the same file that lie close in 
 files are grouped (the same sound made differently: one note at another pitch, one word in
 another voice), crops of two files of one group at the same relative position. Each view is
 independently augmented (mel shift and warp, a random equaliser, a random band limit,
-SpecAugment-style masks, another recording underneath). The model must give both views the same
+SpecAugment-style masks, another recording underneath, a continuous background bed underneath).
+The model must give both views the same
 cluster and embedding, which is where invariance to pitch, voice, loudness, channel and exact
 position comes from. Every row also carries the frames of the crop that hold the file's own
 audio, so a short file padded into a crop is pooled over its own frames only, as it is when the
@@ -89,11 +90,16 @@ class CropSampler:
         See ``groups``.
     weights : sequence of float, optional
         Multiplies each file's probability of being drawn (e.g. to balance the sources of a corpus).
+    beds : sequence of Path or np.ndarray, optional
+        Log-mel arrays of continuous background recordings (wind, rain, traffic, room tone). A view
+        that gets a bed (``augment.bed_prob``) takes a crop of one of them half of the time, and a
+        synthesized bed (:func:`synthetic_bed`) otherwise; without them, always a synthesized one.
     """
 
     def __init__(self, paths: Sequence[Path | np.ndarray], *, crop_frames: int, batch_size: int, augment: AugmentParams,
                  seed: int, length_power: float = 0.0, groups: Sequence[int] | None = None, group_prob: float = 1.0,
-                 weights: Sequence[float] | None = None) -> None:
+                 weights: Sequence[float] | None = None, beds: Sequence[Path | np.ndarray] | None = None) -> None:
+        self.beds = [FrameFile(p) if isinstance(p, (str, Path)) else p for p in (beds or ())]
         lazy = getattr(paths, "lengths", None)  # a sequence that makes its items when asked for: not listed
         self.arrays = paths if lazy is not None else [FrameFile(p) if isinstance(p, (str, Path)) else p for p in paths]
         if not len(self.arrays):
@@ -217,7 +223,7 @@ class CropSampler:
             s2 = int(rng.integers(max(0, centre - shift), min(span2, centre + shift) + 1))
             for row, a, s in ((i, arr, s1), (b + i, arr2, s2)):
                 crop, start, end = self._crop(a, s)
-                out[row] = self._augment(self._mix(crop))
+                out[row] = self._augment(self._under_bed(self._mix(crop), start, end))
                 info[row] = (self.group[f], start, end)
         return out, info
 
@@ -236,6 +242,73 @@ class CropSampler:
         y = y - y.mean() + x.mean() - below_nats
         return np.logaddexp(x, y).astype(np.float32)
 
+    def _under_bed(self, x: np.ndarray, start: int, end: int) -> np.ndarray:
+        """With probability ``bed_prob``, a continuous background under the whole crop, in the power domain.
+
+        The bed's mean power is set ``bed_below_db`` to ``bed_below_db + 14`` dB below the mean
+        power of the crop's own frames (``start:end``: the sound, not the padding around a short
+        one), as a sound of a field recording stands above its background; the two views of an
+        example get beds of their own, so the encoder learns to give a sound the same embedding
+        over any background.
+        """
+        a, rng = self.aug, self.rng
+        if not a.bed_prob or rng.random() >= a.bed_prob:
+            return x
+        n = x.shape[0]
+        if self.beds and rng.random() < 0.5:
+            src = self.beds[int(rng.integers(len(self.beds)))]
+            bed = self._crop(src, int(rng.integers(0, abs(src.shape[0] - n) + 1)))[0]
+        else:
+            bed = synthetic_bed(n, x.shape[1], rng)
+        below_nats = (a.bed_below_db + 14.0 * rng.random()) * np.log(10.0) / 10.0  # dB of power -> nats
+        level = _mean_log_power(x[start:end]) - below_nats
+        bed = bed - _mean_log_power(bed) + level
+        return np.logaddexp(x, bed).astype(np.float32)
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         while True:
             yield self.batch_with_files()
+
+
+def _mean_log_power(x: np.ndarray) -> float:
+    """The log of the mean power of log-power frames (natural log), computed without overflow."""
+    top = float(np.max(x))
+    return top + float(np.log(np.mean(np.exp(x - top))))
+
+
+def synthetic_bed(n_frames: int, n_mels: int, rng: np.random.Generator) -> np.ndarray:
+    """Log-mel frames of a random continuous background: coloured noise whose level drifts, sometimes a hum.
+
+    A spectral slope from white to darker than brown noise with a smooth random equaliser on it;
+    a level that drifts over the crop (a ramp and a slow swell, as wind and traffic rise and fall);
+    frame-to-frame fluctuation that is larger in the low bands (fewer FFT bins per mel band) and
+    smoothed over neighbouring frames (the STFT's windows overlap); with probability 0.3, a few
+    narrow bands raised (hum, an engine, insects).
+
+    Parameters
+    ----------
+    n_frames, n_mels : int
+        Shape of the bed.
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray [shape=(n_frames, n_mels), dtype=float32]
+        Natural-log power; the caller sets its level.
+    """
+    m = np.linspace(0.0, 1.0, n_mels, dtype=np.float32)
+    shape = rng.uniform(-5.0, 0.5) * m  # nats from the lowest band to the highest
+    shape += sum(rng.uniform(-1.5, 1.5) / (i + 1) * np.cos((i + 1) * np.pi * m + rng.uniform(0, np.pi))
+                 for i in range(3))
+    t = np.arange(n_frames, dtype=np.float32)
+    period = rng.uniform(30.0, 300.0)  # frames: a swell of 0.3 to 3 s
+    level = rng.uniform(-1.0, 1.0) * t / max(n_frames, 1) \
+        + rng.uniform(0.0, 0.7) * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+    spread = rng.uniform(0.2, 0.6) * (1.0 + 1.5 * (1.0 - m))  # nats, larger where a band holds few bins
+    noise = rng.standard_normal((n_frames + 2, n_mels)).astype(np.float32) * spread
+    noise = (noise[:-2] + noise[1:-1] + noise[2:]) / np.sqrt(3.0)  # neighbouring frames share samples
+    bed = shape[None, :] + level[:, None] + noise
+    if rng.random() < 0.3:
+        bands = rng.integers(0, n_mels, size=int(rng.integers(1, 4)))
+        bed[:, bands] += rng.uniform(1.0, 3.0, size=len(bands)).astype(np.float32)
+    return bed.astype(np.float32)

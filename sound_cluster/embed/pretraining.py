@@ -149,7 +149,8 @@ def started_from(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_dir: Path, corpus_root: Path,
-             audio_seconds: float, audio_paths: Sequence[Path] | None = None) -> dict[str, Any]:
+             audio_seconds: float, audio_paths: Sequence[Path] | None = None,
+             beds: Sequence[Any] = ()) -> dict[str, Any]:
     """Pre-train an encoder and write ``models/encoder.keras`` and its card ``models/encoder.json``.
 
     Parameters
@@ -168,6 +169,9 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
     audio_paths : sequence of Path, optional
         The audio file of each entry of ``frame_files``, to find its group and source in the
         corpus' manifest; without them every file is its own group and drawn equally often.
+    beds : sequence of FileFeatures
+        The features of ``pretrain.beds``' recordings (``cache_path``, ``n_frames``,
+        ``duration_s``), laid under views with ``pretrain.train.augment.bed_prob``.
 
     Returns
     -------
@@ -194,7 +198,7 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
         log_dir=str(folder.tensorboard), verbose=0, init=str(init.path) if init else None,
         max_seconds=pt.max_minutes * 60 if pt.max_minutes else None,
         checkpoint=str(models.checkpoint),  # a stopped run keeps its last epoch
-        groups=groups, group_prob=pt.group_prob, weights=weights)
+        groups=groups, group_prob=pt.group_prob, weights=weights, beds=[b.cache_path for b in beds])
     wall = time.monotonic() - start
     epochs = len(history.get("loss", []))
     steps = epochs * pt.train.resolved_steps_per_epoch(sum(n for _, n in frame_files))
@@ -212,6 +216,8 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
             "epochs": epochs, "steps": steps, "batch_size": pt.train.batch_size,
             "crop_frames": pt.train.crop_frames, "seed": params.seed, "wall_seconds": round(wall, 1),
             "group_prob": pt.group_prob, "source_power": pt.source_power,
+            **({"beds": {"files": len(beds), "minutes": round(sum(b.duration_s for b in beds) / 60, 1),
+                         "folder": Path(pt.beds).name}} if beds else {}),
             "settings": dataclasses.asdict(pt.train),
             "final": {k: round(v[-1], 4) for k, v in history.items() if v},
         },

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 import keras
@@ -303,6 +304,7 @@ def fit_encoder(
     groups: Sequence[int] | None = None,
     group_prob: float = 1.0,
     weights: Sequence[float] | None = None,
+    beds: Sequence[str | Path] = (),
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train an encoder on cached log-mel files with the settings of ``train``.
 
@@ -316,9 +318,9 @@ def fit_encoder(
         Training time budget (see :func:`train_encoder`).
     checkpoint : str, optional
         Where to save the encoder after every epoch (see :func:`train_encoder`).
-    groups, group_prob, weights : optional
-        Files that are the same sound made differently, and how files are drawn (see
-        :class:`sound_cluster.embed.crops.CropSampler`).
+    groups, group_prob, weights, beds : optional
+        Files that are the same sound made differently, how files are drawn, and background
+        recordings' log-mel arrays (see :class:`sound_cluster.embed.crops.CropSampler`).
 
     Returns
     -------
@@ -326,7 +328,7 @@ def fit_encoder(
     """
     sampler = CropSampler([p for p, _ in frame_files], crop_frames=train.crop_frames, batch_size=train.batch_size,
                           augment=train.augment, seed=seed, length_power=train.length_power, groups=groups,
-                          group_prob=group_prob, weights=weights)
+                          group_prob=group_prob, weights=weights, beds=beds)
     return train_encoder(
         sampler, model=model, train=train, n_mels=n_mels,
         steps_per_epoch=train.resolved_steps_per_epoch(sum(n for _, n in frame_files)), seed=seed,

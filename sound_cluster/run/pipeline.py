@@ -251,11 +251,31 @@ def _pretrain(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, An
     from sound_cluster.embed.pretraining import pretrain
 
     params, feats = state.params, state.feats
+    beds = _bed_features(params, cache=state.cache) if params.pretrain.beds else []
     with state.timer.stage("pretrain"):
         state.extra["pretrain"] = pretrain(
             [(f.cache_path, f.n_frames) for f in feats], params=params, output_dir=folder.dir, corpus_root=state.root,
-            audio_seconds=sum(f.duration_s for f in feats), audio_paths=[f.path for f in feats])
+            audio_seconds=sum(f.duration_s for f in feats), audio_paths=[f.path for f in feats], beds=beds)
     return write_summary(folder.dir, state, status="complete")
+
+
+def _bed_features(params: Params, *, cache: FeatureCache) -> list[FileFeatures]:
+    """The features of ``pretrain.beds``' recordings, through the feature cache.
+
+    Raises
+    ------
+    AudioError
+        The folder holds no usable audio.
+    """
+    root = Path(params.pretrain.beds)
+    files, _ = discover(root, extensions=params.data.extensions, follow_symlinks=params.data.follow_symlinks)
+    feats, failed = extract_files(files, params=params, cache=cache)
+    for f in failed:
+        log.warning("pretrain.beds: skipped %s (%s): %s", f.path, f.stage, f.reason)
+    if not feats:
+        raise AudioError(f"pretrain.beds: no usable audio under {root}", stage="features")
+    log.info("pretrain.beds: %d recordings, %.1f minutes", len(feats), sum(f.duration_s for f in feats) / 60)
+    return feats
 
 
 def _cluster(state: RunState, folder: RunFolder, *, task: Task) -> dict[str, Any]:

@@ -114,10 +114,17 @@ def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
     assert fit_enc.get_layer("logits").units == summary["clusters"]["n_clusters"] == 4
 
     # Pre-training on from that encoder: the new card keeps the first run, so it tells the whole training.
+    # With beds under every view: a background recording of its own folder.
+    beds = tmp_path / "beds"
+    beds.mkdir()
+    rng = np.random.default_rng(3)
+    sf.write(beds / "wind.wav", (0.05 * rng.standard_normal(SR * 3)).astype(np.float32), SR)
     more = tmp_path / "more"
     run(make_params("debug=tiny", f"data.path={audio}", "task=pretrain", f"model.init={enc}",
-                    f"features.cache_dir={cache}"), output_dir=more)
+                    f"features.cache_dir={cache}", f"pretrain.beds={beds}", "pretrain.train.augment.bed_prob=1.0"),
+        output_dir=more)
     card2 = json.loads((more / "models" / "encoder.json").read_text())
+    assert card2["training"]["beds"] == {"files": 1, "minutes": 0.1, "folder": "beds"}
     assert card2["init"] == str(enc) and card2["started_from"]["init"] == "scratch"
     assert card2["started_from"]["steps"] == 6 and card2["started_from"]["wall_seconds"] == card["training"]["wall_seconds"]
 
@@ -134,6 +141,46 @@ def test_mixing_puts_another_recording_underneath_at_a_lower_level(tmp_path):
     # The mix only adds power; the added crop lies 10 to 20 dB (2.3 to 4.6 nats) below the view.
     assert np.all(x >= quiet[:20]) and np.all(x > -10.0)
     assert np.all(x <= -10.0 + np.log1p(10 ** -1.0) + 1e-5)
+
+
+def test_beds_lie_under_the_whole_crop_at_a_level_below_its_sound(tmp_path):
+    sound = np.full((20, 8), -30.0, dtype=np.float32)
+    sound[5:10] = 0.0  # a short sound in a quiet crop: the bed's level follows the sound, not the crop
+    bed = np.full((200, 8), -5.0, dtype=np.float32)
+    aug = AugmentParams(view_max_shift_frames=0, mel_shift_bins=0, time_mask_frames=0, freq_mask_bins=0, eq_nats=0,
+                        bed_prob=1.0, bed_below_db=10.0)
+    s = CropSampler([sound], crop_frames=20, batch_size=4, augment=aug, seed=0, beds=[bed])
+    for _ in range(20):  # half of them a crop of the recording, half synthesized
+        x = s._under_bed(sound, 5, 10)
+        assert np.all(x >= sound)
+        # Under the sound: 10 to 24 dB below it. Between sounds the bed is what is heard (far above -30).
+        below_db = 10 * np.log10(np.exp(0.0) / np.mean(np.exp(x[:5])))
+        assert 10 - 1.5 <= below_db <= 24 + 1.5
+        assert np.all(x[5:10] <= np.log1p(10 ** -1.0) + 1.5)
+    # Off by default: the views, and the draws after them, are the same as without the setting.
+    plain = AugmentParams(view_max_shift_frames=0)
+    a = CropSampler([sound, bed], crop_frames=20, batch_size=4, augment=plain, seed=1)
+    b = CropSampler([sound, bed], crop_frames=20, batch_size=4, augment=plain, seed=1, beds=[bed])
+    np.testing.assert_array_equal(a.batch(), b.batch())
+
+
+def test_synthetic_beds_are_continuous_and_vary():
+    from sound_cluster.embed.crops import synthetic_bed
+
+    rng = np.random.default_rng(0)
+    beds = [synthetic_bed(100, 64, rng) for _ in range(8)]
+    for bed in beds:
+        assert bed.shape == (100, 64) and bed.dtype == np.float32 and np.all(np.isfinite(bed))
+        # No pause: every frame within a few nats of the bed's median level.
+        frame_level = np.log(np.mean(np.exp(bed), axis=1))
+        assert np.ptp(frame_level) < 5.0
+    slopes = [np.polyfit(np.arange(64), b.mean(axis=0), 1)[0] for b in beds]
+    assert np.ptp(slopes) > 0.02  # colours differ from bed to bed
+
+
+def test_pretrain_beds_must_be_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"pretrain.beds"):
+        make_params("task=pretrain", f"pretrain.beds={tmp_path / 'nowhere'}")
 
 
 def test_corpus_manifest_gives_groups_and_balances_sources(tmp_path):
