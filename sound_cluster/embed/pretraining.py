@@ -208,7 +208,8 @@ def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_d
         "format": CARD_FORMAT,
         "features": params.features.key_fields(),
         "model": model.to_dict(),
-        "init": params.model.init if init is None else str(init.path),
+        # "scratch", "pretrained" or the starting encoder's file name: never a machine's path.
+        "init": params.model.init if init is None or params.model.init == "pretrained" else init.path.name,
         # An encoder trained on from another: that one's run, so the card tells the whole training.
         **({"started_from": started_from(init.card)} if init is not None else {}),
         "corpus": {**corpus_card(corpus_root, seconds=audio_seconds, n_files=len(frame_files)), "sampling": sampling},
