@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--again", action="store_true", help="run each fit again on the same feature cache")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     exe = str(Path(sys.executable).with_name("sound-cluster"))
     kinds = [*args.executors, *(["again"] if args.again else []), *(["apply"] if args.apply else [])]
     growth: dict[str, list[tuple[float, float]]] = {e: [] for e in kinds}

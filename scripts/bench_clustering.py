@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--inits", nargs="+", default=["pretrained", "scratch"], help="model.init values to compare")
     ap.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: the user cache)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=20")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     import librosa

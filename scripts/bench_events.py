@@ -392,7 +392,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="build the folders and write the runs here (kept) instead of a "
                     "temporary folder")
     ap.add_argument("overrides", nargs="*", help="pipeline overrides for our runs, e.g. segment.pause_db=8")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     logging.basicConfig(level=logging.WARNING)
     for name in ("drums", "instruments", "fsdd"):
         if not (args.data / name / "labels.csv").is_file():

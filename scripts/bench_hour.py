@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     per_file = int(args.minutes * 60 / 0.92)  # events of 0.3-1.0 s plus 0.2-0.6 s of quiet: 0.92 s on average
     exe = str(Path(sys.executable).with_name("sound-cluster"))
     with tempfile.TemporaryDirectory() as tmp:

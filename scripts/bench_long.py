@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--minutes", nargs="+", type=float, default=[10, 30, 60])
     ap.add_argument("--keep", type=Path, default=None, help="write the audio and runs here (default: a temp dir)")
     ap.add_argument("overrides", nargs="*", default=["train.epochs=2", "segment.epochs=2"])
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_long_"))
     rows = []

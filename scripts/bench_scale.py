@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--reuse-fit", action="store_true", help="with --keep: take the fit already in DIR/fit "
                                                                "(its time and memory are then not measured)")
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     if args.reuse_fit and not args.keep:
         ap.error("--reuse-fit needs --keep DIR")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=40, help="files of each kind (with pauses, without)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     logging.basicConfig(level=logging.WARNING)
 
     import keras

@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--one", type=Path, default=None, help=argparse.SUPPRESS)  # a child: one run, JSON out
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     if args.one is not None:
         print(json.dumps(measure(args.one, args.one.with_name(args.one.name + "-cache"),
                                  args.one.with_name(args.one.name + "-run"), args.overrides)))

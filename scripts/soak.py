@@ -335,7 +335,7 @@ def main() -> int:
     ap.add_argument("--executors", nargs="+", default=["process", "dask"], choices=["process", "dask", "serial"])
     ap.add_argument("--no-slope", action="store_true", help="skip the two runs that measure memory against N")
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options
     out = args.out.resolve()
     if out.exists():
         shutil.rmtree(out)
