@@ -271,17 +271,17 @@ def clip_sets(data: Path, work: Path) -> list[tuple[str, np.ndarray, list[str], 
             cfg = compose_config([f"data.path={data / name}", "output.report=false", "output.max_plots=0",
                                   "output.overwrite=true"])
             run(params_from_config(cfg), output_dir=run_dir, config=cfg)
-        z = np.loadRunFolder(run_dir).models.units
+        z = np.load(RunFolder(run_dir).models.units)
         labels = read_labels(data / name / "labels.csv")
         lab = [labels[str(f)] for f in z["files"][z["unit_file"]]]
         out.append((name, z["vectors"].astype(np.float64), lab, 32))
-    # The bundled demo: 30 labelled clips (3 speakers x 10 digits) beside 4 unlabelled recordings.
+    # The bundled demo: its 30 labelled clips (labels.csv) beside its recordings.
     demo = Path(__file__).resolve().parents[1] / "sound_cluster" / "demo"
     run_dir = work / "demo"
     if not RunFolder(run_dir).models.units.is_file():
         cfg = compose_config(["output.report=false", "output.max_plots=0", "output.overwrite=true"])
         run(params_from_config(cfg), output_dir=run_dir, config=cfg)
-    z = np.loadRunFolder(run_dir).models.units
+    z = np.load(RunFolder(run_dir).models.units)
     labels = read_labels(demo / "labels.csv")
     keep = [i for i, f in enumerate(z["files"]) if str(f) in labels]
     out.append(("demo clips", z["vectors"][keep].astype(np.float64), [labels[str(z["files"][i])] for i in keep], 32))
