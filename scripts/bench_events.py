@@ -110,10 +110,10 @@ def _bed(beds: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray
     return out[:n]
 
 
-def _energy90_s(y: np.ndarray) -> float:
+def energy90_s(y: np.ndarray, sr: int = SR) -> float:
     """Seconds from an event's start until 90 % of its energy has passed (where a segment must not end before)."""
     e = np.cumsum(y.astype(np.float64) ** 2)
-    return float(np.searchsorted(e, 0.9 * e[-1]) / SR)
+    return float(np.searchsorted(e, 0.9 * e[-1]) / sr)
 
 
 def build(data: Path, out: Path, *, sets: list[str], n_files: int, events: tuple[int, int], seed: int,
@@ -151,7 +151,7 @@ def build(data: Path, out: Path, *, sets: list[str], n_files: int, events: tuple
                     start = int(round(t * SR))
                     placed.append((start, y))
                     rows.append([f"rec{i:02d}.wav", round(start / SR, 4), round(start / SR + len(y) / SR, 4), lab,
-                                 round(start / SR + _energy90_s(y), 4)])
+                                 round(start / SR + energy90_s(y), 4)])
                     seen.add(lab)
                     t = start / SR + len(y) / SR
                     if j < len(evs) - 1:
@@ -243,8 +243,8 @@ def envelope_sounds(folder: Path, refs) -> dict[str, list[tuple[float, float]]]:
 
     out = {}
     for p in refs:
-        y, _ = sf.read(folder / p, dtype="float32")
-        out[p] = [(a / SR, b / SR) for a, b in librosa.effects.split(y, top_db=30, frame_length=512, hop_length=128)]
+        y, sr = sf.read(folder / p, dtype="float32")
+        out[p] = [(a / sr, b / sr) for a, b in librosa.effects.split(y, top_db=30, frame_length=512, hop_length=128)]
     return out
 
 

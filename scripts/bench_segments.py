@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from bench_events import edge_f, energy90_s, envelope_sounds, our_sounds, sounds_found
 from labelled import data_folder  # scripts/ is on the path of a script run from it
 
 
@@ -81,30 +82,6 @@ def add_noise(y: np.ndarray, *, snr_db: float, rng: np.random.Generator) -> np.n
     return (mixed / max(1.0, float(np.abs(mixed).max()))).astype(np.float32)
 
 
-def energy90_s(y: np.ndarray, sr: int) -> float:
-    """Seconds from a digit's start until 90 % of its energy has passed (where its sound must not end before)."""
-    e = np.cumsum(y.astype(np.float64) ** 2)
-    return float(np.searchsorted(e, 0.9 * e[-1]) / sr)
-
-
-def scores(ref: list[tuple[float, float, float]], est: list[tuple[float, float]], tol: float = 0.1) -> dict:
-    """found, F of starts and of ends at ``tol``, and the count of sounds, of one file's sounds ``est``."""
-    import mir_eval
-
-    found = 0
-    for s, e, t90 in ref:
-        overlap = [max(0.0, min(e, b) - max(s, a)) for a, b in est]
-        if overlap and max(overlap) > 0:
-            a, b = est[int(np.argmax(overlap))]
-            found += abs(a - s) <= tol and t90 <= b <= e + tol
-    out = {"found": found / len(ref), "sounds": len(est), "digits": len(ref)}
-    for which, name in ((0, "starts"), (1, "ends")):
-        r = np.array(sorted(x[which] for x in ref))
-        g = np.array(sorted(x[which] for x in est))
-        out[name] = mir_eval.onset.f_measure(r, g, window=tol)[0] if len(g) else 0.0
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fsdd", type=Path, default=data_folder("fsdd"), required=data_folder() is None,
@@ -119,9 +96,7 @@ def main() -> None:
 
     from sound_cluster.cli import compose_config
     from sound_cluster.config import params_from_config
-    from sound_cluster.outputs.export import read_segments_table
     from sound_cluster.run.pipeline import run
-    from sound_cluster.run_folder import RunFolder
 
     methods = ("ours", "envelope", "librosa")
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,34 +108,27 @@ def main() -> None:
         params = params_from_config(cfg)
         result = run(params, output_dir=tmp / "run", config=cfg)
         by_rel = {f.path.relative_to(tmp / "audio").as_posix(): f for f in result.features}
-        ours: dict[str, list[tuple[float, float]]] = {}
-        for r in read_segments_table(RunFolder(tmp / "run").segments):
-            if r.get("kind", "sound") == "sound":
-                ours.setdefault(r["path"], []).append((r["start_s"], r["end_s"]))
-        per: dict[str, dict[str, list[dict]]] = {}
-        for rel, ref in truth.items():
-            y, sr = sf.read(tmp / "audio" / rel, dtype="float32")
-            dur = len(y) / sr
-            frames = np.load(by_rel[rel].cache_path)
-            b = librosa.segment.agglomerative(frames.T, k=len(ref))[1:] / params.features.frame_rate_hz
-            edges = [0.0, *sorted(float(x) for x in b), dur]
-            est = {"ours": ours.get(rel, []),
-                   "envelope": [(a / sr, e / sr) for a, e in librosa.effects.split(y, top_db=30, frame_length=512,
-                                                                                     hop_length=128)],
-                   "librosa": list(zip(edges[:-1], edges[1:]))}
-            for name in methods:
-                per.setdefault(rel.split("/")[0], {}).setdefault(name, []).append(scores(ref, est[name]))
+        refs = {rel: [(s, e, "digit") for s, e, _ in ref] for rel, ref in truth.items()}
+        e90 = {rel: [t90 for _, _, t90 in ref] for rel, ref in truth.items()}
+        agglomerative = {}
+        for rel, ref in truth.items():  # told the number of digits; each segment a sound to the next boundary
+            b = librosa.segment.agglomerative(np.load(by_rel[rel].cache_path).T, k=len(ref))[1:]
+            edges = [0.0, *sorted(float(x) for x in b / params.features.frame_rate_hz), sf.info(tmp / "audio" / rel).duration]
+            agglomerative[rel] = list(zip(edges[:-1], edges[1:]))
+        est = {"ours": our_sounds(tmp / "run"), "envelope": envelope_sounds(tmp / "audio", refs),
+               "librosa": agglomerative}
 
     print(f"{args.files} files each with pauses, without, and with pauses plus noise at 10 dB SNR; 4-8 digits each; "
           f"overrides: {args.overrides or 'none'}")
     print(f"{'files':10s} {'method':9s} {'found':>6s} {'F starts':>8s} {'F ends':>7s} {'per digit':>9s}")
-    for kind, by_method in per.items():
+    for kind in ("pauses", "nopause", "noisy"):
+        kind_refs = {rel: r for rel, r in refs.items() if rel.startswith(f"{kind}/")}
         table = {}
         for name in methods:
-            rows = by_method[name]
-            table[name] = {k: float(np.mean([r[k] for r in rows])) for k in ("found", "starts", "ends")}
-            table[name]["per"] = sum(r["sounds"] for r in rows) / sum(r["digits"] for r in rows)
-            t = table[name]
+            got = {rel: est[name].get(rel, []) for rel in kind_refs}
+            t = table[name] = {"found": sounds_found(kind_refs, e90, got), "starts": edge_f(kind_refs, got, which=0),
+                               "ends": edge_f(kind_refs, got, which=1),
+                               "per": sum(map(len, got.values())) / sum(map(len, kind_refs.values()))}
             print(f"{kind:10s} {name:9s} {t['found']:6.2f} {t['starts']:8.3f} {t['ends']:7.3f} {t['per']:9.2f}")
         ratio = "  ".join(f"{k} {table['ours'][k] / max(table['envelope'][k], table['librosa'][k], 1e-9):.2f}x"
                           for k in ("found", "starts", "ends"))
