@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+from scipy.special import logsumexp
 
 from sound_cluster.config import AugmentParams
 
@@ -272,8 +273,7 @@ class CropSampler:
 
 def _mean_log_power(x: np.ndarray) -> float:
     """The log of the mean power of log-power frames (natural log), computed without overflow."""
-    top = float(np.max(x))
-    return top + float(np.log(np.mean(np.exp(x - top))))
+    return float(logsumexp(x) - np.log(x.size))
 
 
 def synthetic_bed(n_frames: int, n_mels: int, rng: np.random.Generator) -> np.ndarray:
