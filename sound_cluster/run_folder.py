@@ -176,6 +176,11 @@ class RunFolder:
         return self.dir / ".scratch"
 
     @property
+    def scratch_encoder(self) -> Path:
+        """``.scratch/encoder.keras``: a fit's encoder while the workers embed the files (``executor.inference``)."""
+        return self.scratch / "encoder.keras"
+
+    @property
     def trees(self) -> Path:
         """``trees/``: one tree document per file."""
         return self.dir / "trees"

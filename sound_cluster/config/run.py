@@ -30,23 +30,35 @@ class ExecutorParams:
         a fit holds at most this many MB of step embeddings in the main process (23 MB per hour of audio); the
         rest are read from the step cache beside the features when needed, so they do not grow the main
         process's memory with the hours (same results); inf: all in memory
+    inference
+        where the encoder runs over the files: main (the main process, on every core) | workers (the executor's
+        workers, one TensorFlow thread each: each loads the encoder once, writes a fit's step embeddings to the
+        step cache and every file's posteriors to the run folder, and sends back a few numbers per file) | auto
+        (workers under dask, where the workers may be other machines; main otherwise)
     """
 
     kind: str = "auto"
     n_workers: int | None = None
     address: str | None = None
     steps_in_memory_mb: float = 64.0
+    inference: str = "auto"
 
     def check(self, prefix: str = "executor") -> None:
         one_of(f"{prefix}.kind", self.kind, ("auto", "serial", "process", "dask"))
         if self.n_workers is not None:
             positive_int(f"{prefix}.n_workers", self.n_workers)
         non_negative(f"{prefix}.steps_in_memory_mb", self.steps_in_memory_mb)
+        one_of(f"{prefix}.inference", self.inference, ("auto", "main", "workers"))
         if self.address is not None:
             if self.kind != "dask":
                 fail(f"{prefix}.address", self.address, f"null unless {prefix}.kind=dask (it is {self.kind})")
             if not isinstance(self.address, str) or "://" not in self.address:
                 fail(f"{prefix}.address", self.address, "a scheduler address such as tcp://10.0.0.5:8786")
+
+    @property
+    def on_workers(self) -> bool:
+        """Whether the encoder's inference runs on the executor's workers (``inference``, ``auto`` resolved)."""
+        return self.inference == "workers" or (self.inference == "auto" and self.kind == "dask")
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,14 @@ class StepCache:
         self.dim = int(encoder.get_layer("embedding").output.shape[-1])
         self.writable = True
 
+    @classmethod
+    def at(cls, folder: Path, *, dim: int) -> "StepCache":
+        """The cache whose encoder folder is ``folder`` (:attr:`dir` of one made from the encoder), as a worker
+        process opens it without the encoder's weights at hand; :meth:`prepare` is the main process's."""
+        cache = cls.__new__(cls)
+        cache.dir, cache.root, cache.dim, cache.writable = Path(folder), Path(folder).parent, int(dim), True
+        return cache
+
     def prepare(self) -> None:
         """Create this encoder's folder, mark it used, remove temporary files of killed runs and the folders
         of all but the :data:`KEEP_ENCODERS` most recently used encoders."""

@@ -130,6 +130,16 @@ class StepStore(Sequence):
         self.items.append(steps)
         self.held += steps.nbytes
 
+    def add_stored(self, path: Path, *, nbytes: int) -> None:
+        """The next file's step embeddings, already in the step cache at ``path`` (``nbytes`` of them): read into
+        memory while they fit the budget, else left there."""
+        if self.held + nbytes <= self.budget:
+            steps = np.load(path, allow_pickle=False)
+            self.items.append(steps)
+            self.held += steps.nbytes
+        else:
+            self.items.append(StoredRows.of(path))
+
     def __len__(self) -> int:
         return len(self.items)
 

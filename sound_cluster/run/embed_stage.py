@@ -4,6 +4,8 @@ The models come one of three ways, one per task (the pipeline's dispatch picks i
 (the encoder, the units and their clusters, the head), :func:`load_models` (``task=apply``) and
 :func:`recluster_models` (``task=recluster``: the run's hierarchy cut again); each gives an
 :class:`EmbedResult`. :func:`assign_stage` then writes every file's posteriors and ``clusters.csv``.
+The encoder runs over the files in the main process or on the executor's workers (``executor.inference``;
+:mod:`sound_cluster.run.inference_jobs`), with the same results.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sound_cluster.config import ModelParams, Params, saved_model_params
+from sound_cluster.config import ExecutorParams, ModelParams, Params, saved_model_params
 from sound_cluster.embed.clusters import Assignment, ClusterRecord, assign, explain_k, near_choice, write_clusters
 from sound_cluster.embed.shipped import resolve_init
 from sound_cluster.errors import AudioError, ConfigError
@@ -106,12 +108,19 @@ class EmbedResult:
     units : UnitFit
     known : dict of Path to np.ndarray or StoredRows [shape=(n_steps, D)]
         Step embeddings computed while clustering, by audio path (assigning them needs only the head); past
-        ``executor.steps_in_memory_mb``, where they lie in the step cache.
+        ``executor.steps_in_memory_mb``, where they lie in the step cache. Empty where the workers assign.
     file_labels : dict of Path to int or None
         File units: each file's cluster in the hierarchy (to say how often the head agrees).
     merge : MergeSource
     extra : dict
         The summary's entries (``units``, ``training``, ``recluster``, ``models``).
+    k_from : str or None
+        ``task=apply``: the models folder that K came with.
+    steps_at : dict of Path to Path
+        Where each file's step embeddings lie on disk (a step-cache entry, an earlier run's posteriors), by audio
+        path: assigning on the workers reads them there (a file without one is run through the encoder).
+    encoder_path : Path or None
+        The encoder with the run's head, saved: what the workers load to assign.
     """
 
     encoder: Any
@@ -121,7 +130,9 @@ class EmbedResult:
     file_labels: dict[Path, int] | None
     merge: MergeSource
     extra: dict[str, Any] = field(default_factory=dict)
-    k_from: str | None = None  # task=apply: the models folder that K came with
+    k_from: str | None = None
+    steps_at: dict[Path, Path] = field(default_factory=dict)
+    encoder_path: Path | None = None
 
 
 @dataclass
@@ -156,8 +167,17 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
         cache = StepCache(readable[0].cache_path.parent, encoder=encoder) if readable else None
         if cache is not None:
             cache.prepare()
-        clip_embeddings, steps = embed_files(encoder, [f.cache_path for f in readable], cache=cache,
-                                             budget_bytes=params.executor.steps_in_memory_mb * 1e6)
+        steps_at: dict[Path, Path] = {}  # where the workers left each file's step embeddings
+        if params.executor.on_workers and cache is not None and cache.writable:
+            readable, clip_embeddings, steps = _embed_on_workers(readable, encoder=encoder, cache=cache,
+                                                                 params=params, folder=folder, failures=failures)
+            steps_at = {f.path: cache.path(f.cache_path) for f in readable}
+        else:
+            if params.executor.on_workers:
+                log.warning("executor.inference: the encoder runs in the main process, as the step cache (%s) "
+                            "cannot be written for the workers", cache.dir if cache is not None else None)
+            clip_embeddings, steps = embed_files(encoder, [f.cache_path for f in readable], cache=cache,
+                                                 budget_bytes=params.executor.steps_in_memory_mb * 1e6)
     held = steps.summary()  # executor.steps_in_memory_mb
     units, choice, trained, sound_length_s = plan_units(readable, steps, params=params, timer=timer,
                                                         merges_dir=folder.scratch / "merges")
@@ -177,8 +197,9 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
         del unit_steps
         encoder, clusters, head_history = fitted.encoder, fitted.clusters, fitted.history
         file_labels = None if units is not None else {f.path: int(c) for f, c in zip(readable, clusters.labels)}
-        # Each file's step embeddings, from the pass that clustered them: assigning needs only the head.
-        known = {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
+        # Each file's step embeddings, from the pass that clustered them: assigning needs only the head. (On the
+        # workers, assigning reads them from the step cache.)
+        known = {} if steps_at else {f.path: e for f, e in zip(readable, fitted.step_embeddings)}
         fitted.hierarchy.save(models.hierarchy)  # any other K is another cut of it
         del fitted
         record = clusters.record(unit=choice.unit, sound_length_s=sound_length_s)
@@ -212,7 +233,48 @@ def fit_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, time
                          "history": history,
                          "head": {"steps": params.train.head_steps,
                                   "final_cross_entropy": round(head_history["loss"][-1], 4)}}
-    return EmbedResult(encoder, record, unit_fit, known, file_labels, MergeSource(trained=trained), extra)
+    return EmbedResult(encoder, record, unit_fit, known, file_labels, MergeSource(trained=trained), extra,
+                       steps_at=steps_at, encoder_path=models.encoder)
+
+
+def _embed_on_workers(readable: list, *, encoder, cache, params: Params, folder: RunFolder,
+                      failures: list[Failure]) -> tuple[list, np.ndarray, Any]:
+    """Every file's step embeddings made on the executor's workers, into the step cache (``executor.inference``).
+
+    The main process reads back only what fits ``executor.steps_in_memory_mb``; the other files' stay on disk.
+
+    Returns
+    -------
+    readable : list of FileFeatures
+        The files embedded; the others are added to ``failures``.
+    clip_embeddings : np.ndarray [shape=(n_files, embedding_dim), dtype=float32]
+    steps : StepStore
+    """
+    from sound_cluster.embed.encoder import save_encoder
+    from sound_cluster.embed.step_store import StepStore
+    from sound_cluster.run.executor import map_files
+    from sound_cluster.run.inference_jobs import EmbedJob, embed_fn
+
+    encoder_path = folder.scratch_encoder  # in the run folder, which every worker can read
+    save_encoder(encoder, encoder_path)
+    results = map_files(embed_fn(encoder_path=encoder_path, cache=cache),
+                        [EmbedJob(f.path, f.cache_path) for f in readable], params=params.executor, stage="embed",
+                        progress=params.output.progress)
+    store = StepStore(budget_bytes=params.executor.steps_in_memory_mb * 1e6)
+    kept, clips, hits = [], [], 0
+    for f, r in zip(readable, results):
+        if isinstance(r, Failure):
+            failures.append(r)
+            continue
+        kept.append(f)
+        clips.append(r.clip)
+        hits += r.cached
+        store.add_stored(cache.path(f.cache_path), nbytes=r.n_steps * cache.dim * 4)
+    if not kept:
+        raise AudioError("no file could be embedded; reasons in failures.csv", stage="embed")
+    log.info("step embeddings (on the workers): %d of %d files read from the step cache; %s", hits, len(kept),
+             store.describe())
+    return kept, np.array(clips), store
 
 
 def recluster_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, timer: Timer,
@@ -229,7 +291,8 @@ def recluster_models(feats, *, params: Params, folder: RunFolder, rel_root: Path
              "recluster": {"run": str(params.run), "merges_reused": len(cut.merges), "head": {
                  "steps": params.train.head_steps, "final_cross_entropy": round(cut.head_history["loss"][-1], 4)}}}
     return EmbedResult(cut.encoder, record, units, cut.known, cut.file_labels,
-                       MergeSource(path=ModelsFolder(Path(params.models)).merge_model), extra)
+                       MergeSource(path=ModelsFolder(Path(params.models)).merge_model), extra,
+                       steps_at=cut.steps_at, encoder_path=folder.models.encoder)
 
 
 def load_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, timer: Timer,
@@ -244,45 +307,36 @@ def load_models(feats, *, params: Params, folder: RunFolder, rel_root: Path, tim
              "units": {"unit": record.unit, "requested": record.unit, "rule": "the models' unit",
                        "sound_length_s": record.sound_length_s}}
     return EmbedResult(encoder, record, UnitFit(record.unit, sound_length_s=record.sound_length_s), {}, None,
-                       MergeSource(path=saved.merge_model), extra, k_from=str(params.models))
+                       MergeSource(path=saved.merge_model), extra, k_from=str(params.models),
+                       encoder_path=saved.encoder)
 
 
-def assign_stage(feats, names: list[str], models: EmbedResult, *, folder: RunFolder, rel_root: Path, timer: Timer,
-                 failures: list[Failure]) -> Assigned:
+def assign_stage(feats, names: list[str], models: EmbedResult, *, executor: ExecutorParams, folder: RunFolder,
+                 rel_root: Path, timer: Timer, failures: list[Failure]) -> Assigned:
     """Every file's posteriors (``posteriors/``) and cluster (``clusters.csv``) under the run's head.
 
-    Files that cannot be assigned are added to ``failures``.
+    In the main process, or on the executor's workers (``executor.inference``). Files that cannot be assigned
+    are added to ``failures``.
 
     Raises
     ------
     AudioError
         No file could be assigned.
     """
-    from sound_cluster.embed.inference import Posteriors
-
-    record, known, spans = models.record, models.known, models.units.spans
+    record = models.record
+    unread = {x.path for x in failures if x.stage == "assign"}  # features unreadable while clustering
+    todo = [(i, f, name) for i, (f, name) in enumerate(zip(feats, names)) if f.path not in unread]
     with timer.stage("assign"):
-        run_encoder = Posteriors(models.encoder)
-        rows = []
-        agree: list[bool] = []  # segment units: the head's cluster of each unit equals the unit's cluster
-        unread = {x.path for x in failures if x.stage == "assign"}  # features unreadable while clustering
-        for i, (f, name) in enumerate(zip(feats, names)):
-            if f.path in unread:
-                continue
-            try:  # one file's trouble (its cache entry, its output) must not cost the others
-                emb = known.pop(f.path, None)  # pop: the memory goes as the files are written
-                if emb is None:
-                    emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
-                else:
-                    emb = np.asarray(emb)  # read from the step cache where the fit left it there
-                    post = run_encoder.from_embeddings(emb)
-                folder.write_posteriors(name, embedding=emb, posteriors=post)
-            except (OSError, ValueError) as err:
-                failures.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
-                continue
-            k, conf = assign(post)
-            agree += [int(post[a:b].mean(axis=0).argmax()) == c for a, b, c in spans.pop(f.path, ())]
-            rows.append(Assignment(display_path(f.path, rel_root), k, conf, f.duration_s, name, i))
+        on_workers = executor.on_workers and models.encoder_path is not None
+        done = (_assign_on_workers if on_workers else _assign_here)(todo, models, executor=executor, folder=folder)
+    rows = []
+    agree: list[bool] = []  # segment units: the head's cluster of each unit equals the unit's cluster
+    for (i, f, name), r in zip(todo, done):
+        if isinstance(r, Failure):
+            failures.append(r)
+            continue
+        agree += r.agree
+        rows.append(Assignment(display_path(f.path, rel_root), r.cluster, r.confidence, f.duration_s, name, i))
     if not rows:
         raise AudioError("no file could be assigned to a cluster; reasons in failures.csv", stage="assign")
     write_clusters(rows, folder.clusters)
@@ -310,6 +364,48 @@ def assign_stage(feats, names: list[str], models: EmbedResult, *, folder: RunFol
     log.info("clusters: %d of K=%d used, %s %s", clusters["used"], record.k,
              "files per dominant cluster" if record.unit == SEGMENT else "sizes", sizes.tolist())
     return Assigned(rows, {"clusters": clusters})
+
+
+def _assign_here(todo: list, models: EmbedResult, *, executor: ExecutorParams, folder: RunFolder) -> list:
+    """:func:`assign_stage`'s files in the main process, from the step embeddings the models step kept."""
+    from sound_cluster.embed.inference import Posteriors
+    from sound_cluster.run.inference_jobs import AssignedFile
+
+    run_encoder = Posteriors(models.encoder)
+    known, spans = models.known, models.units.spans
+    out: list[Any] = []
+    for _, f, name in todo:
+        try:  # one file's trouble (its cache entry, its output) must not cost the others
+            emb = known.pop(f.path, None)  # pop: the memory goes as the files are written
+            if emb is None:
+                emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
+            else:
+                emb = np.asarray(emb)  # read from the step cache where the fit left it there
+                post = run_encoder.from_embeddings(emb)
+            folder.write_posteriors(name, embedding=emb, posteriors=post)
+        except (OSError, ValueError) as err:
+            out.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
+            continue
+        k, conf = assign(post)
+        out.append(AssignedFile(k, conf, tuple(int(post[a:b].mean(axis=0).argmax()) == c
+                                               for a, b, c in spans.pop(f.path, ()))))
+    return out
+
+
+def _assign_on_workers(todo: list, models: EmbedResult, *, executor: ExecutorParams, folder: RunFolder) -> list:
+    """:func:`assign_stage`'s files on the executor's workers: each reads its file's step embeddings where they lie
+    on disk (or runs the encoder over its features), writes its posteriors and sends back its cluster."""
+    import functools
+
+    from sound_cluster.run.executor import map_files
+    from sound_cluster.run.inference_jobs import AssignJob, assign_job
+
+    spans = models.units.spans
+    jobs = [AssignJob(f.path, f.cache_path, models.steps_at.get(f.path), name,
+                      tuple(tuple(int(v) for v in row) for row in spans.pop(f.path, ())))
+            for _, f, name in todo]
+    return map_files(functools.partial(assign_job, encoder_path=str(models.encoder_path), run_dir=str(folder.dir)),
+                     jobs, params=executor, stage="assign")
 
 
 def _n_units(models: EmbedResult) -> int | None:

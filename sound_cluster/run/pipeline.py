@@ -294,8 +294,8 @@ def _cluster_steps(state: RunState, folder: RunFolder, *, task: Task) -> dict[st
         models = task.models(feats, params=params, folder=folder, rel_root=rel_root, timer=timer,
                              failures=state.failures)
         extra.update(models.extra)
-        assigned = assign_stage(feats, names, models, folder=folder, rel_root=rel_root, timer=timer,
-                                failures=state.failures)
+        assigned = assign_stage(feats, names, models, executor=params.executor, folder=folder, rel_root=rel_root,
+                                timer=timer, failures=state.failures)
     finally:  # also when no file could be assigned: that error sends the user to failures.csv
         if len(state.failures) > n_failed:
             write_failures(state.failures, folder.failures, root=rel_root)

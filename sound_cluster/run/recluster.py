@@ -104,6 +104,7 @@ class Recut:
     head_history: dict[str, list[float]]
     merges: dict[Path, Any]  # each file's merges, read back from the run's tree (K does not change a fold)
     held: dict[str, Any] = dataclasses.field(default_factory=dict)  # the summary's step_embeddings entry
+    steps_at: dict[Path, Path] = dataclasses.field(default_factory=dict)  # each file's step embeddings: the run's posteriors
 
 
 def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failures: list[Failure]) -> Recut:
@@ -197,7 +198,7 @@ def recut(feats, *, params: Params, models: ModelsFolder, rel_root: Path, failur
     return Recut(encoder, record, {p: s for p, s in zip(paths, steps)},
                  None if prior.unit == SEGMENT else {p: int(c) for p, c in zip(paths, clusters.labels)},
                  counts if prior.unit == SEGMENT else {}, spans if prior.unit == SEGMENT else {}, history, merges,
-                 store.summary())
+                 store.summary(), {p: run.posteriors(names[str(rel)]) for p, rel in zip(paths, units["files"])})
 
 
 def _run_merges(run: RunFolder, names: dict[Path, str], steps: list[np.ndarray]) -> dict[Path, Any]:

@@ -54,7 +54,7 @@ def test_embedding_through_the_cache_equals_embedding_without_it(tiny, tmp_path,
     clips, steps = clip_inputs(enc, (np.load(p) for p in paths))
     cache = StepCache(tmp_path, encoder=enc)
     cache.prepare()
-    with caplog.at_level(logging.INFO, logger="sound_cluster.embed.head"):
+    with caplog.at_level(logging.INFO, logger="sound_cluster"):
         first = embed_files(enc, paths, cache=cache)
         again = embed_files(enc, paths, cache=cache)
     assert "0 of 5 files read from the step cache" in caplog.text
@@ -98,7 +98,9 @@ def test_only_the_most_recently_used_encoders_keep_a_folder(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_stopped_during_inference_embeds_only_the_rest_and_equals_an_uninterrupted_run(tmp_path, caplog):
+@pytest.mark.parametrize("inference", ["main", "workers"])
+def test_a_run_stopped_during_inference_embeds_only_the_rest_and_equals_an_uninterrupted_run(tmp_path, caplog,
+                                                                                              inference):
     audio = tmp_path / "audio"
     audio.mkdir()
     rng = np.random.default_rng(0)
@@ -106,13 +108,13 @@ def test_a_run_stopped_during_inference_embeds_only_the_rest_and_equals_an_unint
         y = tone(300 + 150 * i, 0.8, seed=i) if i % 2 else (0.3 * rng.standard_normal(int(0.8 * SR))).astype("float32")
         sf.write(audio / f"f{i}.wav", y, SR)
     cache = tmp_path / "cache"
-    settings = ("debug=tiny", f"features.cache_dir={cache}")
+    settings = ("debug=tiny", f"features.cache_dir={cache}", f"executor.inference={inference}")
     whole = sound_cluster.cluster(audio, *settings, output_dir=tmp_path / "whole", log=False)
     entries = sorted(cache.glob(f"*/{STEPS_FOLDER}/*/*.npy"))
     assert len(entries) == 6
     for p in entries[::2]:  # as if the run had stopped with three files embedded
         p.unlink()
-    with caplog.at_level(logging.INFO, logger="sound_cluster.embed.head"):
+    with caplog.at_level(logging.INFO, logger="sound_cluster"):
         again = sound_cluster.cluster(audio, *settings, output_dir=tmp_path / "again", log=False)
     assert "3 of 6 files read from the step cache" in caplog.text
     assert list(again.clusters) == list(whole.clusters) and len(whole.clusters) == 6

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import cloudpickle
+import numpy as np
 import pytest
 
 from sound_cluster.config import ExecutorParams
@@ -78,7 +79,13 @@ def test_a_whole_run_on_dask_writes_what_serial_writes(tmp_path):
     assert (runs["serial"] / "clusters.csv").read_bytes() == (runs["dask"] / "clusters.csv").read_bytes()
     trees = sorted(p.relative_to(runs["serial"]) for p in (runs["serial"] / "trees").rglob("*.json"))
     assert trees and all((runs["serial"] / t).read_bytes() == (runs["dask"] / t).read_bytes() for t in trees)
-    assert json.loads((runs["dask"] / "summary.json").read_text())["executor"]["kind"] == "dask"
+    # executor.inference=auto: under dask the encoder ran on the workers, the serial run's in its main process
+    assert json.loads((runs["dask"] / "summary.json").read_text())["executor"] == {
+        "kind": "dask", "n_workers": 2, "inference": "workers"}
+    assert json.loads((runs["serial"] / "summary.json").read_text())["executor"]["inference"] == "main"
+    for p in sorted((runs["serial"] / "posteriors").rglob("*.npz")):
+        with np.load(p) as x, np.load(runs["dask"] / p.relative_to(runs["serial"])) as y:
+            np.testing.assert_allclose(x["posteriors"], y["posteriors"], rtol=1e-5, atol=1e-6)
 
 
 def test_address_needs_dask_and_a_scheme():
