@@ -14,7 +14,9 @@ peak (sampled every 0.2 s), and seconds per
 hour of audio of each stage (summary.json); the last lines give, per executor, the main process's growth
 in MB per hour of recordings (least squares over the hours). ``--apply``: also ``task=apply`` of the models of
 the smallest folder's fit on every folder (executor ``apply``), the way to take an archive too large for one fit.
-``--again``: each fit once more on the same feature cache (executor ``again``), as a run started again after an
+When several executors run, a line per executor after the first gives its embed and assign stages' seconds per hour
+against the first's, per size (where the encoder runs: ``executor.inference``, e.g. ``auto`` puts it on the workers
+under dask only). ``--again``: each fit once more on the same feature cache (executor ``again``), as a run started again after an
 interruption or a second run over the same folder; the last lines compare its embed stage and wall time with the
 first fit's.
 """
@@ -121,6 +123,7 @@ def main() -> None:
     kinds = [*args.executors, *(["again"] if args.again else []), *(["apply"] if args.apply else [])]
     growth: dict[str, list[tuple[float, float]]] = {e: [] for e in kinds}
     seconds: dict[str, list[tuple[float, float]]] = {args.executors[0]: [], "again": []}
+    inference: dict[str, list[float]] = {e: [] for e in args.executors}  # embed and assign seconds per hour, per size
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folders = hour_folders(args.data, tmp, hours=args.hours, seed=args.seed)
@@ -154,12 +157,19 @@ def main() -> None:
                 growth[kind].append((audio_h, peaks["main"] / 2 ** 20))
                 if kind in (args.executors[0], "again"):
                     seconds[kind].append((s["stage_seconds"].get("embed", 0.0), wall))
+                if kind in args.executors:
+                    inference[kind].append(sum(s["stage_seconds"].get(k, 0.0) for k in ("embed", "assign")) / audio_h)
     for kind, points in growth.items():
         if len(points) >= 2:
             h, mb = np.array(points).T
             slope = np.polyfit(h, mb, 1)[0]
             print(f"{kind}: the main process grows by {slope:.0f} MB per hour of recordings "
                   f"({h.min():.2f} to {h.max():.2f} h)")
+    base = args.executors[0]
+    for kind in args.executors[1:]:
+        if inference[kind] and len(inference[kind]) == len(inference[base]):
+            ratios = ", ".join(f"{a / max(b, 1e-9):.2f}x" for a, b in zip(inference[kind], inference[base]))
+            print(f"{kind}: embed and assign stages' seconds per hour against {base}'s: {ratios} (per size)")
     if seconds["again"]:
         (e1, w1), (e2, w2) = (np.sum(seconds[k], axis=0) for k in (args.executors[0], "again"))
         print(f"again: embed stage {e2:.1f} s against {e1:.1f} s the first time ({e2 / max(e1, 1e-9):.2f}x), "
