@@ -23,12 +23,15 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from sound_cluster.config import Params
 from sound_cluster.embed.shipped import CARD_FORMAT, resolve_init
 from sound_cluster.io_utils import atomic_write_json
 from sound_cluster.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from sound_cluster.ingest.extract import FileFeatures
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +153,7 @@ def started_from(card: dict[str, Any]) -> dict[str, Any]:
 
 def pretrain(frame_files: Sequence[tuple[str, int]], *, params: Params, output_dir: Path, corpus_root: Path,
              audio_seconds: float, audio_paths: Sequence[Path] | None = None,
-             beds: Sequence[Any] = ()) -> dict[str, Any]:
+             beds: Sequence[FileFeatures] = ()) -> dict[str, Any]:
     """Pre-train an encoder and write ``models/encoder.keras`` and its card ``models/encoder.json``.
 
     Parameters

@@ -268,9 +268,9 @@ def _bed_features(params: Params, *, cache: FeatureCache) -> list[FileFeatures]:
         The folder holds no usable audio.
     """
     root = Path(params.pretrain.beds)
-    files, _ = discover(root, extensions=params.data.extensions, follow_symlinks=params.data.follow_symlinks)
+    files, problems = discover(root, extensions=params.data.extensions, follow_symlinks=params.data.follow_symlinks)
     feats, failed = extract_files(files, params=params, cache=cache)
-    for f in failed:
+    for f in [*problems, *failed]:
         log.warning("pretrain.beds: skipped %s (%s): %s", f.path, f.stage, f.reason)
     if not feats:
         raise AudioError(f"pretrain.beds: no usable audio under {root}", stage="features")

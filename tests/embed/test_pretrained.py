@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_weights_transfer_by_layer_name_and_the_head_is_new_when_k_differs(tmp_p
 
 
 @pytest.mark.slow
-def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
+def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path, caplog):
     audio = _folder(tmp_path / "audio")
     cache = tmp_path / "cache"
     pre = tmp_path / "pre"
@@ -119,10 +120,13 @@ def test_pretrain_writes_an_encoder_and_card_that_a_fit_starts_from(tmp_path):
     beds.mkdir()
     rng = np.random.default_rng(3)
     sf.write(beds / "wind.wav", (0.05 * rng.standard_normal(SR * 3)).astype(np.float32), SR)
+    (beds / "gone.wav").symlink_to(tmp_path / "nowhere.wav")  # skipped, and said so
     more = tmp_path / "more"
-    run(make_params("debug=tiny", f"data.path={audio}", "task=pretrain", f"model.init={enc}",
-                    f"features.cache_dir={cache}", f"pretrain.beds={beds}", "pretrain.train.augment.bed_prob=1.0"),
-        output_dir=more)
+    with caplog.at_level(logging.WARNING, logger="sound_cluster"):
+        run(make_params("debug=tiny", f"data.path={audio}", "task=pretrain", f"model.init={enc}",
+                        f"features.cache_dir={cache}", f"pretrain.beds={beds}", "pretrain.train.augment.bed_prob=1.0"),
+            output_dir=more)
+    assert "pretrain.beds: skipped" in caplog.text and "gone.wav" in caplog.text
     card2 = json.loads((more / "models" / "encoder.json").read_text())
     assert card2["training"]["beds"] == {"files": 1, "minutes": 0.1, "folder": "beds"}
     assert card2["init"] == enc.name and card2["started_from"]["init"] == "scratch"  # a file name, never a path
