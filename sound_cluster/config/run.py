@@ -25,7 +25,7 @@ class ExecutorParams:
         null = number of usable cores (process; dask's LocalCluster)
     address
         dask only: a running scheduler, e.g. tcp://10.0.0.5:8786; null starts a LocalCluster here. Workers
-        must see data.path, features.cache_dir and the run folder at the same paths.
+        must see data.path, features.cache_dir and the run folder (and task=apply's models) at the same paths.
     steps_in_memory_mb
         a fit holds at most this many MB of step embeddings in the main process (23 MB per hour of audio); the
         rest are read from the step cache beside the features when needed, so they do not grow the main
