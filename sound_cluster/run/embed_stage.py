@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sound_cluster.config import ExecutorParams, ModelParams, Params, saved_model_params
-from sound_cluster.embed.clusters import Assignment, ClusterRecord, assign, explain_k, near_choice, write_clusters
+from sound_cluster.embed.clusters import Assignment, ClusterRecord, explain_k, near_choice, write_clusters
 from sound_cluster.embed.shipped import resolve_init
 from sound_cluster.errors import AudioError, ConfigError
 from sound_cluster.ingest.failures import Failure, display_path
@@ -369,26 +369,18 @@ def assign_stage(feats, names: list[str], models: EmbedResult, *, executor: Exec
 def _assign_here(todo: list, models: EmbedResult, *, executor: ExecutorParams, folder: RunFolder) -> list:
     """:func:`assign_stage`'s files in the main process, from the step embeddings the models step kept."""
     from sound_cluster.embed.inference import Posteriors
-    from sound_cluster.run.inference_jobs import AssignedFile
+    from sound_cluster.run.inference_jobs import assign_file
 
     run_encoder = Posteriors(models.encoder)
     known, spans = models.known, models.units.spans
     out: list[Any] = []
     for _, f, name in todo:
         try:  # one file's trouble (its cache entry, its output) must not cost the others
-            emb = known.pop(f.path, None)  # pop: the memory goes as the files are written
-            if emb is None:
-                emb, post = run_encoder(np.load(f.cache_path, mmap_mode="r", allow_pickle=False))
-            else:
-                emb = np.asarray(emb)  # read from the step cache where the fit left it there
-                post = run_encoder.from_embeddings(emb)
-            folder.write_posteriors(name, embedding=emb, posteriors=post)
+            # pop: the memory goes as the files are written (rows in the step cache are read there)
+            out.append(assign_file(run_encoder, steps=known.pop(f.path, None), frames=f.cache_path, name=name,
+                                   spans=spans.pop(f.path, ()), folder=folder))
         except (OSError, ValueError) as err:
             out.append(Failure(f.path, "assign", f"{type(err).__name__}: {err}"))
-            continue
-        k, conf = assign(post)
-        out.append(AssignedFile(k, conf, tuple(int(post[a:b].mean(axis=0).argmax()) == c
-                                               for a, b, c in spans.pop(f.path, ()))))
     return out
 
 

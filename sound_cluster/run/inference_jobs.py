@@ -152,14 +152,33 @@ def read_steps(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def assign_job(job: AssignJob, *, encoder_path: str, run_dir: str) -> AssignedFile:
-    """A file's posteriors under the run's head, written to ``run_dir``'s ``posteriors/``; its cluster."""
-    run = runner(encoder_path)
-    if job.steps is not None:
-        emb = read_steps(job.steps)
+def assign_file(run, *, steps, frames: Path, name: str, spans, folder: RunFolder) -> AssignedFile:
+    """A file's posteriors under the run's head, written to ``folder``'s ``posteriors/``; its cluster.
+
+    Parameters
+    ----------
+    run : Posteriors
+        The encoder with the run's head.
+    steps : np.ndarray or StoredRows or None [shape=(n_steps, D)]
+        The file's step embeddings, where known (only the head runs); None runs the encoder over ``frames``.
+    frames : Path
+        Its features.
+    name : str
+        Its output name.
+    spans : iterable of (int, int, int)
+        Segment units: each unit's start and end step and cluster.
+    """
+    if steps is not None:
+        emb = np.asarray(steps)
         post = run.from_embeddings(emb)
     else:
-        emb, post = run(np.load(job.frames, mmap_mode="r", allow_pickle=False))
-    RunFolder(Path(run_dir)).write_posteriors(job.name, embedding=emb, posteriors=post)
+        emb, post = run(np.load(frames, mmap_mode="r", allow_pickle=False))
+    folder.write_posteriors(name, embedding=emb, posteriors=post)
     k, conf = assign(post)
-    return AssignedFile(k, conf, tuple(int(post[a:b].mean(axis=0).argmax()) == c for a, b, c in job.spans))
+    return AssignedFile(k, conf, tuple(int(post[a:b].mean(axis=0).argmax()) == c for a, b, c in spans))
+
+
+def assign_job(job: AssignJob, *, encoder_path: str, run_dir: str) -> AssignedFile:
+    """:func:`assign_file` on a worker: the encoder loaded once per process, the steps read where they lie."""
+    return assign_file(runner(encoder_path), steps=None if job.steps is None else read_steps(job.steps),
+                       frames=job.frames, name=job.name, spans=job.spans, folder=RunFolder(Path(run_dir)))
