@@ -115,9 +115,9 @@ class StepStore(Sequence):
         self.items: list[Steps] = []
         self.over_budget = 0  # files held in memory past the budget (their entry could not be written)
 
-    def fits(self, steps: np.ndarray) -> bool:
-        """Whether ``steps`` would be held in memory within the budget."""
-        return self.held + steps.nbytes <= self.budget
+    def fits(self, steps: np.ndarray | int) -> bool:
+        """Whether ``steps`` (an array, or its size in bytes) would be held in memory within the budget."""
+        return self.held + (steps if isinstance(steps, int) else steps.nbytes) <= self.budget
 
     def add(self, steps: np.ndarray, *, stored: Path | None = None) -> None:
         """The next file's step embeddings; ``stored``: its step-cache entry, where it holds exactly ``steps``."""
@@ -133,7 +133,7 @@ class StepStore(Sequence):
     def add_stored(self, path: Path, *, nbytes: int) -> None:
         """The next file's step embeddings, already in the step cache at ``path`` (``nbytes`` of them): read into
         memory while they fit the budget, else left there."""
-        if self.held + nbytes <= self.budget:
+        if self.fits(nbytes):
             steps = np.load(path, allow_pickle=False)
             self.items.append(steps)
             self.held += steps.nbytes

@@ -328,7 +328,8 @@ def assign_stage(feats, names: list[str], models: EmbedResult, *, executor: Exec
     todo = [(i, f, name) for i, (f, name) in enumerate(zip(feats, names)) if f.path not in unread]
     with timer.stage("assign"):
         on_workers = executor.on_workers and models.encoder_path is not None
-        done = (_assign_on_workers if on_workers else _assign_here)(todo, models, executor=executor, folder=folder)
+        done = (_assign_on_workers(todo, models, executor=executor, folder=folder) if on_workers
+                else _assign_here(todo, models, folder=folder))
     rows = []
     agree: list[bool] = []  # segment units: the head's cluster of each unit equals the unit's cluster
     for (i, f, name), r in zip(todo, done):
@@ -366,7 +367,7 @@ def assign_stage(feats, names: list[str], models: EmbedResult, *, executor: Exec
     return Assigned(rows, {"clusters": clusters})
 
 
-def _assign_here(todo: list, models: EmbedResult, *, executor: ExecutorParams, folder: RunFolder) -> list:
+def _assign_here(todo: list, models: EmbedResult, *, folder: RunFolder) -> list:
     """:func:`assign_stage`'s files in the main process, from the step embeddings the models step kept."""
     from sound_cluster.embed.inference import Posteriors
     from sound_cluster.run.inference_jobs import assign_file
